@@ -1,0 +1,27 @@
+//! The attestors: each turns what was observed into one predicate of the collection.
+
+pub mod command_run;
+pub mod environment;
+pub mod git;
+pub mod material;
+pub mod oci;
+pub mod product;
+
+use std::time::SystemTime;
+
+use crate::digest::DigestSet;
+
+/// One attestor's contribution to the collection.
+#[derive(Clone, Debug)]
+pub struct Attestation {
+    /// Predicate type URI, e.g. `https://aflock.ai/attestations/oci/v0.1`.
+    pub type_uri: &'static str,
+    /// The predicate, already in wire key order (serde_json with `preserve_order`).
+    pub predicate: serde_json::Value,
+    /// Subject keys without the type prefix (`imageid:<hex>`), with their digests.
+    pub subjects: Vec<(String, DigestSet)>,
+    /// Backref keys without the type prefix.
+    pub backrefs: Vec<(String, DigestSet)>,
+    pub started: SystemTime,
+    pub ended: SystemTime,
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand: its clap `Args` and its `execute`.
+
+pub mod doctor;
+pub mod inspect;
+pub mod keygen;
+pub mod run;
+pub mod tools;
+pub mod verify;

@@ -1,0 +1,10 @@
+//! `oci-attest tools`. STUB.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`tools` is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `oci-attest verify`. STUB.
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`verify` is not implemented yet")
+}

@@ -1,0 +1,1 @@
+//! eBPF tracing of the wrapped command's process tree. STUB.
