@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 
-use super::digester::{Compression, FileFacts};
+pub use super::digester::Compression;
+use super::digester::FileFacts;
 use super::members::Members;
 
 pub const OCI_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";

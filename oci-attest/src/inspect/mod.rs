@@ -18,6 +18,8 @@ mod layout;
 mod members;
 mod predicate;
 mod scan;
+#[cfg(test)]
+mod tests;
 
 use std::fs::File;
 use std::io::{self, Read};
