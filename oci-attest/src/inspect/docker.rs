@@ -48,7 +48,7 @@ pub fn read(members: &Members, max_layers: usize) -> Result<DockerArchive, Strin
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let mut image = verify_image(members, &entry.config, None, listed, max_layers)?;
+        let mut image = verify_image(members, &entry.config, listed, max_layers)?;
         image.tags = entry.repo_tags.clone();
         images.push(image);
     }

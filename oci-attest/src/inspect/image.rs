@@ -94,11 +94,10 @@ pub struct ListedLayer<'a> {
 }
 
 /// Verifies a config and its layers and returns the image (tags and manifest digest are the
-/// caller's to fill in). `config_kind` names the config's declared media type, when any.
+/// caller's to fill in).
 pub fn verify_image(
     members: &Members,
     config_name: &str,
-    config_media_type: Option<&str>,
     listed: Vec<ListedLayer<'_>>,
     max_layers: usize,
 ) -> Result<Image, String> {
@@ -118,18 +117,8 @@ pub fn verify_image(
         ));
     }
     let (config, _) = parse_json(members, config_name)?;
-    let is_image_config = matches!(
-        config_media_type,
-        None | Some(OCI_IMAGE_CONFIG) | Some(DOCKER_IMAGE_CONFIG)
-    );
-    let diff_ids = if is_image_config {
-        config_diff_ids(&config, config_name)?
-    } else {
-        // An artifact (signature, SBOM...) listed in an index: its blobs are checked by the
-        // caller, but it has no filesystem layers to verify.
-        Vec::new()
-    };
-    if is_image_config && diff_ids.len() != listed.len() {
+    let diff_ids = config_diff_ids(&config, config_name)?;
+    if diff_ids.len() != listed.len() {
         return Err(format!(
             "image {config_name:?} lists {} layers but its config has {} rootfs.diff_ids",
             listed.len(),
@@ -137,19 +126,17 @@ pub fn verify_image(
         ));
     }
     let mut layers = Vec::with_capacity(listed.len());
-    for (position, layer) in listed.into_iter().enumerate() {
+    for (position, (layer, expected)) in listed.into_iter().zip(&diff_ids).enumerate() {
         let diff_id =
             layer.facts.uncompressed_sha256.clone().map_err(|error| {
                 format!("layer {:?} cannot be decompressed: {error}", layer.name)
             })?;
-        if let Some(expected) = diff_ids.get(position) {
-            if *expected != diff_id {
-                return Err(format!(
-                    "layer {} ({:?}) has diffID sha256:{diff_id}, but config {config_name:?} expects sha256:{expected}",
-                    position + 1,
-                    layer.name
-                ));
-            }
+        if *expected != diff_id {
+            return Err(format!(
+                "layer {} ({:?}) has diffID sha256:{diff_id}, but config {config_name:?} expects sha256:{expected}",
+                position + 1,
+                layer.name
+            ));
         }
         layers.push(Layer {
             media_type: layer.media_type,

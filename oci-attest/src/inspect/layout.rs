@@ -4,7 +4,10 @@
 use serde_json::Value;
 
 use super::docker::kind_of;
-use super::image::{parse_json, sha256_of, verify_image, Image, ListedLayer, Platform};
+use super::image::{
+    parse_json, sha256_of, verify_image, Image, ListedLayer, Platform, DOCKER_IMAGE_CONFIG,
+    OCI_IMAGE_CONFIG,
+};
 use super::members::Members;
 
 pub const INDEX: &str = "index.json";
@@ -194,7 +197,6 @@ impl Walk<'_> {
             .get("config")
             .ok_or_else(|| format!("manifest {name:?} has no config"))?;
         let config_name = self.check_descriptor(config, &format!("manifest {name:?} config"))?;
-        let config_media_type = config.get("mediaType").and_then(Value::as_str);
         let descriptors = match manifest.get("layers") {
             None | Some(Value::Null) => &Vec::new(),
             Some(Value::Array(list)) => list,
@@ -227,13 +229,15 @@ impl Walk<'_> {
             });
             layer_names.push(layer_name);
         }
-        let mut image = verify_image(
-            self.members,
-            &config_name,
-            config_media_type,
-            listed,
-            self.max_layers,
-        )?;
+        if !matches!(
+            config.get("mediaType").and_then(Value::as_str),
+            None | Some(OCI_IMAGE_CONFIG | DOCKER_IMAGE_CONFIG)
+        ) {
+            // An artifact (signature, SBOM, attestation) listed beside the images: its blobs
+            // are checked above, but it has no filesystem to describe.
+            return Ok(());
+        }
+        let mut image = verify_image(self.members, &config_name, listed, self.max_layers)?;
         image.tags = tag.map(|tag| vec![tag.to_owned()]);
         image.manifest_sha256 = Some(manifest_sha256);
         if platform.is_some() {
