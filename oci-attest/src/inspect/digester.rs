@@ -16,10 +16,8 @@ use std::thread;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest as _, Sha256};
 
+use super::chunk::{Chunk, Pool};
 use super::DecompressionLimits;
-
-/// The bytes of one read of the archive, shared between the outer-file hasher and a worker.
-pub type Chunk = Arc<Vec<u8>>;
 
 /// Largest JSON document (manifest, index, config) kept in memory.
 pub const MAX_DOCUMENT_BYTES: usize = 64 << 20;
@@ -131,6 +129,7 @@ impl Digester {
         scope: &'scope thread::Scope<'scope, '_>,
         workers: usize,
         limits: DecompressionLimits,
+        pool: &Pool,
     ) -> Digester {
         let (jobs, job_queue) = bounded::<Job>(workers);
         let (result_sender, results) = crossbeam_channel::unbounded();
@@ -143,9 +142,10 @@ impl Digester {
             let job_queue = job_queue.clone();
             let result_sender = result_sender.clone();
             let budget = Arc::clone(&budget);
+            let pool = pool.clone();
             scope.spawn(move || {
                 for job in job_queue {
-                    let facts = digest_member(&job, &budget);
+                    let facts = digest_member(&job, &budget, &pool);
                     if result_sender.send((job.name, facts)).is_err() {
                         return;
                     }
@@ -194,7 +194,7 @@ impl<'scope> Hashing<'scope> {
         let digest = scope.spawn(move || {
             let mut hasher = Sha256::new();
             for chunk in queue {
-                hasher.update(chunk.as_slice());
+                hasher.update(&chunk[..]);
             }
             hex::encode(hasher.finalize())
         });
@@ -203,7 +203,7 @@ impl<'scope> Hashing<'scope> {
 
     fn update(&mut self, chunk: &Chunk) {
         match self {
-            Hashing::Inline(hasher) => hasher.update(chunk.as_slice()),
+            Hashing::Inline(hasher) => hasher.update(&chunk[..]),
             // The helper only stops when `chunks` is dropped, so sending cannot fail.
             Hashing::Offloaded { chunks, .. } => {
                 let _ = chunks.send(Arc::clone(chunk));
@@ -304,9 +304,9 @@ fn looks_like_json(start: &[u8]) -> bool {
     )
 }
 
-fn digest_member(job: &Job, budget: &Budget) -> FileFacts {
+fn digest_member(job: &Job, budget: &Budget, pool: &Pool) -> FileFacts {
     let first = job.chunks.recv().ok();
-    let start = first.as_deref().map_or(&[][..], |chunk| chunk.as_slice());
+    let start = first.as_deref().map_or(&[][..], |chunk| &chunk[..]);
     let compression = Compression::sniff(start);
     let kept = (compression == Compression::None && (job.keep_if_json || looks_like_json(start)))
         .then(|| {
@@ -338,6 +338,7 @@ fn digest_member(job: &Job, budget: &Budget) -> FileFacts {
                 flate2::read::MultiGzDecoder::new(&mut reader),
                 &served,
                 budget,
+                pool,
                 Hashing::offloaded(scope),
                 "gzip",
             )),
@@ -345,7 +346,14 @@ fn digest_member(job: &Job, budget: &Budget) -> FileFacts {
                 zstd::stream::read::Decoder::new(&mut reader)
                     .map_err(|error| format!("zstd: {error}"))
                     .and_then(|decoder| {
-                        hash_decoded(decoder, &served, budget, Hashing::offloaded(scope), "zstd")
+                        hash_decoded(
+                            decoder,
+                            &served,
+                            budget,
+                            pool,
+                            Hashing::offloaded(scope),
+                            "zstd",
+                        )
                     }),
             ),
         };
@@ -368,59 +376,77 @@ fn digest_member(job: &Job, budget: &Budget) -> FileFacts {
     })
 }
 
-/// Decompressed bytes handed to the hashing thread at a time.
-const DECODED_CHUNK_BYTES: usize = 1 << 20;
+/// A decoder's output, counted against the decompression limits as it is produced.
+struct Limited<'a, R> {
+    decoder: R,
+    compressed_served: &'a Cell<u64>,
+    budget: &'a Budget,
+    produced: u64,
+    format: &'a str,
+    violation: Option<String>,
+}
+
+impl<R: Read> Read for Limited<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let count = self.decoder.read(buf)?;
+        let limits = self.budget.limits;
+        self.produced += count as u64;
+        let total = self
+            .budget
+            .decompressed_total
+            .fetch_add(count as u64, Ordering::Relaxed)
+            + count as u64;
+        if total > limits.max_total_bytes {
+            self.violation = Some(format!(
+                "decompressed layers exceed the limit of {} bytes in total (--max-decompressed-bytes)",
+                limits.max_total_bytes
+            ));
+        } else if self.produced > RATIO_GRACE_BYTES
+            && self.produced / self.compressed_served.get().max(1) > limits.max_ratio
+        {
+            self.violation = Some(format!(
+                "{} stream expands more than {}x (--max-ratio): a decompression bomb?",
+                self.format, limits.max_ratio
+            ));
+        }
+        match self.violation {
+            Some(_) => Err(io::Error::other("decompression limit")),
+            None => Ok(count),
+        }
+    }
+}
 
 fn hash_decoded(
-    mut decoder: impl Read,
+    decoder: impl Read,
     compressed_served: &Cell<u64>,
     budget: &Budget,
+    pool: &Pool,
     mut hashing: Hashing<'_>,
     format: &str,
 ) -> Result<String, String> {
-    let limits = budget.limits;
-    let mut produced: u64 = 0;
+    let mut limited = Limited {
+        decoder,
+        compressed_served,
+        budget,
+        produced: 0,
+        format,
+        violation: None,
+    };
     loop {
-        let mut block = vec![0u8; DECODED_CHUNK_BYTES];
-        let mut filled = 0;
-        while filled < block.len() {
-            let count = match decoder.read(&mut block[filled..]) {
-                Ok(0) => break,
-                Ok(count) => count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(format!("{format} stream is truncated"))
-                }
-                Err(error) => return Err(format!("{format} stream is corrupt: {error}")),
-            };
-            filled += count;
-            produced += count as u64;
-            let total = budget
-                .decompressed_total
-                .fetch_add(count as u64, Ordering::Relaxed)
-                + count as u64;
-            if total > limits.max_total_bytes {
-                return Err(format!(
-                    "decompressed layers exceed the limit of {} bytes in total (--max-decompressed-bytes)",
-                    limits.max_total_bytes
-                ));
-            }
-            if produced > RATIO_GRACE_BYTES
-                && produced / compressed_served.get().max(1) > limits.max_ratio
-            {
-                return Err(format!(
-                    "{format} stream expands more than {}x (--max-ratio): a decompression bomb?",
-                    limits.max_ratio
-                ));
+        match pool.fill(&mut limited) {
+            Ok(Some(chunk)) => hashing.update(&chunk),
+            Ok(None) => return Ok(hashing.finish()),
+            Err(error) => {
+                return Err(match limited.violation.take() {
+                    Some(violation) => violation,
+                    None if error.kind() == io::ErrorKind::UnexpectedEof => {
+                        format!("{format} stream is truncated")
+                    }
+                    None => format!("{format} stream is corrupt: {error}"),
+                })
             }
         }
-        if filled == 0 {
-            break;
-        }
-        block.truncate(filled);
-        hashing.update(&Arc::new(block));
     }
-    Ok(hashing.finish())
 }
 
 #[cfg(test)]
@@ -443,10 +469,12 @@ pub mod tests {
 
     fn digest_bytes(bytes: &[u8], limits: DecompressionLimits) -> FileFacts {
         std::thread::scope(|scope| {
-            let digester = Digester::start(scope, 2, limits);
+            let pool = Pool::default();
+            let digester = Digester::start(scope, 2, limits, &pool);
             let feed = digester.member("m".into(), false).unwrap();
-            for piece in bytes.chunks(1 << 20) {
-                feed.send(Arc::new(piece.to_vec())).unwrap();
+            let mut reader = bytes;
+            while let Some(chunk) = pool.fill(&mut reader).unwrap() {
+                feed.send(chunk).unwrap();
             }
             drop(feed);
             let mut results = digester.finish();

@@ -11,6 +11,7 @@
 // Input is hostile: no panicking shortcuts outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod chunk;
 mod digester;
 mod docker;
 pub mod image;

@@ -11,12 +11,11 @@ use crossbeam_channel::{bounded, Sender};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
-use super::digester::{Chunk, Digester};
+use super::chunk::{Chunk, Pool};
+use super::digester::Digester;
 use super::members::{Member, Members};
 use super::{ArchiveKind, Options};
 
-/// Read size of the archive file and chunk size handed to the workers.
-const CHUNK_BYTES: usize = 1 << 20;
 /// Archives smaller than this finish too fast for a progress bar to help.
 const PROGRESS_MIN_BYTES: u64 = 100_000_000;
 
@@ -29,11 +28,12 @@ pub struct Scanned {
 pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned, String> {
     let workers = thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     thread::scope(|scope| {
-        let digester = Digester::start(scope, workers, options.limits);
+        let pool = Pool::default();
+        let digester = Digester::start(scope, workers, options.limits, &pool);
         let mut members = Members::default();
         let file_sha256 = match kind {
             ArchiveKind::LayoutDir => {
-                scan_dir(path, "", &digester, &mut members)?;
+                scan_dir(path, "", &digester, &pool, &mut members)?;
                 None
             }
             ArchiveKind::Tar | ArchiveKind::GzipTar => {
@@ -48,25 +48,26 @@ pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned
                 let hasher = scope.spawn(move || {
                     let mut hasher = Sha256::new();
                     for chunk in chunk_queue {
-                        hasher.update(chunk.as_slice());
+                        hasher.update(&chunk[..]);
                     }
                     hex::encode(hasher.finalize())
                 });
                 let mut tee = Tee {
                     file,
-                    block: Arc::new(Vec::new()),
+                    pool: pool.clone(),
+                    block: None,
                     position: 0,
                     hasher: chunks,
                     progress,
                 };
                 let scanned = if kind == ArchiveKind::GzipTar {
                     let mut decoder = flate2::read::MultiGzDecoder::new(&mut tee);
-                    scan_tar(&mut decoder, &digester, &mut members).and_then(|()| {
+                    scan_tar(&mut decoder, &digester, &pool, &mut members).and_then(|()| {
                         drain(&mut decoder)
                             .map_err(|error| format!("outer gzip stream is damaged: {error}"))
                     })
                 } else {
-                    scan_tar(&mut tee, &digester, &mut members)
+                    scan_tar(&mut tee, &digester, &pool, &mut members)
                 };
                 scanned.and_then(|()| {
                     drain(&mut tee).map_err(|error| format!("read error: {error}"))
@@ -108,7 +109,8 @@ fn drain(reader: &mut impl Read) -> io::Result<()> {
 /// tar parser sees it: the tar digest and the member digests come from the same read.
 struct Tee {
     file: File,
-    block: Chunk,
+    pool: Pool,
+    block: Option<Chunk>,
     position: usize,
     hasher: Sender<Chunk>,
     progress: ProgressBar,
@@ -116,30 +118,26 @@ struct Tee {
 
 impl Read for Tee {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.position == self.block.len() {
-            let mut block = vec![0u8; CHUNK_BYTES];
-            let mut filled = 0;
-            while filled < block.len() {
-                match self.file.read(&mut block[filled..]) {
-                    Ok(0) => break,
-                    Ok(count) => filled += count,
-                    Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                    Err(error) => return Err(error),
-                }
-            }
-            if filled == 0 {
+        let exhausted = self
+            .block
+            .as_ref()
+            .is_none_or(|block| self.position == block.len());
+        if exhausted {
+            self.block = None;
+            let Some(block) = self.pool.fill(&mut self.file)? else {
                 return Ok(0);
-            }
-            block.truncate(filled);
-            let block = Arc::new(block);
+            };
             self.hasher
                 .send(Arc::clone(&block))
                 .map_err(|_| io::Error::other("the file hasher stopped unexpectedly"))?;
-            self.progress.inc(filled as u64);
-            self.block = block;
+            self.progress.inc(block.len() as u64);
+            self.block = Some(block);
             self.position = 0;
         }
-        let available = &self.block[self.position..];
+        let Some(block) = &self.block else {
+            return Ok(0);
+        };
+        let available = &block[self.position..];
         let count = available.len().min(buf.len());
         buf[..count].copy_from_slice(&available[..count]);
         self.position += count;
@@ -153,7 +151,12 @@ fn is_document_name(name: &str) -> bool {
     base.ends_with(".json") || base == "oci-layout" || base == "repositories"
 }
 
-fn scan_tar(reader: impl Read, digester: &Digester, members: &mut Members) -> Result<(), String> {
+fn scan_tar(
+    reader: impl Read,
+    digester: &Digester,
+    pool: &Pool,
+    members: &mut Members,
+) -> Result<(), String> {
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -179,23 +182,12 @@ fn scan_tar(reader: impl Read, digester: &Digester, members: &mut Members) -> Re
             let expected = entry.size();
             let feed = digester.member(name.clone(), is_document_name(&name))?;
             let mut received: u64 = 0;
-            loop {
-                let mut chunk = vec![0u8; CHUNK_BYTES];
-                let mut filled = 0;
-                while filled < chunk.len() {
-                    match entry.read(&mut chunk[filled..]) {
-                        Ok(0) => break,
-                        Ok(count) => filled += count,
-                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                        Err(error) => return Err(format!("cannot read member {name:?}: {error}")),
-                    }
-                }
-                if filled == 0 {
-                    break;
-                }
-                chunk.truncate(filled);
-                received += filled as u64;
-                feed.send(Arc::new(chunk))?;
+            while let Some(chunk) = pool
+                .fill(&mut entry)
+                .map_err(|error| format!("cannot read member {name:?}: {error}"))?
+            {
+                received += chunk.len() as u64;
+                feed.send(chunk)?;
             }
             if received < expected {
                 return Err(format!(
@@ -214,6 +206,7 @@ fn scan_dir(
     dir: &Path,
     prefix: &str,
     digester: &Digester,
+    pool: &Pool,
     members: &mut Members,
 ) -> Result<(), String> {
     let entries = std::fs::read_dir(dir)
@@ -225,7 +218,7 @@ fn scan_dir(
             .file_type()
             .map_err(|error| format!("cannot stat {name:?}: {error}"))?;
         if file_type.is_dir() {
-            scan_dir(&entry.path(), &format!("{name}/"), digester, members)?;
+            scan_dir(&entry.path(), &format!("{name}/"), digester, pool, members)?;
         } else if file_type.is_symlink() {
             let target = std::fs::read_link(entry.path())
                 .map_err(|error| format!("cannot read link {name:?}: {error}"))?;
@@ -237,16 +230,11 @@ fn scan_dir(
             let mut file = File::open(entry.path())
                 .map_err(|error| format!("cannot open {name:?}: {error}"))?;
             let feed = digester.member(name.clone(), is_document_name(&name))?;
-            loop {
-                let mut chunk = vec![0u8; CHUNK_BYTES];
-                let count = file
-                    .read(&mut chunk)
-                    .map_err(|error| format!("cannot read {name:?}: {error}"))?;
-                if count == 0 {
-                    break;
-                }
-                chunk.truncate(count);
-                feed.send(Arc::new(chunk))?;
+            while let Some(chunk) = pool
+                .fill(&mut file)
+                .map_err(|error| format!("cannot read {name:?}: {error}"))?
+            {
+                feed.send(chunk)?;
             }
         }
     }
