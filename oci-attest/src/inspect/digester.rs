@@ -216,10 +216,10 @@ impl<'scope> Hashing<'scope> {
             Hashing::Inline(hasher) => hex::encode(hasher.finalize()),
             Hashing::Offloaded { chunks, digest } => {
                 drop(chunks);
-                // A hashing loop has nothing that can panic; if it did, say so in the digest.
+                // Hashing cannot fail on input; a panic there is a bug and stays one.
                 digest
                     .join()
-                    .unwrap_or_else(|_| "hashing thread failed".to_owned())
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             }
         }
     }

@@ -32,7 +32,7 @@ pub struct DockerArchive {
     pub images: Vec<Image>,
 }
 
-pub fn read(members: &Members, max_layers: usize) -> Result<DockerArchive, String> {
+pub fn read(members: &Members) -> Result<DockerArchive, String> {
     let (manifest, raw_manifest) = parse_json(members, MANIFEST)?;
     let entries = parse_entries(&manifest)?;
     let mut images = Vec::with_capacity(entries.len());
@@ -48,7 +48,7 @@ pub fn read(members: &Members, max_layers: usize) -> Result<DockerArchive, Strin
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let mut image = verify_image(members, &entry.config, listed, max_layers)?;
+        let mut image = verify_image(members, &entry.config, listed)?;
         image.tags = entry.repo_tags.clone();
         images.push(image);
     }

@@ -48,25 +48,11 @@ impl Default for DecompressionLimits {
     }
 }
 
-/// Layers one image may have before the archive counts as hostile (docker's own limit is 127).
-pub const DEFAULT_MAX_LAYERS: usize = 1024;
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     pub limits: DecompressionLimits,
-    pub max_layers: usize,
     /// Show a progress bar on stderr (callers pass `true` only when stderr is a terminal).
     pub progress: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            limits: DecompressionLimits::default(),
-            max_layers: DEFAULT_MAX_LAYERS,
-            progress: false,
-        }
-    }
 }
 
 /// What kind of image archive a path holds, judged by content.
@@ -192,12 +178,12 @@ pub fn analyze(path: &Path, options: &Options) -> Result<Analysis, InspectError>
     check_blob_names(members).map_err(&fail)?;
     let docker = members
         .contains(docker::MANIFEST)
-        .then(|| docker::read(members, options.max_layers))
+        .then(|| docker::read(members))
         .transpose()
         .map_err(&fail)?;
     let layout = members
         .contains(layout::INDEX)
-        .then(|| layout::read(members, options.max_layers))
+        .then(|| layout::read(members))
         .transpose()
         .map_err(&fail)?;
     if docker.is_none() && layout.is_none() {

@@ -72,7 +72,6 @@ pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned
                 scanned.and_then(|()| {
                     drain(&mut tee).map_err(|error| format!("read error: {error}"))
                 })?;
-                tee.progress.finish_and_clear();
                 drop(tee);
                 let digest = hasher
                     .join()
@@ -114,6 +113,13 @@ struct Tee {
     position: usize,
     hasher: Sender<Chunk>,
     progress: ProgressBar,
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        // Also on errors: the error line must not follow a half-drawn bar.
+        self.progress.finish_and_clear();
+    }
 }
 
 impl Read for Tee {
