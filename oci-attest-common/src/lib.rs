@@ -130,6 +130,9 @@ impl FileOp {
     }
 }
 
+/// The open flags creat(2) implies: O_WRONLY | O_CREAT | O_TRUNC.
+pub const CREAT_FLAGS: u64 = 0o1101;
+
 /// `dirfd` value meaning "relative to the current directory".
 pub const AT_FDCWD: i32 = -100;
 

@@ -11,8 +11,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
         bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -22,7 +22,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use oci_attest_common::{
     EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FileOp, FileOpEvent, ForkEvent,
-    Layout, PendingSyscall, Syscall, ABSENT, ARGV_WINDOW, MAX_ARGS, PATH_CAPACITY,
+    Layout, PendingSyscall, Syscall, ABSENT, ARGV_WINDOW, CREAT_FLAGS, MAX_ARGS, PATH_CAPACITY,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -93,7 +93,11 @@ fn count_lost() {
 
 /// Writes the first `len` bytes of `event` (a scratch slot) into the ring buffer.
 fn submit_bytes<T>(event: *const T, len: usize) {
-    let len = if len > size_of::<T>() { size_of::<T>() } else { len };
+    let len = if len > size_of::<T>() {
+        size_of::<T>()
+    } else {
+        len
+    };
     // SAFETY: `event` points to a map value of size_of::<T>() bytes and len ≤ that.
     let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), len) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
@@ -132,9 +136,17 @@ fn read_user_path(source: u64, dest: *mut u8) -> u32 {
     }
     // SAFETY: dest has PATH_CAPACITY bytes; the helper bounds the copy.
     let copied = unsafe {
-        bpf_probe_read_user_str(dest.cast::<c_void>(), PATH_CAPACITY as u32, source as *const c_void)
+        bpf_probe_read_user_str(
+            dest.cast::<c_void>(),
+            PATH_CAPACITY as u32,
+            source as *const c_void,
+        )
     };
-    if copied > 0 { (copied - 1) as u32 } else { 0 }
+    if copied > 0 {
+        (copied - 1) as u32
+    } else {
+        0
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,7 +196,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         );
         let len = if copied > 0 { (copied - 1) as u32 } else { 0 };
         (*event).filename_len = len;
-        let used = core::mem::offset_of!(ExecEvent, filename) + (len as usize & (PATH_CAPACITY - 1));
+        let used =
+            core::mem::offset_of!(ExecEvent, filename) + (len as usize & (PATH_CAPACITY - 1));
         submit_bytes(event, used);
     }
     debug!(&ctx, "exec observed in traced pid {}", head.pid);
@@ -219,8 +232,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         // SAFETY: kernel read at a BTF-provided offset of the current task.
         unsafe {
             let task = bpf_get_current_task() as *const u8;
-            bpf_probe_read_kernel(task.add(exit_code_offset as usize).cast::<i32>())
-                .unwrap_or(-1)
+            bpf_probe_read_kernel(task.add(exit_code_offset as usize).cast::<i32>()).unwrap_or(-1)
         }
     };
     let _ = TRACKED.remove(&head.pid);
@@ -255,8 +267,7 @@ fn read_argv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
             if used >= ARGV_WINDOW {
                 break;
             }
-            let Ok(pointer) = bpf_probe_read_user((argv as *const u64).add(index as usize))
-            else {
+            let Ok(pointer) = bpf_probe_read_user((argv as *const u64).add(index as usize)) else {
                 break;
             };
             if pointer == 0 {
@@ -316,7 +327,11 @@ fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
             field_u64(ctx, fields.dirfd2) as i32
         },
         _reserved: 0,
-        flags: field_u64(ctx, fields.flags),
+        flags: if syscall == Syscall::Creat {
+            CREAT_FLAGS
+        } else {
+            field_u64(ctx, fields.flags)
+        },
         path: field_u64(ctx, fields.path),
         path2: field_u64(ctx, fields.path2),
         open_how: field_u64(ctx, fields.open_how),
@@ -390,16 +405,66 @@ macro_rules! file_syscall {
 }
 
 file_syscall!(sys_enter_open, sys_exit_open, Syscall::Open, FileOp::Open);
-file_syscall!(sys_enter_openat, sys_exit_openat, Syscall::Openat, FileOp::Open);
-file_syscall!(sys_enter_openat2, sys_exit_openat2, Syscall::Openat2, FileOp::Open);
-file_syscall!(sys_enter_creat, sys_exit_creat, Syscall::Creat, FileOp::Open);
-file_syscall!(sys_enter_rename, sys_exit_rename, Syscall::Rename, FileOp::Rename);
-file_syscall!(sys_enter_renameat, sys_exit_renameat, Syscall::Renameat, FileOp::Rename);
-file_syscall!(sys_enter_renameat2, sys_exit_renameat2, Syscall::Renameat2, FileOp::Rename);
-file_syscall!(sys_enter_unlink, sys_exit_unlink, Syscall::Unlink, FileOp::Unlink);
-file_syscall!(sys_enter_unlinkat, sys_exit_unlinkat, Syscall::Unlinkat, FileOp::Unlink);
-file_syscall!(sys_enter_chdir, sys_exit_chdir, Syscall::Chdir, FileOp::Chdir);
-file_syscall!(sys_enter_fchdir, sys_exit_fchdir, Syscall::Fchdir, FileOp::Fchdir);
+file_syscall!(
+    sys_enter_openat,
+    sys_exit_openat,
+    Syscall::Openat,
+    FileOp::Open
+);
+file_syscall!(
+    sys_enter_openat2,
+    sys_exit_openat2,
+    Syscall::Openat2,
+    FileOp::Open
+);
+file_syscall!(
+    sys_enter_creat,
+    sys_exit_creat,
+    Syscall::Creat,
+    FileOp::Open
+);
+file_syscall!(
+    sys_enter_rename,
+    sys_exit_rename,
+    Syscall::Rename,
+    FileOp::Rename
+);
+file_syscall!(
+    sys_enter_renameat,
+    sys_exit_renameat,
+    Syscall::Renameat,
+    FileOp::Rename
+);
+file_syscall!(
+    sys_enter_renameat2,
+    sys_exit_renameat2,
+    Syscall::Renameat2,
+    FileOp::Rename
+);
+file_syscall!(
+    sys_enter_unlink,
+    sys_exit_unlink,
+    Syscall::Unlink,
+    FileOp::Unlink
+);
+file_syscall!(
+    sys_enter_unlinkat,
+    sys_exit_unlinkat,
+    Syscall::Unlinkat,
+    FileOp::Unlink
+);
+file_syscall!(
+    sys_enter_chdir,
+    sys_exit_chdir,
+    Syscall::Chdir,
+    FileOp::Chdir
+);
+file_syscall!(
+    sys_enter_fchdir,
+    sys_exit_fchdir,
+    Syscall::Fchdir,
+    FileOp::Fchdir
+);
 
 #[cfg(not(test))]
 #[panic_handler]
