@@ -9,12 +9,26 @@ use oci_attest_common::{Layout, Syscall, SyscallFields, ABSENT};
 /// The tracefs mount points, in the order the kernel documentation prefers them.
 const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
-/// The mounted tracefs, if any.
-pub fn tracefs_root() -> Option<PathBuf> {
-    TRACEFS_MOUNTS
+/// The mounted, readable tracefs, or why there is none.
+pub fn tracefs_root() -> Result<PathBuf, String> {
+    if let Some(root) = TRACEFS_MOUNTS
         .iter()
         .map(PathBuf::from)
         .find(|root| root.join("events").is_dir())
+    {
+        return Ok(root);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    match mounts
+        .lines()
+        .filter_map(|line| line.split(' ').nth(1).zip(line.split(' ').nth(2)))
+        .find(|(_, kind)| *kind == "tracefs")
+    {
+        Some((mount_point, _)) => Err(format!(
+            "tracefs at {mount_point} is not readable by this user"
+        )),
+        None => Err("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)".into()),
+    }
 }
 
 /// Fields of one tracepoint record: name → byte offset.

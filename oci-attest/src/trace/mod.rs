@@ -117,11 +117,12 @@ impl Tracer {
                 "ring buffer size {size} is not a power of two of at least 4096 bytes"
             )));
         }
-        let tracefs = layout::tracefs_root().ok_or_else(|| {
-            TraceUnavailable::new(
-                "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)",
-            )
-        })?;
+        if !Privileges::current().can_trace() {
+            return Err(TraceUnavailable::new(
+                "not root and without CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN): cannot load eBPF programs",
+            ));
+        }
+        let tracefs = layout::tracefs_root().map_err(TraceUnavailable::new)?;
         let layout = layout::read_layout(&tracefs)
             .map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
 
