@@ -126,6 +126,7 @@ impl Tracer {
         let layout = layout::read_layout(&tracefs)
             .map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
 
+        let layout_read = started.elapsed();
         let mut ebpf = EbpfLoader::new()
             .override_global("LAYOUT", &layout, true)
             .map_max_entries("EVENTS", size)
@@ -142,7 +143,13 @@ impl Tracer {
         let logger = EbpfLogger::init(&mut ebpf).map_err(|error| {
             TraceUnavailable::new(format!("aya-log initialisation failed: {error}"))
         })?;
+        let object_loaded = started.elapsed();
         let programs = attach_all(&mut ebpf, &tracefs);
+        tracing::debug!(
+            "eBPF: layouts read in {layout_read:?}, object loaded at {object_loaded:?}, \
+             programs attached at {:?}",
+            started.elapsed()
+        );
         if let Some(failed) = programs
             .iter()
             .find(|program| !program.attached && program.error.is_some())
