@@ -12,7 +12,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        generated::{bpf_loop, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -247,51 +247,89 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 // ---------------------------------------------------------------------------------------------
 // exec argv
 
+/// State of the argv reading loop, shared with [`read_one_argument`] through `bpf_loop`.
+#[repr(C)]
+struct ArgvCursor {
+    /// User pointer to the `char *argv[]` array.
+    argv: u64,
+    /// Bytes used in the scratch event's argv buffer.
+    used: u64,
+    /// Set when the terminating NULL of argv was reached.
+    complete: u64,
+}
+
+/// One `bpf_loop` step: appends argument `index` to the scratch event. Returns 1 to stop.
+/// A `bpf_loop` callback is verified once, where an unrolled or bounded loop of MAX_ARGS
+/// iterations made the verifier spend ~100 ms per program at load time.
+extern "C" fn read_one_argument(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the cursor given to it, which lives on the caller's stack.
+    let cursor = unsafe { &mut *context.cast::<ArgvCursor>() };
+    if cursor.used >= ARGV_WINDOW as u64 {
+        return 1;
+    }
+    let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: user reads are checked by the helpers; the write offset is masked to
+    // [0, ARGV_WINDOW) and at most ARGV_WINDOW bytes go into a 2 * ARGV_WINDOW buffer.
+    unsafe {
+        let Ok(pointer) = bpf_probe_read_user((cursor.argv as *const u64).add(index as usize))
+        else {
+            return 1;
+        };
+        if pointer == 0 {
+            cursor.complete = 1;
+            return 1;
+        }
+        let copied = bpf_probe_read_user_str(
+            (*event)
+                .argv
+                .as_mut_ptr()
+                .add(cursor.used as usize & (ARGV_WINDOW - 1))
+                .cast::<c_void>(),
+            ARGV_WINDOW as u32,
+            pointer as *const c_void,
+        );
+        if copied <= 0 {
+            return 1;
+        }
+        cursor.used += copied as u64;
+    }
+    0
+}
+
 fn read_argv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     let head = header(EventKind::ExecArgv);
     if !is_tracked(head.pid) {
         return 0;
     }
-    let argv = field_u64(ctx, layout!(syscalls[syscall as usize].argv));
+    let mut cursor = ArgvCursor {
+        argv: field_u64(ctx, layout!(syscalls[syscall as usize].argv)),
+        used: 0,
+        complete: 0,
+    };
+    if cursor.argv != 0 {
+        // SAFETY: the callback and its context follow the bpf_loop contract.
+        unsafe {
+            bpf_loop(
+                MAX_ARGS,
+                read_one_argument as *mut c_void,
+                (&mut cursor as *mut ArgvCursor).cast::<c_void>(),
+                0,
+            )
+        };
+    }
     let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: the scratch slot is this CPU's; every write is bounded: the offset is masked to
-    // [0, ARGV_WINDOW) and each copy is at most ARGV_WINDOW bytes into a 2 * ARGV_WINDOW buffer.
+    let used = cursor.used as usize & (2 * ARGV_WINDOW - 1);
+    // SAFETY: the scratch slot is this CPU's.
     unsafe {
         (*event).header = head;
-        let buffer = (*event).argv.as_mut_ptr();
-        let mut used: usize = 0;
-        let mut truncated = 1;
-        for index in 0..MAX_ARGS {
-            if used >= ARGV_WINDOW {
-                break;
-            }
-            let Ok(pointer) = bpf_probe_read_user((argv as *const u64).add(index as usize)) else {
-                break;
-            };
-            if pointer == 0 {
-                truncated = 0;
-                break;
-            }
-            let copied = bpf_probe_read_user_str(
-                buffer.add(used & (ARGV_WINDOW - 1)).cast::<c_void>(),
-                ARGV_WINDOW as u32,
-                pointer as *const c_void,
-            );
-            if copied <= 0 {
-                break;
-            }
-            used += copied as usize;
-        }
-        if argv == 0 {
-            truncated = 1;
-        }
-        let used = used & (2 * ARGV_WINDOW - 1);
-        (*event).truncated = truncated;
+        (*event).truncated = u32::from(cursor.complete == 0);
         (*event).argv_len = used as u32;
-        submit_bytes(event, core::mem::offset_of!(ExecArgvEvent, argv) + used);
     }
+    submit_bytes(event, core::mem::offset_of!(ExecArgvEvent, argv) + used);
     0
 }
 

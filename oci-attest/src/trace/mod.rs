@@ -275,6 +275,7 @@ fn attach_all(ebpf: &mut Ebpf, tracefs: &Path) -> Vec<ProgramStatus> {
             statuses.push(status);
             continue;
         }
+        let program_started = Instant::now();
         let result = (|| -> Result<(), String> {
             let tracepoint: &mut TracePoint = program
                 .try_into()
@@ -288,6 +289,7 @@ fn attach_all(ebpf: &mut Ebpf, tracefs: &Path) -> Vec<ProgramStatus> {
             Ok(())
         })();
         status.error = result.err();
+        tracing::trace!("eBPF: {name} in {:?}", program_started.elapsed());
         statuses.push(status);
     }
     statuses.sort_by(|a, b| a.name.cmp(&b.name));
