@@ -229,3 +229,60 @@ fn render_text(report: &Value) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_shows_failures_and_missing_tools() {
+        let programs = [
+            ProgramStatus {
+                name: "sched_process_exec".into(),
+                tracepoint: "sched/sched_process_exec".into(),
+                loaded: true,
+                attached: true,
+                error: None,
+            },
+            ProgramStatus {
+                name: "sys_enter_openat".into(),
+                tracepoint: "syscalls/sys_enter_openat".into(),
+                loaded: true,
+                attached: false,
+                error: Some("EPERM".into()),
+            },
+        ];
+        let report = json!({
+            "kernel": "6.1.0",
+            "btf": false,
+            "tracefs": {"available": false, "reason": "tracefs is not mounted"},
+            "privileges": {"root": true, "capBpf": true, "capPerfmon": true, "capSysAdmin": true},
+            "ringBufferBytes": 4096,
+            "trace": {"available": false, "reason": "program sys_enter_openat did not load/attach: EPERM"},
+            "programs": programs.iter().map(program_json).collect::<Vec<_>>(),
+            "saveTools": {"docker": null, "skopeo": "/usr/bin/skopeo"},
+        });
+        let text = render_text(&report);
+        assert!(text.contains("BTF               no\n"), "{text}");
+        assert!(
+            text.contains("tracefs           tracefs is not mounted\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("UNAVAILABLE: program sys_enter_openat"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sched_process_exec    loaded, attached\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sys_enter_openat      loaded, NOT attached (EPERM)\n"),
+            "{text}"
+        );
+        assert!(text.contains("docker    not on PATH\n"), "{text}");
+        assert!(text.contains("skopeo    /usr/bin/skopeo\n"), "{text}");
+        assert_eq!(report["programs"][1]["attached"], false);
+        assert_eq!(report["programs"][0].get("error"), None);
+    }
+}

@@ -101,8 +101,12 @@ impl ProcessTree {
                     self.counts.truncated_argvs += 1;
                 }
                 process.pending_argv.clear();
+                // execve("./tool") reports the path as given: make it absolute like the rest.
+                let program = process
+                    .resolve(AT_FDCWD, filename.as_bytes())
+                    .map_or(filename, |path| path.to_string_lossy().into_owned());
                 process.observed.execs.push(ExecRecord {
-                    program: filename,
+                    program,
                     argv,
                     time,
                 });
@@ -392,11 +396,11 @@ mod tests {
             header(10, 10),
             Event::Exec {
                 old_tid: 12,
-                filename: "/usr/bin/tar".into(),
+                filename: "bin/../tar".into(),
             },
         );
         let (processes, counts) = tree.finish(0);
-        assert_eq!(processes[0].program(), "/usr/bin/tar");
+        assert_eq!(processes[0].program(), "/work/tar");
         assert_eq!(processes[0].argv(), ["tar", "cf", "x.tar"]);
         assert_eq!(counts.execs, 1);
         assert_eq!(counts.truncated_argvs, 0);
