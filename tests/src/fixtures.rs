@@ -418,7 +418,7 @@ impl<'a> Builder<'a> {
                 "docker-archive:{}",
                 self.out_path("skopeo-docker.tar").display()
             ),
-            &layout_arg("plain-gzip"),
+            &format!("oci:{}", layout_arg("plain-gzip")),
         ]))?;
         run(self.tool("skopeo").args([
             "copy",
@@ -426,7 +426,7 @@ impl<'a> Builder<'a> {
             "--dest-compress-format",
             "zstd",
             &format!("containers-storage:{OTHER_IMAGE}"),
-            &layout_arg("zstd-gzip"),
+            &format!("oci:{}", layout_arg("zstd-gzip")),
         ]))?;
         let added = self.work.join("context/third.txt");
         for tag in ["plain-gzip", "zstd-gzip"] {
