@@ -15,7 +15,8 @@ pub enum Tampering {
     FlipLayerByte,
     /// `linux` → `linuy` inside the config: still valid JSON, different image ID.
     EditConfig,
-    /// The file (or the largest blob of a layout directory) cut in half.
+    /// The file cut in the middle of its largest member (for a layout directory: its largest blob
+    /// cut in half).
     Truncate,
 }
 
@@ -151,13 +152,8 @@ fn tamper_tar(path: &Path, image_id: &str, tampering: Tampering) -> anyhow::Resu
             );
             flip_byte(path, largest.offset + largest.len / 2)
         }
-        Tampering::Truncate => truncate_half(
-            path,
-            Region {
-                offset: 0,
-                len: std::fs::metadata(path)?.len(),
-            },
-        ),
+        // Cut inside member data: cutting only the end-of-archive padding leaves every member intact.
+        Tampering::Truncate => truncate_half(path, *largest),
         Tampering::EditConfig => {
             for (_, region) in &members {
                 let bytes = read_region(path, *region)?;
