@@ -96,7 +96,13 @@ fn build_fixtures_and_test(
     let mut cargo = Command::new("cargo");
     cargo
         // The eBPF crate is no_std for the bpf target; oci-attest's build.rs builds it.
-        .args(["test", "--workspace", "--exclude", "oci-attest-ebpf"])
+        .args([
+            "test",
+            "--no-fail-fast",
+            "--workspace",
+            "--exclude",
+            "oci-attest-ebpf",
+        ])
         .args(cargo_test_args)
         .current_dir(paths::workspace_root())
         .env("PATH", paths::search_path())
