@@ -116,6 +116,11 @@ pub fn ensure_built(out: &Path, daemons: &DaemonEnv) -> anyhow::Result<Fixtures>
     if let Ok(fixtures) = Fixtures::load(out) {
         return Ok(fixtures);
     }
+    ensure!(
+        is_replaceable(out)?,
+        "refusing to replace {}: it is neither empty nor a fixture directory (no {INDEX_FILE})",
+        out.display()
+    );
     let staging = out.with_extension("partial");
     remove_tree(&staging)?;
     remove_tree(out)?;
@@ -218,6 +223,16 @@ pub fn build_images(storage: &ContainersStorage, work: &Path) -> anyhow::Result<
         .args(["commit", "--quiet", &container, "localhost/fx/arm:1"]))?;
     run(storage.command("buildah").args(["rm", &container]))?;
     Ok(())
+}
+
+/// Only an absent or empty directory, or an outdated fixture set, may be deleted and rebuilt.
+fn is_replaceable(out: &Path) -> anyhow::Result<bool> {
+    if !out.exists() || out.join(INDEX_FILE).is_file() {
+        return Ok(true);
+    }
+    let mut entries =
+        std::fs::read_dir(out).with_context(|| format!("cannot list {}", out.display()))?;
+    Ok(entries.next().is_none())
 }
 
 struct Builder<'a> {

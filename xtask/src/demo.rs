@@ -36,12 +36,13 @@ fn build_and_attest(work: &Path) -> anyhow::Result<()> {
     let storage = ContainersStorage::create(&work.join("storage"))?;
     build_images(&storage, &work.join("build"))?;
     println!("demo: built {APP_IMAGE} offline (busybox rootfs + 3 COPY layers)");
-    let out = paths::workspace_root();
+    let out = paths::workspace_root().join("target/demo");
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     save_and_verify(&storage, APP_IMAGE, &out)
 }
 
-/// The wrapped save and the verification. Writes `demo-key.pem`, `demo.tar` and
-/// `demo.att.json` into `out` (git-ignored names).
+/// The wrapped save and the verification. Writes `demo-key.pem` (+ `.pub`), `demo.tar` and
+/// `demo.att.json` into `out`.
 fn save_and_verify(storage: &ContainersStorage, image: &str, out: &Path) -> anyhow::Result<()> {
     let key = out.join("demo-key.pem");
     let archive = out.join("demo.tar");
