@@ -485,10 +485,11 @@ fn verify_rejects_a_different_image() {
         save.join(" "),
         output_text(&wrapped)
     );
+    // A different image altogether (zero layers, another image ID).
     let other = environment.fixtures.path(
         environment
             .fixtures
-            .get(MULTI_ARCHIVE)
+            .get("zero-layer-docker-archive")
             .unwrap_or_else(|error| panic!("{error:#}")),
     );
     let other = other.to_string_lossy();
