@@ -32,7 +32,15 @@ macro_rules! require {
                 if $crate::in_ci() {
                     panic!("test environment incomplete (CI=true, not skipping): {error:#}");
                 }
-                eprintln!("SKIPPED: test environment incomplete: {error:#}");
+                // Straight to the stderr handle: libtest captures `eprintln!` of passing tests,
+                // and a skip must be visible.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {}: test environment incomplete: {error:#}",
+                    // libtest names each test's thread after the test.
+                    std::thread::current().name().unwrap_or(module_path!())
+                );
                 return;
             }
         }
