@@ -1,10 +1,106 @@
-//! `oci-attest inspect`. STUB.
+//! `oci-attest inspect`: analyse one image archive and print the `oci` predicate or a table.
 
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use crate::exit::{failure, FailureKind};
+use crate::gojson;
+use crate::inspect::{self, image::Image, Analysis, DecompressionLimits, Options};
 
-pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`inspect` is not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the `oci` predicate as JSON (exactly as it goes into an attestation).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop when all layers of the archive decompress to more than this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = DecompressionLimits::default().max_total_bytes)]
+    pub max_decompressed_bytes: u64,
+    /// Stop when a layer decompresses to more than this many times its stored size.
+    #[arg(long, value_name = "RATIO", default_value_t = DecompressionLimits::default().max_ratio)]
+    pub max_ratio: u64,
+    /// Reject images with more layers than this.
+    #[arg(long, value_name = "N", default_value_t = inspect::DEFAULT_MAX_LAYERS)]
+    pub max_layers: usize,
+    /// The archive: docker-archive or OCI tar (optionally gzip-compressed) or OCI layout directory.
+    pub path: PathBuf,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let options = Options {
+        limits: DecompressionLimits {
+            max_total_bytes: args.max_decompressed_bytes,
+            max_ratio: args.max_ratio,
+        },
+        max_layers: args.max_layers,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let analysis = inspect::analyze(&args.path, &options)
+        .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;
+    let text = if args.json {
+        let mut json = gojson::to_vec(&analysis.predicate)?;
+        json.push(b'\n');
+        json
+    } else {
+        table(&analysis).into_bytes()
+    };
+    std::io::stdout().lock().write_all(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn image_lines(out: &mut String, number: usize, image: &Image) {
+    use std::fmt::Write as _;
+    let tags = image
+        .tags
+        .as_ref()
+        .filter(|tags| !tags.is_empty())
+        .map_or_else(|| "(none)".to_owned(), |tags| tags.join(", "));
+    let platform = image.platform.as_ref().map_or_else(
+        || "(unknown)".to_owned(),
+        |platform| match &platform.variant {
+            Some(variant) => format!("{}/{}/{variant}", platform.os, platform.architecture),
+            None => format!("{}/{}", platform.os, platform.architecture),
+        },
+    );
+    let _ = writeln!(out, "image {number}");
+    let _ = writeln!(out, "  id        sha256:{}", image.config_sha256);
+    let _ = writeln!(out, "  tags      {tags}");
+    if let Some(manifest) = &image.manifest_sha256 {
+        let _ = writeln!(out, "  manifest  sha256:{manifest}");
+    }
+    let _ = writeln!(out, "  platform  {platform}");
+    let _ = writeln!(
+        out,
+        "  layers    {:>3}  {:<5} {:>14}  {:<14} diffID",
+        "#", "comp", "size", "blob"
+    );
+    for (index, layer) in image.layers.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "            {:>3}  {:<5} {:>14}  {:<14} sha256:{}",
+            index,
+            layer.compression.as_str(),
+            layer.size,
+            short(&layer.blob_sha256),
+            layer.diff_id
+        );
+    }
+}
+
+fn table(analysis: &Analysis) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "archive   {}", analysis.path.display());
+    let _ = writeln!(out, "format    {}", analysis.predicate.format);
+    if let Some(hex) = &analysis.file_sha256 {
+        let _ = writeln!(out, "sha256    {hex}");
+    }
+    for (index, image) in analysis.images.iter().enumerate() {
+        image_lines(&mut out, index + 1, image);
+    }
+    out
 }

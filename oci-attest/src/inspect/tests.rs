@@ -1,0 +1,848 @@
+//! Archives built in-test (the shapes real tools write, and hostile variants of them), read
+//! through the public `analyze`. Each hostile case asserts its specific error; the
+//! well-formed archive it was derived from passes in the same test.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::digester::tests::{gzip, sample_content};
+use super::{analyze, Analysis, DecompressionLimits, Options};
+use crate::digest::sha256_hex;
+
+#[derive(Clone, Debug)]
+enum Entry {
+    File(Vec<u8>),
+    Symlink(String),
+    Hardlink(String),
+}
+
+/// An archive as an ordered member list, so tests can reorder, replace and drop members.
+#[derive(Clone, Debug, Default)]
+struct Fixture {
+    members: Vec<(String, Entry)>,
+}
+
+impl Fixture {
+    fn file(&mut self, name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        self.members.push((name.into(), Entry::File(bytes.into())));
+        self
+    }
+
+    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.members
+            .push((name.to_owned(), Entry::Symlink(target.to_owned())));
+        self
+    }
+
+    fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
+        self.members
+            .push((name.to_owned(), Entry::Hardlink(target.to_owned())));
+        self
+    }
+
+    fn replace(&mut self, name: &str, bytes: impl Into<Vec<u8>>) -> &mut Self {
+        let bytes = bytes.into();
+        let slot = self
+            .members
+            .iter_mut()
+            .find(|(member, _)| member == name)
+            .unwrap();
+        slot.1 = Entry::File(bytes);
+        self
+    }
+
+    fn remove(&mut self, name: &str) -> &mut Self {
+        self.members.retain(|(member, _)| member != name);
+        self
+    }
+
+    fn bytes(&self, name: &str) -> Vec<u8> {
+        self.members
+            .iter()
+            .find_map(|(member, entry)| match entry {
+                Entry::File(bytes) if member == name => Some(bytes.clone()),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn tar(&self) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, entry) in &self.members {
+            let (kind, data, link) = match entry {
+                Entry::File(bytes) => (tar::EntryType::Regular, bytes.as_slice(), ""),
+                Entry::Symlink(target) => (tar::EntryType::Symlink, &[][..], target.as_str()),
+                Entry::Hardlink(target) => (tar::EntryType::Link, &[][..], target.as_str()),
+            };
+            let header = raw_header(name, kind, data.len() as u64, link);
+            builder.append(&header, data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn write(&self, dir: &Path, file: &str) -> PathBuf {
+        let path = dir.join(file);
+        std::fs::write(&path, self.tar()).unwrap();
+        path
+    }
+}
+
+/// Written by hand so tests can use the names hostile archives use (`..`, absolute).
+fn raw_header(name: &str, kind: tar::EntryType, size: u64, link: &str) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    let old = header.as_old_mut();
+    old.name[..name.len()].copy_from_slice(name.as_bytes());
+    old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    header.set_entry_type(kind);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    header
+}
+
+/// A small but real layer tar.
+fn layer_tar(seed: usize) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let content = sample_content(20_000 + seed * 1000);
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, format!("file{seed}.txt"), content.as_slice())
+        .unwrap();
+    builder.into_inner().unwrap()
+}
+
+fn config_json(diff_ids: &[String]) -> Vec<u8> {
+    let diff_ids: Vec<String> = diff_ids.iter().map(|hex| format!("sha256:{hex}")).collect();
+    serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap()
+}
+
+/// (stored bytes, diffID hex) of layer `seed` in the given compression.
+fn layer(seed: usize, compression: &str) -> (Vec<u8>, String) {
+    let plain = layer_tar(seed);
+    let diff_id = sha256_hex(&plain);
+    let stored = match compression {
+        "gzip" => gzip(&plain),
+        "zstd" => zstd::encode_all(plain.as_slice(), 3).unwrap(),
+        "gzip-multi" => {
+            let mut stored = gzip(&plain[..plain.len() / 3]);
+            stored.extend(gzip(&plain[plain.len() / 3..]));
+            stored
+        }
+        _ => plain,
+    };
+    (stored, diff_id)
+}
+
+/// `docker save` (≤ 24) shape: `<config hex>.json`, `<n>/layer.tar`, manifest.json last.
+fn docker_archive(layers: &[(Vec<u8>, String)], tags: &[&str]) -> Fixture {
+    let mut fixture = Fixture::default();
+    let mut names = Vec::new();
+    for (index, (stored, _)) in layers.iter().enumerate() {
+        let name = format!("layer{index}/layer.tar");
+        fixture.file(name.clone(), stored.clone());
+        names.push(name);
+    }
+    let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
+    let config = config_json(&diff_ids);
+    let config_name = format!("{}.json", sha256_hex(&config));
+    fixture.file(config_name.clone(), config);
+    let manifest = json!([{"Config": config_name, "RepoTags": tags, "Layers": names}]);
+    fixture.file("manifest.json", serde_json::to_vec(&manifest).unwrap());
+    fixture
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
+}
+
+const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Adds one image's blobs; returns the manifest blob bytes.
+fn oci_image(fixture: &mut Fixture, prefix: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
+    let config = config_json(&diff_ids);
+    let mut layer_descriptors = Vec::new();
+    for (stored, _) in layers {
+        fixture.file(
+            format!("{prefix}blobs/sha256/{}", sha256_hex(stored)),
+            stored.clone(),
+        );
+        // Real tools label plain and zstd layers tar+gzip too: the label must not matter.
+        layer_descriptors.push(descriptor(LAYER_GZIP, stored));
+    }
+    fixture.file(
+        format!("{prefix}blobs/sha256/{}", sha256_hex(&config)),
+        config.clone(),
+    );
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": layer_descriptors,
+    }))
+    .unwrap();
+    fixture.file(
+        format!("{prefix}blobs/sha256/{}", sha256_hex(&manifest)),
+        manifest.clone(),
+    );
+    manifest
+}
+
+fn oci_index(fixture: &mut Fixture, prefix: &str, manifests: Vec<serde_json::Value>) {
+    let index = json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests});
+    fixture.file(
+        format!("{prefix}oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
+    fixture.file(
+        format!("{prefix}index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    );
+}
+
+fn oci_archive(layers: &[(Vec<u8>, String)], tag: &str, prefix: &str) -> (Fixture, Vec<u8>) {
+    let mut fixture = Fixture::default();
+    let manifest = oci_image(&mut fixture, prefix, layers);
+    let mut top = descriptor(MANIFEST_TYPE, &manifest);
+    top["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+    oci_index(&mut fixture, prefix, vec![top]);
+    (fixture, manifest)
+}
+
+fn analyze_fixture(fixture: &Fixture) -> Result<Analysis, String> {
+    analyze_with(fixture, &Options::default())
+}
+
+fn analyze_with(fixture: &Fixture, options: &Options) -> Result<Analysis, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture.write(dir.path(), "image.tar");
+    analyze(&path, options).map_err(|error| error.message)
+}
+
+fn diff_id_hexes(analysis: &Analysis) -> Vec<String> {
+    analysis
+        .predicate
+        .diffids
+        .iter()
+        .map(|set| set["sha256"].clone())
+        .collect()
+}
+
+#[test]
+fn docker_archive_diffids_follow_the_manifest_not_the_tar() {
+    let layers = [layer(1, "none"), layer(2, "none"), layer(3, "gzip")];
+    let mut fixture = docker_archive(&layers, &["example.com/app:1"]);
+    // Physical order reversed: manifest.json first, the last layer before the first.
+    fixture.members.reverse();
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture.write(dir.path(), "image.tar");
+    let analysis = analyze(&path, &Options::default()).unwrap();
+
+    let tar_bytes = std::fs::read(&path).unwrap();
+    assert_eq!(
+        analysis.file_sha256.as_deref(),
+        Some(sha256_hex(&tar_bytes).as_str())
+    );
+    let expected: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
+    assert_eq!(diff_id_hexes(&analysis), expected);
+    let manifest_raw = fixture.bytes("manifest.json");
+    let predicate = &analysis.predicate;
+    assert_eq!(
+        predicate.manifestdigest["sha256"],
+        sha256_hex(&manifest_raw)
+    );
+    assert_eq!(predicate.format, "docker-archive");
+    assert!(
+        predicate.images.is_none(),
+        "one docker image: no images extension"
+    );
+    let json = crate::gojson::to_string(predicate).unwrap();
+    let keys = [
+        "tardigest",
+        "manifest",
+        "imagetags",
+        "diffids",
+        "imageid",
+        "manifestraw",
+        "manifestdigest",
+        "format",
+    ];
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|key| json.find(&format!("\"{key}\":")).unwrap())
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "{json}");
+    assert!(json.contains(r#""manifest":[{"Config":""#), "{json}");
+    assert!(
+        json.contains(r#""imagetags":["example.com/app:1"]"#),
+        "{json}"
+    );
+    assert_eq!(analysis.images[0].layers[2].compression.as_str(), "gzip");
+}
+
+#[test]
+fn oci_layout_tar_with_dot_names_and_sniffed_compressions() {
+    let layers = [
+        layer(1, "gzip-multi"),
+        layer(2, "zstd"),
+        layer(3, "none"),
+        layer(4, "gzip"),
+    ];
+    let (fixture, manifest) = oci_archive(&layers, "app:2", "./");
+    let analysis = analyze_fixture(&fixture).unwrap();
+    let predicate = &analysis.predicate;
+    assert_eq!(predicate.format, "oci-layout");
+    let expected: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
+    assert_eq!(diff_id_hexes(&analysis), expected);
+    assert_eq!(predicate.manifestdigest["sha256"], sha256_hex(&manifest));
+    assert_eq!(predicate.imagetags, Some(vec!["app:2".to_owned()]));
+    let compressions: Vec<&str> = analysis.images[0]
+        .layers
+        .iter()
+        .map(|layer| layer.compression.as_str())
+        .collect();
+    assert_eq!(compressions, ["gzip", "zstd", "none", "gzip"]);
+    let images = predicate.images.as_ref().unwrap();
+    assert_eq!(images[0]["manifestdigest"]["sha256"], sha256_hex(&manifest));
+    assert_eq!(
+        images[0]["platform"],
+        json!({"os": "linux", "architecture": "amd64"})
+    );
+    assert_eq!(
+        predicate.manifest[0]["Layers"][1],
+        format!("blobs/sha256/{}", sha256_hex(&layers[1].0))
+    );
+}
+
+#[test]
+fn oci_layout_directory_has_no_tar_digest() {
+    let layers = [layer(1, "gzip")];
+    let (fixture, manifest) = oci_archive(&layers, "latest", "");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, entry) in &fixture.members {
+        let Entry::File(bytes) = entry else {
+            unreachable!()
+        };
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    assert_eq!(
+        super::sniff(dir.path()).unwrap(),
+        Some(super::ArchiveKind::LayoutDir)
+    );
+    let analysis = analyze(dir.path(), &Options::default()).unwrap();
+    assert_eq!(analysis.file_sha256, None);
+    assert!(analysis.predicate.tardigest.is_empty());
+    assert_eq!(
+        analysis.predicate.manifestdigest["sha256"],
+        sha256_hex(&manifest)
+    );
+    assert_eq!(diff_id_hexes(&analysis), [layers[0].1.clone()]);
+}
+
+#[test]
+fn hybrid_docker_and_oci_archive() {
+    // docker ≥ 25: manifest.json and index.json over the same blobs.
+    let layers = [layer(1, "none"), layer(2, "none")];
+    let mut fixture = Fixture::default();
+    let manifest = oci_image(&mut fixture, "", &layers);
+    let mut top = descriptor(MANIFEST_TYPE, &manifest);
+    top["annotations"] = json!({"io.containerd.image.name": "docker.io/library/app:3"});
+    oci_index(&mut fixture, "", vec![top]);
+    let config_hex = sha256_hex(&config_json(&[layers[0].1.clone(), layers[1].1.clone()]));
+    let docker_manifest = json!([{
+        "Config": format!("blobs/sha256/{config_hex}"),
+        "RepoTags": ["app:3"],
+        "Layers": layers.iter().map(|(stored, _)| format!("blobs/sha256/{}", sha256_hex(stored))).collect::<Vec<_>>(),
+    }]);
+    let docker_manifest = serde_json::to_vec(&docker_manifest).unwrap();
+    fixture.file("manifest.json", docker_manifest.clone());
+    let analysis = analyze_fixture(&fixture).unwrap();
+    let predicate = &analysis.predicate;
+    assert_eq!(predicate.format, "docker-archive+oci-layout");
+    assert_eq!(
+        predicate.manifestdigest["sha256"],
+        sha256_hex(&docker_manifest)
+    );
+    assert_eq!(predicate.imageid["sha256"], config_hex);
+    let images = predicate.images.as_ref().unwrap();
+    assert_eq!(
+        images.len(),
+        1,
+        "the OCI and docker views of one image merge"
+    );
+    assert_eq!(images[0]["manifestdigest"]["sha256"], sha256_hex(&manifest));
+    assert_eq!(images[0]["tags"], json!(["app:3"]));
+    assert_eq!(images[0]["layers"][0]["mediatype"], LAYER_GZIP);
+}
+
+#[test]
+fn linked_layers_and_a_repeated_layer() {
+    // podman/skopeo: `<id>/layer.tar` symlinks; docker dedups a repeated layer with a symlink;
+    // hard links resolve from the archive root.
+    let shared = layer(1, "none");
+    let other = layer(2, "none");
+    let mut fixture = Fixture::default();
+    fixture.file(format!("{}.tar", shared.1), shared.0.clone());
+    fixture.file("b/layer.tar", other.0.clone());
+    fixture.symlink("a/layer.tar", &format!("../{}.tar", shared.1));
+    fixture.symlink("c/layer.tar", "../a/layer.tar");
+    fixture.hardlink("d/layer.tar", "./b/layer.tar");
+    let diff_ids = [
+        shared.1.clone(),
+        other.1.clone(),
+        shared.1.clone(),
+        other.1.clone(),
+    ];
+    let config = config_json(&diff_ids);
+    let config_name = format!("{}.json", sha256_hex(&config));
+    fixture.file(config_name.clone(), config);
+    let manifest = json!([{"Config": config_name, "RepoTags": null,
+        "Layers": ["a/layer.tar", "b/layer.tar", "c/layer.tar", "d/layer.tar"]}]);
+    fixture.file("manifest.json", serde_json::to_vec(&manifest).unwrap());
+    let analysis = analyze_fixture(&fixture).unwrap();
+    assert_eq!(diff_id_hexes(&analysis), diff_ids);
+    assert_eq!(analysis.predicate.imagetags, None);
+    let json = crate::gojson::to_string(&analysis.predicate).unwrap();
+    assert!(json.contains(r#""imagetags":null"#));
+    assert!(json.contains(r#""RepoTags":null"#));
+
+    let mut escaping = fixture.clone();
+    escaping
+        .remove("a/layer.tar")
+        .symlink("a/layer.tar", "../../etc/passwd");
+    assert_eq!(
+        analyze_fixture(&escaping).unwrap_err(),
+        r#"member "a/layer.tar" is a link that points outside the archive"#
+    );
+    let mut looping = fixture.clone();
+    looping
+        .remove("a/layer.tar")
+        .symlink("a/layer.tar", "../c/layer.tar");
+    assert!(analyze_fixture(&looping)
+        .unwrap_err()
+        .contains(r#"member "a/layer.tar" is a link loop"#));
+    let mut dangling = fixture.clone();
+    dangling
+        .remove("d/layer.tar")
+        .hardlink("d/layer.tar", "gone/layer.tar");
+    assert_eq!(
+        analyze_fixture(&dangling).unwrap_err(),
+        r#"member "d/layer.tar" is a link to "gone/layer.tar", which is not in the archive"#
+    );
+}
+
+#[test]
+fn crane_style_archive_with_lowercase_keys_inside_outer_gzip() {
+    let layers = [layer(1, "gzip"), layer(2, "gzip")];
+    let mut fixture = Fixture::default();
+    let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
+    let config = config_json(&diff_ids);
+    let config_name = format!("sha256:{}", sha256_hex(&config));
+    fixture.file(config_name.clone(), config.clone());
+    let mut names = Vec::new();
+    for (stored, _) in &layers {
+        let name = format!("{}.tar.gz", sha256_hex(stored));
+        fixture.file(name.clone(), stored.clone());
+        names.push(name);
+    }
+    let manifest =
+        json!([{"config": config_name, "repoTags": ["crane.example/x:1"], "layers": names}]);
+    fixture.file("manifest.json", serde_json::to_vec(&manifest).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.tar.gz");
+    let stored = gzip(&fixture.tar());
+    std::fs::write(&path, &stored).unwrap();
+    assert_eq!(
+        super::sniff(&path).unwrap(),
+        Some(super::ArchiveKind::GzipTar)
+    );
+    let analysis = analyze(&path, &Options::default()).unwrap();
+    assert_eq!(analysis.file_sha256, Some(sha256_hex(&stored)));
+    assert_eq!(analysis.predicate.imageid["sha256"], sha256_hex(&config));
+    assert_eq!(
+        analysis.predicate.manifest[0]["RepoTags"],
+        json!(["crane.example/x:1"])
+    );
+    assert_eq!(diff_id_hexes(&analysis), diff_ids);
+
+    let mut edited = fixture.clone();
+    edited.replace(&config_name, config_json(&diff_ids[..1]));
+    assert_eq!(
+        analyze_fixture(&edited).unwrap_err(),
+        format!(
+            "config {config_name:?} has digest sha256:{}, not the sha256:{} its name claims",
+            sha256_hex(&config_json(&diff_ids[..1])),
+            sha256_hex(&config)
+        )
+    );
+}
+
+#[test]
+fn nested_index_multi_platform_and_zero_layer_image() {
+    let mut fixture = Fixture::default();
+    let amd64 = oci_image(&mut fixture, "", &[layer(1, "gzip")]);
+    let empty = oci_image(&mut fixture, "", &[]);
+    let mut amd64_descriptor = descriptor(MANIFEST_TYPE, &amd64);
+    amd64_descriptor["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let mut arm_descriptor = descriptor(MANIFEST_TYPE, &empty);
+    arm_descriptor["platform"] = json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
+    let inner = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": INDEX_TYPE,
+        "manifests": [amd64_descriptor, arm_descriptor],
+    }))
+    .unwrap();
+    fixture.file(
+        format!("blobs/sha256/{}", sha256_hex(&inner)),
+        inner.clone(),
+    );
+    let mut top = descriptor(INDEX_TYPE, &inner);
+    top["annotations"] = json!({"org.opencontainers.image.ref.name": "multi:1"});
+    oci_index(&mut fixture, "", vec![top]);
+    let analysis = analyze_fixture(&fixture).unwrap();
+    let images = analysis.predicate.images.as_ref().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(
+        images[1]["platform"],
+        json!({"os": "linux", "architecture": "arm64", "variant": "v8"})
+    );
+    assert_eq!(images[1]["diffids"], json!([]));
+    assert_eq!(images[1]["tags"], json!(["multi:1"]));
+    assert_eq!(
+        analysis.predicate.manifestdigest["sha256"],
+        sha256_hex(&amd64)
+    );
+
+    // An index that names itself cannot hash to its own digest: content addressing rejects
+    // the cycle as a digest mismatch.
+    let mut cyclic = fixture.clone();
+    let inner_name = format!("blobs/sha256/{}", sha256_hex(&inner));
+    let self_reference = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": INDEX_TYPE,
+        "manifests": [descriptor(INDEX_TYPE, &inner)],
+    }))
+    .unwrap();
+    cyclic.replace(&inner_name, self_reference.clone());
+    assert_eq!(
+        analyze_fixture(&cyclic).unwrap_err(),
+        format!(
+            "blob {inner_name:?} has digest sha256:{}, not the one its name claims",
+            sha256_hex(&self_reference)
+        )
+    );
+}
+
+#[test]
+fn multi_image_docker_archive_lists_every_image() {
+    let first = docker_archive(&[layer(1, "none")], &["one:1"]);
+    let second = docker_archive(&[layer(2, "none"), layer(3, "none")], &["two:1", "two:2"]);
+    let mut fixture = Fixture::default();
+    let mut entries = Vec::new();
+    for part in [&first, &second] {
+        for (name, entry) in &part.members {
+            if name == "manifest.json" {
+                let value: serde_json::Value = serde_json::from_slice(&part.bytes(name)).unwrap();
+                entries.push(value[0].clone());
+            } else {
+                let Entry::File(bytes) = entry else {
+                    unreachable!()
+                };
+                // Layer member names collide across the two parts: prefix them.
+                let name = if name.ends_with("layer.tar") {
+                    format!("{}-{name}", entries.len())
+                } else {
+                    name.clone()
+                };
+                fixture.file(name, bytes.clone());
+            }
+        }
+    }
+    entries[1]["Layers"] = json!(["1-layer0/layer.tar", "1-layer1/layer.tar"]);
+    entries[0]["Layers"] = json!(["0-layer0/layer.tar"]);
+    fixture.file("manifest.json", serde_json::to_vec(&entries).unwrap());
+    let analysis = analyze_fixture(&fixture).unwrap();
+    let images = analysis.predicate.images.as_ref().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[1]["tags"], json!(["two:1", "two:2"]));
+    assert_eq!(analysis.predicate.imagetags, Some(vec!["one:1".to_owned()]));
+    assert_eq!(analysis.predicate.diffids.len(), 1);
+}
+
+// ---- hostile input ----
+
+fn well_formed() -> Fixture {
+    docker_archive(&[layer(1, "gzip"), layer(2, "none")], &["app:1"])
+}
+
+fn config_name(fixture: &Fixture) -> String {
+    fixture
+        .members
+        .iter()
+        .find(|(name, _)| name.ends_with(".json") && name != "manifest.json")
+        .map(|(name, _)| name.clone())
+        .unwrap()
+}
+
+#[test]
+fn tampered_layer_and_layer_count_mismatch() {
+    let fixture = well_formed();
+    analyze_fixture(&fixture).unwrap();
+    let mut tampered = fixture.clone();
+    let mut bytes = fixture.bytes("layer1/layer.tar");
+    bytes[600] ^= 1;
+    tampered.replace("layer1/layer.tar", bytes.clone());
+    let message = analyze_fixture(&tampered).unwrap_err();
+    assert_eq!(
+        message,
+        format!(
+            "layer 2 (\"layer1/layer.tar\") has diffID sha256:{}, but config {:?} expects sha256:{}",
+            sha256_hex(&bytes),
+            config_name(&fixture),
+            layer(2, "none").1
+        )
+    );
+
+    let mut miscounted = fixture.clone();
+    let manifest = json!([{"Config": config_name(&fixture), "RepoTags": ["app:1"], "Layers": ["layer0/layer.tar"]}]);
+    miscounted.replace("manifest.json", serde_json::to_vec(&manifest).unwrap());
+    assert_eq!(
+        analyze_fixture(&miscounted).unwrap_err(),
+        format!(
+            "image {:?} lists 1 layers but its config has 2 rootfs.diff_ids",
+            config_name(&fixture)
+        )
+    );
+}
+
+#[test]
+fn missing_members_and_no_manifest() {
+    let fixture = well_formed();
+    let mut no_config = fixture.clone();
+    no_config.remove(&config_name(&fixture));
+    assert_eq!(
+        analyze_fixture(&no_config).unwrap_err(),
+        format!("member {:?} is missing", config_name(&fixture))
+    );
+    let mut no_layer = fixture.clone();
+    no_layer.remove("layer0/layer.tar");
+    assert_eq!(
+        analyze_fixture(&no_layer).unwrap_err(),
+        r#"member "layer0/layer.tar" is missing"#
+    );
+    let mut no_manifest = fixture.clone();
+    no_manifest.remove("manifest.json");
+    assert_eq!(
+        analyze_fixture(&no_manifest).unwrap_err(),
+        "neither manifest.json (docker-archive) nor index.json (OCI layout): not an image archive"
+    );
+}
+
+#[test]
+fn bad_manifest_json() {
+    let cases: [(&[u8], &str); 5] = [
+        (
+            b"not json",
+            "member \"manifest.json\" is not valid JSON: expected ident at line 1 column 2",
+        ),
+        (b"[]", "manifest.json lists no images"),
+        (b"null", "manifest.json is null, not a list of images"),
+        (b"42", "manifest.json is a number, not a list of images"),
+        (
+            b"[{\"Layers\":[]}]",
+            "manifest.json entry 1: has no Config member name",
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let mut fixture = well_formed();
+        fixture.replace("manifest.json", bytes);
+        assert_eq!(analyze_fixture(&fixture).unwrap_err(), expected);
+    }
+    let mut deep = well_formed();
+    deep.replace("manifest.json", "[".repeat(100_000) + &"]".repeat(100_000));
+    assert_eq!(
+        analyze_fixture(&deep).unwrap_err(),
+        "member \"manifest.json\" is not valid JSON: recursion limit exceeded at line 1 column 128"
+    );
+    let mut oversized = well_formed();
+    let mut big = b"[".to_vec();
+    big.resize(65 << 20, b' ');
+    big.push(b']');
+    oversized.replace("manifest.json", big);
+    assert_eq!(
+        analyze_fixture(&oversized).unwrap_err(),
+        "member \"manifest.json\" is larger than the 64 MiB allowed for a JSON document"
+    );
+}
+
+#[test]
+fn duplicate_manifest_and_hostile_tags() {
+    let mut duplicate = well_formed();
+    duplicate.file("./manifest.json", "[]");
+    assert_eq!(
+        analyze_fixture(&duplicate).unwrap_err(),
+        r#"member "manifest.json" appears twice with different content"#
+    );
+    for (tag, expected) in [
+        (
+            "app:1\n".to_owned(),
+            r#"manifest.json entry 1: image tag "app:1\n" contains control characters"#.to_owned(),
+        ),
+        (
+            "a".repeat(1025),
+            "manifest.json entry 1: image tag of 1025 bytes is longer than 1024 bytes".to_owned(),
+        ),
+    ] {
+        let mut fixture = well_formed();
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&fixture.bytes("manifest.json")).unwrap();
+        manifest[0]["RepoTags"] = json!([tag]);
+        fixture.replace("manifest.json", serde_json::to_vec(&manifest).unwrap());
+        assert_eq!(analyze_fixture(&fixture).unwrap_err(), expected);
+    }
+}
+
+#[test]
+fn oci_blob_descriptor_and_index_problems() {
+    let layers = [layer(1, "gzip")];
+    let (fixture, manifest) = oci_archive(&layers, "x:1", "");
+    analyze_fixture(&fixture).unwrap();
+    let layer_name = format!("blobs/sha256/{}", sha256_hex(&layers[0].0));
+
+    let mut tampered = fixture.clone();
+    let mut bytes = layers[0].0.clone();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0xff;
+    tampered.replace(&layer_name, bytes.clone());
+    assert_eq!(
+        analyze_fixture(&tampered).unwrap_err(),
+        format!(
+            "blob {layer_name:?} has digest sha256:{}, not the one its name claims",
+            sha256_hex(&bytes)
+        )
+    );
+
+    let mut wrong_size = fixture.clone();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fixture.bytes("index.json")).unwrap();
+    index["manifests"][0]["size"] = json!(manifest.len() + 1);
+    wrong_size.replace("index.json", serde_json::to_vec(&index).unwrap());
+    assert_eq!(
+        analyze_fixture(&wrong_size).unwrap_err(),
+        format!(
+            "index.json gives sha256:{} a size of {}, but the blob has {} bytes",
+            sha256_hex(&manifest),
+            manifest.len() + 1,
+            manifest.len()
+        )
+    );
+
+    let mut missing = fixture.clone();
+    missing.remove(&format!("blobs/sha256/{}", sha256_hex(&manifest)));
+    assert_eq!(
+        analyze_fixture(&missing).unwrap_err(),
+        format!(
+            "index.json refers to sha256:{0}: member \"blobs/sha256/{0}\" is missing",
+            sha256_hex(&manifest)
+        )
+    );
+}
+
+#[test]
+fn truncated_and_non_archives() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = well_formed().tar();
+    let check = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        analyze(&path, &Options::default()).unwrap_err().message
+    };
+    assert!(check("in-member.tar", &tar[..5000])
+        .starts_with(r#"truncated archive: member "layer0/layer.tar" has "#));
+    assert!(check("in-header.tar", &tar[..tar.len() - 1024 - 600])
+        .starts_with("truncated or corrupt tar after member"));
+    let not_archive =
+        "not an image archive (neither a tar, a gzip-compressed tar nor an OCI layout directory)";
+    assert_eq!(check("empty.tar", b""), not_archive);
+    assert_eq!(check("random.tar", &sample_content(4096)), not_archive);
+    let mut gzip_garbage = vec![0x1f, 0x8b];
+    gzip_garbage.extend(sample_content(1000));
+    assert_eq!(check("garbage.tar.gz", &gzip_garbage), not_archive);
+    let lone = raw_header("manifest.json", tar::EntryType::Regular, 8 << 30, "");
+    assert_eq!(
+        check("lone.tar", lone.as_bytes()),
+        "truncated archive: member \"manifest.json\" has 0 of its 8589934592 bytes"
+    );
+    let mut gz_truncated = gzip(&tar);
+    gz_truncated.truncate(gz_truncated.len() - 100);
+    assert!(check("truncated.tar.gz", &gz_truncated).contains("truncated"));
+}
+
+#[test]
+fn corrupt_layer_streams_and_bombs() {
+    let mut garbage = well_formed();
+    let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    bytes.extend(sample_content(1000));
+    garbage.replace("layer0/layer.tar", bytes);
+    assert!(analyze_fixture(&garbage)
+        .unwrap_err()
+        .starts_with(r#"layer "layer0/layer.tar" cannot be decompressed: gzip stream is corrupt"#));
+
+    // 20 GiB of zeros in about 800 KiB of zstd frames.
+    let frame = zstd::encode_all(vec![0u8; 16 << 20].as_slice(), 3).unwrap();
+    let mut bomb = well_formed();
+    bomb.replace("layer0/layer.tar", frame.repeat(20 * 64));
+    assert_eq!(
+        analyze_fixture(&bomb).unwrap_err(),
+        r#"layer "layer0/layer.tar" cannot be decompressed: zstd stream expands more than 1000x (--max-ratio): a decompression bomb?"#
+    );
+    let limits = DecompressionLimits {
+        max_total_bytes: 10_000,
+        max_ratio: 1000,
+    };
+    let options = Options {
+        limits,
+        ..Options::default()
+    };
+    assert_eq!(
+        analyze_with(&well_formed(), &options).unwrap_err(),
+        r#"layer "layer0/layer.tar" cannot be decompressed: decompressed layers exceed the limit of 10000 bytes in total (--max-decompressed-bytes)"#
+    );
+}
+
+#[test]
+fn ten_thousand_layers_hit_the_layer_limit_quickly() {
+    let layers: Vec<(Vec<u8>, String)> = (0..10_000)
+        .map(|index| {
+            let stored = format!("layer {index}").into_bytes();
+            let diff_id = sha256_hex(&stored);
+            (stored, diff_id)
+        })
+        .collect();
+    let fixture = docker_archive(&layers, &["many:1"]);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        analyze_fixture(&fixture).unwrap_err(),
+        format!(
+            "image {:?} has 10000 layers, more than the limit of 1024 (--max-layers)",
+            config_name(&fixture)
+        )
+    );
+    let options = Options {
+        max_layers: 10_000,
+        ..Options::default()
+    };
+    let analysis = analyze_with(&fixture, &options).unwrap();
+    assert_eq!(analysis.predicate.diffids.len(), 10_000);
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
