@@ -281,6 +281,7 @@ mod tests {
                 execs: 2,
                 forks: 1,
                 file_ops: 3,
+                ..TraceCounts::default()
             },
             processes: vec![
                 process(
