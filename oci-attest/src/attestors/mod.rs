@@ -2,6 +2,7 @@
 
 pub mod command_run;
 pub mod environment;
+pub mod file_tree;
 pub mod git;
 pub mod material;
 pub mod oci;
@@ -10,6 +11,12 @@ pub mod product;
 use std::time::SystemTime;
 
 use crate::digest::DigestSet;
+
+pub const COMMAND_RUN_TYPE_URI: &str = "https://aflock.ai/attestations/command-run/v0.1";
+pub const ENVIRONMENT_TYPE_URI: &str = "https://aflock.ai/attestations/environment/v0.1";
+pub const GIT_TYPE_URI: &str = "https://aflock.ai/attestations/git/v0.1";
+pub const MATERIAL_TYPE_URI: &str = "https://aflock.ai/attestations/material/v0.3";
+pub const PRODUCT_TYPE_URI: &str = "https://aflock.ai/attestations/product/v0.3";
 
 /// One attestor's contribution to the collection.
 #[derive(Clone, Debug)]
