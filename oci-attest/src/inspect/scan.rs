@@ -16,6 +16,20 @@ use super::digester::Digester;
 use super::members::{Member, Members};
 use super::{ArchiveKind, Options};
 
+/// Image archives hold a few members per layer and image; millions of tiny members would only
+/// grow the member table (the one thing here that is not bounded by the chunk pool).
+pub const MAX_MEMBERS: usize = 100_000;
+
+fn count_member(count: &mut usize) -> Result<(), String> {
+    *count += 1;
+    if *count > MAX_MEMBERS {
+        return Err(format!(
+            "more than {MAX_MEMBERS} members: not an image archive"
+        ));
+    }
+    Ok(())
+}
+
 /// Archives smaller than this finish too fast for a progress bar to help.
 const PROGRESS_MIN_BYTES: u64 = 100_000_000;
 
@@ -33,7 +47,7 @@ pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned
         let mut members = Members::default();
         let file_sha256 = match kind {
             ArchiveKind::LayoutDir => {
-                scan_dir(path, "", &digester, &pool, &mut members)?;
+                scan_dir(path, "", &digester, &pool, &mut members, &mut 0)?;
                 None
             }
             ArchiveKind::Tar | ArchiveKind::GzipTar => {
@@ -168,12 +182,14 @@ fn scan_tar(
         .entries()
         .map_err(|error| format!("not a readable tar: {error}"))?;
     let mut last = String::from("(start of archive)");
+    let mut count = 0;
     for entry in entries {
         let mut entry = entry
             .map_err(|error| format!("truncated or corrupt tar after member {last:?}: {error}"))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let entry_type = entry.header().entry_type();
         if entry_type.is_symlink() || entry_type.is_hard_link() {
+            count_member(&mut count)?;
             let target = entry
                 .link_name_bytes()
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -185,6 +201,7 @@ fn scan_tar(
             };
             members.insert(&name, member)?;
         } else if entry_type.is_file() || entry_type.is_contiguous() || entry_type.is_gnu_sparse() {
+            count_member(&mut count)?;
             let expected = entry.size();
             let feed = digester.member(name.clone(), is_document_name(&name))?;
             let mut received: u64 = 0;
@@ -214,6 +231,7 @@ fn scan_dir(
     digester: &Digester,
     pool: &Pool,
     members: &mut Members,
+    count: &mut usize,
 ) -> Result<(), String> {
     let entries = std::fs::read_dir(dir)
         .map_err(|error| format!("cannot list {}: {error}", dir.display()))?;
@@ -224,8 +242,16 @@ fn scan_dir(
             .file_type()
             .map_err(|error| format!("cannot stat {name:?}: {error}"))?;
         if file_type.is_dir() {
-            scan_dir(&entry.path(), &format!("{name}/"), digester, pool, members)?;
+            scan_dir(
+                &entry.path(),
+                &format!("{name}/"),
+                digester,
+                pool,
+                members,
+                count,
+            )?;
         } else if file_type.is_symlink() {
+            count_member(count)?;
             let target = std::fs::read_link(entry.path())
                 .map_err(|error| format!("cannot read link {name:?}: {error}"))?;
             members.insert(
@@ -233,6 +259,7 @@ fn scan_dir(
                 Member::Symlink(target.to_string_lossy().into_owned()),
             )?;
         } else if file_type.is_file() {
+            count_member(count)?;
             let mut file = File::open(entry.path())
                 .map_err(|error| format!("cannot open {name:?}: {error}"))?;
             let feed = digester.member(name.clone(), is_document_name(&name))?;

@@ -821,6 +821,18 @@ fn corrupt_layer_streams_and_bombs() {
 }
 
 #[test]
+fn too_many_members() {
+    let mut fixture = well_formed();
+    for index in 0..super::scan::MAX_MEMBERS {
+        fixture.file(format!("junk/{index}"), Vec::new());
+    }
+    assert_eq!(
+        analyze_fixture(&fixture).unwrap_err(),
+        "more than 100000 members: not an image archive"
+    );
+}
+
+#[test]
 fn ten_thousand_layers_hit_the_layer_limit_quickly() {
     let layers = |count: usize| -> Vec<(Vec<u8>, String)> {
         (0..count)
