@@ -100,3 +100,56 @@ fn table(analysis: &Analysis) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inspect::image::{Compression, Layer, Platform};
+    use crate::inspect::OciPredicate;
+
+    #[test]
+    fn table_lists_images_tags_platform_and_layers() {
+        let image = Image {
+            config_sha256: "c".repeat(64),
+            tags: Some(vec!["app:1".into(), "app:latest".into()]),
+            manifest_sha256: Some("m".repeat(64)),
+            platform: Some(Platform {
+                os: "linux".into(),
+                architecture: "arm64".into(),
+                variant: Some("v8".into()),
+            }),
+            layers: vec![Layer {
+                media_type: None,
+                compression: Compression::Zstd,
+                blob_sha256: "b".repeat(64),
+                size: 1234,
+                diff_id: "d".repeat(64),
+            }],
+        };
+        let analysis = Analysis {
+            path: "x.tar".into(),
+            file_sha256: Some("f".repeat(64)),
+            predicate: OciPredicate {
+                tardigest: Default::default(),
+                manifest: Vec::new(),
+                imagetags: None,
+                diffids: Vec::new(),
+                imageid: Default::default(),
+                manifestraw: String::new(),
+                manifestdigest: Default::default(),
+                format: "oci-layout".into(),
+                images: None,
+            },
+            images: vec![image],
+        };
+        let text = table(&analysis);
+        let expected = format!(
+            "archive   x.tar\nformat    oci-layout\nsha256    {f}\nimage 1\n  id        sha256:{c}\n  tags      app:1, app:latest\n  manifest  sha256:{m}\n  platform  linux/arm64/v8\n  layers      #  comp            size  blob           diffID\n              0  zstd            1234  bbbbbbbbbbbb   sha256:{d}\n",
+            f = "f".repeat(64),
+            c = "c".repeat(64),
+            m = "m".repeat(64),
+            d = "d".repeat(64)
+        );
+        assert_eq!(text, expected);
+    }
+}

@@ -789,6 +789,34 @@ fn truncated_and_non_archives() {
 }
 
 #[test]
+fn sniffs_pre_posix_headers_by_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = tar::Header::new_old();
+    header.set_path("manifest.json").unwrap();
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let path = dir.path().join("v7.tar");
+    let mut bytes = header.as_bytes().to_vec();
+    bytes.resize(2048, 0);
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(super::sniff(&path).unwrap(), Some(super::ArchiveKind::Tar));
+    bytes[0] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        super::sniff(&path).unwrap(),
+        None,
+        "checksum no longer adds up"
+    );
+    std::fs::write(&path, [0u8; 1024]).unwrap();
+    assert_eq!(
+        super::sniff(&path).unwrap(),
+        None,
+        "an empty tar is not an image"
+    );
+}
+
+#[test]
 fn corrupt_layer_streams_and_bombs() {
     let mut garbage = well_formed();
     let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
