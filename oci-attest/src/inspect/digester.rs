@@ -62,6 +62,8 @@ pub enum Document {
     NotKept,
     Kept(Vec<u8>),
     TooLarge,
+    /// Earlier JSON-looking members used up the archive's budget for kept documents.
+    OverBudget,
 }
 
 /// What one regular member holds.
@@ -87,6 +89,10 @@ impl FileFacts {
                 "member {name:?} is larger than the {} MiB allowed for a JSON document",
                 MAX_DOCUMENT_BYTES >> 20
             )),
+            Document::OverBudget => Err(format!(
+                "member {name:?} was not kept: JSON-looking members exceed {} MiB in total",
+                MAX_DOCUMENTS_TOTAL >> 20
+            )),
         }
     }
 }
@@ -102,6 +108,14 @@ struct Budget {
     limits: DecompressionLimits,
     decompressed_total: AtomicU64,
     documents_total: AtomicU64,
+}
+
+impl Budget {
+    /// Counts `bytes` more of kept documents; `false` once the archive's total is exceeded.
+    fn reserve_document_bytes(&self, bytes: usize) -> bool {
+        let bytes = bytes as u64;
+        self.documents_total.fetch_add(bytes, Ordering::Relaxed) + bytes <= MAX_DOCUMENTS_TOTAL
+    }
 }
 
 /// Feeds one member's bytes to its worker; dropping it ends the member.
@@ -236,7 +250,8 @@ struct ChunkReader<'a, 'scope> {
     size: u64,
     served: &'a Cell<u64>,
     kept: Option<Vec<u8>>,
-    too_large: bool,
+    /// Why a document that was being kept was dropped.
+    dropped: Option<Document>,
     budget: &'a Budget,
 }
 
@@ -252,17 +267,15 @@ impl ChunkReader<'_, '_> {
         self.size += chunk.len() as u64;
         if let Some(kept) = &mut self.kept {
             let fits_member = kept.len() + chunk.len() <= MAX_DOCUMENT_BYTES;
-            let fits_archive = self
-                .budget
-                .documents_total
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed)
-                + chunk.len() as u64
-                <= MAX_DOCUMENTS_TOTAL;
-            if fits_member && fits_archive {
-                kept.extend_from_slice(&chunk);
-            } else {
+            let fits_archive = self.budget.reserve_document_bytes(chunk.len());
+            if !fits_member {
                 self.kept = None;
-                self.too_large = true;
+                self.dropped = Some(Document::TooLarge);
+            } else if !fits_archive {
+                self.kept = None;
+                self.dropped = Some(Document::OverBudget);
+            } else {
+                kept.extend_from_slice(&chunk);
             }
         }
         self.current = Some(chunk);
@@ -308,13 +321,13 @@ fn digest_member(job: &Job, budget: &Budget, pool: &Pool) -> FileFacts {
     let first = job.chunks.recv().ok();
     let start = first.as_deref().map_or(&[][..], |chunk| &chunk[..]);
     let compression = Compression::sniff(start);
-    let kept = (compression == Compression::None && (job.keep_if_json || looks_like_json(start)))
-        .then(|| {
-            budget
-                .documents_total
-                .fetch_add(start.len() as u64, Ordering::Relaxed);
-            start.to_vec()
-        });
+    let wants_document =
+        compression == Compression::None && (job.keep_if_json || looks_like_json(start));
+    let (kept, dropped) = match wants_document {
+        false => (None, None),
+        true if budget.reserve_document_bytes(start.len()) => (Some(start.to_vec()), None),
+        true => (None, Some(Document::OverBudget)),
+    };
     let served = Cell::new(0);
     thread::scope(|scope| {
         let mut reader = ChunkReader {
@@ -329,7 +342,7 @@ fn digest_member(job: &Job, budget: &Budget, pool: &Pool) -> FileFacts {
             },
             served: &served,
             kept,
-            too_large: false,
+            dropped,
             budget,
         };
         let decoded = match compression {
@@ -361,10 +374,10 @@ fn digest_member(job: &Job, budget: &Budget, pool: &Pool) -> FileFacts {
         // the stored digest, and the scan must not block on a full channel.
         reader.skip_rest();
         let sha256 = reader.hashing.finish();
-        let document = match (reader.kept, reader.too_large) {
+        let document = match (reader.kept, reader.dropped) {
             (Some(bytes), _) => Document::Kept(bytes),
-            (None, true) => Document::TooLarge,
-            (None, false) => Document::NotKept,
+            (None, Some(dropped)) => dropped,
+            (None, None) => Document::NotKept,
         };
         FileFacts {
             size: reader.size,

@@ -686,6 +686,23 @@ fn bad_manifest_json() {
 }
 
 #[test]
+fn json_looking_members_share_one_budget() {
+    let mut fixture = well_formed();
+    let manifest = fixture.bytes("manifest.json");
+    fixture.remove("manifest.json");
+    let mut junk = b"[".to_vec();
+    junk.resize(50 << 20, b' ');
+    for index in 0..3 {
+        fixture.file(format!("junk{index}"), junk.clone());
+    }
+    fixture.file("manifest.json", manifest);
+    assert_eq!(
+        analyze_fixture(&fixture).unwrap_err(),
+        "member \"manifest.json\" was not kept: JSON-looking members exceed 128 MiB in total"
+    );
+}
+
+#[test]
 fn duplicate_manifest_and_hostile_tags() {
     let mut duplicate = well_formed();
     duplicate.file("./manifest.json", "[]");
