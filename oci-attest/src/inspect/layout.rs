@@ -143,7 +143,7 @@ impl Walk<'_> {
             let name = self.check_descriptor(descriptor, context)?;
             let tag = tag_of(descriptor);
             if let Some(tag) = &tag {
-                super::image::check_tag(tag)?;
+                super::image::check_tag(tag).map_err(|problem| format!("{context}: {problem}"))?;
             }
             let tag = tag.as_deref().or(inherited_tag);
             let media_type = descriptor.get("mediaType").and_then(Value::as_str);

@@ -764,6 +764,17 @@ fn oci_blob_descriptor_and_index_problems() {
         )
     );
 
+    let mut bad_tag = fixture.clone();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fixture.bytes("index.json")).unwrap();
+    index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] =
+        json!("x:1\u{1b}[2J");
+    bad_tag.replace("index.json", serde_json::to_vec(&index).unwrap());
+    assert_eq!(
+        analyze_fixture(&bad_tag).unwrap_err(),
+        r#"index.json: image tag "x:1\u{1b}[2J" contains control characters"#
+    );
+
     let mut missing = fixture.clone();
     missing.remove(&format!("blobs/sha256/{}", sha256_hex(&manifest)));
     assert_eq!(
