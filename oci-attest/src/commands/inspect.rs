@@ -19,6 +19,9 @@ pub struct Args {
     /// Stop when a layer decompresses to more than this many times its stored size.
     #[arg(long, value_name = "RATIO", default_value_t = DecompressionLimits::default().max_ratio)]
     pub max_ratio: u64,
+    /// Reject images with more layers than this.
+    #[arg(long, value_name = "N", default_value_t = inspect::image::MAX_LAYERS)]
+    pub max_layers: usize,
     /// The archive: docker-archive or OCI tar (optionally gzip-compressed) or OCI layout directory.
     pub path: PathBuf,
 }
@@ -29,6 +32,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             max_total_bytes: args.max_decompressed_bytes,
             max_ratio: args.max_ratio,
         },
+        max_layers: args.max_layers,
         progress: std::io::stderr().is_terminal(),
     };
     let analysis = inspect::analyze(&args.path, &options)

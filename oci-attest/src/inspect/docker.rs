@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use super::image::{check_tag, parse_json, verify_image, Image, ListedLayer};
+use super::image::{
+    check_tag, parse_json, verify_image, Image, ListedLayer, ARCHIVE_LAYERS_PER_IMAGE_LIMIT,
+};
 use super::members::Members;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -32,9 +34,16 @@ pub struct DockerArchive {
     pub images: Vec<Image>,
 }
 
-pub fn read(members: &Members) -> Result<DockerArchive, String> {
+pub fn read(members: &Members, max_layers: usize) -> Result<DockerArchive, String> {
     let (manifest, raw_manifest) = parse_json(members, MANIFEST)?;
     let entries = parse_entries(&manifest)?;
+    let references: usize = entries.iter().map(|entry| entry.layers.len()).sum();
+    let limit = max_layers.saturating_mul(ARCHIVE_LAYERS_PER_IMAGE_LIMIT);
+    if references > limit {
+        return Err(format!(
+            "{MANIFEST} lists {references} layers over all its images, more than the limit of {limit} (16 x --max-layers)"
+        ));
+    }
     let mut images = Vec::with_capacity(entries.len());
     for entry in &entries {
         let listed = entry
@@ -48,7 +57,7 @@ pub fn read(members: &Members) -> Result<DockerArchive, String> {
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let mut image = verify_image(members, &entry.config, listed)?;
+        let mut image = verify_image(members, &entry.config, listed, max_layers)?;
         image.tags = entry.repo_tags.clone();
         images.push(image);
     }

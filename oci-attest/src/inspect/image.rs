@@ -10,9 +10,12 @@ use super::members::Members;
 pub const OCI_IMAGE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const DOCKER_IMAGE_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
-/// More layers than this in one image is hostile: docker itself stops at 127 (overlay2), so
-/// the limit leaves room for any real image while keeping the work per archive bounded.
+/// Default for the layers one image may have: docker itself stops at 127 (overlay2), so this
+/// leaves room for any real image while keeping the work per archive bounded.
 pub const MAX_LAYERS: usize = 1024;
+/// Layer references over all images of an archive, as a multiple of the per-image limit: a
+/// manifest listing the same big image hundreds of times must not amplify memory.
+pub const ARCHIVE_LAYERS_PER_IMAGE_LIMIT: usize = 16;
 
 /// Longest tag accepted; longer ones are hostile (they become subject names).
 const MAX_TAG_BYTES: usize = 1024;
@@ -103,6 +106,7 @@ pub fn verify_image(
     members: &Members,
     config_name: &str,
     listed: Vec<ListedLayer<'_>>,
+    max_layers: usize,
 ) -> Result<Image, String> {
     let config_facts = members.resolve(config_name)?;
     if let Some(claimed) = claimed_by_name(config_name) {
@@ -113,9 +117,9 @@ pub fn verify_image(
             ));
         }
     }
-    if listed.len() > MAX_LAYERS {
+    if listed.len() > max_layers {
         return Err(format!(
-            "image {config_name:?} has {} layers, more than the limit of {MAX_LAYERS}",
+            "image {config_name:?} has {} layers, more than the limit of {max_layers} (--max-layers)",
             listed.len()
         ));
     }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::docker::kind_of;
 use super::image::{
     parse_json, sha256_of, verify_image, Image, ListedLayer, Platform, DOCKER_IMAGE_CONFIG,
-    MAX_LAYERS, OCI_IMAGE_CONFIG,
+    OCI_IMAGE_CONFIG,
 };
 use super::members::Members;
 
@@ -39,14 +39,16 @@ pub struct LayoutImage {
 
 struct Walk<'a> {
     members: &'a Members,
+    max_layers: usize,
     visited: usize,
     images: Vec<LayoutImage>,
 }
 
-pub fn read(members: &Members) -> Result<Vec<LayoutImage>, String> {
+pub fn read(members: &Members, max_layers: usize) -> Result<Vec<LayoutImage>, String> {
     let (index, _) = parse_json(members, INDEX)?;
     let mut walk = Walk {
         members,
+        max_layers,
         visited: 0,
         images: Vec::new(),
     };
@@ -205,10 +207,11 @@ impl Walk<'_> {
                 ))
             }
         };
-        if descriptors.len() > MAX_LAYERS {
+        if descriptors.len() > self.max_layers {
             return Err(format!(
-                "manifest {name:?} has {} layers, more than the limit of {MAX_LAYERS}",
-                descriptors.len()
+                "manifest {name:?} has {} layers, more than the limit of {} (--max-layers)",
+                descriptors.len(),
+                self.max_layers
             ));
         }
         let mut listed = Vec::with_capacity(descriptors.len());
@@ -234,7 +237,7 @@ impl Walk<'_> {
             // are checked above, but it has no filesystem to describe.
             return Ok(());
         }
-        let mut image = verify_image(self.members, &config_name, listed)?;
+        let mut image = verify_image(self.members, &config_name, listed, self.max_layers)?;
         image.tags = tag.map(|tag| vec![tag.to_owned()]);
         image.manifest_sha256 = Some(manifest_sha256);
         if platform.is_some() {

@@ -48,11 +48,23 @@ impl Default for DecompressionLimits {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Options {
     pub limits: DecompressionLimits,
+    /// Layers one image may have (docker itself stops at 127; see [`image::MAX_LAYERS`]).
+    pub max_layers: usize,
     /// Show a progress bar on stderr (callers pass `true` only when stderr is a terminal).
     pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            limits: DecompressionLimits::default(),
+            max_layers: image::MAX_LAYERS,
+            progress: false,
+        }
+    }
 }
 
 /// What kind of image archive a path holds, judged by content.
@@ -166,7 +178,7 @@ fn is_tar_header(block: &[u8]) -> bool {
 pub fn analyze(path: &Path, options: &Options) -> Result<Analysis, InspectError> {
     let fail = |message: String| InspectError {
         path: path.to_owned(),
-        message,
+        message: one_line(&message),
     };
     let kind = sniff(path)
         .map_err(|error| fail(format!("cannot read: {error}")))?
@@ -178,12 +190,12 @@ pub fn analyze(path: &Path, options: &Options) -> Result<Analysis, InspectError>
     check_blob_names(members).map_err(&fail)?;
     let docker = members
         .contains(docker::MANIFEST)
-        .then(|| docker::read(members))
+        .then(|| docker::read(members, options.max_layers))
         .transpose()
         .map_err(&fail)?;
     let layout = members
         .contains(layout::INDEX)
-        .then(|| layout::read(members))
+        .then(|| layout::read(members, options.max_layers))
         .transpose()
         .map_err(&fail)?;
     if docker.is_none() && layout.is_none() {
@@ -207,6 +219,20 @@ pub fn analyze(path: &Path, options: &Options) -> Result<Analysis, InspectError>
         predicate,
         images,
     })
+}
+
+/// Escapes control characters: parser errors can quote raw header bytes, and a newline or a
+/// terminal escape from a hostile archive must not forge extra lines of output.
+fn one_line(message: &str) -> String {
+    let mut line = String::with_capacity(message.len());
+    for ch in message.chars() {
+        if ch.is_control() {
+            line.extend(ch.escape_debug());
+        } else {
+            line.push(ch);
+        }
+    }
+    line
 }
 
 /// Every member named by a digest must hold exactly that content, referenced or not.

@@ -1,9 +1,11 @@
 //! The single sequential read: the archive file streams through a tee that feeds the
 //! whole-file hasher, then through the tar parser, whose members go to the digest workers.
 
+use std::cell::{Cell, RefCell};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread;
 
@@ -18,7 +20,7 @@ use super::{ArchiveKind, Options};
 
 /// Image archives hold a few members per layer and image; millions of tiny members would only
 /// grow the member table (the one thing here that is not bounded by the chunk pool).
-pub const MAX_MEMBERS: usize = 100_000;
+pub const MAX_MEMBERS: usize = 250_000;
 
 fn count_member(count: &mut usize) -> Result<(), String> {
     *count += 1;
@@ -75,13 +77,18 @@ pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned
                     progress,
                 };
                 let scanned = if kind == ArchiveKind::GzipTar {
-                    let mut decoder = flate2::read::MultiGzDecoder::new(&mut tee);
-                    scan_tar(&mut decoder, &digester, &pool, &mut members).and_then(|()| {
-                        drain(&mut decoder)
-                            .map_err(|error| format!("outer gzip stream is damaged: {error}"))
+                    let decoder = flate2::read::MultiGzDecoder::new(&mut tee);
+                    let mut guard = Guard::new(decoder, Some(options.limits.max_total_bytes));
+                    scan_tar(&mut guard, &digester, &pool, &mut members).and_then(|()| {
+                        drain(&mut guard).map_err(|error| format!("outer gzip stream: {error}"))
                     })
                 } else {
-                    scan_tar(&mut tee, &digester, &pool, &mut members)
+                    scan_tar(
+                        &mut Guard::new(&mut tee, None),
+                        &digester,
+                        &pool,
+                        &mut members,
+                    )
                 };
                 scanned.and_then(|()| {
                     drain(&mut tee).map_err(|error| format!("read error: {error}"))
@@ -171,19 +178,102 @@ fn is_document_name(name: &str) -> bool {
     base.ends_with(".json") || base == "oci-layout" || base == "repositories"
 }
 
-fn scan_tar(
-    reader: impl Read,
+/// Bytes the tar parser may read to find the next member: its header plus any GNU long-name
+/// and PAX extension records before it. The parser keeps those records in memory, so a
+/// hostile "long name" of gigabytes must be stopped here.
+const HEADER_WINDOW_BYTES: u64 = 1 << 20;
+
+/// Shared between the loop that walks the members and the [`Guard`] the parser reads through.
+#[derive(Default)]
+struct HeaderWindow {
+    /// Bytes the parser may still read before handing over the next member; `None` while a
+    /// member's own data is being read (no limit).
+    remaining: Cell<Option<u64>>,
+    /// The start of the first header read in the window (its name names the culprit).
+    first_header: RefCell<Vec<u8>>,
+}
+
+impl HeaderWindow {
+    fn open(&self) {
+        self.remaining.set(Some(HEADER_WINDOW_BYTES));
+        self.first_header.borrow_mut().clear();
+    }
+
+    fn close(&self) {
+        self.remaining.set(None);
+    }
+}
+
+/// The tar stream as the parser sees it: bounds what it may buffer between members, and,
+/// behind an outer gzip, how far the stream may decompress (a bomb after the archive's end
+/// is a bomb too).
+struct Guard<R> {
+    inner: R,
+    produced: u64,
+    max_produced: Option<u64>,
+    window: Rc<HeaderWindow>,
+}
+
+impl<R: Read> Guard<R> {
+    fn new(inner: R, max_produced: Option<u64>) -> Self {
+        Guard {
+            inner,
+            produced: 0,
+            max_produced,
+            window: Rc::default(),
+        }
+    }
+}
+
+impl<R: Read> Read for Guard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let count = self.inner.read(buf)?;
+        self.produced += count as u64;
+        if let Some(limit) = self.max_produced.filter(|limit| self.produced > *limit) {
+            return Err(io::Error::other(format!(
+                "decompresses to more than {limit} bytes (--max-decompressed-bytes)"
+            )));
+        }
+        if let Some(remaining) = self.window.remaining.get() {
+            let mut first = self.window.first_header.borrow_mut();
+            let wanted = NAME_FIELD_BYTES.saturating_sub(first.len()).min(count);
+            first.extend_from_slice(&buf[..wanted]);
+            let Some(left) = remaining.checked_sub(count as u64) else {
+                let name = String::from_utf8_lossy(first.split(|b| *b == 0).next().unwrap_or(&[]));
+                return Err(io::Error::other(format!(
+                    "header extension {name:?} is larger than {} KiB",
+                    HEADER_WINDOW_BYTES >> 10
+                )));
+            };
+            self.window.remaining.set(Some(left));
+        }
+        Ok(count)
+    }
+}
+
+/// The name field at the start of a tar header.
+const NAME_FIELD_BYTES: usize = 100;
+
+fn scan_tar<R: Read>(
+    guard: &mut Guard<R>,
     digester: &Digester,
     pool: &Pool,
     members: &mut Members,
 ) -> Result<(), String> {
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive
+    let window = Rc::clone(&guard.window);
+    let mut archive = tar::Archive::new(guard);
+    let mut entries = archive
         .entries()
         .map_err(|error| format!("not a readable tar: {error}"))?;
     let mut last = String::from("(start of archive)");
     let mut count = 0;
-    for entry in entries {
+    loop {
+        window.open();
+        let next = entries.next();
+        window.close();
+        let Some(entry) = next else {
+            break;
+        };
         let mut entry = entry
             .map_err(|error| format!("truncated or corrupt tar after member {last:?}: {error}"))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -200,7 +290,13 @@ fn scan_tar(
                 Member::Hardlink(target)
             };
             members.insert(&name, member)?;
-        } else if entry_type.is_file() || entry_type.is_contiguous() || entry_type.is_gnu_sparse() {
+        } else if entry_type.is_gnu_sparse() {
+            // The tar parser would expand the holes: a few bytes claiming a TiB of zeros.
+            // No image tool writes sparse members.
+            return Err(format!(
+                "member {name:?} is a GNU sparse file, which image archives never contain"
+            ));
+        } else if entry_type.is_file() || entry_type.is_contiguous() {
             count_member(&mut count)?;
             let expected = entry.size();
             let feed = digester.member(name.clone(), is_document_name(&name))?;
@@ -218,6 +314,8 @@ fn scan_tar(
                 ));
             }
         }
+        // Whatever a non-file member carries is skipped here, outside the header window.
+        drain(&mut entry).map_err(|error| format!("cannot read member {name:?}: {error}"))?;
         last = name;
     }
     Ok(())

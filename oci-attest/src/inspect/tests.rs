@@ -845,6 +845,85 @@ fn sniffs_pre_posix_headers_by_checksum() {
 }
 
 #[test]
+fn tar_level_bombs_and_forged_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    };
+    // A GNU long name of 64 MiB, gzip-compressed to almost nothing: refused at 1 MiB.
+    let mut long_name = raw_header("././@LongLink", tar::EntryType::GNULongName, 64 << 20, "");
+    long_name.set_cksum();
+    let mut tar = long_name.as_bytes().to_vec();
+    tar.resize(512 + (64 << 20), b'a');
+    tar.extend(well_formed().tar());
+    let message = analyze(&write("long-name.tar.gz", &gzip(&tar)), &Options::default())
+        .unwrap_err()
+        .message;
+    assert!(
+        message.ends_with(r#"header extension "././@LongLink" is larger than 1024 KiB"#),
+        "{message}"
+    );
+
+    // Zeros after the end of the archive, inside the outer gzip: counted like layer bytes.
+    let mut padded = well_formed().tar();
+    padded.resize(padded.len() + (8 << 20), 0);
+    let options = Options {
+        limits: DecompressionLimits {
+            max_total_bytes: 4 << 20,
+            max_ratio: 1000,
+        },
+        ..Options::default()
+    };
+    let message = analyze(&write("padded.tar.gz", &gzip(&padded)), &options)
+        .unwrap_err()
+        .message;
+    assert_eq!(
+        message,
+        "outer gzip stream: decompresses to more than 4194304 bytes (--max-decompressed-bytes)"
+    );
+    analyze(
+        &write("padded-ok.tar.gz", &gzip(&padded)),
+        &Options::default(),
+    )
+    .unwrap();
+
+    // A sparse member claiming a TiB of holes is refused before anything is expanded.
+    let mut sparse = tar::Header::new_gnu();
+    sparse.set_path("layer0/layer.tar").unwrap();
+    sparse.set_entry_type(tar::EntryType::GNUSparse);
+    let gnu = sparse.as_gnu_mut().unwrap();
+    gnu.sparse[0].set_offset((1 << 40) - 512);
+    gnu.sparse[0].set_length(512);
+    gnu.set_real_size(1 << 40);
+    sparse.set_size(512);
+    sparse.set_cksum();
+    let mut tar = sparse.as_bytes().to_vec();
+    tar.extend([0x55; 512]);
+    tar.extend(well_formed().remove("layer0/layer.tar").tar());
+    assert_eq!(
+        analyze(&write("sparse.tar", &tar), &Options::default())
+            .unwrap_err()
+            .message,
+        r#"member "layer0/layer.tar" is a GNU sparse file, which image archives never contain"#
+    );
+
+    // The tar parser quotes raw header bytes in its errors: they must not forge lines.
+    let mut forged = well_formed().tar();
+    forged[148..156].copy_from_slice(b"1\n\x1b[2Jxy");
+    let message = analyze(&write("forged.tar", &forged), &Options::default())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(message.contains(r"1\n\u{1b}[2Jxy"), "{message}");
+    assert!(
+        !message.contains('\n') && !message.contains('\u{1b}'),
+        "{message}"
+    );
+}
+
+#[test]
 fn corrupt_layer_streams_and_bombs() {
     let mut garbage = well_formed();
     let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
@@ -884,7 +963,7 @@ fn too_many_members() {
     }
     assert_eq!(
         analyze_fixture(&fixture).unwrap_err(),
-        "more than 100000 members: not an image archive"
+        "more than 250000 members: not an image archive"
     );
 }
 
@@ -904,7 +983,7 @@ fn ten_thousand_layers_hit_the_layer_limit_quickly() {
     assert_eq!(
         analyze_fixture(&fixture).unwrap_err(),
         format!(
-            "image {:?} has 10000 layers, more than the limit of 1024",
+            "image {:?} has 10000 layers, more than the limit of 1024 (--max-layers)",
             config_name(&fixture)
         )
     );
