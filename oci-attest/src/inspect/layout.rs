@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use super::docker::kind_of;
 use super::image::{
-    parse_json, sha256_of, verify_image, Image, ListedLayer, Platform, DOCKER_IMAGE_CONFIG,
-    OCI_IMAGE_CONFIG,
+    parse_json, sha256_of, verify_image, Image, ListedLayer, Platform,
+    ARCHIVE_LAYERS_PER_IMAGE_LIMIT, DOCKER_IMAGE_CONFIG, OCI_IMAGE_CONFIG,
 };
 use super::members::Members;
 
@@ -41,6 +41,7 @@ struct Walk<'a> {
     members: &'a Members,
     max_layers: usize,
     visited: usize,
+    layer_references: usize,
     images: Vec<LayoutImage>,
 }
 
@@ -50,6 +51,7 @@ pub fn read(members: &Members, max_layers: usize) -> Result<Vec<LayoutImage>, St
         members,
         max_layers,
         visited: 0,
+        layer_references: 0,
         images: Vec::new(),
     };
     walk.index(&index, INDEX, None, 0)?;
@@ -212,6 +214,15 @@ impl Walk<'_> {
                 "manifest {name:?} has {} layers, more than the limit of {} (--max-layers)",
                 descriptors.len(),
                 self.max_layers
+            ));
+        }
+        self.layer_references += descriptors.len();
+        let limit = self
+            .max_layers
+            .saturating_mul(ARCHIVE_LAYERS_PER_IMAGE_LIMIT);
+        if self.layer_references > limit {
+            return Err(format!(
+                "the layout's manifests list more than {limit} layers in total (16 x --max-layers)"
             ));
         }
         let mut listed = Vec::with_capacity(descriptors.len());

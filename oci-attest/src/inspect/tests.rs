@@ -968,6 +968,24 @@ fn too_many_members() {
 }
 
 #[test]
+fn repeated_manifest_entries_hit_the_archive_wide_layer_limit() {
+    let mut fixture = well_formed();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fixture.bytes("manifest.json")).unwrap();
+    let options = Options {
+        max_layers: 2,
+        ..Options::default()
+    };
+    analyze_with(&fixture, &options).unwrap();
+    let repeated = vec![manifest[0].clone(); 17];
+    fixture.replace("manifest.json", serde_json::to_vec(&repeated).unwrap());
+    assert_eq!(
+        analyze_with(&fixture, &options).unwrap_err(),
+        "manifest.json lists 34 layers over all its images, more than the limit of 32 (16 x --max-layers)"
+    );
+}
+
+#[test]
 fn ten_thousand_layers_hit_the_layer_limit_quickly() {
     let layers = |count: usize| -> Vec<(Vec<u8>, String)> {
         (0..count)
