@@ -9,6 +9,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
@@ -91,6 +92,22 @@ fn count_lost() {
     }
 }
 
+/// Ring-buffer fill level (bytes) from which a write wakes the consumer. Below it, writes do
+/// not wake it and it drains on its poll timeout: waking it for every event made a loop of
+/// opens several times slower (a context switch per open). Userspace sets it at load time.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+fn wakeup_flags() -> u64 {
+    // SAFETY: read-only global, rewritten by userspace at load time (see `layout!`).
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Writes the first `len` bytes of `event` (a scratch slot) into the ring buffer.
 fn submit_bytes<T>(event: *const T, len: usize) {
     let len = if len > size_of::<T>() {
@@ -100,13 +117,13 @@ fn submit_bytes<T>(event: *const T, len: usize) {
     };
     // SAFETY: `event` points to a map value of size_of::<T>() bytes and len ≤ that.
     let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count_lost();
     }
 }
 
 fn submit<T>(event: &T) {
-    if EVENTS.output::<T>(event, 0).is_err() {
+    if EVENTS.output::<T>(event, wakeup_flags()).is_err() {
         count_lost();
     }
 }
