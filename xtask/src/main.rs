@@ -1,11 +1,17 @@
-//! `cargo xtask <command>`: project automation.
+//! `cargo xtask <command>`: project automation. Each command lives in its own module; this file
+//! only dispatches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_inspect;
 mod bench_trace;
+mod demo;
+mod fixtures;
+mod setup;
+mod test_run;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "oci-attest project automation")]
@@ -16,15 +22,31 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Benchmarks.
-    Bench {
-        #[command(subcommand)]
-        bench: Bench,
+    /// Install everything the build and the tests need (idempotent; quiet when nothing is missing).
+    Setup,
+    /// Set up, build, start private daemons, build fixtures and run every test.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
     },
+    /// Build the image fixtures with the real save tools and write fixtures.json.
+    Fixtures {
+        /// Output directory (default: .fixtures in the workspace).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Build a small image offline, save it under oci-attest, verify the attestation.
+    Demo,
+    /// Benchmarks (release build, real tools as baselines measured in the same run).
+    #[command(subcommand)]
+    Bench(Bench),
 }
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// `oci-attest inspect` vs openssl and the standard-tools pipeline; peak RSS.
+    Inspect(bench_inspect::Args),
     /// Tracing overhead: untraced vs oci-attest eBPF vs strace; load+attach time; lost events.
     Trace {
         /// Rounds per workload (the table shows medians).
@@ -41,15 +63,18 @@ fn main() -> ExitCode {
         .parent()
         .unwrap_or(Path::new("."));
     let result = match Cli::parse().command {
-        Command::Bench {
-            bench: Bench::Trace { rounds, image_mib },
-        } => bench_trace::run(workspace, &bench_trace::Options { rounds, image_mib }),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("xtask: error: {error:#}");
-            ExitCode::FAILURE
+        Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Command::Test { cargo_test_args } => test_run::run(&cargo_test_args),
+        Command::Fixtures { out } => fixtures::run(out).map(|()| ExitCode::SUCCESS),
+        Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Command::Bench(Bench::Inspect(args)) => bench_inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(Bench::Trace { rounds, image_mib }) => {
+            bench_trace::run(workspace, &bench_trace::Options { rounds, image_mib })
+                .map(|()| ExitCode::SUCCESS)
         }
-    }
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("xtask: error: {error:#}");
+        ExitCode::FAILURE
+    })
 }
