@@ -2,7 +2,10 @@
 //! execs (with argv), exits and file operations through one ring buffer.
 //!
 //! Only tracepoints are used (kprobes and fentry are unavailable on many CI kernels). Field
-//! offsets come from `LAYOUT`, filled by userspace from the tracefs `format` files.
+//! offsets come from `LAYOUT`, filled by userspace from the tracefs `format` files (and from
+//! BTF for `task_struct.exit_code`), because tracepoint layouts differ between kernels.
+//! Paths are sent as the process passed them; userspace resolves them against the cwd or the
+//! directory fd.
 #![no_std]
 #![no_main]
 
