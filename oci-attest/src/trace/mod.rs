@@ -91,7 +91,8 @@ pub struct Tracer {
     links: Vec<TracePointLink>,
     tracked: BpfHashMap<MapData, u32, u8>,
     lost: PerCpuArray<MapData, u64>,
-    idle: Option<(RingBuf<MapData>, EbpfLogger<&'static dyn log::Log>)>,
+    /// What the consumer thread takes over once `track` starts it.
+    consumer_inputs: Option<(RingBuf<MapData>, EbpfLogger<&'static dyn log::Log>)>,
     consumer: Option<Consumer>,
     load_duration: Duration,
     ring_buffer_bytes: u32,
@@ -182,7 +183,7 @@ impl Tracer {
             links,
             tracked,
             lost,
-            idle: Some((events, logger)),
+            consumer_inputs: Some((events, logger)),
             consumer: None,
             load_duration: started.elapsed(),
             ring_buffer_bytes: size,
@@ -206,7 +207,7 @@ impl Tracer {
     /// Traces `pid` and its descendants from now on. Call it while the child is stopped before
     /// its exec; the child was forked from this process, so it starts in our cwd. Once only.
     pub fn track(&mut self, pid: u32) -> anyhow::Result<()> {
-        let Some((events, logger)) = self.idle.take() else {
+        let Some((events, logger)) = self.consumer_inputs.take() else {
             bail!("the tracer already tracks a process");
         };
         let cwd = std::env::current_dir().context("current directory")?;
