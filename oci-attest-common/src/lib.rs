@@ -10,12 +10,20 @@
 pub const PATH_CAPACITY: usize = 4096;
 
 /// argv is read argument by argument into a buffer of twice this size: each argument may be up
-/// to this long, and arguments are appended while the used length stays below it. So at least
-/// this many bytes of argv are always captured; anything cut off is flagged `truncated`.
+/// to this long (a longer one is cut and flagged), and once the buffer holds at least this many
+/// bytes it is sent as one chunk and reading goes on in a fresh buffer. So argv arrives whole,
+/// in as many chunks as it needs, up to [`MAX_ARGS`] arguments.
 pub const ARGV_WINDOW: usize = 8192;
 
-/// Arguments read per exec before the argv is flagged truncated.
-pub const MAX_ARGS: u32 = 512;
+/// Arguments read per exec before the argv is flagged truncated (the kernel's own limit is
+/// about 2 MiB of argv + environment; this covers far more than any save command line).
+pub const MAX_ARGS: u32 = 8192;
+
+/// [`ExecArgvEvent::flags`]: the argv was cut (an argument of [`ARGV_WINDOW`] bytes or more,
+/// more than [`MAX_ARGS`] arguments, or unreadable memory). Set on the last chunk.
+pub const ARGV_TRUNCATED: u32 = 1;
+/// [`ExecArgvEvent::flags`]: more chunks of the same argv follow.
+pub const ARGV_CONTINUED: u32 = 2;
 
 /// Kind of record in the ring buffer; the first field of every event.
 #[repr(u32)]
@@ -23,7 +31,7 @@ pub const MAX_ARGS: u32 = 512;
 pub enum EventKind {
     /// A tracked process created a child (or a thread: userspace tells them apart).
     Fork = 1,
-    /// argv at the entry of execve/execveat (the exec may still fail).
+    /// argv at the entry of execve/execveat (the exec may still fail), possibly in chunks.
     ExecArgv = 2,
     /// A successful exec (`sched_process_exec`).
     Exec = 3,
@@ -74,9 +82,9 @@ pub struct ForkEvent {
 #[derive(Clone, Copy)]
 pub struct ExecArgvEvent {
     pub header: EventHeader,
-    /// Non-zero when argv did not fit (too many or too long arguments) or could not be read.
-    pub truncated: u32,
-    /// Bytes used in `argv`: the arguments, each followed by a NUL.
+    /// [`ARGV_TRUNCATED`] and/or [`ARGV_CONTINUED`].
+    pub flags: u32,
+    /// Bytes used in `argv`: whole arguments, each followed by a NUL.
     pub argv_len: u32,
     pub argv: [u8; 2 * ARGV_WINDOW],
 }

@@ -2,13 +2,17 @@
 //! execs (with argv), exits and file operations through one ring buffer.
 //!
 //! Only tracepoints are used (kprobes and fentry are unavailable on many CI kernels). Field
-//! offsets come from `LAYOUT`, filled by userspace from the tracefs `format` files.
+//! offsets come from `LAYOUT`, filled by userspace from the tracefs `format` files (and from
+//! BTF for `task_struct.exit_code`), because tracepoint layouts differ between kernels.
+//! Paths are sent as the process passed them; userspace resolves them against the cwd or the
+//! directory fd.
 #![no_std]
 #![no_main]
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
@@ -22,7 +26,8 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use oci_attest_common::{
     EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FileOp, FileOpEvent, ForkEvent,
-    Layout, PendingSyscall, Syscall, ABSENT, ARGV_WINDOW, CREAT_FLAGS, MAX_ARGS, PATH_CAPACITY,
+    Layout, PendingSyscall, Syscall, ABSENT, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_WINDOW,
+    CREAT_FLAGS, MAX_ARGS, PATH_CAPACITY,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -91,6 +96,22 @@ fn count_lost() {
     }
 }
 
+/// Ring-buffer fill level (bytes) from which a write wakes the consumer. Below it, writes do
+/// not wake it and it drains on its poll timeout: waking it for every event made a loop of
+/// opens several times slower (a context switch per open). Userspace sets it at load time.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
+
+fn wakeup_flags() -> u64 {
+    // SAFETY: read-only global, rewritten by userspace at load time (see `layout!`).
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Writes the first `len` bytes of `event` (a scratch slot) into the ring buffer.
 fn submit_bytes<T>(event: *const T, len: usize) {
     let len = if len > size_of::<T>() {
@@ -100,13 +121,13 @@ fn submit_bytes<T>(event: *const T, len: usize) {
     };
     // SAFETY: `event` points to a map value of size_of::<T>() bytes and len ≤ that.
     let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), len) };
-    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
         count_lost();
     }
 }
 
 fn submit<T>(event: &T) {
-    if EVENTS.output::<T>(event, 0).is_err() {
+    if EVENTS.output::<T>(event, wakeup_flags()).is_err() {
         count_lost();
     }
 }
@@ -252,21 +273,31 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 struct ArgvCursor {
     /// User pointer to the `char *argv[]` array.
     argv: u64,
-    /// Bytes used in the scratch event's argv buffer.
+    /// Bytes used in the scratch event's argv buffer (the current chunk).
     used: u64,
     /// Set when the terminating NULL of argv was reached.
     complete: u64,
+    /// Set when an argument was cut or a chunk could not be queued.
+    cut: u64,
 }
 
-/// One `bpf_loop` step: appends argument `index` to the scratch event. Returns 1 to stop.
-/// A `bpf_loop` callback is verified once, where an unrolled or bounded loop of MAX_ARGS
-/// iterations made the verifier spend ~100 ms per program at load time.
+/// Sends the scratch event's current chunk of argv.
+fn submit_argv_chunk(event: *mut ExecArgvEvent, used: u64, flags: u32) {
+    let used = used as usize & (2 * ARGV_WINDOW - 1);
+    // SAFETY: the scratch slot is this CPU's.
+    unsafe {
+        (*event).flags = flags;
+        (*event).argv_len = used as u32;
+    }
+    submit_bytes(event, core::mem::offset_of!(ExecArgvEvent, argv) + used);
+}
+
+/// One `bpf_loop` step: appends argument `index` to the current chunk, sending the chunk when
+/// it is full. Returns 1 to stop. A `bpf_loop` callback is verified once, where a bounded loop
+/// made the verifier spend ~100 ms per program at load time.
 extern "C" fn read_one_argument(index: u64, context: *mut c_void) -> i64 {
     // SAFETY: bpf_loop passes back the cursor given to it, which lives on the caller's stack.
     let cursor = unsafe { &mut *context.cast::<ArgvCursor>() };
-    if cursor.used >= ARGV_WINDOW as u64 {
-        return 1;
-    }
     let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
         return 1;
     };
@@ -275,6 +306,7 @@ extern "C" fn read_one_argument(index: u64, context: *mut c_void) -> i64 {
     unsafe {
         let Ok(pointer) = bpf_probe_read_user((cursor.argv as *const u64).add(index as usize))
         else {
+            cursor.cut = 1;
             return 1;
         };
         if pointer == 0 {
@@ -291,9 +323,18 @@ extern "C" fn read_one_argument(index: u64, context: *mut c_void) -> i64 {
             pointer as *const c_void,
         );
         if copied <= 0 {
+            cursor.cut = 1;
             return 1;
         }
+        if copied as usize == ARGV_WINDOW {
+            // The helper filled the whole window: the argument may have been longer.
+            cursor.cut = 1;
+        }
         cursor.used += copied as u64;
+    }
+    if cursor.used >= ARGV_WINDOW as u64 {
+        submit_argv_chunk(event, cursor.used, ARGV_CONTINUED);
+        cursor.used = 0;
     }
     0
 }
@@ -303,10 +344,16 @@ fn read_argv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     if !is_tracked(head.pid) {
         return 0;
     }
+    let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: the scratch slot is this CPU's.
+    unsafe { (*event).header = head };
     let mut cursor = ArgvCursor {
         argv: field_u64(ctx, layout!(syscalls[syscall as usize].argv)),
         used: 0,
         complete: 0,
+        cut: 0,
     };
     if cursor.argv != 0 {
         // SAFETY: the callback and its context follow the bpf_loop contract.
@@ -319,17 +366,12 @@ fn read_argv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
             )
         };
     }
-    let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    let used = cursor.used as usize & (2 * ARGV_WINDOW - 1);
-    // SAFETY: the scratch slot is this CPU's.
-    unsafe {
-        (*event).header = head;
-        (*event).truncated = u32::from(cursor.complete == 0);
-        (*event).argv_len = used as u32;
-    }
-    submit_bytes(event, core::mem::offset_of!(ExecArgvEvent, argv) + used);
+    let truncated = cursor.complete == 0 || cursor.cut != 0;
+    submit_argv_chunk(
+        event,
+        cursor.used,
+        if truncated { ARGV_TRUNCATED } else { 0 },
+    );
     0
 }
 

@@ -30,6 +30,7 @@ enum Mode {
 }
 
 impl Mode {
+    /// The order inside each round.
     const ALL: [Mode; 3] = [Mode::Untraced, Mode::Traced, Mode::Strace];
 
     fn label(self) -> &'static str {
@@ -51,6 +52,9 @@ struct Workload {
 /// What one traced run reported.
 struct TracedRun {
     load_attach_ms: f64,
+    /// From releasing the child to its exit, measured inside the tracer: the traced run
+    /// without the fixed costs (load+attach before, detach after).
+    command_ms: f64,
     lost: u64,
     events: u64,
 }
@@ -94,21 +98,32 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
     }
 
     let mut report = String::from(
-        "| workload | untraced (ms) | oci-attest eBPF (ms) | strace -f (ms) | eBPF overhead | \
-         eBPF overhead w/o load | strace overhead | lost |\n|---|---|---|---|---|---|---|---|\n",
+        "| workload | untraced | eBPF, command phase | eBPF fixed (load+attach+detach) | strace -f \
+         | eBPF overhead | strace overhead | strace/eBPF overhead | lost |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
     );
     let mut load_times = Vec::new();
     for workload in &workloads {
-        let mut times: [Vec<f64>; 3] = Default::default();
+        let mut untraced = Vec::new();
+        let mut traced_command = Vec::new();
+        let mut traced_fixed = Vec::new();
+        let mut strace = Vec::new();
         let mut lost = 0;
         let mut events = 0;
         for round in 0..options.rounds {
-            for (index, mode) in Mode::ALL.into_iter().enumerate() {
+            for mode in Mode::ALL {
                 let (elapsed, traced) = run_once(&tracer, mode, workload)?;
-                if let Some(traced) = traced {
-                    load_times.push(traced.load_attach_ms);
-                    lost += traced.lost;
-                    events = traced.events;
+                match (mode, traced) {
+                    (Mode::Untraced, _) => untraced.push(elapsed),
+                    (Mode::Strace, _) => strace.push(elapsed),
+                    (Mode::Traced, Some(traced)) => {
+                        load_times.push(traced.load_attach_ms);
+                        traced_command.push(traced.command_ms);
+                        traced_fixed.push(elapsed - traced.command_ms);
+                        lost += traced.lost;
+                        events = traced.events;
+                    }
+                    (Mode::Traced, None) => bail!("no summary from the traced run"),
                 }
                 eprintln!(
                     "bench: {} round {} {}: {elapsed:.0} ms",
@@ -116,17 +131,22 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
                     round + 1,
                     mode.label()
                 );
-                times[index].push(elapsed);
             }
         }
-        let [untraced, traced, strace] = times.map(|mut samples| median(&mut samples));
-        let load = median(&mut load_times.clone());
+        let untraced = median(&mut untraced);
+        let traced = median(&mut traced_command);
+        let fixed = median(&mut traced_fixed);
+        let strace = median(&mut strace);
         let percent = |value: f64| format!("{:+.1}%", (value / untraced - 1.0) * 100.0);
+        let ratio = if traced > untraced {
+            format!("{:.1}×", (strace - untraced) / (traced - untraced))
+        } else {
+            "eBPF overhead within noise".to_string()
+        };
         report.push_str(&format!(
-            "| {} | {untraced:.0} | {traced:.0} | {strace:.0} | {} | {} | {} | {lost} ({events} events/run) |\n",
+            "| {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {lost} ({events} events/run) |\n",
             workload.name,
             percent(traced),
-            percent(traced - load),
             percent(strace),
         ));
     }
@@ -233,6 +253,7 @@ fn run_once(
             .with_context(|| format!("no summary from trace_only: {stderr}"))?;
         Some(TracedRun {
             load_attach_ms: json_number(summary, "loadAttachMs")?,
+            command_ms: json_number(summary, "commandMs")?,
             lost: json_number(summary, "lost")? as u64,
             events: json_number(summary, "events")? as u64,
         })

@@ -7,7 +7,7 @@ use std::mem::offset_of;
 
 use oci_attest_common::{
     EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FileOp, FileOpEvent, ForkEvent,
-    PATH_CAPACITY,
+    ARGV_CONTINUED, ARGV_TRUNCATED, PATH_CAPACITY,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,9 +22,11 @@ pub enum Event {
     Fork {
         child_pid: u32,
     },
+    /// One chunk of an exec's argv; `continued` when more chunks follow.
     ExecArgv {
         argv: Vec<String>,
         truncated: bool,
+        continued: bool,
     },
     Exec {
         old_tid: u32,
@@ -108,9 +110,11 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Event), MalformedRecord> {
         EventKind::ExecArgv => {
             let len = record.u32_at(offset_of!(ExecArgvEvent, argv_len))?;
             let block = record.bytes_at(offset_of!(ExecArgvEvent, argv), len)?;
+            let flags = record.u32_at(offset_of!(ExecArgvEvent, flags))?;
             Event::ExecArgv {
                 argv: split_argv(block),
-                truncated: record.u32_at(offset_of!(ExecArgvEvent, truncated))? != 0,
+                truncated: flags & ARGV_TRUNCATED != 0,
+                continued: flags & ARGV_CONTINUED != 0,
             }
         }
         EventKind::Exec => {
@@ -184,7 +188,7 @@ mod tests {
     fn decodes_argv_with_empty_arguments() {
         let mut bytes = header_bytes(EventKind::ExecArgv, 7);
         let argv = b"tar\0cf\0\0x.tar\0";
-        bytes.extend(0u32.to_ne_bytes());
+        bytes.extend(ARGV_CONTINUED.to_ne_bytes());
         bytes.extend((argv.len() as u32).to_ne_bytes());
         bytes.extend(argv);
         let (header, event) = decode(&bytes).unwrap();
@@ -200,7 +204,8 @@ mod tests {
             event,
             Event::ExecArgv {
                 argv: vec!["tar".into(), "cf".into(), "".into(), "x.tar".into()],
-                truncated: false
+                truncated: false,
+                continued: true,
             }
         );
     }

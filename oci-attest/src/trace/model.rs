@@ -45,12 +45,20 @@ impl BootClock {
     }
 }
 
+#[derive(Default)]
+struct PendingArgv {
+    argv: Vec<String>,
+    truncated: bool,
+    /// More chunks of this argv are to come.
+    continued: bool,
+}
+
 struct Process {
     observed: ObservedProcess,
     cwd: Option<PathBuf>,
     fds: HashMap<i32, PathBuf>,
     /// argv read at execve entry, per calling thread, until the exec succeeds.
-    pending_argv: HashMap<u32, (Vec<String>, bool)>,
+    pending_argv: HashMap<u32, PendingArgv>,
     /// Seen acting as a process (an event with this pid as thread-group id). A fork event
     /// alone may be a new thread: `sched_process_fork` does not tell them apart.
     confirmed: bool,
@@ -88,16 +96,30 @@ impl ProcessTree {
         process.confirmed = true;
         match event {
             Event::Fork { .. } => {}
-            Event::ExecArgv { argv, truncated } => {
-                process.pending_argv.insert(header.tid, (argv, truncated));
+            Event::ExecArgv {
+                argv,
+                truncated,
+                continued,
+            } => {
+                let pending = process.pending_argv.entry(header.tid).or_default();
+                if !pending.continued {
+                    // A new execve of this thread (the previous one failed, e.g. a PATH search).
+                    *pending = PendingArgv::default();
+                }
+                pending.argv.extend(argv);
+                pending.truncated |= truncated;
+                pending.continued = continued;
             }
             Event::Exec { old_tid, filename } => {
                 self.counts.execs += 1;
-                let (argv, truncated) = process
+                let argv = process
                     .pending_argv
                     .remove(&old_tid)
-                    .unwrap_or((Vec::new(), true));
-                if truncated {
+                    .unwrap_or(PendingArgv {
+                        truncated: true,
+                        ..PendingArgv::default()
+                    });
+                if argv.truncated || argv.continued {
                     self.counts.truncated_argvs += 1;
                 }
                 process.pending_argv.clear();
@@ -107,7 +129,7 @@ impl ProcessTree {
                     .map_or(filename, |path| path.to_string_lossy().into_owned());
                 process.observed.execs.push(ExecRecord {
                     program,
-                    argv,
+                    argv: argv.argv,
                     time,
                 });
             }
@@ -384,14 +406,17 @@ mod tests {
     }
 
     #[test]
-    fn exec_takes_the_argv_of_the_successful_call() {
+    fn exec_takes_the_argv_of_the_successful_call_from_its_chunks() {
         let mut tree = tree();
-        let argv = |args: &[&str]| Event::ExecArgv {
+        let chunk = |args: &[&str], continued: bool| Event::ExecArgv {
             argv: args.iter().map(|arg| arg.to_string()).collect(),
             truncated: false,
+            continued,
         };
-        tree.apply(header(10, 10), argv(&["old"]));
-        tree.apply(header(10, 12), argv(&["tar", "cf", "x.tar"]));
+        tree.apply(header(10, 12), chunk(&["failed", "attempt"], false));
+        tree.apply(header(10, 12), chunk(&["tar", "cf"], true));
+        tree.apply(header(10, 10), chunk(&["other", "thread"], false));
+        tree.apply(header(10, 12), chunk(&["x.tar"], false));
         tree.apply(
             header(10, 10),
             Event::Exec {
@@ -404,6 +429,27 @@ mod tests {
         assert_eq!(processes[0].argv(), ["tar", "cf", "x.tar"]);
         assert_eq!(counts.execs, 1);
         assert_eq!(counts.truncated_argvs, 0);
+    }
+
+    #[test]
+    fn an_exec_without_its_argv_counts_as_truncated() {
+        let mut tree = tree();
+        let exec = || Event::Exec {
+            old_tid: 10,
+            filename: "/bin/true".into(),
+        };
+        tree.apply(header(10, 10), exec());
+        let cut = Event::ExecArgv {
+            argv: vec!["echo".into()],
+            truncated: true,
+            continued: false,
+        };
+        tree.apply(header(10, 10), cut);
+        tree.apply(header(10, 10), exec());
+        let (processes, counts) = tree.finish(0);
+        assert_eq!(processes[0].execs.len(), 2);
+        assert_eq!(processes[0].argv(), ["echo"]);
+        assert_eq!(counts.truncated_argvs, 2);
     }
 
     #[test]
