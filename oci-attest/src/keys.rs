@@ -346,7 +346,13 @@ impl PrivateKey {
     /// The unencrypted PKCS#8 PEM of the private key.
     pub fn to_pkcs8_pem(&self) -> anyhow::Result<pkcs8::der::zeroize::Zeroizing<String>> {
         let pem = match &self.secret {
-            SecretKey::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
+            // PKCS#8 v1 (no embedded public key): OpenSSL 3.0 cannot read the v2 form that
+            // ed25519-dalek writes by default.
+            SecretKey::Ed25519(key) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: key.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
             SecretKey::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
             SecretKey::P384(key) => key.to_pkcs8_pem(LineEnding::LF),
             SecretKey::Rsa(key) => key.to_pkcs8_pem(LineEnding::LF),
@@ -793,17 +799,27 @@ mod tests {
     }
 
     #[test]
-    fn generated_keys_round_trip_through_pkcs8() {
+    fn generated_keys_round_trip_through_pkcs8_and_openssl_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
         for algorithm in [
             Algorithm::Ed25519,
             Algorithm::EcdsaP256,
             Algorithm::EcdsaP384,
+            Algorithm::Rsa,
         ] {
             let key = PrivateKey::generate(algorithm).unwrap();
             let pem = key.to_pkcs8_pem().unwrap();
             let loaded = PrivateKey::from_pem(pem.as_bytes(), None).unwrap();
             assert_eq!(loaded.keyid(), key.keyid());
             loaded.prove_usable().unwrap();
+            let path = dir.path().join(format!("{algorithm:?}.pem"));
+            std::fs::write(&path, pem.as_bytes()).unwrap();
+            let openssl_public = openssl(&["pkey", "-in", path.to_str().unwrap(), "-pubout"]);
+            assert_eq!(
+                key.public().to_pem().as_bytes(),
+                openssl_public,
+                "{algorithm}"
+            );
         }
     }
 
