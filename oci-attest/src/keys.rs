@@ -495,37 +495,31 @@ fn first_key_block(text: &[u8]) -> Result<PemBlock, KeyProblem> {
     }
 }
 
-fn read_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let describe = |error: io::Error| match error.kind() {
-        io::ErrorKind::NotFound => failure(
-            FailureKind::Key,
-            format!("{}: key file not found", path.display()),
-        ),
-        io::ErrorKind::PermissionDenied => failure(
-            FailureKind::Key,
-            format!(
-                "{}: cannot read key file: permission denied",
-                path.display()
-            ),
-        ),
-        _ => failure(
-            FailureKind::Key,
-            format!("{}: cannot read key file: {error}", path.display()),
-        ),
+/// Reads a small secret file (`what`: "key file", "passphrase file"), with one-line errors.
+fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let display = path.display();
+    let describe = |error: io::Error| {
+        let message = match error.kind() {
+            io::ErrorKind::NotFound => format!("{display}: {what} not found"),
+            io::ErrorKind::PermissionDenied => {
+                format!("{display}: cannot read {what}: permission denied")
+            }
+            _ => format!("{display}: cannot read {what}: {error}"),
+        };
+        failure(FailureKind::Key, message)
     };
     let metadata = std::fs::metadata(path).map_err(describe)?;
     if metadata.is_dir() {
         return Err(failure(
             FailureKind::Key,
-            format!("{}: is a directory, not a key file", path.display()),
+            format!("{display}: is a directory, not a {what}"),
         ));
     }
     if metadata.len() > MAX_KEY_FILE_BYTES {
         return Err(failure(
             FailureKind::Key,
             format!(
-                "{}: {} bytes is too large for a key file",
-                path.display(),
+                "{display}: {} bytes is too large for a {what}",
                 metadata.len()
             ),
         ));
@@ -539,12 +533,7 @@ pub fn read_passphrase(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
     let Some(path) = path else {
         return Ok(std::env::var_os(PASSPHRASE_ENV).map(|value| value.into_encoded_bytes()));
     };
-    let mut passphrase = read_key_file(path).map_err(|error| {
-        failure(
-            FailureKind::Key,
-            format!("passphrase file {error:#}").replace("key file", "passphrase file"),
-        )
-    })?;
+    let mut passphrase = read_small_file(path, "passphrase file")?;
     if passphrase.ends_with(b"\n") {
         passphrase.pop();
         if passphrase.ends_with(b"\r") {
@@ -557,7 +546,7 @@ pub fn read_passphrase(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
 /// Loads the private key at `path` and proves it can sign. Every failure is a
 /// [`FailureKind::Key`] naming the file.
 pub fn load_private_key(path: &Path, passphrase: Option<&[u8]>) -> anyhow::Result<PrivateKey> {
-    let text = read_key_file(path)?;
+    let text = read_small_file(path, "key file")?;
     let key = PrivateKey::from_pem(&text, passphrase)
         .map_err(|problem| failure(FailureKind::Key, format!("{}: {problem}", path.display())))?;
     key.prove_usable().map_err(|error| {
@@ -571,7 +560,7 @@ pub fn load_private_key(path: &Path, passphrase: Option<&[u8]>) -> anyhow::Resul
 
 /// Loads the public key at `path`. Every failure is a [`FailureKind::Key`] naming the file.
 pub fn load_public_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let text = read_key_file(path)?;
+    let text = read_small_file(path, "key file")?;
     PublicKey::from_pem(&text)
         .map_err(|problem| failure(FailureKind::Key, format!("{}: {problem}", path.display())))
 }

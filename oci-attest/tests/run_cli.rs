@@ -386,3 +386,109 @@ fn verify_detects_a_tampered_envelope() {
     assert_eq!(output.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&output.stdout).contains("no signature with keyid"));
 }
+
+/// A minimal OCI image layout directory holding one image with `content` in its layer.
+fn oci_layout(dir: &Path, content: &[u8]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let blob = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        std::fs::write(blobs.join(&digest), bytes).unwrap();
+        format!(r#"{{"digest":"sha256:{digest}","size":{}}}"#, bytes.len())
+    };
+    let mut layer = tar::Builder::new(Vec::new());
+    tar_member(&mut layer, "hello.txt", content);
+    let layer = layer.into_inner().unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
+        sha256(&layer)
+    );
+    let with_type = |descriptor: String, media_type: &str| {
+        descriptor.replacen('{', &format!(r#"{{"mediaType":"{media_type}","#), 1)
+    };
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
+        with_type(
+            blob(config.as_bytes()),
+            "application/vnd.oci.image.config.v1+json"
+        ),
+        with_type(blob(&layer), "application/vnd.oci.image.layer.v1.tar"),
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+        with_type(
+            blob(manifest.as_bytes()),
+            "application/vnd.oci.image.manifest.v1+json"
+        )
+    );
+    std::fs::write(dir.join("index.json"), index).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    oci_layout(&d.join("src"), b"layout content");
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "st.json",
+            "--",
+            "cp",
+            "-r",
+            "src",
+            "out",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let statement: Value =
+        serde_json::from_slice(&std::fs::read(d.join("st.json")).unwrap()).unwrap();
+    assert_eq!(statement["predicate"]["name"], "oci-save");
+    let oci: Vec<&Value> = statement["predicate"]["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|attestation| attestation["type"] == "https://aflock.ai/attestations/oci/v0.1")
+        .collect();
+    // One analysis of the layout, none of its blobs (the layer blob is a tar too).
+    assert_eq!(oci.len(), 1, "{oci:?}");
+    assert_eq!(oci[0]["attestation"]["format"], "oci-layout");
+}
+
+#[test]
+fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = oci_attest(
+        dir.path(),
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-a",
+            "oci",
+            "--",
+            "true",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("oci attestor skipped"),
+        "{}",
+        stderr(&output)
+    );
+    let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        statement["predicate"]["attestations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
