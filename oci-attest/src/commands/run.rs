@@ -410,3 +410,54 @@ fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     }
     Ok(archives)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::observed::{ObservedProcess, Termination, TraceCounts};
+
+    /// The traced path: products come from the processes' writes and renames, not a scan.
+    #[test]
+    fn traced_observation_yields_products_after_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        std::fs::write(d.join("input"), "in").unwrap();
+        let before = Snapshot::take(&d).unwrap();
+        std::fs::write(d.join("image.tar"), "not really a tar").unwrap();
+        std::fs::write(d.join("untraced-noise"), "written by someone else").unwrap();
+        let at = |seconds: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds);
+        let observation = Observation {
+            argv: vec!["save".into()],
+            working_dir: d.clone(),
+            started: at(0),
+            ended: at(1),
+            termination: Termination::Exited(0),
+            trace: TraceMode::Ebpf,
+            counts: TraceCounts::default(),
+            processes: vec![ObservedProcess {
+                pid: 7,
+                parent_pid: 1,
+                execs: Vec::new(),
+                started: at(0),
+                ended: Some(at(1)),
+                exit: Some(Termination::Exited(0)),
+                writes: vec![d.join(".image.tar.tmp")],
+                reads: Vec::new(),
+                renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
+                deletes: Vec::new(),
+            }],
+        };
+        let (attestations, oci) =
+            attest_observation(&observation, Vec::new(), &before, None, None).unwrap();
+        assert_eq!(oci, None);
+        let product = attestations
+            .iter()
+            .find(|attestation| attestation.type_uri == attestors::PRODUCT_TYPE_URI)
+            .unwrap();
+        let leaves = product.predicate["leaves"].as_array().unwrap();
+        assert_eq!(leaves.len(), 1, "{leaves:?}");
+        assert_eq!(leaves[0]["path"], "image.tar");
+    }
+}
