@@ -492,3 +492,59 @@ fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
         3
     );
 }
+
+#[test]
+fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphrase_is_not_inherited()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "no/such/dir/att.json",
+            "--",
+            "touch",
+            "ran",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("does not exist"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!d.join("ran").exists());
+
+    keygen(d, "ed25519");
+    let encrypted = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "key.pem",
+            "-out",
+            "enc.pem",
+            "-passout",
+            "pass:from-env-123",
+        ])
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(encrypted.success());
+    let output = Command::new(BIN)
+        .args([
+            "run", "--trace", "off", "-k", "enc.pem", "-o", "att.json", "--", "sh", "-c",
+        ])
+        .arg("echo \"[$OCI_ATTEST_KEY_PASSPHRASE]\" > seen")
+        .current_dir(d)
+        .env("OCI_ATTEST_KEY_PASSPHRASE", "from-env-123")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(d.join("seen")).unwrap(), "[]\n");
+}

@@ -174,6 +174,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         let passphrase = keys::read_passphrase(args.passphrase.as_deref())?;
         Some(keys::load_private_key(path, passphrase.as_deref())?)
     };
+    // The wrapped build has no business with the signing key's passphrase. Still single-threaded
+    // here (the tracer's thread starts later), so changing the environment is sound.
+    std::env::remove_var(keys::PASSPHRASE_ENV);
     let working_dir = match &args.workingdir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("cannot determine the current directory")?,
@@ -241,8 +244,8 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     })
 }
 
-/// The output file's directory must exist and the path must not be a directory: found out
-/// now rather than after a long save.
+/// The output file's directory must exist and be writable, and the path must not be a
+/// directory: found out now rather than after a long save.
 fn check_outfile(outfile: &Path) -> anyhow::Result<()> {
     if outfile.is_dir() {
         anyhow::bail!("{}: --outfile is a directory", outfile.display());
@@ -258,7 +261,18 @@ fn check_outfile(outfile: &Path) -> anyhow::Result<()> {
             parent.display()
         );
     }
-    Ok(())
+    // The attestation is written through a temp file in that directory: prove it can be made.
+    tempfile::Builder::new()
+        .prefix(".oci-attest-probe.")
+        .tempfile_in(parent)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "{}: cannot create files in {}",
+                outfile.display(),
+                parent.display()
+            )
+        })
 }
 
 /// The tracer, or why the run goes untraced. `--trace ebpf` turns unavailability into an error.
