@@ -763,6 +763,17 @@ mod tests {
     }
 
     #[test]
+    fn crlf_lines_and_leading_text_are_accepted() {
+        let pem = rfc8032_key().to_pkcs8_pem().unwrap();
+        let text = format!(
+            "Bag Attributes: from a tool\r\n{}",
+            pem.replace('\n', "\r\n")
+        );
+        let key = PrivateKey::from_pem(text.as_bytes(), None).unwrap();
+        assert_eq!(key.keyid(), rfc8032_key().keyid());
+    }
+
+    #[test]
     fn public_key_loader_rejects_private_keys() {
         let pem = rfc8032_key().to_pkcs8_pem().unwrap();
         assert_eq!(
