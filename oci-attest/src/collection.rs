@@ -58,7 +58,8 @@ pub fn stage_of(type_uri: &str) -> Stage {
 /// subjects `<type URI>/<key>` deduplicated and sorted byte-wise by name.
 pub fn statement<'a>(step: &'a str, attestations: &'a [Attestation]) -> Statement<'a> {
     let mut ordered: Vec<&Attestation> = attestations.iter().collect();
-    ordered.sort_by_key(|attestation| stage_of(attestation.type_uri));
+    // Stable: the caller's order holds within a stage (environment before git).
+    ordered.sort_by_cached_key(|attestation| stage_of(attestation.type_uri));
 
     let prefixed = |attestation: &&Attestation, entries: &[(String, DigestSet)]| {
         entries

@@ -346,7 +346,13 @@ impl PrivateKey {
     /// The unencrypted PKCS#8 PEM of the private key.
     pub fn to_pkcs8_pem(&self) -> anyhow::Result<pkcs8::der::zeroize::Zeroizing<String>> {
         let pem = match &self.secret {
-            SecretKey::Ed25519(key) => key.to_pkcs8_pem(LineEnding::LF),
+            // PKCS#8 v1 (no embedded public key): OpenSSL 3.0 cannot read the v2 form that
+            // ed25519-dalek writes by default.
+            SecretKey::Ed25519(key) => ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: key.to_bytes(),
+                public_key: None,
+            }
+            .to_pkcs8_pem(LineEnding::LF),
             SecretKey::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
             SecretKey::P384(key) => key.to_pkcs8_pem(LineEnding::LF),
             SecretKey::Rsa(key) => key.to_pkcs8_pem(LineEnding::LF),
@@ -489,37 +495,31 @@ fn first_key_block(text: &[u8]) -> Result<PemBlock, KeyProblem> {
     }
 }
 
-fn read_key_file(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let describe = |error: io::Error| match error.kind() {
-        io::ErrorKind::NotFound => failure(
-            FailureKind::Key,
-            format!("{}: key file not found", path.display()),
-        ),
-        io::ErrorKind::PermissionDenied => failure(
-            FailureKind::Key,
-            format!(
-                "{}: cannot read key file: permission denied",
-                path.display()
-            ),
-        ),
-        _ => failure(
-            FailureKind::Key,
-            format!("{}: cannot read key file: {error}", path.display()),
-        ),
+/// Reads a small secret file (`what`: "key file", "passphrase file"), with one-line errors.
+fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    let display = path.display();
+    let describe = |error: io::Error| {
+        let message = match error.kind() {
+            io::ErrorKind::NotFound => format!("{display}: {what} not found"),
+            io::ErrorKind::PermissionDenied => {
+                format!("{display}: cannot read {what}: permission denied")
+            }
+            _ => format!("{display}: cannot read {what}: {error}"),
+        };
+        failure(FailureKind::Key, message)
     };
     let metadata = std::fs::metadata(path).map_err(describe)?;
     if metadata.is_dir() {
         return Err(failure(
             FailureKind::Key,
-            format!("{}: is a directory, not a key file", path.display()),
+            format!("{display}: is a directory, not a {what}"),
         ));
     }
     if metadata.len() > MAX_KEY_FILE_BYTES {
         return Err(failure(
             FailureKind::Key,
             format!(
-                "{}: {} bytes is too large for a key file",
-                path.display(),
+                "{display}: {} bytes is too large for a {what}",
                 metadata.len()
             ),
         ));
@@ -533,12 +533,7 @@ pub fn read_passphrase(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
     let Some(path) = path else {
         return Ok(std::env::var_os(PASSPHRASE_ENV).map(|value| value.into_encoded_bytes()));
     };
-    let mut passphrase = read_key_file(path).map_err(|error| {
-        failure(
-            FailureKind::Key,
-            format!("passphrase file {error:#}").replace("key file", "passphrase file"),
-        )
-    })?;
+    let mut passphrase = read_small_file(path, "passphrase file")?;
     if passphrase.ends_with(b"\n") {
         passphrase.pop();
         if passphrase.ends_with(b"\r") {
@@ -551,7 +546,7 @@ pub fn read_passphrase(path: Option<&Path>) -> anyhow::Result<Option<Vec<u8>>> {
 /// Loads the private key at `path` and proves it can sign. Every failure is a
 /// [`FailureKind::Key`] naming the file.
 pub fn load_private_key(path: &Path, passphrase: Option<&[u8]>) -> anyhow::Result<PrivateKey> {
-    let text = read_key_file(path)?;
+    let text = read_small_file(path, "key file")?;
     let key = PrivateKey::from_pem(&text, passphrase)
         .map_err(|problem| failure(FailureKind::Key, format!("{}: {problem}", path.display())))?;
     key.prove_usable().map_err(|error| {
@@ -565,7 +560,7 @@ pub fn load_private_key(path: &Path, passphrase: Option<&[u8]>) -> anyhow::Resul
 
 /// Loads the public key at `path`. Every failure is a [`FailureKind::Key`] naming the file.
 pub fn load_public_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let text = read_key_file(path)?;
+    let text = read_small_file(path, "key file")?;
     PublicKey::from_pem(&text)
         .map_err(|problem| failure(FailureKind::Key, format!("{}: {problem}", path.display())))
 }
@@ -768,6 +763,17 @@ mod tests {
     }
 
     #[test]
+    fn crlf_lines_and_leading_text_are_accepted() {
+        let pem = rfc8032_key().to_pkcs8_pem().unwrap();
+        let text = format!(
+            "Bag Attributes: from a tool\r\n{}",
+            pem.replace('\n', "\r\n")
+        );
+        let key = PrivateKey::from_pem(text.as_bytes(), None).unwrap();
+        assert_eq!(key.keyid(), rfc8032_key().keyid());
+    }
+
+    #[test]
     fn public_key_loader_rejects_private_keys() {
         let pem = rfc8032_key().to_pkcs8_pem().unwrap();
         assert_eq!(
@@ -793,17 +799,27 @@ mod tests {
     }
 
     #[test]
-    fn generated_keys_round_trip_through_pkcs8() {
+    fn generated_keys_round_trip_through_pkcs8_and_openssl_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
         for algorithm in [
             Algorithm::Ed25519,
             Algorithm::EcdsaP256,
             Algorithm::EcdsaP384,
+            Algorithm::Rsa,
         ] {
             let key = PrivateKey::generate(algorithm).unwrap();
             let pem = key.to_pkcs8_pem().unwrap();
             let loaded = PrivateKey::from_pem(pem.as_bytes(), None).unwrap();
             assert_eq!(loaded.keyid(), key.keyid());
             loaded.prove_usable().unwrap();
+            let path = dir.path().join(format!("{algorithm:?}.pem"));
+            std::fs::write(&path, pem.as_bytes()).unwrap();
+            let openssl_public = openssl(&["pkey", "-in", path.to_str().unwrap(), "-pubout"]);
+            assert_eq!(
+                key.public().to_pem().as_bytes(),
+                openssl_public,
+                "{algorithm}"
+            );
         }
     }
 

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -93,6 +92,8 @@ struct Summary {
     execs: u64,
     forks: u64,
     fileops: u64,
+    truncatedargvs: u64,
+    unresolvedpaths: u64,
     durationms: u64,
 }
 
@@ -210,6 +211,8 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             execs: observation.counts.execs,
             forks: observation.counts.forks,
             fileops: observation.counts.file_ops,
+            truncatedargvs: observation.counts.truncated_argvs,
+            unresolvedpaths: observation.counts.unresolved_paths,
             durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
         },
         processes,
@@ -227,7 +230,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
     use crate::observed::{ExecRecord, Termination, TraceCounts};
@@ -281,7 +284,8 @@ mod tests {
                 execs: 2,
                 forks: 1,
                 file_ops: 3,
-                ..TraceCounts::default()
+                truncated_argvs: 4,
+                unresolved_paths: 5,
             },
             processes: vec![
                 process(
@@ -302,7 +306,7 @@ mod tests {
         assert_eq!(predicate["exitcode"], 143);
         assert_eq!(
             crate::gojson::to_string(&predicate["summary"]).unwrap(),
-            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"durationms":2000}"#
+            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000}"#
         );
         let processes = predicate["processes"].as_array().unwrap();
         assert_eq!(processes[0]["processid"], 10);

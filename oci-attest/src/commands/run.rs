@@ -1,10 +1,477 @@
-//! `oci-attest run`. STUB.
+//! `oci-attest run [OPTIONS] -- CMD...`: run a save command, observe it, attest what it
+//! produced, sign, write atomically.
+//!
+//! Everything that can be checked before the command runs is checked first (key, output
+//! location, options, eBPF availability for `--trace ebpf`), so a misconfigured CI step fails
+//! without having run the save. After the command: products, attestors, statement, signature.
+//! Any failure after the command leaves an existing `--outfile` untouched.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+
+use crate::attach::{self, OciReason};
+use crate::attestors::{self, command_run, environment, Attestation};
+use crate::exit::{failure, FailureKind};
+use crate::inspect::{self, ArchiveKind};
+use crate::keys::{self, PrivateKey};
+use crate::observed::{Observation, TraceMode};
+use crate::products::{self, Snapshot};
+use crate::trace::{self, Tracer};
+use crate::{collection, dsse, launch, output};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(after_help = "Examples:\n  \
+    oci-attest run -k key.pem -o att.json -- docker save -o image.tar app:1\n  \
+    oci-attest run -k key.pem -o att.json -a environment,git -- make image\n  \
+    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar")]
+pub struct Args {
+    /// Step name recorded in the collection (default: `oci-save` when an image save was
+    /// recognised, else `run`).
+    #[arg(short = 's', long)]
+    pub step: Option<String>,
+    /// Private key (PEM: PKCS#8, PKCS#1, SEC1; Ed25519, ECDSA P-256/P-384, RSA) to sign with.
+    #[arg(short = 'k', long = "signer-file-key-path", value_name = "KEY.pem")]
+    pub key: Option<PathBuf>,
+    /// File holding the passphrase of an encrypted key (else env OCI_ATTEST_KEY_PASSPHRASE).
+    #[arg(long = "signer-file-key-passphrase-path", value_name = "FILE")]
+    pub passphrase: Option<PathBuf>,
+    /// Write the bare in-toto Statement instead of a signed envelope.
+    #[arg(long, conflicts_with_all = ["key", "passphrase"])]
+    pub unsigned: bool,
+    /// Where to write the attestation (atomically); default stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub outfile: Option<PathBuf>,
+    /// Extra attestors, comma separated (product, material and command-run are always on;
+    /// oci also attaches automatically when an image save is recognised).
+    #[arg(short = 'a', long = "attestations", value_enum, value_delimiter = ',')]
+    pub attestations: Vec<AttestorName>,
+    /// Kernel tracing: auto (eBPF if it loads, else untraced with a warning), ebpf (required),
+    /// off.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub trace: TraceChoice,
+    /// Sign even when the kernel lost trace events (recorded as `lost` in the attestation).
+    #[arg(long)]
+    pub allow_incomplete_trace: bool,
+    /// Size of the eBPF event ring buffer in bytes (a power of two).
+    #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
+    pub trace_buffer_bytes: u32,
+    /// Digest algorithms for files.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sha256")]
+    pub hashes: Vec<HashAlgorithm>,
+    /// Directory the command runs in and where materials and products are looked for
+    /// (default: the current directory).
+    #[arg(short = 'd', long, value_name = "DIR")]
+    pub workingdir: Option<PathBuf>,
+    /// Also hide the values of these environment variables (globs, case-insensitive).
+    #[arg(long, value_name = "GLOB")]
+    pub env_add_sensitive_key: Vec<String>,
+    /// Show these variables even though their names look sensitive (globs, case-insensitive).
+    #[arg(long, value_name = "GLOB")]
+    pub env_allow_sensitive_key: Vec<String>,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
 
-pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`run` is not implemented yet")
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttestorName {
+    Oci,
+    Environment,
+    Git,
+    /// Always on; accepted for cilock compatibility.
+    Product,
+    /// Always on; accepted for cilock compatibility.
+    Material,
+    /// Always on; accepted for cilock compatibility.
+    CommandRun,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TraceChoice {
+    Auto,
+    Ebpf,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum HashAlgorithm {
+    Sha256,
+}
+
+/// What `run` knows before the command starts.
+struct Prepared {
+    working_dir: PathBuf,
+    argv: Vec<String>,
+    /// `None` with `--unsigned`: the bare statement is written.
+    signer: Option<PrivateKey>,
+    oci_before: Option<OciReason>,
+    tracer: Result<Tracer, String>,
+    /// Pre-material and material attestations, taken before the command.
+    early: Vec<Attestation>,
+    before: Snapshot,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let prepared = prepare(&args)?;
+    let observation = observe(
+        &args.command,
+        &prepared.argv,
+        &prepared.working_dir,
+        prepared.tracer,
+    )?;
+    if observation.counts.lost > 0 && !args.allow_incomplete_trace {
+        return Err(failure(
+            FailureKind::TraceIncomplete,
+            format!(
+                "the kernel lost {} trace events: the products may be incomplete, nothing was \
+                 signed (raise --trace-buffer-bytes or pass --allow-incomplete-trace)",
+                observation.counts.lost
+            ),
+        ));
+    }
+    let (attestations, oci) = attest_observation(
+        &observation,
+        prepared.early,
+        &prepared.before,
+        prepared.oci_before,
+        args.outfile.as_deref(),
+    )?;
+    let step = args
+        .step
+        .clone()
+        .unwrap_or_else(|| attach::default_step(oci.as_ref()).to_owned());
+    let statement = collection::statement_json(&step, &attestations)?;
+    let document = match &prepared.signer {
+        Some(key) => dsse::sign(&statement, key)
+            .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
+        None => statement,
+    };
+    output::emit(args.outfile.as_deref(), &document)?;
+    let code = observation.termination.exit_code();
+    if code != 0 {
+        tracing::warn!("the command failed with exit code {code}; the attestation records it");
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prepare(args: &Args) -> anyhow::Result<Prepared> {
+    let signer = if args.unsigned {
+        None
+    } else {
+        let Some(path) = &args.key else {
+            return Err(failure(
+                FailureKind::Key,
+                "no signing key: give -k/--signer-file-key-path KEY.pem (or --unsigned for a bare statement)",
+            ));
+        };
+        let passphrase = keys::read_passphrase(args.passphrase.as_deref())?;
+        Some(keys::load_private_key(path, passphrase.as_deref())?)
+    };
+    // The wrapped build has no business with the signing key's passphrase. Still single-threaded
+    // here (the tracer's thread starts later), so changing the environment is sound.
+    std::env::remove_var(keys::PASSPHRASE_ENV);
+    let working_dir = match &args.workingdir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir().context("cannot determine the current directory")?,
+    };
+    let working_dir = working_dir
+        .canonicalize()
+        .with_context(|| format!("{}: working directory not found", working_dir.display()))?;
+    if !working_dir.is_dir() {
+        anyhow::bail!(
+            "{}: working directory is not a directory",
+            working_dir.display()
+        );
+    }
+    if let Some(outfile) = &args.outfile {
+        check_outfile(outfile)?;
+    }
+    let argv: Vec<String> = args
+        .command
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let requested = |name| args.attestations.contains(&name);
+    let environment_policy = requested(AttestorName::Environment)
+        .then(|| {
+            environment::SensitivePolicy::new(
+                &args.env_add_sensitive_key,
+                &args.env_allow_sensitive_key,
+            )
+        })
+        .transpose()?;
+    let oci_before = attach::oci_before_run(requested(AttestorName::Oci), &argv);
+    if let Some(reason) = &oci_before {
+        tracing::info!("oci attestor attached: {reason}");
+    }
+    let tracer = load_tracer(args)?;
+
+    let mut early = Vec::new();
+    if let Some(policy) = &environment_policy {
+        early.push(environment::attest(
+            environment::process_variables(),
+            policy,
+            SystemTime::now(),
+        )?);
+    }
+    if requested(AttestorName::Git) {
+        early.extend(attestors::git::attest(&working_dir, SystemTime::now())?);
+    }
+    let material_started = SystemTime::now();
+    let before = Snapshot::take(&working_dir)?;
+    let material_paths: Vec<PathBuf> = before.paths().map(Path::to_path_buf).collect();
+    let materials = products::hash_files(&material_paths, &HashMap::new(), &working_dir)?;
+    early.push(attestors::material::attest(
+        &materials,
+        material_started,
+        SystemTime::now(),
+    )?);
+    Ok(Prepared {
+        working_dir,
+        argv,
+        signer,
+        oci_before,
+        tracer,
+        early,
+        before,
+    })
+}
+
+/// The output file's directory must exist and be writable, and the path must not be a
+/// directory: found out now rather than after a long save.
+fn check_outfile(outfile: &Path) -> anyhow::Result<()> {
+    if outfile.is_dir() {
+        anyhow::bail!("{}: --outfile is a directory", outfile.display());
+    }
+    let parent = match outfile.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        anyhow::bail!(
+            "{}: --outfile directory {} does not exist",
+            outfile.display(),
+            parent.display()
+        );
+    }
+    // The attestation is written through a temp file in that directory: prove it can be made.
+    tempfile::Builder::new()
+        .prefix(".oci-attest-probe.")
+        .tempfile_in(parent)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "{}: cannot create files in {}",
+                outfile.display(),
+                parent.display()
+            )
+        })
+}
+
+/// The tracer, or why the run goes untraced. `--trace ebpf` turns unavailability into an error.
+fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
+    if args.trace == TraceChoice::Off {
+        return Ok(Err("disabled with --trace off".to_owned()));
+    }
+    let config = trace::TraceConfig {
+        ring_buffer_bytes: args.trace_buffer_bytes,
+    };
+    match Tracer::load(&config) {
+        Ok(tracer) => Ok(Ok(tracer)),
+        Err(unavailable) if args.trace == TraceChoice::Ebpf => Err(failure(
+            FailureKind::TraceUnavailable,
+            format!("--trace ebpf: {unavailable}; the command was not started"),
+        )),
+        Err(unavailable) => {
+            tracing::warn!(
+                "{unavailable}; running UNTRACED: products come from a before/after scan of the \
+                 working directory and the attestation records trace \"off\""
+            );
+            Ok(Err(unavailable.reason))
+        }
+    }
+}
+
+/// Runs the command (traced when a tracer is given) and returns what was observed.
+fn observe(
+    command: &[OsString],
+    argv: &[String],
+    working_dir: &Path,
+    tracer: Result<Tracer, String>,
+) -> anyhow::Result<Observation> {
+    let started = SystemTime::now();
+    let child = launch::spawn_stopped(command, working_dir)?;
+    let mut tracer = tracer;
+    if let Ok(active) = &mut tracer {
+        active.track(child.pid())?;
+    }
+    let termination = child.release()?.wait()?;
+    let ended = SystemTime::now();
+    let (trace, counts, processes) = match tracer {
+        Ok(active) => {
+            let outcome = active.finish()?;
+            (TraceMode::Ebpf, outcome.counts, outcome.processes)
+        }
+        Err(reason) => (TraceMode::Off { reason }, Default::default(), Vec::new()),
+    };
+    Ok(Observation {
+        argv: argv.to_vec(),
+        working_dir: working_dir.to_path_buf(),
+        started,
+        ended,
+        termination,
+        trace,
+        counts,
+        processes,
+    })
+}
+
+/// Everything after the command: products, oci analysis, command-run and product attestations,
+/// appended to the `early` (pre-material and material) ones, and why oci attached. Traced or
+/// not, it only needs the [`Observation`].
+fn attest_observation(
+    observation: &Observation,
+    early: Vec<Attestation>,
+    before: &Snapshot,
+    oci_before: Option<OciReason>,
+    outfile: Option<&Path>,
+) -> anyhow::Result<(Vec<Attestation>, Option<OciReason>)> {
+    let working_dir = &observation.working_dir;
+    let product_started = SystemTime::now();
+    let mut product_paths = match observation.trace {
+        TraceMode::Ebpf => {
+            products::traced_products(&observation.processes, products::is_regular_file)
+        }
+        TraceMode::Off { .. } => Snapshot::take(working_dir)?.changed_since(before),
+    };
+    // The previous attestation at the output path is not something the command produced.
+    if let Some(outfile) = outfile.and_then(|path| path.canonicalize().ok()) {
+        product_paths.retain(|path| *path != outfile);
+    }
+    let oci = oci_before.or_else(|| attach::oci_after_run(observation, &product_paths));
+
+    let mut attestations = early;
+    attestations.push(command_run::attest(
+        observation,
+        &command_run::Redactor::from_process_env(),
+    )?);
+    let mut known_digests = HashMap::new();
+    let mut oci_attestations = Vec::new();
+    if let Some(reason) = &oci {
+        let archives = image_archives(&product_paths)?;
+        if archives.is_empty() {
+            tracing::warn!(
+                "oci attestor skipped: it attached ({reason}) but no image archive was produced"
+            );
+        }
+        let options = inspect::Options {
+            progress: std::io::stderr().is_terminal(),
+            ..inspect::Options::default()
+        };
+        for archive in archives {
+            let started = SystemTime::now();
+            let analysis = inspect::analyze(&archive, &options).map_err(|error| {
+                failure(
+                    FailureKind::Analysis,
+                    format!("{error}; nothing was signed"),
+                )
+            })?;
+            if let Some(digest) = &analysis.file_sha256 {
+                known_digests.insert(archive.clone(), digest.clone());
+            }
+            oci_attestations.push(attestors::oci::attest(
+                &analysis,
+                started,
+                SystemTime::now(),
+            ));
+        }
+    }
+    let product_digests = products::hash_files(&product_paths, &known_digests, working_dir)?;
+    attestations.push(attestors::product::attest(
+        &product_digests,
+        product_started,
+        SystemTime::now(),
+    )?);
+    attestations.extend(oci_attestations);
+    Ok((attestations, oci))
+}
+
+/// The image archives among the products: OCI layout directories, and files whose content is
+/// a (gzip) tar outside those directories (a layout's blobs are layers, not archives).
+fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let layout_dirs = products::layout_dirs(product_paths, |path| path.is_file());
+    let mut archives = layout_dirs.clone();
+    for path in product_paths {
+        if layout_dirs.iter().any(|dir| path.starts_with(dir)) {
+            continue;
+        }
+        let kind = inspect::sniff(path).map_err(|error| {
+            failure(
+                FailureKind::Analysis,
+                format!("{}: cannot read: {error}", path.display()),
+            )
+        })?;
+        if matches!(kind, Some(ArchiveKind::Tar | ArchiveKind::GzipTar)) {
+            archives.push(path.clone());
+        }
+    }
+    Ok(archives)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::observed::{ObservedProcess, Termination, TraceCounts};
+
+    /// The traced path: products come from the processes' writes and renames, not a scan.
+    #[test]
+    fn traced_observation_yields_products_after_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        std::fs::write(d.join("input"), "in").unwrap();
+        let before = Snapshot::take(&d).unwrap();
+        std::fs::write(d.join("image.tar"), "not really a tar").unwrap();
+        std::fs::write(d.join("untraced-noise"), "written by someone else").unwrap();
+        let at = |seconds: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds);
+        let observation = Observation {
+            argv: vec!["save".into()],
+            working_dir: d.clone(),
+            started: at(0),
+            ended: at(1),
+            termination: Termination::Exited(0),
+            trace: TraceMode::Ebpf,
+            counts: TraceCounts::default(),
+            processes: vec![ObservedProcess {
+                pid: 7,
+                parent_pid: 1,
+                execs: Vec::new(),
+                started: at(0),
+                ended: Some(at(1)),
+                exit: Some(Termination::Exited(0)),
+                writes: vec![d.join(".image.tar.tmp")],
+                reads: Vec::new(),
+                renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
+                deletes: Vec::new(),
+            }],
+        };
+        let (attestations, oci) =
+            attest_observation(&observation, Vec::new(), &before, None, None).unwrap();
+        assert_eq!(oci, None);
+        let product = attestations
+            .iter()
+            .find(|attestation| attestation.type_uri == attestors::PRODUCT_TYPE_URI)
+            .unwrap();
+        let leaves = product.predicate["leaves"].as_array().unwrap();
+        assert_eq!(leaves.len(), 1, "{leaves:?}");
+        assert_eq!(leaves[0]["path"], "image.tar");
+    }
 }

@@ -273,7 +273,7 @@ mod tests {
     fn matching_image_passes_and_each_difference_is_reported() {
         let good = derived().predicate;
         let statement_ok = statement(
-            &[good.clone()],
+            std::slice::from_ref(&good),
             &[("imageid:i1", "i1"), ("tardigest:t1", "t1")],
         );
         let result = compare(

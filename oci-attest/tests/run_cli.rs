@@ -1,0 +1,550 @@
+//! `oci-attest run`, `verify` and `keygen` through the built binary: envelopes, exit codes,
+//! key failures caught before the command starts, and an untouched `--outfile` on failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_oci-attest");
+
+fn oci_attest(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("OCI_ATTEST_KEY_PASSPHRASE")
+        .output()
+        .expect("run oci-attest")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn keygen(dir: &Path, algorithm: &str) -> PathBuf {
+    let output = oci_attest(
+        dir,
+        &["keygen", "--algorithm", algorithm, "--out", "key.pem"],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    dir.join("key.pem")
+}
+
+fn tar_member(builder: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]) {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, name, data).unwrap();
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A minimal, valid docker-archive: one layer holding `content`, tagged `example.com/app:1`.
+fn docker_archive(content: &[u8]) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    tar_member(&mut layer, "hello.txt", content);
+    let layer = layer.into_inner().unwrap();
+    let diff_id = sha256(&layer);
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
+    );
+    let config_hex = sha256(config.as_bytes());
+    let manifest = format!(
+        r#"[{{"Config":"{config_hex}.json","RepoTags":["example.com/app:1"],"Layers":["{diff_id}/layer.tar"]}}]"#
+    );
+    let mut archive = tar::Builder::new(Vec::new());
+    tar_member(
+        &mut archive,
+        &format!("{config_hex}.json"),
+        config.as_bytes(),
+    );
+    tar_member(&mut archive, &format!("{diff_id}/layer.tar"), &layer);
+    tar_member(&mut archive, "manifest.json", manifest.as_bytes());
+    archive.into_inner().unwrap()
+}
+
+fn payload(envelope: &[u8]) -> Value {
+    let envelope: Value = serde_json::from_slice(envelope).unwrap();
+    let payload = BASE64
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
+#[test]
+fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ecdsa-p256");
+    std::fs::write(d.join("image.tar"), docker_archive(b"hello")).unwrap();
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "-k",
+            "key.pem",
+            "-o",
+            "att.json",
+            "-a",
+            "oci",
+            "--",
+            "cp",
+            "image.tar",
+            "out.tar",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let envelope = std::fs::read(d.join("att.json")).unwrap();
+    assert!(!envelope.ends_with(b"\n"));
+    let statement = payload(&envelope);
+    let types: Vec<&str> = statement["predicate"]["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|attestation| attestation["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "https://aflock.ai/attestations/material/v0.3",
+            "https://aflock.ai/attestations/command-run/v0.1",
+            "https://aflock.ai/attestations/product/v0.3",
+            "https://aflock.ai/attestations/oci/v0.1",
+        ]
+    );
+    let archive_digest = sha256(&std::fs::read(d.join("out.tar")).unwrap());
+    let names: Vec<&str> = statement["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|subject| subject["name"].as_str().unwrap())
+        .collect();
+    let tardigest = format!("https://aflock.ai/attestations/oci/v0.1/tardigest:{archive_digest}");
+    assert!(names.contains(&tardigest.as_str()), "{names:?}");
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    let leaves = &statement["predicate"]["attestations"][2]["attestation"]["leaves"];
+    assert_eq!(leaves[0]["path"], "out.tar");
+    assert_eq!(leaves[0]["fileDigest"], archive_digest.as_str());
+
+    let verified = oci_attest(
+        d,
+        &[
+            "verify",
+            "--key",
+            "key.pem.pub",
+            "att.json",
+            "--image",
+            "out.tar",
+        ],
+    );
+    let report = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(verified.status.success(), "{report}{}", stderr(&verified));
+    assert!(report.contains("signature: ok"), "{report}");
+    assert!(report.contains("imageid          ok"), "{report}");
+
+    std::fs::write(d.join("other.tar"), docker_archive(b"tampered")).unwrap();
+    let mismatch = oci_attest(
+        d,
+        &[
+            "verify",
+            "--key",
+            "key.pem.pub",
+            "att.json",
+            "--image",
+            "other.tar",
+        ],
+    );
+    let report = String::from_utf8_lossy(&mismatch.stdout).into_owned();
+    assert_eq!(mismatch.status.code(), Some(7), "{report}");
+    for field in ["tardigest", "imageid", "diffids", "manifestdigest"] {
+        assert!(
+            report
+                .lines()
+                .any(|line| line.trim_start().starts_with(field) && line.contains("MISMATCH")),
+            "{field}: {report}"
+        );
+    }
+    assert!(report
+        .lines()
+        .any(|line| line.trim_start().starts_with("tags") && line.contains(" ok ")));
+}
+
+#[test]
+fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ed25519");
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "key.pem",
+            "-o",
+            "att.json",
+            "--",
+            "sh",
+            "-c",
+            "echo x > f; exit 42",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
+    let statement = payload(&std::fs::read(d.join("att.json")).unwrap());
+    let command_run = &statement["predicate"]["attestations"][1]["attestation"];
+    assert_eq!(command_run["exitcode"], 42);
+    assert_eq!(command_run["summary"]["trace"], "off");
+    assert_eq!(
+        command_run["summary"]["reason"],
+        "disabled with --trace off"
+    );
+    let products = &statement["predicate"]["attestations"][2]["attestation"]["leaves"];
+    assert_eq!(products[0]["path"], "f");
+    let verified = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}
+
+#[test]
+fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let output = oci_attest(d, &["run", "--trace", "off", "--unsigned", "--", "true"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
+    assert_eq!(statement["predicate"]["name"], "run");
+
+    let output = oci_attest(d, &["run", "--trace", "off", "--", "touch", "ran"]);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(
+        stderr(&output).contains("no signing key"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!d.join("ran").exists());
+}
+
+#[test]
+fn unusable_keys_fail_before_the_command_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ed25519");
+    let encrypted = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "key.pem",
+            "-out",
+            "enc.pem",
+            "-passout",
+            "pass:right",
+        ])
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(encrypted.success());
+    std::fs::write(d.join("garbage.pem"), "hello").unwrap();
+    std::fs::write(d.join("pass"), "wrong\n").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["-k", "missing.pem"], "missing.pem: key file not found"),
+        (&["-k", "key.pem.pub"], "key.pem.pub: holds a public key"),
+        (&["-k", "garbage.pem"], "garbage.pem: not a PEM key file"),
+        (
+            &["-k", "enc.pem"],
+            "enc.pem: encrypted private key but no passphrase given",
+        ),
+        (
+            &["-k", "enc.pem", "--signer-file-key-passphrase-path", "pass"],
+            "enc.pem: wrong passphrase",
+        ),
+    ];
+    for (key_args, message) in cases {
+        let mut args = vec!["run", "--trace", "off", "-o", "att.json"];
+        args.extend_from_slice(key_args);
+        args.extend_from_slice(&["--", "touch", "ran"]);
+        let output = oci_attest(d, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(4),
+            "{key_args:?}: {}",
+            stderr(&output)
+        );
+        let error = stderr(&output);
+        assert!(error.contains(message), "{key_args:?}: {error}");
+        assert_eq!(error.trim_end().lines().count(), 1, "{error}");
+        assert!(!d.join("ran").exists(), "{key_args:?} ran the command");
+        assert!(!d.join("att.json").exists());
+    }
+    std::fs::write(d.join("pass"), "right\n").unwrap();
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "enc.pem",
+            "--signer-file-key-passphrase-path",
+            "pass",
+            "-o",
+            "att.json",
+            "--",
+            "true",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ed25519");
+    let mut archive = docker_archive(b"hello");
+    // Flip a byte of the layer's file content: its diffID no longer matches the config.
+    let position = archive
+        .windows(5)
+        .position(|window| window == b"hello")
+        .unwrap();
+    archive[position] = b'j';
+    std::fs::write(d.join("image.tar"), archive).unwrap();
+    std::fs::write(d.join("att.json"), "previous").unwrap();
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "key.pem",
+            "-o",
+            "att.json",
+            "-a",
+            "oci",
+            "--",
+            "cp",
+            "image.tar",
+            "out.tar",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(stderr(&output).contains("out.tar"), "{}", stderr(&output));
+    assert_eq!(std::fs::read(d.join("att.json")).unwrap(), b"previous");
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn verify_detects_a_tampered_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ed25519");
+    let output = oci_attest(
+        d,
+        &[
+            "run", "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut envelope: Value =
+        serde_json::from_slice(&std::fs::read(d.join("att.json")).unwrap()).unwrap();
+    let mut statement = payload(&std::fs::read(d.join("att.json")).unwrap());
+    statement["predicate"]["name"] = "evil".into();
+    envelope["payload"] = BASE64
+        .encode(serde_json::to_vec(&statement).unwrap())
+        .into();
+    std::fs::write(
+        d.join("tampered.json"),
+        serde_json::to_vec(&envelope).unwrap(),
+    )
+    .unwrap();
+    let output = oci_attest(d, &["verify", "--key", "key.pem.pub", "tampered.json"]);
+    assert_eq!(output.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("does not verify"));
+
+    let other = tempfile::tempdir().unwrap();
+    keygen(other.path(), "ed25519");
+    let other_key = other.path().join("key.pem.pub");
+    let output = oci_attest(
+        d,
+        &["verify", "--key", other_key.to_str().unwrap(), "att.json"],
+    );
+    assert_eq!(output.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("no signature with keyid"));
+}
+
+/// A minimal OCI image layout directory holding one image with `content` in its layer.
+fn oci_layout(dir: &Path, content: &[u8]) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let blob = |bytes: &[u8]| {
+        let digest = sha256(bytes);
+        std::fs::write(blobs.join(&digest), bytes).unwrap();
+        format!(r#"{{"digest":"sha256:{digest}","size":{}}}"#, bytes.len())
+    };
+    let mut layer = tar::Builder::new(Vec::new());
+    tar_member(&mut layer, "hello.txt", content);
+    let layer = layer.into_inner().unwrap();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#,
+        sha256(&layer)
+    );
+    let with_type = |descriptor: String, media_type: &str| {
+        descriptor.replacen('{', &format!(r#"{{"mediaType":"{media_type}","#), 1)
+    };
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[{}]}}"#,
+        with_type(
+            blob(config.as_bytes()),
+            "application/vnd.oci.image.config.v1+json"
+        ),
+        with_type(blob(&layer), "application/vnd.oci.image.layer.v1.tar"),
+    );
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+        with_type(
+            blob(manifest.as_bytes()),
+            "application/vnd.oci.image.manifest.v1+json"
+        )
+    );
+    std::fs::write(dir.join("index.json"), index).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    oci_layout(&d.join("src"), b"layout content");
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "st.json",
+            "--",
+            "cp",
+            "-r",
+            "src",
+            "out",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let statement: Value =
+        serde_json::from_slice(&std::fs::read(d.join("st.json")).unwrap()).unwrap();
+    assert_eq!(statement["predicate"]["name"], "oci-save");
+    let oci: Vec<&Value> = statement["predicate"]["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|attestation| attestation["type"] == "https://aflock.ai/attestations/oci/v0.1")
+        .collect();
+    // One analysis of the layout, none of its blobs (the layer blob is a tar too).
+    assert_eq!(oci.len(), 1, "{oci:?}");
+    assert_eq!(oci[0]["attestation"]["format"], "oci-layout");
+}
+
+#[test]
+fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = oci_attest(
+        dir.path(),
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-a",
+            "oci",
+            "--",
+            "true",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("oci attestor skipped"),
+        "{}",
+        stderr(&output)
+    );
+    let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        statement["predicate"]["attestations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphrase_is_not_inherited()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "no/such/dir/att.json",
+            "--",
+            "touch",
+            "ran",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("does not exist"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!d.join("ran").exists());
+
+    keygen(d, "ed25519");
+    let encrypted = Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "key.pem",
+            "-out",
+            "enc.pem",
+            "-passout",
+            "pass:from-env-123",
+        ])
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(encrypted.success());
+    let output = Command::new(BIN)
+        .args([
+            "run", "--trace", "off", "-k", "enc.pem", "-o", "att.json", "--", "sh", "-c",
+        ])
+        .arg("echo \"[$OCI_ATTEST_KEY_PASSPHRASE]\" > seen")
+        .current_dir(d)
+        .env("OCI_ATTEST_KEY_PASSPHRASE", "from-env-123")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(std::fs::read_to_string(d.join("seen")).unwrap(), "[]\n");
+}
