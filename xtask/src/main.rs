@@ -67,7 +67,9 @@ fn main() -> ExitCode {
         Command::Test { cargo_test_args } => test_run::run(&cargo_test_args),
         Command::Fixtures { out } => fixtures::run(out).map(|()| ExitCode::SUCCESS),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
-        Command::Bench(Bench::Inspect(args)) => bench_inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(Bench::Inspect(args)) => {
+            bench_inspect::run(args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Bench(Bench::Trace { rounds, image_mib }) => {
             bench_trace::run(workspace, &bench_trace::Options { rounds, image_mib })
                 .map(|()| ExitCode::SUCCESS)
