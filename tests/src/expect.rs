@@ -365,6 +365,74 @@ mod tests {
         assert!(!tags_agree("oci-layout", Some(&expected), None));
     }
 
+    /// A docker-archive written by hand: lower-case keys, a gzip layer, and the repeat of that
+    /// layer as a symlink member, as docker writes it.
+    #[test]
+    fn docker_archive_with_symlinked_layer_and_lowercase_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("a")).expect("mkdir");
+        std::fs::create_dir_all(tree.join("b")).expect("mkdir");
+        std::fs::write(tree.join("payload"), b"layer content").expect("write");
+        run(std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&tree)
+            .arg("-cf")
+            .arg(tree.join("a/layer.tar"))
+            .arg("payload"))
+        .expect("tar");
+        let diff_id = sha256sum(&tree.join("a/layer.tar")).expect("sha256sum");
+        run(std::process::Command::new("gzip").arg(tree.join("a/layer.tar"))).expect("gzip");
+        std::fs::rename(tree.join("a/layer.tar.gz"), tree.join("a/layer.tar")).expect("rename");
+        std::os::unix::fs::symlink("../a/layer.tar", tree.join("b/layer.tar")).expect("symlink");
+        let config = format!(
+            r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}","sha256:{diff_id}"]}}}}"#
+        );
+        std::fs::write(tree.join("config.json"), &config).expect("write");
+        std::fs::write(
+            tree.join("manifest.json"),
+            r#"[{"config":"config.json","repoTags":null,"layers":["a/layer.tar","b/layer.tar"]}]"#,
+        )
+        .expect("write");
+        let archive = dir.path().join("archive.tar");
+        run(std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&tree)
+            .arg("-cf")
+            .arg(&archive)
+            .args(["manifest.json", "config.json", "a", "b"]))
+        .expect("tar");
+
+        let expectation = compute(&archive).expect("compute");
+        assert_eq!(expectation.format, "docker-archive");
+        assert_eq!(
+            expectation.tardigest,
+            Some(sha256sum(&archive).expect("sha256sum"))
+        );
+        assert_eq!(
+            expectation.manifestdigest,
+            sha256sum(&tree.join("manifest.json")).expect("sha256sum")
+        );
+        let image = &expectation.images[0];
+        assert_eq!(image.imageid, {
+            use sha2::Digest as _;
+            format!("{:x}", sha2::Sha256::digest(config.as_bytes()))
+        });
+        assert_eq!(image.diffids, vec![diff_id.clone(), diff_id]);
+        assert_eq!(image.tags, None);
+        assert_eq!(image.platform.as_deref(), Some("linux/amd64"));
+    }
+
+    #[test]
+    fn a_layer_symlink_leaving_the_archive_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(&tree).expect("mkdir");
+        std::fs::write(dir.path().join("outside"), b"host file").expect("write");
+        std::os::unix::fs::symlink("../outside", tree.join("layer.tar")).expect("symlink");
+        assert!(member(&tree, "layer.tar").is_err());
+    }
+
     #[test]
     fn layer_codecs_are_sniffed_by_magic() {
         let dir = tempfile::tempdir().expect("temp dir");

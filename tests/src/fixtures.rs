@@ -78,13 +78,18 @@ impl Fixtures {
         })
     }
 
-    /// The fixtures named by `OCI_ATTEST_FIXTURES` (or `.fixtures` in the workspace).
+    /// The fixtures named by `OCI_ATTEST_FIXTURES` (or `.fixtures` in the workspace). When they
+    /// are missing but the daemons are announced in the environment, they are built now.
     pub fn from_env() -> anyhow::Result<Self> {
         let dir = std::env::var_os("OCI_ATTEST_FIXTURES")
             .map_or_else(crate::paths::default_fixtures_dir, PathBuf::from);
-        Self::load(&dir).context(
-            "image fixtures are not built (run `cargo xtask fixtures` or `cargo xtask test`)",
-        )
+        Self::load(&dir).or_else(|missing| match DaemonEnv::from_env() {
+            Ok(daemons) => ensure_built(&std::path::absolute(&dir)?, &daemons),
+            Err(no_daemons) => Err(missing.context(format!(
+                "image fixtures are not built (run `cargo xtask fixtures` or `cargo xtask test`) \
+                 and cannot be built here: {no_daemons:#}"
+            ))),
+        })
     }
 
     pub fn get(&self, name: &str) -> anyhow::Result<&Fixture> {

@@ -1,0 +1,194 @@
+//! DSSE interoperability with PyPI securesystemslib (installed by `cargo xtask setup` into
+//! `.tools/venv`): envelopes it signs must verify with `oci-attest verify`, envelopes oci-attest
+//! signs must verify with it, and keys `oci-attest keygen` writes must load in OpenSSL.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use oci_attest_tests::{oci_attest, paths, require};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/dsse_interop.py");
+const ALGORITHMS: [&str; 3] = ["ed25519", "ecdsa-p256", "rsa"];
+
+/// A statement in the collection shape, as `oci-attest run` would sign it.
+const STATEMENT: &str = r#"{"_type":"https://in-toto.io/Statement/v0.1","subject":[{"name":"https://aflock.ai/attestations/product/v0.3/tree:products","digest":{"sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}],"predicateType":"https://aflock.ai/attestation-collection/v0.1","predicate":{"name":"interop","attestations":[]}}"#;
+
+fn python() -> anyhow::Result<PathBuf> {
+    let python =
+        std::env::var_os("OCI_ATTEST_PYTHON").map_or_else(paths::venv_python, PathBuf::from);
+    oci_attest_tests::command::run(
+        Command::new(&python).args(["-c", "import securesystemslib.dsse"]),
+    )
+    .map_err(|error| {
+        error.context("the securesystemslib venv is missing (run `cargo xtask setup`)")
+    })?;
+    Ok(python)
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}, stdout {:?}, stderr {:?}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
+}
+
+fn python_run(python: &Path, args: &[&Path]) -> Output {
+    Command::new(python)
+        .arg(SCRIPT)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", python.display()))
+}
+
+fn verify(public_key: &Path, envelope: &Path) -> Output {
+    oci_attest::output([
+        Path::new("verify"),
+        Path::new("--key"),
+        public_key,
+        envelope,
+    ])
+    .unwrap_or_else(|error| panic!("{error:#}"))
+}
+
+/// The same envelope with one word of the payload changed and the signature kept.
+fn with_altered_payload(envelope: &Path, out: &Path) {
+    let mut document: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(envelope).expect("read envelope"))
+            .expect("envelope JSON");
+    let engine = base64::engine::general_purpose::STANDARD;
+    let payload = engine
+        .decode(document["payload"].as_str().expect("payload"))
+        .expect("payload base64");
+    let altered = String::from_utf8(payload)
+        .expect("UTF-8 payload")
+        .replacen("interop", "intrude", 1);
+    document["payload"] = engine.encode(altered).into();
+    std::fs::write(out, serde_json::to_vec(&document).expect("JSON")).expect("write");
+}
+
+#[test]
+fn securesystemslib_envelopes_verify() {
+    let python = require!(python());
+    require!(oci_attest::binary());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let statement = dir.path().join("statement.json");
+    std::fs::write(&statement, STATEMENT).expect("write");
+    for algorithm in ALGORITHMS {
+        let envelope = dir.path().join(format!("{algorithm}.dsse.json"));
+        let public_key = dir.path().join(format!("{algorithm}.pub.pem"));
+        let signed = python_run(
+            &python,
+            &[
+                Path::new("sign"),
+                Path::new(algorithm),
+                &statement,
+                &envelope,
+                &public_key,
+            ],
+        );
+        assert!(
+            signed.status.success(),
+            "securesystemslib sign ({algorithm}): {}",
+            describe(&signed)
+        );
+
+        let verified = verify(&public_key, &envelope);
+        assert!(
+            verified.status.success(),
+            "{algorithm}: oci-attest verify rejected a securesystemslib envelope: {}",
+            describe(&verified)
+        );
+
+        let altered = dir.path().join(format!("{algorithm}.altered.json"));
+        with_altered_payload(&envelope, &altered);
+        let rejected = verify(&public_key, &altered);
+        assert_eq!(
+            rejected.status.code(),
+            Some(7),
+            "{algorithm}: altered payload: {}",
+            describe(&rejected)
+        );
+    }
+}
+
+#[test]
+fn keygen_private_keys_load_in_openssl() {
+    require!(oci_attest::binary());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut unreadable = Vec::new();
+    for algorithm in ALGORITHMS {
+        let key = dir.path().join(format!("{algorithm}.pem"));
+        let keygen = oci_attest::output([
+            Path::new("keygen"),
+            Path::new("--algorithm"),
+            Path::new(algorithm),
+            Path::new("--out"),
+            &key,
+        ])
+        .unwrap_or_else(|error| panic!("{error:#}"));
+        assert!(
+            keygen.status.success(),
+            "keygen {algorithm}: {}",
+            describe(&keygen)
+        );
+        // SPEC 2: the .pub file is byte-identical to `openssl pkey -pubout` of the private key.
+        let derived = Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&key)
+            .output()
+            .expect("run openssl");
+        let written = std::fs::read(key.with_extension("pem.pub")).expect("read .pub");
+        if !derived.status.success() || derived.stdout != written {
+            unreadable.push(format!("{algorithm}: {}", describe(&derived)));
+        }
+    }
+    assert!(
+        unreadable.is_empty(),
+        "keys OpenSSL cannot read or whose .pub differs:\n  {}",
+        unreadable.join("\n  ")
+    );
+}
+
+#[test]
+fn run_envelopes_verify_with_securesystemslib() {
+    let python = require!(python());
+    require!(oci_attest::binary());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("key.pem");
+    let envelope = dir.path().join("true.att.json");
+    let keygen = oci_attest::output([Path::new("keygen"), Path::new("--out"), &key])
+        .unwrap_or_else(|error| panic!("{error:#}"));
+    assert!(keygen.status.success(), "keygen: {}", describe(&keygen));
+    let mut run = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+    let wrapped = run
+        .arg("run")
+        .arg("-k")
+        .arg(&key)
+        .arg("-o")
+        .arg(&envelope)
+        .args(["--", "true"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run oci-attest");
+    assert!(
+        wrapped.status.success(),
+        "oci-attest run -- true: {}",
+        describe(&wrapped)
+    );
+    let verified = python_run(
+        &python,
+        &[
+            Path::new("verify"),
+            &key.with_extension("pem.pub"),
+            &envelope,
+        ],
+    );
+    assert!(
+        verified.status.success(),
+        "securesystemslib rejected oci-attest's envelope: {}",
+        describe(&verified)
+    );
+}
