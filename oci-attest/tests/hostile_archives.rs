@@ -1578,3 +1578,137 @@ fn header_fields_cannot_forge_extra_error_lines() {
     let outcome = assert_rejected_with(&[], &path, &["layer0/layer.tar"]);
     assert!(!outcome.stderr.contains('\u{1b}'), "{}", outcome.describe());
 }
+
+/// A 2.6 MB manifest.json listing the same 1024-layer image 500 times: half a million layer
+/// references, each within every per-image limit. Reading it may succeed or fail, but within
+/// bounded memory and time; it must not amplify a few MB of input into gigabytes.
+#[test]
+fn repeated_manifest_entries_do_not_amplify_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = b"tiny layer".to_vec();
+    let diff_ids = vec![sha256_hex(&layer); 1024];
+    let config = config_json(&diff_ids);
+    let config_name = format!("{}.json", sha256_hex(&config));
+    let entry = json!({"Config": config_name, "RepoTags": null, "Layers": vec!["l"; 1024]});
+    let mut archive = Archive::default();
+    archive.file("l", layer).file(config_name, config).file(
+        "manifest.json",
+        serde_json::to_vec(&vec![entry; 500]).unwrap(),
+    );
+    let path = archive.write(dir.path(), "amplifier.tar");
+    let outcome = inspect(&[], &path);
+    match outcome.status.code() {
+        Some(0) => assert!(
+            outcome.max_rss_kib < RSS_LIMIT_KIB,
+            "{}",
+            outcome.describe()
+        ),
+        _ => assert_rejected(&outcome, &path, &["manifest.json"]),
+    }
+}
+
+#[test]
+fn index_and_oci_manifest_that_are_not_what_they_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let oci = oci_image("x:1");
+    assert_accepted(&oci.archive.write(dir.path(), "control.tar"));
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let cases: [(&str, &[u8], &[&str]); 5] = [
+        (
+            "null",
+            b"null",
+            &["index.json is null, not an index object"],
+        ),
+        (
+            "list",
+            b"[1]",
+            &["index.json is a list, not an index object"],
+        ),
+        (
+            "manifests-number",
+            br#"{"manifests":5}"#,
+            &["index.json: manifests is a number, not a list"],
+        ),
+        (
+            "deep",
+            deep.as_bytes(),
+            &[
+                r#"member "index.json" is not valid JSON"#,
+                "recursion limit",
+            ],
+        ),
+        (
+            "no-digest",
+            br#"{"manifests":[{"size":3}]}"#,
+            &["index.json: a descriptor has no digest"],
+        ),
+    ];
+    for (name, index, expected) in cases {
+        let mut archive = oci.archive.clone();
+        archive.replace("index.json", index);
+        assert_rejected_file(&archive.write(dir.path(), &format!("{name}.tar")), expected);
+    }
+    // The manifest blob (correctly named and sized) holding something other than a manifest.
+    for (name, manifest, problem) in [
+        ("manifest-list.tar", &b"[]"[..], "has no config"),
+        (
+            "manifest-no-config.tar",
+            br#"{"layers":[]}"#,
+            "has no config",
+        ),
+        (
+            "manifest-layers-string.tar",
+            br#"{"config":{},"layers":"x"}"#,
+            "a descriptor has no digest",
+        ),
+    ] {
+        let mut archive = oci.archive.clone();
+        archive.remove(&blob_name(&oci.manifest));
+        archive.file(blob_name(manifest), manifest);
+        let mut top = descriptor(OCI_MANIFEST, manifest);
+        top["annotations"] = json!({"org.opencontainers.image.ref.name": "x:1"});
+        archive.replace("index.json", index_json(vec![top]));
+        assert_rejected_file(
+            &archive.write(dir.path(), name),
+            &[&format!("{:?}", blob_name(manifest)), problem],
+        );
+    }
+}
+
+#[test]
+fn names_outside_the_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = well_formed();
+    let host_layer = write_file(
+        dir.path(),
+        "host-layer.tar",
+        &image.archive.bytes("layer1/layer.tar"),
+    );
+    // manifest.json naming host paths for a layer: never opened on the host.
+    for (file, name) in [
+        ("absolute.tar", host_layer.display().to_string()),
+        (
+            "climbing.tar",
+            "../../../../../../../..".to_owned() + &host_layer.display().to_string(),
+        ),
+    ] {
+        let mut manifest = image.archive.json("manifest.json");
+        manifest[0]["Layers"][1] = json!(name);
+        assert_rejected_file(
+            &with_manifest(&image, &manifest).write(dir.path(), file),
+            &[&format!("{name:?} points outside the archive")],
+        );
+    }
+    // Members whose own names climb out (a classic extraction attack) are refused outright.
+    for (file, name) in [
+        ("member-climbing.tar", "../manifest.json"),
+        ("member-absolute.tar", "/etc/manifest.json"),
+    ] {
+        let mut archive = image.archive.clone();
+        archive.file(name, "[]");
+        assert_rejected_file(
+            &archive.write(dir.path(), file),
+            &[&format!("member {name:?} has a name outside the archive")],
+        );
+    }
+}
