@@ -39,6 +39,11 @@ pub struct TraceCounts {
     pub execs: u64,
     pub forks: u64,
     pub file_ops: u64,
+    /// Execs whose argv could not be read whole (too long, too many arguments, unreadable).
+    pub truncated_argvs: u64,
+    /// File operations whose relative path could not be resolved (unknown cwd or dirfd):
+    /// they are not in the process's lists.
+    pub unresolved_paths: u64,
 }
 
 /// One process of the traced tree.

@@ -1,1 +1,308 @@
-//! STUB
+//! Which files a run consumed and produced.
+//!
+//! Untraced: a snapshot of the working directory before and after; materials are the regular
+//! files present at the start, products the regular files that are new or changed at the end.
+//! Traced: [`traced_products`] over what the processes wrote and renamed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::attestors::file_tree::FileDigest;
+use crate::digest::sha256_reader;
+use crate::observed::ObservedProcess;
+
+/// What changes when a file is written, truncated or replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+    device: u64,
+}
+
+impl FileStamp {
+    fn of(metadata: &fs::Metadata) -> FileStamp {
+        let nanos =
+            |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
+        FileStamp {
+            size: metadata.len(),
+            mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
+            inode: metadata.ino(),
+            device: metadata.dev(),
+        }
+    }
+}
+
+/// The regular files under a directory (symlinks are not followed), by absolute path.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    files: BTreeMap<PathBuf, FileStamp>,
+}
+
+impl Snapshot {
+    /// Walks `dir`. Subdirectories that cannot be read are skipped with a warning: they can
+    /// hold neither materials nor products we could hash.
+    pub fn take(dir: &Path) -> anyhow::Result<Snapshot> {
+        let mut snapshot = Snapshot::default();
+        let mut pending = vec![dir.to_path_buf()];
+        let mut first = true;
+        while let Some(current) = pending.pop() {
+            let entries = match fs::read_dir(&current) {
+                Ok(entries) => entries,
+                Err(error) if !first => {
+                    tracing::warn!("skipping {}: {error}", current.display());
+                    continue;
+                }
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("{}: cannot read directory", dir.display()))
+                }
+            };
+            first = false;
+            for entry in entries {
+                let entry = entry.with_context(|| format!("{}: cannot list", current.display()))?;
+                let path = entry.path();
+                let Ok(metadata) = fs::symlink_metadata(&path) else {
+                    continue; // vanished while walking
+                };
+                if metadata.is_dir() {
+                    pending.push(path);
+                } else if metadata.is_file() {
+                    snapshot.files.insert(path, FileStamp::of(&metadata));
+                }
+            }
+        }
+        Ok(snapshot)
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.keys().map(PathBuf::as_path)
+    }
+
+    /// Files that are new in `self` or whose stamp differs from `before`.
+    pub fn changed_since(&self, before: &Snapshot) -> Vec<PathBuf> {
+        self.files
+            .iter()
+            .filter(|(path, stamp)| before.files.get(*path) != Some(stamp))
+            .map(|(path, _)| path.clone())
+            .collect()
+    }
+}
+
+/// Kernel pseudo-filesystems: writes there (`/proc/self/oom_score_adj`, `/dev/null`) are not
+/// products.
+const PSEUDO_FILESYSTEMS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Products of a traced run: every path written, and every rename target, that still exists
+/// as a regular file at the end (`is_regular_file` asks the filesystem; tests pass a fake).
+///
+/// Writes, renames and deletes are kept per process in separate lists, so their interleaving
+/// is not known; the end state decides instead: `docker save -o F` writes `F.tmp` and renames
+/// it, so `F.tmp` is gone and `F` exists; a written-then-deleted file does not exist; a file
+/// deleted and then written again exists and is a product.
+pub fn traced_products(
+    processes: &[ObservedProcess],
+    is_regular_file: impl Fn(&Path) -> bool,
+) -> Vec<PathBuf> {
+    let candidates: BTreeSet<&PathBuf> = processes
+        .iter()
+        .flat_map(|process| {
+            process
+                .writes
+                .iter()
+                .chain(process.renames.iter().map(|(_, new)| new))
+        })
+        .filter(|path| !PSEUDO_FILESYSTEMS.iter().any(|root| path.starts_with(root)))
+        .collect();
+    candidates
+        .into_iter()
+        .filter(|path| is_regular_file(path))
+        .cloned()
+        .collect()
+}
+
+/// Is `path` a regular file right now (symlinks not followed)?
+pub fn is_regular_file(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_file())
+}
+
+/// OCI layout directories among the products: a directory with both `oci-layout` and
+/// `index.json` (`exists` asks the filesystem), at least one of them produced (copying into an
+/// existing layout rewrites only `index.json`).
+pub fn layout_dirs(products: &[PathBuf], exists: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let dirs: BTreeSet<&Path> = products
+        .iter()
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name == "oci-layout" || name == "index.json")
+        })
+        .filter_map(|path| path.parent())
+        .filter(|dir| exists(&dir.join("oci-layout")) && exists(&dir.join("index.json")))
+        .collect();
+    dirs.into_iter().map(Path::to_path_buf).collect()
+}
+
+/// How a file is named in the attestation: relative to the working dir when inside it
+/// (as witness records), absolute otherwise.
+pub fn recorded_path(path: &Path, working_dir: &Path) -> String {
+    path.strip_prefix(working_dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// SHA-256 of each file, reusing `known` digests (an archive the oci analysis already read)
+/// instead of reading the file again. Files are hashed on all cores.
+pub fn hash_files(
+    paths: &[PathBuf],
+    known: &HashMap<PathBuf, String>,
+    working_dir: &Path,
+) -> anyhow::Result<Vec<FileDigest>> {
+    let hash = |path: &PathBuf| -> anyhow::Result<FileDigest> {
+        let sha256 = match known.get(path) {
+            Some(digest) => digest.clone(),
+            None => File::open(path)
+                .and_then(sha256_reader)
+                .with_context(|| format!("{}: cannot hash", path.display()))?,
+        };
+        Ok(FileDigest {
+            path: recorded_path(path, working_dir),
+            sha256,
+        })
+    };
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = paths.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker.join() {
+                Ok(results) => results,
+                Err(_) => vec![Err(anyhow::anyhow!("a hashing thread panicked"))],
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::digest::sha256_hex;
+
+    fn process(writes: &[&str], renames: &[(&str, &str)], deletes: &[&str]) -> ObservedProcess {
+        ObservedProcess {
+            pid: 2,
+            parent_pid: 1,
+            execs: Vec::new(),
+            started: UNIX_EPOCH + Duration::from_secs(1),
+            ended: None,
+            exit: None,
+            writes: writes.iter().map(PathBuf::from).collect(),
+            reads: Vec::new(),
+            renames: renames
+                .iter()
+                .map(|(old, new)| (PathBuf::from(old), PathBuf::from(new)))
+                .collect(),
+            deletes: deletes.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn traced_products_follow_renames_and_drop_deleted_files() {
+        let processes = [
+            // docker save -o /w/img.tar: temp file renamed into place.
+            process(
+                &["/w/.img.tar.tmp"],
+                &[("/w/.img.tar.tmp", "/w/img.tar")],
+                &[],
+            ),
+            // A scratch file written then deleted, a log, and pseudo files.
+            process(
+                &[
+                    "/w/scratch",
+                    "/w/log",
+                    "/dev/null",
+                    "/proc/self/oom_score_adj",
+                ],
+                &[],
+                &["/w/scratch"],
+            ),
+            // Deleted, then written again: exists at the end.
+            process(&["/w/again"], &[], &["/w/again"]),
+        ];
+        let existing: BTreeSet<PathBuf> = [
+            "/w/img.tar",
+            "/w/log",
+            "/w/again",
+            "/proc/self/oom_score_adj",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let products = traced_products(&processes, |path| existing.contains(path));
+        assert_eq!(
+            products,
+            ["/w/again", "/w/img.tar", "/w/log"].map(PathBuf::from)
+        );
+    }
+
+    #[test]
+    fn snapshot_sees_new_and_changed_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("sub")).unwrap();
+        fs::write(d.join("same"), "s").unwrap();
+        fs::write(d.join("sub/changed"), "1").unwrap();
+        fs::write(d.join("replaced"), "r").unwrap();
+        std::os::unix::fs::symlink("same", d.join("link")).unwrap();
+        let before = Snapshot::take(d).unwrap();
+        assert_eq!(before.paths().count(), 3);
+
+        fs::write(d.join("sub/changed"), "2").unwrap();
+        fs::write(d.join("new"), "n").unwrap();
+        fs::write(d.join("replaced.tmp"), "r").unwrap();
+        fs::rename(d.join("replaced.tmp"), d.join("replaced")).unwrap();
+        let after = Snapshot::take(d).unwrap();
+        let changed = after.changed_since(&before);
+        assert_eq!(
+            changed,
+            [d.join("new"), d.join("replaced"), d.join("sub/changed")]
+        );
+
+        let known = HashMap::from([(d.join("new"), "00".repeat(32))]);
+        let digests = hash_files(&changed, &known, d).unwrap();
+        assert_eq!(digests[0].path, "new");
+        assert_eq!(digests[0].sha256, "00".repeat(32));
+        assert_eq!(digests[2].path, "sub/changed");
+        assert_eq!(digests[2].sha256, sha256_hex(b"2"));
+    }
+
+    #[test]
+    fn layout_dirs_need_both_marker_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+        fs::write(layout.join("oci-layout"), "{}").unwrap();
+        fs::write(layout.join("index.json"), "{}").unwrap();
+        let half = dir.path().join("half");
+        fs::create_dir(&half).unwrap();
+        fs::write(half.join("index.json"), "{}").unwrap();
+        let products = vec![
+            layout.join("index.json"),
+            layout.join("blobs/sha256/ab"),
+            half.join("index.json"),
+        ];
+        assert_eq!(layout_dirs(&products, |p| p.exists()), [layout]);
+    }
+}

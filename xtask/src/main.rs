@@ -1,11 +1,18 @@
 //! `cargo xtask <command>`: project automation. Each command lives in its own module; this file
 //! only dispatches.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_inspect;
+mod bench_trace;
+mod demo;
+mod fixtures;
 mod fuzz;
+mod setup;
+mod test_run;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "oci-attest project automation")]
@@ -16,14 +23,59 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Install everything the build and the tests need (idempotent; quiet when nothing is missing).
+    Setup,
+    /// Set up, build, start private daemons, build fixtures and run every test.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Build the image fixtures with the real save tools and write fixtures.json.
+    Fixtures {
+        /// Output directory (default: .fixtures in the workspace).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Build a small image offline, save it under oci-attest, verify the attestation.
+    Demo,
     /// Run the cargo-fuzz targets of the archive reader (or write their seed corpus).
     Fuzz(fuzz::Args),
+    /// Benchmarks (release build, real tools as baselines measured in the same run).
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// `oci-attest inspect` vs openssl and the standard-tools pipeline; peak RSS.
+    Inspect(bench_inspect::Args),
+    /// Tracing overhead: untraced vs oci-attest eBPF vs strace; load+attach time; lost events.
+    Trace {
+        /// Rounds per workload (the table shows medians).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Size of the generated image copied by skopeo (0 skips the skopeo workload).
+        #[arg(long, default_value_t = 1024)]
+        image_mib: u64,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."));
+    let result = match Cli::parse().command {
+        Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Command::Test { cargo_test_args } => test_run::run(&cargo_test_args),
+        Command::Fixtures { out } => fixtures::run(out).map(|()| ExitCode::SUCCESS),
+        Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Bench(Bench::Inspect(args)) => bench_inspect::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(Bench::Trace { rounds, image_mib }) => {
+            bench_trace::run(workspace, &bench_trace::Options { rounds, image_mib })
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     result.unwrap_or_else(|error| {
         eprintln!("xtask: error: {error:#}");

@@ -1,1 +1,341 @@
-//! STUB
+//! The `command-run` attestor (v0.1): the wrapped argv, its exit code, how it was traced, and
+//! every traced process with its file operations.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::attestors::{Attestation, COMMAND_RUN_TYPE_URI};
+use crate::collection::rfc3339_nano;
+use crate::digest::{sha256_reader, sha256_set, DigestSet};
+use crate::observed::{Observation, ObservedProcess, TraceMode};
+
+/// Parts of environment variable names whose values are treated as secrets.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "PRIVATE_KEY",
+    "ACCESS_KEY",
+    "API_KEY",
+    "APIKEY",
+    "SIGNING_KEY",
+    "SSH_KEY",
+];
+
+/// Shorter values are too likely to occur by accident (`true`, `1`, a word of a path).
+const MIN_SECRET_LEN: usize = 8;
+
+const REDACTED: &str = "[REDACTED]";
+
+/// Replaces the values of secret-looking environment variables wherever they occur.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so a secret containing another is replaced whole.
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Redactor {
+        let mut secrets: Vec<String> = vars
+            .into_iter()
+            .filter(|(name, value)| {
+                let name = name.to_ascii_uppercase();
+                value.len() >= MIN_SECRET_LEN
+                    && SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
+            })
+            .map(|(_, value)| value)
+            .collect();
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
+        Redactor { secrets }
+    }
+
+    /// The redactor for this process's environment (the wrapped command inherits it).
+    pub fn from_process_env() -> Redactor {
+        Redactor::from_env(std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        }))
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_owned(), |text, secret| {
+            text.replace(secret, REDACTED)
+        })
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct CommandRun {
+    cmd: Vec<String>,
+    exitcode: i32,
+    summary: Summary,
+    processes: Vec<Process>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    /// `ebpf` or `off`.
+    trace: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    events: u64,
+    lost: u64,
+    execs: u64,
+    forks: u64,
+    fileops: u64,
+    durationms: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Process {
+    program: String,
+    processid: u32,
+    parentpid: u32,
+    cmdline: String,
+    programdigest: Option<DigestSet>,
+    #[serde(rename = "fileOps")]
+    file_ops: FileOps,
+    starttime: String,
+    endtime: Option<String>,
+    exitcode: Option<i32>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileOps {
+    writes: Vec<PathEntry>,
+    renames: Vec<Rename>,
+    deletes: Vec<PathEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct PathEntry {
+    path: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Rename {
+    #[serde(rename = "oldPath")]
+    old_path: String,
+    #[serde(rename = "newPath")]
+    new_path: String,
+}
+
+fn path_entries(paths: &[std::path::PathBuf]) -> Vec<PathEntry> {
+    paths
+        .iter()
+        .map(|path| PathEntry {
+            path: path.to_string_lossy().into_owned(),
+        })
+        .collect()
+}
+
+/// SHA-256 of each distinct executable, read once after the run (a program that is gone or
+/// unreadable by then gets `null`).
+fn program_digests(processes: &[ObservedProcess]) -> HashMap<&str, Option<DigestSet>> {
+    let mut digests = HashMap::new();
+    for process in processes {
+        let program = process.program();
+        if program.is_empty() || digests.contains_key(program) {
+            continue;
+        }
+        let digest = File::open(Path::new(program))
+            .and_then(sha256_reader)
+            .ok()
+            .map(sha256_set);
+        digests.insert(program, digest);
+    }
+    digests
+}
+
+/// The command-run attestation for `observation`; secrets in argv are redacted.
+pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<Attestation> {
+    let (trace, reason) = match &observation.trace {
+        TraceMode::Ebpf => ("ebpf", None),
+        TraceMode::Off { reason } => ("off", Some(reason.clone())),
+    };
+    let duration = observation
+        .ended
+        .duration_since(observation.started)
+        .unwrap_or_default();
+    let digests = program_digests(&observation.processes);
+    let mut processes: Vec<&ObservedProcess> = observation.processes.iter().collect();
+    processes.sort_by_key(|process| (process.started, process.pid));
+    let processes = processes
+        .into_iter()
+        .map(|process| Process {
+            program: process.program().to_owned(),
+            processid: process.pid,
+            parentpid: process.parent_pid,
+            cmdline: redactor.redact(&process.argv().join(" ")),
+            programdigest: digests.get(process.program()).cloned().flatten(),
+            file_ops: FileOps {
+                writes: path_entries(&process.writes),
+                renames: process
+                    .renames
+                    .iter()
+                    .map(|(old, new)| Rename {
+                        old_path: old.to_string_lossy().into_owned(),
+                        new_path: new.to_string_lossy().into_owned(),
+                    })
+                    .collect(),
+                deletes: path_entries(&process.deletes),
+            },
+            starttime: rfc3339_nano(process.started),
+            endtime: process.ended.map(rfc3339_nano),
+            exitcode: process.exit.map(|termination| termination.exit_code()),
+        })
+        .collect();
+    let predicate = CommandRun {
+        cmd: observation
+            .argv
+            .iter()
+            .map(|arg| redactor.redact(arg))
+            .collect(),
+        exitcode: observation.termination.exit_code(),
+        summary: Summary {
+            trace,
+            reason,
+            events: observation.counts.events,
+            lost: observation.counts.lost,
+            execs: observation.counts.execs,
+            forks: observation.counts.forks,
+            fileops: observation.counts.file_ops,
+            durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        },
+        processes,
+    };
+    Ok(Attestation {
+        type_uri: COMMAND_RUN_TYPE_URI,
+        predicate: serde_json::to_value(&predicate)?,
+        subjects: Vec::new(),
+        backrefs: Vec::new(),
+        started: observation.started,
+        ended: observation.ended,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::observed::{ExecRecord, Termination, TraceCounts};
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+    }
+
+    fn process(pid: u32, started: u64, program: &str, argv: &[&str]) -> ObservedProcess {
+        ObservedProcess {
+            pid,
+            parent_pid: 1,
+            execs: vec![ExecRecord {
+                program: program.to_owned(),
+                argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
+                time: at(started),
+            }],
+            started: at(started),
+            ended: Some(at(started + 1)),
+            exit: Some(Termination::Exited(0)),
+            writes: vec![PathBuf::from("/w/out.tar.tmp")],
+            reads: Vec::new(),
+            renames: vec![(PathBuf::from("/w/out.tar.tmp"), PathBuf::from("/w/out.tar"))],
+            deletes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn renders_processes_sorted_with_secrets_redacted() {
+        let redactor = Redactor::from_env([
+            ("REGISTRY_TOKEN".to_owned(), "s3cr3t-value".to_owned()),
+            ("my_password".to_owned(), "short".to_owned()),
+            ("HOME".to_owned(), "/root/home-dir".to_owned()),
+        ]);
+        let sh = std::env::current_exe().unwrap();
+        let sh = sh.to_str().unwrap();
+        let observation = Observation {
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "login -p s3cr3t-value short".into(),
+            ],
+            working_dir: PathBuf::from("/w"),
+            started: at(0),
+            ended: at(2),
+            termination: Termination::Signalled(15),
+            trace: TraceMode::Ebpf,
+            counts: TraceCounts {
+                events: 10,
+                lost: 1,
+                execs: 2,
+                forks: 1,
+                file_ops: 3,
+                ..TraceCounts::default()
+            },
+            processes: vec![
+                process(
+                    20,
+                    1,
+                    "/nonexistent/login",
+                    &["login", "-p", "s3cr3t-value"],
+                ),
+                process(10, 0, sh, &["sh", "-c", "/root/home-dir"]),
+            ],
+        };
+        let attestation = attest(&observation, &redactor).unwrap();
+        let predicate = &attestation.predicate;
+        assert_eq!(
+            predicate["cmd"],
+            serde_json::json!(["sh", "-c", "login -p [REDACTED] short"])
+        );
+        assert_eq!(predicate["exitcode"], 143);
+        assert_eq!(
+            crate::gojson::to_string(&predicate["summary"]).unwrap(),
+            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"durationms":2000}"#
+        );
+        let processes = predicate["processes"].as_array().unwrap();
+        assert_eq!(processes[0]["processid"], 10);
+        assert_eq!(processes[0]["cmdline"], "sh -c /root/home-dir");
+        let own_digest =
+            sha256_reader(File::open(std::env::current_exe().unwrap()).unwrap()).unwrap();
+        assert_eq!(processes[0]["programdigest"]["sha256"], own_digest.as_str());
+        assert_eq!(processes[1]["cmdline"], "login -p [REDACTED]");
+        assert_eq!(processes[1]["programdigest"], serde_json::Value::Null);
+        assert_eq!(
+            crate::gojson::to_string(&processes[1]["fileOps"]).unwrap(),
+            r#"{"writes":[{"path":"/w/out.tar.tmp"}],"renames":[{"oldPath":"/w/out.tar.tmp","newPath":"/w/out.tar"}],"deletes":[]}"#
+        );
+        assert_eq!(processes[1]["starttime"], "2023-11-14T22:13:21Z");
+    }
+
+    #[test]
+    fn untraced_summary_records_the_reason() {
+        let observation = Observation {
+            argv: vec!["true".into()],
+            working_dir: PathBuf::from("/"),
+            started: at(0),
+            ended: at(0),
+            termination: Termination::Exited(0),
+            trace: TraceMode::Off {
+                reason: "not root".into(),
+            },
+            counts: TraceCounts::default(),
+            processes: Vec::new(),
+        };
+        let attestation = attest(&observation, &Redactor::default()).unwrap();
+        assert_eq!(attestation.predicate["summary"]["trace"], "off");
+        assert_eq!(attestation.predicate["summary"]["reason"], "not root");
+        assert_eq!(attestation.predicate["processes"], serde_json::json!([]));
+    }
+}

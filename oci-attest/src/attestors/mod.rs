@@ -2,6 +2,7 @@
 
 pub mod command_run;
 pub mod environment;
+pub mod file_tree;
 pub mod git;
 pub mod material;
 pub mod oci;

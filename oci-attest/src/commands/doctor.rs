@@ -1,10 +1,288 @@
-//! `oci-attest doctor`. STUB.
+//! `oci-attest doctor`: what this host supports. It really loads and attaches the kernel
+//! programs and traces one short command, so "ok" means tracing works, not that it might.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use serde_json::{json, Value};
 
-pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`doctor` is not implemented yet")
+use crate::exit::{failure, FailureKind};
+use crate::launch;
+use crate::trace::{layout, Privileges, ProgramStatus, TraceConfig, Tracer};
+
+/// The save tools oci-attest knows how to wrap.
+const SAVE_TOOLS: [&str; 7] = [
+    "docker", "podman", "skopeo", "crane", "buildah", "ctr", "nerdctl",
+];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Ring buffer size to try, in bytes (a power of two).
+    #[arg(long, default_value_t = crate::trace::DEFAULT_RING_BUFFER_BYTES)]
+    pub ring_buffer_bytes: u32,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let config = TraceConfig {
+        ring_buffer_bytes: args.ring_buffer_bytes,
+    };
+    let (report, unavailable) = build_report(&config);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_text(&report));
+    }
+    match unavailable {
+        Some(reason) => Err(failure(
+            FailureKind::TraceUnavailable,
+            format!("eBPF tracing unavailable: {reason}"),
+        )),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The report, and the reason tracing is impossible (if it is).
+fn build_report(config: &TraceConfig) -> (Value, Option<String>) {
+    let privileges = Privileges::current();
+    let tracefs = layout::tracefs_root();
+    let (programs, trace, unavailable) = match Tracer::load(config) {
+        Ok(tracer) => {
+            let programs = tracer.programs().to_vec();
+            let load_ms = tracer.load_duration().as_secs_f64() * 1000.0;
+            match self_test(tracer) {
+                Ok(observed) => (
+                    programs,
+                    json!({
+                        "available": true,
+                        "loadAttachMs": (load_ms * 10.0).round() / 10.0,
+                        "selfTest": observed,
+                    }),
+                    None,
+                ),
+                Err(error) => {
+                    let reason =
+                        format!("the programs loaded but tracing `true` failed: {error:#}");
+                    (
+                        programs,
+                        json!({"available": false, "reason": reason}),
+                        Some(reason),
+                    )
+                }
+            }
+        }
+        Err(unavailable) => (
+            unavailable.programs,
+            json!({"available": false, "reason": unavailable.reason}),
+            Some(unavailable.reason),
+        ),
+    };
+    let tools: serde_json::Map<String, Value> = SAVE_TOOLS
+        .iter()
+        .map(|tool| {
+            let found = launch::resolve_program(tool.as_ref()).ok();
+            (
+                tool.to_string(),
+                found.map_or(Value::Null, |path| path.display().to_string().into()),
+            )
+        })
+        .collect();
+    let report = json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|release| release.trim().to_string())
+            .unwrap_or_default(),
+        "btf": Path::new(layout::VMLINUX_BTF).exists(),
+        "tracefs": match tracefs {
+            Ok(root) => json!({"available": true, "path": root.display().to_string()}),
+            Err(reason) => json!({"available": false, "reason": reason}),
+        },
+        "privileges": {
+            "root": privileges.root,
+            "capBpf": privileges.cap_bpf,
+            "capPerfmon": privileges.cap_perfmon,
+            "capSysAdmin": privileges.cap_sys_admin,
+        },
+        "ringBufferBytes": config.ring_buffer_bytes,
+        "trace": trace,
+        "programs": programs.iter().map(program_json).collect::<Vec<_>>(),
+        "saveTools": tools,
+    });
+    (report, unavailable)
+}
+
+fn program_json(program: &ProgramStatus) -> Value {
+    let mut value = json!({
+        "name": program.name,
+        "tracepoint": program.tracepoint,
+        "loaded": program.loaded,
+        "attached": program.attached,
+    });
+    if let Some(error) = &program.error {
+        value["error"] = error.clone().into();
+    }
+    value
+}
+
+/// Traces `true` and reports what the kernel programs saw of it.
+fn self_test(mut tracer: Tracer) -> anyhow::Result<Value> {
+    let argv = [OsString::from("true")];
+    let child = launch::spawn_stopped(&argv, &std::env::current_dir()?)?;
+    tracer.track(child.pid())?;
+    child.release()?.wait()?;
+    let outcome = tracer.finish()?;
+    let exec_observed = outcome
+        .processes
+        .iter()
+        .flat_map(|process| &process.execs)
+        .any(|exec| exec.argv == ["true"]);
+    if !exec_observed {
+        anyhow::bail!("the exec of `true` was not observed");
+    }
+    Ok(json!({
+        "command": "true",
+        "execObserved": exec_observed,
+        "events": outcome.counts.events,
+        "lost": outcome.counts.lost,
+    }))
+}
+
+fn render_text(report: &Value) -> String {
+    let yes_no = |value: &Value| {
+        if value.as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    let mut text = String::new();
+    let mut line = |label: &str, value: String| text.push_str(&format!("{label:<18}{value}\n"));
+    line(
+        "kernel",
+        report["kernel"].as_str().unwrap_or("?").to_string(),
+    );
+    line("BTF", yes_no(&report["btf"]).to_string());
+    let tracefs = &report["tracefs"];
+    line(
+        "tracefs",
+        tracefs["path"]
+            .as_str()
+            .or(tracefs["reason"].as_str())
+            .unwrap_or("?")
+            .to_string(),
+    );
+    let privileges = &report["privileges"];
+    line(
+        "privileges",
+        format!(
+            "root={} CAP_BPF={} CAP_PERFMON={} CAP_SYS_ADMIN={}",
+            yes_no(&privileges["root"]),
+            yes_no(&privileges["capBpf"]),
+            yes_no(&privileges["capPerfmon"]),
+            yes_no(&privileges["capSysAdmin"]),
+        ),
+    );
+    line(
+        "ring buffer",
+        format!("{} bytes", report["ringBufferBytes"]),
+    );
+    let trace = &report["trace"];
+    if trace["available"].as_bool() == Some(true) {
+        line(
+            "eBPF tracing",
+            format!(
+                "available (load+attach {} ms, self-test: exec observed, {} events, {} lost)",
+                trace["loadAttachMs"], trace["selfTest"]["events"], trace["selfTest"]["lost"]
+            ),
+        );
+    } else {
+        line(
+            "eBPF tracing",
+            format!("UNAVAILABLE: {}", trace["reason"].as_str().unwrap_or("?")),
+        );
+    }
+    for program in report["programs"].as_array().into_iter().flatten() {
+        let state = match (program["loaded"].as_bool(), program["attached"].as_bool()) {
+            (_, Some(true)) => "loaded, attached".to_string(),
+            (Some(true), _) => "loaded, NOT attached".to_string(),
+            _ => "not loaded".to_string(),
+        };
+        let error = program["error"]
+            .as_str()
+            .map(|error| format!(" ({error})"))
+            .unwrap_or_default();
+        line(
+            "  program",
+            format!(
+                "{:<22}{state}{error}",
+                program["name"].as_str().unwrap_or("?")
+            ),
+        );
+    }
+    for (tool, path) in report["saveTools"].as_object().into_iter().flatten() {
+        line(
+            "  save tool",
+            format!("{tool:<10}{}", path.as_str().unwrap_or("not on PATH")),
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_report_shows_failures_and_missing_tools() {
+        let programs = [
+            ProgramStatus {
+                name: "sched_process_exec".into(),
+                tracepoint: "sched/sched_process_exec".into(),
+                loaded: true,
+                attached: true,
+                error: None,
+            },
+            ProgramStatus {
+                name: "sys_enter_openat".into(),
+                tracepoint: "syscalls/sys_enter_openat".into(),
+                loaded: true,
+                attached: false,
+                error: Some("EPERM".into()),
+            },
+        ];
+        let report = json!({
+            "kernel": "6.1.0",
+            "btf": false,
+            "tracefs": {"available": false, "reason": "tracefs is not mounted"},
+            "privileges": {"root": true, "capBpf": true, "capPerfmon": true, "capSysAdmin": true},
+            "ringBufferBytes": 4096,
+            "trace": {"available": false, "reason": "program sys_enter_openat did not load/attach: EPERM"},
+            "programs": programs.iter().map(program_json).collect::<Vec<_>>(),
+            "saveTools": {"docker": null, "skopeo": "/usr/bin/skopeo"},
+        });
+        let text = render_text(&report);
+        assert!(text.contains("BTF               no\n"), "{text}");
+        assert!(
+            text.contains("tracefs           tracefs is not mounted\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("UNAVAILABLE: program sys_enter_openat"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sched_process_exec    loaded, attached\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sys_enter_openat      loaded, NOT attached (EPERM)\n"),
+            "{text}"
+        );
+        assert!(text.contains("docker    not on PATH\n"), "{text}");
+        assert!(text.contains("skopeo    /usr/bin/skopeo\n"), "{text}");
+        assert_eq!(report["programs"][1]["attached"], false);
+        assert_eq!(report["programs"][0].get("error"), None);
+    }
 }

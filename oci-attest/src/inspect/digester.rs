@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use sha2::{Digest as _, Sha256};
@@ -127,7 +128,7 @@ pub struct Digester {
 
 impl Digester {
     pub fn start<'scope>(
-        scope: &'scope std::thread::Scope<'scope, '_>,
+        scope: &'scope thread::Scope<'scope, '_>,
         workers: usize,
         limits: DecompressionLimits,
     ) -> Digester {
@@ -143,9 +144,8 @@ impl Digester {
             let result_sender = result_sender.clone();
             let budget = Arc::clone(&budget);
             scope.spawn(move || {
-                let mut output = vec![0u8; 256 * 1024];
                 for job in job_queue {
-                    let facts = digest_member(&job, &budget, &mut output);
+                    let facts = digest_member(&job, &budget);
                     if result_sender.send((job.name, facts)).is_err() {
                         return;
                     }
@@ -177,12 +177,62 @@ impl Digester {
     }
 }
 
+/// SHA-256 of a stream, computed in place or on a helper thread. A decompressing worker
+/// offloads both of its hashes so that its own core spends its time inflating: on a 2-core
+/// machine that is what keeps one layer's work from running on one core only.
+enum Hashing<'scope> {
+    Inline(Sha256),
+    Offloaded {
+        chunks: Sender<Chunk>,
+        digest: thread::ScopedJoinHandle<'scope, String>,
+    },
+}
+
+impl<'scope> Hashing<'scope> {
+    fn offloaded(scope: &'scope thread::Scope<'scope, '_>) -> Self {
+        let (chunks, queue) = bounded::<Chunk>(CHUNKS_IN_FLIGHT);
+        let digest = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for chunk in queue {
+                hasher.update(chunk.as_slice());
+            }
+            hex::encode(hasher.finalize())
+        });
+        Hashing::Offloaded { chunks, digest }
+    }
+
+    fn update(&mut self, chunk: &Chunk) {
+        match self {
+            Hashing::Inline(hasher) => hasher.update(chunk.as_slice()),
+            // The helper only stops when `chunks` is dropped, so sending cannot fail.
+            Hashing::Offloaded { chunks, .. } => {
+                let _ = chunks.send(Arc::clone(chunk));
+            }
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            Hashing::Inline(hasher) => hex::encode(hasher.finalize()),
+            Hashing::Offloaded { chunks, digest } => {
+                drop(chunks);
+                // A hashing loop has nothing that can panic; if it did, say so in the digest.
+                digest
+                    .join()
+                    .unwrap_or_else(|_| "hashing thread failed".to_owned())
+            }
+        }
+    }
+}
+
 /// Serves a member's chunks as a `Read`, hashing and optionally keeping them as they pass.
-struct ChunkReader<'a> {
+/// A chunk is hashed when the reader moves past it, so the first chunk can be inspected
+/// (to choose how to hash) before any hashing starts.
+struct ChunkReader<'a, 'scope> {
     chunks: &'a Receiver<Chunk>,
     current: Option<Chunk>,
     position: usize,
-    hasher: Sha256,
+    hashing: Hashing<'scope>,
     size: u64,
     served: &'a Cell<u64>,
     kept: Option<Vec<u8>>,
@@ -190,14 +240,15 @@ struct ChunkReader<'a> {
     budget: &'a Budget,
 }
 
-impl ChunkReader<'_> {
+impl ChunkReader<'_, '_> {
     /// Makes the next chunk current; `false` at the end of the member.
     fn advance(&mut self) -> bool {
+        if let Some(done) = self.current.take() {
+            self.hashing.update(&done);
+        }
         let Ok(chunk) = self.chunks.recv() else {
-            self.current = None;
             return false;
         };
-        self.hasher.update(chunk.as_slice());
         self.size += chunk.len() as u64;
         if let Some(kept) = &mut self.kept {
             let fits_member = kept.len() + chunk.len() <= MAX_DOCUMENT_BYTES;
@@ -219,17 +270,13 @@ impl ChunkReader<'_> {
         true
     }
 
-    fn peek_start(&mut self) -> &[u8] {
-        if self.current.is_none() {
-            self.advance();
-        }
-        self.current
-            .as_deref()
-            .map_or(&[], |chunk| chunk.as_slice())
+    /// Hashes the rest of the member without copying it anywhere.
+    fn skip_rest(&mut self) {
+        while self.advance() {}
     }
 }
 
-impl Read for ChunkReader<'_> {
+impl Read for ChunkReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let Some(chunk) = &self.current else {
@@ -257,103 +304,123 @@ fn looks_like_json(start: &[u8]) -> bool {
     )
 }
 
-fn digest_member(job: &Job, budget: &Budget, output: &mut [u8]) -> FileFacts {
-    let served = Cell::new(0);
-    let mut reader = ChunkReader {
-        chunks: &job.chunks,
-        current: None,
-        position: 0,
-        hasher: Sha256::new(),
-        size: 0,
-        served: &served,
-        kept: None,
-        too_large: false,
-        budget,
-    };
-    let start = reader.peek_start();
+fn digest_member(job: &Job, budget: &Budget) -> FileFacts {
+    let first = job.chunks.recv().ok();
+    let start = first.as_deref().map_or(&[][..], |chunk| chunk.as_slice());
     let compression = Compression::sniff(start);
-    if compression == Compression::None && (job.keep_if_json || looks_like_json(start)) {
-        let first = start.to_vec();
-        budget
-            .documents_total
-            .fetch_add(first.len() as u64, Ordering::Relaxed);
-        reader.kept = Some(first);
-    }
-    let decoded = match compression {
-        Compression::None => None,
-        Compression::Gzip => Some(hash_decoded(
-            flate2::read::MultiGzDecoder::new(&mut reader),
-            &served,
+    let kept = (compression == Compression::None && (job.keep_if_json || looks_like_json(start)))
+        .then(|| {
+            budget
+                .documents_total
+                .fetch_add(start.len() as u64, Ordering::Relaxed);
+            start.to_vec()
+        });
+    let served = Cell::new(0);
+    thread::scope(|scope| {
+        let mut reader = ChunkReader {
+            chunks: &job.chunks,
+            size: first.as_ref().map_or(0, |chunk| chunk.len() as u64),
+            current: first,
+            position: 0,
+            hashing: if compression == Compression::None {
+                Hashing::Inline(Sha256::new())
+            } else {
+                Hashing::offloaded(scope)
+            },
+            served: &served,
+            kept,
+            too_large: false,
             budget,
-            output,
-            "gzip",
-        )),
-        Compression::Zstd => Some(
-            zstd::stream::read::Decoder::new(&mut reader)
-                .map_err(|error| format!("zstd: {error}"))
-                .and_then(|decoder| hash_decoded(decoder, &served, budget, output, "zstd")),
-        ),
-    };
-    // A decoder may stop early (an error, or trailing bytes): the rest still counts for the
-    // stored digest, and the scan must not block on a full channel.
-    while matches!(reader.read(output), Ok(n) if n > 0) {}
-    let sha256 = hex::encode(reader.hasher.finalize_reset());
-    let document = match (reader.kept.take(), reader.too_large) {
-        (Some(bytes), _) => Document::Kept(bytes),
-        (None, true) => Document::TooLarge,
-        (None, false) => Document::NotKept,
-    };
-    FileFacts {
-        size: reader.size,
-        uncompressed_sha256: decoded.unwrap_or_else(|| Ok(sha256.clone())),
-        sha256,
-        compression,
-        document,
-    }
+        };
+        let decoded = match compression {
+            Compression::None => None,
+            Compression::Gzip => Some(hash_decoded(
+                flate2::read::MultiGzDecoder::new(&mut reader),
+                &served,
+                budget,
+                Hashing::offloaded(scope),
+                "gzip",
+            )),
+            Compression::Zstd => Some(
+                zstd::stream::read::Decoder::new(&mut reader)
+                    .map_err(|error| format!("zstd: {error}"))
+                    .and_then(|decoder| {
+                        hash_decoded(decoder, &served, budget, Hashing::offloaded(scope), "zstd")
+                    }),
+            ),
+        };
+        // A decoder may stop early (an error, or trailing bytes): the rest still counts for
+        // the stored digest, and the scan must not block on a full channel.
+        reader.skip_rest();
+        let sha256 = reader.hashing.finish();
+        let document = match (reader.kept, reader.too_large) {
+            (Some(bytes), _) => Document::Kept(bytes),
+            (None, true) => Document::TooLarge,
+            (None, false) => Document::NotKept,
+        };
+        FileFacts {
+            size: reader.size,
+            uncompressed_sha256: decoded.unwrap_or_else(|| Ok(sha256.clone())),
+            sha256,
+            compression,
+            document,
+        }
+    })
 }
+
+/// Decompressed bytes handed to the hashing thread at a time.
+const DECODED_CHUNK_BYTES: usize = 1 << 20;
 
 fn hash_decoded(
     mut decoder: impl Read,
     compressed_served: &Cell<u64>,
     budget: &Budget,
-    output: &mut [u8],
+    mut hashing: Hashing<'_>,
     format: &str,
 ) -> Result<String, String> {
     let limits = budget.limits;
-    let mut hasher = Sha256::new();
     let mut produced: u64 = 0;
     loop {
-        let count = match decoder.read(output) {
-            Ok(0) => break,
-            Ok(count) => count,
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(format!("{format} stream is truncated"))
+        let mut block = vec![0u8; DECODED_CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < block.len() {
+            let count = match decoder.read(&mut block[filled..]) {
+                Ok(0) => break,
+                Ok(count) => count,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(format!("{format} stream is truncated"))
+                }
+                Err(error) => return Err(format!("{format} stream is corrupt: {error}")),
+            };
+            filled += count;
+            produced += count as u64;
+            let total = budget
+                .decompressed_total
+                .fetch_add(count as u64, Ordering::Relaxed)
+                + count as u64;
+            if total > limits.max_total_bytes {
+                return Err(format!(
+                    "decompressed layers exceed the limit of {} bytes in total (--max-decompressed-bytes)",
+                    limits.max_total_bytes
+                ));
             }
-            Err(error) => return Err(format!("{format} stream is corrupt: {error}")),
-        };
-        hasher.update(&output[..count]);
-        produced += count as u64;
-        let total = budget
-            .decompressed_total
-            .fetch_add(count as u64, Ordering::Relaxed)
-            + count as u64;
-        if total > limits.max_total_bytes {
-            return Err(format!(
-                "decompressed layers exceed the limit of {} bytes in total (--max-decompressed-bytes)",
-                limits.max_total_bytes
-            ));
+            if produced > RATIO_GRACE_BYTES
+                && produced / compressed_served.get().max(1) > limits.max_ratio
+            {
+                return Err(format!(
+                    "{format} stream expands more than {}x (--max-ratio): a decompression bomb?",
+                    limits.max_ratio
+                ));
+            }
         }
-        if produced > RATIO_GRACE_BYTES
-            && produced / compressed_served.get().max(1) > limits.max_ratio
-        {
-            return Err(format!(
-                "{format} stream expands more than {}x (--max-ratio): a decompression bomb?",
-                limits.max_ratio
-            ));
+        if filled == 0 {
+            break;
         }
+        block.truncate(filled);
+        hashing.update(&Arc::new(block));
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hashing.finish())
 }
 
 #[cfg(test)]

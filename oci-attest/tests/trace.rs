@@ -1,0 +1,386 @@
+//! The kernel programs on the real kernel: each test loads them, runs a real command under
+//! them through `launch`, and checks what the trace saw. They need root (or CAP_BPF and
+//! CAP_PERFMON); without it they fail when CI=true and otherwise say they were skipped.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use oci_attest::launch::spawn_stopped;
+use oci_attest::observed::{ObservedProcess, Termination};
+use oci_attest::trace::{Privileges, TraceConfig, TraceOutcome, Tracer};
+
+/// Whether the eBPF tests can run; panics in CI when they cannot.
+fn can_trace(test: &str) -> bool {
+    if Privileges::current().can_trace() {
+        return true;
+    }
+    let reason = "needs root or CAP_BPF+CAP_PERFMON to load eBPF programs";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {reason} (CI=true: eBPF tests must run)");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    false
+}
+
+/// Runs `argv` in `dir` under a freshly loaded tracer.
+fn run_traced(argv: &[&str], dir: &Path) -> (Termination, TraceOutcome) {
+    let mut tracer = Tracer::load(&TraceConfig::default()).expect("load the kernel programs");
+    let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+    let child = spawn_stopped(&argv, dir).expect("fork the command");
+    tracer.track(child.pid()).expect("track the child");
+    let termination = child.release().expect("release").wait().expect("wait");
+    let outcome = tracer.finish().expect("finish the trace");
+    (termination, outcome)
+}
+
+fn sh(script: &str, dir: &Path) -> (Termination, TraceOutcome) {
+    run_traced(&["sh", "-c", script], dir)
+}
+
+fn all_writes(outcome: &TraceOutcome) -> Vec<PathBuf> {
+    outcome
+        .processes
+        .iter()
+        .flat_map(|process| process.writes.iter().cloned())
+        .collect()
+}
+
+fn exec_of<'a>(outcome: &'a TraceOutcome, program_suffix: &str) -> Vec<&'a ObservedProcess> {
+    outcome
+        .processes
+        .iter()
+        .filter(|process| {
+            process
+                .execs
+                .iter()
+                .any(|exec| exec.program.ends_with(program_suffix))
+        })
+        .collect()
+}
+
+#[test]
+fn tar_exec_argv_and_creat_are_observed_without_loss() {
+    if !can_trace("tar_exec_argv_and_creat_are_observed_without_loss") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (termination, outcome) = sh("tar cf x.tar /etc/hostname", dir.path());
+    assert_eq!(termination, Termination::Exited(0));
+    assert_eq!(outcome.counts.lost, 0);
+    let tars = exec_of(&outcome, "/tar");
+    assert_eq!(tars.len(), 1, "{:#?}", outcome.processes);
+    assert_eq!(tars[0].argv(), ["tar", "cf", "x.tar", "/etc/hostname"]);
+    let archive = dir.path().canonicalize().unwrap().join("x.tar");
+    assert!(tars[0].writes.contains(&archive), "{:#?}", tars[0]);
+    assert!(
+        tars[0].reads.contains(&PathBuf::from("/etc/hostname")),
+        "{:#?}",
+        tars[0]
+    );
+    // dash may exec tar in place of itself: the shell's exec is the first of its process.
+    let shell = &outcome.processes[0];
+    assert_eq!(
+        shell.execs[0].argv,
+        ["sh", "-c", "tar cf x.tar /etc/hostname"]
+    );
+    assert_eq!(shell.exit, Some(Termination::Exited(0)));
+}
+
+/// The directory as the kernel names it (temp dirs may sit behind a symlink).
+fn real(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().canonicalize().unwrap()
+}
+
+fn ancestors_include(outcome: &TraceOutcome, process: &ObservedProcess, ancestor: u32) -> bool {
+    let mut current = process;
+    while let Some(parent) = outcome
+        .processes
+        .iter()
+        .find(|candidate| candidate.pid == current.parent_pid)
+    {
+        if parent.pid == ancestor {
+            return true;
+        }
+        current = parent;
+    }
+    false
+}
+
+#[test]
+fn nested_shell_pipeline_is_one_tree() {
+    if !can_trace("nested_shell_pipeline_is_one_tree") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (termination, outcome) = sh(
+        "sh -c 'echo hello | tr a-z A-Z > up.txt' | cat; cat up.txt | wc -c",
+        dir.path(),
+    );
+    assert_eq!(termination, Termination::Exited(0));
+    assert_eq!(outcome.counts.lost, 0);
+    let root = outcome.processes[0].pid;
+    for program in ["/tr", "/cat", "/wc"] {
+        let found = exec_of(&outcome, program);
+        assert!(
+            !found.is_empty(),
+            "no exec of {program}: {:#?}",
+            outcome.processes
+        );
+        for process in found {
+            assert!(ancestors_include(&outcome, process, root), "{process:#?}");
+        }
+    }
+    let inner = exec_of(&outcome, "/sh")
+        .into_iter()
+        .flat_map(|process| &process.execs)
+        .any(|exec| exec.argv == ["sh", "-c", "echo hello | tr a-z A-Z > up.txt"]);
+    assert!(inner, "{:#?}", outcome.processes);
+    assert!(all_writes(&outcome).contains(&real(&dir).join("up.txt")));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("up.txt")).unwrap(),
+        "HELLO\n"
+    );
+}
+
+#[test]
+fn write_to_temp_name_then_mv_records_the_rename() {
+    if !can_trace("write_to_temp_name_then_mv_records_the_rename") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (termination, outcome) = sh("echo data > out.tmp && mv out.tmp out.final", dir.path());
+    assert_eq!(termination, Termination::Exited(0));
+    let base = real(&dir);
+    assert!(all_writes(&outcome).contains(&base.join("out.tmp")));
+    let mv = exec_of(&outcome, "/mv");
+    assert_eq!(mv.len(), 1, "{:#?}", outcome.processes);
+    assert_eq!(
+        mv[0].renames,
+        [(base.join("out.tmp"), base.join("out.final"))]
+    );
+}
+
+#[test]
+fn a_file_written_then_deleted_is_a_delete() {
+    if !can_trace("a_file_written_then_deleted_is_a_delete") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, outcome) = sh("echo x > gone.txt; rm gone.txt", dir.path());
+    let gone = real(&dir).join("gone.txt");
+    assert!(all_writes(&outcome).contains(&gone));
+    let rm = exec_of(&outcome, "/rm");
+    assert_eq!(rm.len(), 1, "{:#?}", outcome.processes);
+    assert_eq!(rm[0].deletes, [gone]);
+}
+
+#[test]
+fn relative_paths_follow_cd() {
+    if !can_trace("relative_paths_follow_cd") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (termination, outcome) = sh(
+        "mkdir -p a/b && cd a/b && echo x > rel.txt && cd ../.. && (cd a && touch sub.txt)",
+        dir.path(),
+    );
+    assert_eq!(termination, Termination::Exited(0));
+    let writes = all_writes(&outcome);
+    let base = real(&dir);
+    assert!(writes.contains(&base.join("a/b/rel.txt")), "{writes:#?}");
+    assert!(writes.contains(&base.join("a/sub.txt")), "{writes:#?}");
+    assert_eq!(outcome.counts.unresolved_paths, 0);
+}
+
+#[test]
+fn openat_with_a_directory_fd_and_fchdir_resolve() {
+    if !can_trace("openat_with_a_directory_fd_and_fchdir_resolve") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let script = "import os\n\
+        d = os.open('sub', os.O_RDONLY | os.O_DIRECTORY)\n\
+        os.close(os.open('viafd.txt', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=d))\n\
+        os.rename('viafd.txt', 'moved.txt', src_dir_fd=d, dst_dir_fd=d)\n\
+        os.fchdir(d)\n\
+        os.close(os.open('after_fchdir.txt', os.O_WRONLY | os.O_CREAT, 0o644))\n\
+        os.unlink('after_fchdir.txt')\n";
+    let (termination, outcome) = run_traced(&["python3", "-c", script], dir.path());
+    assert_eq!(termination, Termination::Exited(0));
+    let base = real(&dir).join("sub");
+    let python = &outcome.processes[0];
+    assert!(
+        python.writes.contains(&base.join("viafd.txt")),
+        "{python:#?}"
+    );
+    assert!(
+        python.writes.contains(&base.join("after_fchdir.txt")),
+        "{python:#?}"
+    );
+    assert_eq!(
+        python.renames,
+        [(base.join("viafd.txt"), base.join("moved.txt"))]
+    );
+    assert_eq!(python.deletes, [base.join("after_fchdir.txt")]);
+}
+
+#[test]
+fn twenty_parallel_children_are_all_seen() {
+    if !can_trace("twenty_parallel_children_are_all_seen") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (termination, outcome) = sh(
+        "for i in $(seq 1 20); do touch f$i & done; wait",
+        dir.path(),
+    );
+    assert_eq!(termination, Termination::Exited(0));
+    assert_eq!(outcome.counts.lost, 0);
+    let touches = exec_of(&outcome, "/touch");
+    assert_eq!(touches.len(), 20, "{:#?}", outcome.processes);
+    let base = real(&dir);
+    let mut seen: Vec<u32> = Vec::new();
+    for touch in touches {
+        let [_, name] = touch.argv() else {
+            panic!("argv {:?}", touch.argv());
+        };
+        assert_eq!(touch.writes, [base.join(name)]);
+        assert_eq!(touch.exit, Some(Termination::Exited(0)));
+        seen.push(name.trim_start_matches('f').parse().unwrap());
+    }
+    seen.sort();
+    assert_eq!(seen, (1..=20).collect::<Vec<_>>());
+}
+
+/// Burns a CPU until dropped (load beside the traced command).
+struct CpuBurner(std::process::Child);
+
+impl CpuBurner {
+    fn start() -> Self {
+        CpuBurner(
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for CpuBurner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_hundred_thousand_opens_under_load_lose_nothing() {
+    if !can_trace("a_hundred_thousand_opens_under_load_lose_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let _burners = [CpuBurner::start(), CpuBurner::start()];
+    let script = "import os\n\
+        for i in range(100000):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n";
+    let (termination, outcome) = run_traced(&["python3", "-c", script], dir.path());
+    assert_eq!(termination, Termination::Exited(0));
+    assert_eq!(outcome.counts.lost, 0);
+    let hostname_reads = outcome.processes[0]
+        .reads
+        .iter()
+        .filter(|path| path.as_path() == Path::new("/etc/hostname"))
+        .count();
+    assert_eq!(hostname_reads, 100_000);
+}
+
+#[test]
+fn a_child_killed_by_a_signal() {
+    if !can_trace("a_child_killed_by_a_signal") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (termination, outcome) = sh("sleep 30 & kill -TERM $!; wait; kill -KILL $$", dir.path());
+    assert_eq!(termination, Termination::Signalled(9));
+    assert_eq!(outcome.processes[0].exit, Some(Termination::Signalled(9)));
+    let sleeps = exec_of(&outcome, "/sleep");
+    if let [sleep] = sleeps.as_slice() {
+        assert_eq!(sleep.exit, Some(Termination::Signalled(15)));
+    } else {
+        // The shell may kill its forked child before it execs sleep: find it by its exit.
+        let killed = outcome
+            .processes
+            .iter()
+            .filter(|process| process.exit == Some(Termination::Signalled(15)))
+            .count();
+        assert_eq!(killed, 1, "{:#?}", outcome.processes);
+    }
+}
+
+#[test]
+fn an_unrelated_concurrent_writer_is_not_recorded() {
+    if !can_trace("an_unrelated_concurrent_writer_is_not_recorded") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let unrelated = dir.path().join("unrelated.txt");
+    let mut writer = std::process::Command::new("sh")
+        .args(["-c", "while :; do echo x > \"$0\"; done"])
+        .arg(&unrelated)
+        .spawn()
+        .unwrap();
+    // This process writes too while the command runs: the tracer must not see itself.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let own_writes = {
+        let stop = stop.clone();
+        let path = dir.path().join("tool.txt");
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&path, "tool").unwrap();
+            }
+        })
+    };
+    let (termination, outcome) = sh("sleep 0.3; echo mine > mine.txt", dir.path());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    own_writes.join().unwrap();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert_eq!(termination, Termination::Exited(0));
+    let base = real(&dir);
+    let writes = all_writes(&outcome);
+    assert!(writes.contains(&base.join("mine.txt")), "{writes:#?}");
+    assert!(!writes.contains(&base.join("unrelated.txt")), "{writes:#?}");
+    assert!(!writes.contains(&base.join("tool.txt")), "{writes:#?}");
+    assert!(outcome
+        .processes
+        .iter()
+        .all(|process| process.pid != writer.id()));
+    assert!(outcome
+        .processes
+        .iter()
+        .all(|process| process.pid != std::process::id()));
+}
+
+#[test]
+fn long_argv_is_read_whole_or_flagged_truncated() {
+    if !can_trace("long_argv_is_read_whole_or_flagged_truncated") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 3 KiB of arguments fit whole; 40 KiB do not and must be flagged, never silently cut.
+    let fits: Vec<String> = (0..100).map(|i| format!("{i:0>29}")).collect();
+    let too_long: Vec<String> = (0..400).map(|i| format!("{i:0>99}")).collect();
+    for (args, truncated) in [(fits, 0), (too_long, 1)] {
+        let mut argv = vec!["echo"];
+        argv.extend(args.iter().map(String::as_str));
+        let (_, outcome) = run_traced(&argv, dir.path());
+        let observed = outcome.processes[0].argv();
+        assert_eq!(outcome.counts.truncated_argvs, truncated);
+        if truncated == 0 {
+            assert_eq!(observed, argv.as_slice());
+        } else {
+            assert!(observed.len() < argv.len());
+            assert_eq!(observed, &argv[..observed.len()]);
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Harness for oci-attest's end-to-end tests: image fixtures made and saved by the real tools
+//! (podman, buildah, skopeo, umoci, docker, ctr), independent expectations computed with
+//! standard tools (`tar`, `sha256sum`, `gzip`, `zstd`), private containerd/dockerd instances,
+//! and the oci-attest binary under test.
+//!
+//! `cargo xtask test` prepares everything and exports the environment; the tests also run under a
+//! plain `cargo test` and then report what is missing (see [`require!`]).
+
+pub mod command;
+pub mod daemons;
+pub mod expect;
+pub mod fixtures;
+pub mod oci_attest;
+pub mod paths;
+pub mod storage;
+pub mod tamper;
+
+/// True when running in CI (`CI=true`): a missing piece of the environment is then a failure,
+/// never a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+/// Unwraps a `Result` describing a piece of the test environment (a daemon, a fixture, the
+/// binary). On error: panics under CI, otherwise prints why the test is skipped and returns.
+#[macro_export]
+macro_rules! require {
+    ($environment:expr) => {
+        match $environment {
+            Ok(value) => value,
+            Err(error) => {
+                if $crate::in_ci() {
+                    panic!("test environment incomplete (CI=true, not skipping): {error:#}");
+                }
+                // Straight to the stderr handle: libtest captures `eprintln!` of passing tests,
+                // and a skip must be visible.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {}: test environment incomplete: {error:#}",
+                    // libtest names each test's thread after the test.
+                    std::thread::current().name().unwrap_or(module_path!())
+                );
+                return;
+            }
+        }
+    };
+}

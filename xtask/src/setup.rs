@@ -1,0 +1,288 @@
+//! `cargo xtask setup`: everything the build and the tests need, installed idempotently.
+//! Prints one line per action taken (one line in all when nothing was missing) and fails with
+//! the step and the reason when something cannot be installed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context as _};
+use oci_attest_tests::command::{self, describe, stdout_of};
+use oci_attest_tests::paths;
+
+/// Debian packages the build, the fixtures, the end-to-end tests and the benchmarks use.
+const APT_PACKAGES: &[&str] = &[
+    "skopeo",
+    "podman",
+    "buildah",
+    "umoci",
+    "busybox-static",
+    "runc",
+    "containerd",
+    "docker-registry",
+    "pigz",
+    "zstd",
+    "jq",
+    "hyperfine",
+    "strace",
+    "python3-venv",
+    "make",
+    "openssl",
+    "time",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// PyPI packages for the DSSE interop tests; `crypto` pulls in `cryptography` for the key types.
+const PYTHON_PACKAGES: &[&str] = &["securesystemslib[crypto]"];
+
+/// A set-up step: `Ok(Some(what it did))`, or `Ok(None)` when there was nothing to do.
+type Step = fn() -> anyhow::Result<Option<String>>;
+
+pub fn run() -> anyhow::Result<()> {
+    let mut actions = Vec::new();
+    let steps: [(&str, Step); 6] = [
+        ("Debian packages", apt_packages),
+        ("rust-src for nightly", rust_src),
+        ("bpf-linker", bpf_linker),
+        ("tracefs", tracefs),
+        ("docker.io (unpacked)", docker),
+        ("python venv", python_venv),
+    ];
+    for (name, step) in steps {
+        if let Some(action) = step().with_context(|| format!("setup step `{name}` failed"))? {
+            println!("setup: {action}");
+            actions.push(action);
+        }
+    }
+    if actions.is_empty() {
+        println!("setup: everything present");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    ensure!(
+        is_root(),
+        "{what} needs root (run `sudo cargo xtask setup`)"
+    );
+    Ok(())
+}
+
+/// Runs a command with inherited output (long installs show their progress), failing loudly.
+fn run_visible(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start `{}`", describe(command)))?;
+    ensure!(
+        status.success(),
+        "`{}` failed ({status})",
+        describe(command)
+    );
+    Ok(())
+}
+
+fn apt_get() -> Command {
+    let mut command = Command::new("apt-get");
+    command.env("DEBIAN_FRONTEND", "noninteractive");
+    command
+}
+
+fn apt_packages() -> anyhow::Result<Option<String>> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|package| {
+            stdout_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+                .map_or(true, |status| status != "install ok installed")
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    require_root(&format!("installing {}", missing.join(" ")))?;
+    run_visible(apt_get().args(["update", "-qq"]))?;
+    run_visible(
+        apt_get()
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    Ok(Some(format!("installed {}", missing.join(" "))))
+}
+
+fn rust_src() -> anyhow::Result<Option<String>> {
+    let installed = stdout_of(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .context("the nightly toolchain is required for the eBPF crate")?;
+    if installed.lines().any(|line| line.starts_with("rust-src")) {
+        return Ok(None);
+    }
+    run_visible(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
+    Ok(Some("added rust-src to the nightly toolchain".to_owned()))
+}
+
+fn bpf_linker_works(binary: &Path) -> bool {
+    command::run(Command::new(binary).arg("--version")).is_ok()
+}
+
+/// bpf-linker built against the nightly toolchain's own libLLVM (Debian's LLVM is too old):
+/// a project-local prefix of two symlinks stands in for an LLVM install (ENVIRONMENT.md).
+fn bpf_linker() -> anyhow::Result<Option<String>> {
+    let tools = paths::tools_dir();
+    let binary = tools.join("bin/bpf-linker");
+    if bpf_linker_works(&binary) {
+        return Ok(None);
+    }
+    let sysroot = PathBuf::from(stdout_of(
+        Command::new("rustc").args(["+nightly", "--print", "sysroot"]),
+    )?);
+    let version = stdout_of(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    let llvm_major = version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .and_then(|llvm| llvm.split('.').next())
+        .with_context(|| format!("no LLVM version in `rustc +nightly -vV`:\n{version}"))?;
+    let sysroot_lib = sysroot.join("lib");
+    let llvm_so = std::fs::read_dir(&sysroot_lib)
+        .with_context(|| format!("cannot list {}", sysroot_lib.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("libLLVM.so.") && name.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", sysroot_lib.display()))?;
+    let prefix = tools.join("llvm");
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("cannot create {}", prefix_lib.display()))?;
+    for link in ["libLLVM.so", llvm_so.as_str()] {
+        let link = prefix_lib.join(link);
+        if link.symlink_metadata().is_ok() {
+            std::fs::remove_file(&link)
+                .with_context(|| format!("cannot replace {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(sysroot_lib.join(&llvm_so), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {llvm_major} (about 2 minutes)");
+    run_visible(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+            ])
+            .arg("--features")
+            .arg(format!("llvm-{llvm_major}"))
+            .arg("--root")
+            .arg(&tools)
+            .env("LLVM_PREFIX", &prefix)
+            // Outside the workspace, so its cargo config and target dir stay out of the way.
+            .current_dir(&tools),
+    )?;
+    ensure!(
+        bpf_linker_works(&binary),
+        "{} was installed but `--version` fails",
+        binary.display()
+    );
+    Ok(Some(format!(
+        "built bpf-linker {BPF_LINKER_VERSION} into {}",
+        binary.display()
+    )))
+}
+
+fn tracefs() -> anyhow::Result<Option<String>> {
+    const TRACEFS: &str = "/sys/kernel/tracing";
+    if command::run(Command::new("mountpoint").args(["-q", TRACEFS])).is_ok() {
+        return Ok(None);
+    }
+    require_root("mounting tracefs")?;
+    command::run(Command::new("mount").args(["-t", "tracefs", "nodev", TRACEFS]))?;
+    Ok(Some(format!("mounted tracefs on {TRACEFS}")))
+}
+
+/// Debian's docker.io conflicts with podman-docker, so it is unpacked into `.tools/docker`
+/// rather than installed; the tests start its dockerd on private sockets.
+fn docker() -> anyhow::Result<Option<String>> {
+    let client_works = command::run(Command::new(paths::docker_client()).arg("--version")).is_ok();
+    if client_works && paths::dockerd().is_file() {
+        return Ok(None);
+    }
+    let download = tempfile::tempdir().context("cannot create a temp dir")?;
+    let fetch = || {
+        command::run(
+            apt_get()
+                .args([
+                    "download",
+                    "-qq",
+                    "-o",
+                    "APT::Sandbox::User=root",
+                    "docker.io",
+                ])
+                .current_dir(download.path()),
+        )
+    };
+    if fetch().is_err() {
+        require_root("apt-get update")?;
+        run_visible(apt_get().args(["update", "-qq"]))?;
+        fetch()?;
+    }
+    let package = std::fs::read_dir(download.path())?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .context("apt-get download docker.io wrote no .deb")?;
+    let target = paths::docker_root();
+    std::fs::create_dir_all(&target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    command::run(Command::new("dpkg").arg("-x").arg(&package).arg(&target))?;
+    let version = stdout_of(Command::new(paths::dockerd()).arg("--version"))?;
+    Ok(Some(format!(
+        "unpacked {version} into {}",
+        target.display()
+    )))
+}
+
+fn python_venv() -> anyhow::Result<Option<String>> {
+    let python = paths::venv_python();
+    let import_check = "import securesystemslib.signer";
+    if command::run(Command::new(&python).args(["-c", import_check])).is_ok() {
+        return Ok(None);
+    }
+    let venv = paths::tools_dir().join("venv");
+    // Debian's python (python3-venv), not whatever python3 comes first on PATH.
+    let system_python = Path::new("/usr/bin/python3");
+    if !system_python.is_file() {
+        bail!(
+            "{} is missing (apt-get install python3-venv)",
+            system_python.display()
+        );
+    }
+    command::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
+    run_visible(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(PYTHON_PACKAGES),
+    )?;
+    command::run(Command::new(&python).args(["-c", import_check]))?;
+    Ok(Some(format!(
+        "created {} with {}",
+        venv.display(),
+        PYTHON_PACKAGES.join(" ")
+    )))
+}

@@ -1,0 +1,191 @@
+//! `cargo xtask test`: the README's test command. Sets up the machine, builds oci-attest, starts
+//! private daemons, builds the fixtures, runs every test of the workspace and always stops the
+//! daemons (by pid) and removes its temp dirs, also on failure or Ctrl-C.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{ensure, Context as _};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use oci_attest_tests::daemons::Daemons;
+use oci_attest_tests::storage::{remove_tree, ContainersStorage};
+use oci_attest_tests::{fixtures, paths};
+
+pub fn run(cargo_test_args: &[String]) -> anyhow::Result<ExitCode> {
+    crate::setup::run()?;
+    let root = paths::workspace_root();
+    let status = Command::new("cargo")
+        .args(["build", "-p", "oci-attest"])
+        .env("PATH", paths::search_path())
+        .current_dir(&root)
+        .status()
+        .context("cannot start cargo build")?;
+    ensure!(
+        status.success(),
+        "`cargo build -p oci-attest` failed ({status})"
+    );
+    let binary = target_dir().join("debug/oci-attest");
+
+    let temp = tempfile::Builder::new()
+        .prefix("oci-attest-test-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    survive_interrupts()?;
+    let outcome = run_with_daemons(temp.path(), &binary, cargo_test_args);
+    let cleanup = remove_tree(temp.path());
+    let code = outcome?;
+    cleanup?;
+    Ok(code)
+}
+
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| paths::workspace_root().join("target"), Into::into)
+}
+
+/// Ctrl-C reaches the whole foreground process group; cargo test stops, and xtask must live on
+/// to stop the daemons. A no-op handler (unlike SIG_IGN) is reset for the children at exec.
+fn survive_interrupts() -> anyhow::Result<()> {
+    extern "C" fn note_signal(_: std::ffi::c_int) {}
+    let action = SigAction::new(
+        SigHandler::Handler(note_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: the handler does nothing, so it is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.with_context(|| format!("cannot handle {signal}"))?;
+    }
+    Ok(())
+}
+
+fn run_with_daemons(
+    temp: &std::path::Path,
+    binary: &std::path::Path,
+    cargo_test_args: &[String],
+) -> anyhow::Result<ExitCode> {
+    let mut daemons = Daemons::start(&temp.join("daemons"))?;
+    println!(
+        "test: containerd at {}, dockerd at {}",
+        daemons.containerd_address.display(),
+        daemons.docker_host
+    );
+    let result = build_fixtures_and_test(temp, binary, &daemons, cargo_test_args);
+    let stopped = daemons.stop();
+    let code = result?;
+    stopped?;
+    Ok(code)
+}
+
+fn build_fixtures_and_test(
+    temp: &std::path::Path,
+    binary: &std::path::Path,
+    daemons: &Daemons,
+    cargo_test_args: &[String],
+) -> anyhow::Result<ExitCode> {
+    let fixtures_dir = std::env::var_os("OCI_ATTEST_FIXTURES")
+        .map_or_else(paths::default_fixtures_dir, Into::into);
+    let fixtures = fixtures::ensure_built(&std::path::absolute(fixtures_dir)?, &daemons.handles())?;
+    println!(
+        "test: {} fixtures in {}",
+        fixtures.index.fixtures.len(),
+        fixtures.dir.display()
+    );
+    let storage = ContainersStorage::create(&temp.join("storage"))?;
+
+    let mut cargo = Command::new("cargo");
+    cargo
+        // The eBPF crate is no_std for the bpf target; oci-attest's build.rs builds it.
+        .args([
+            "test",
+            "--no-fail-fast",
+            "--workspace",
+            "--exclude",
+            "oci-attest-ebpf",
+        ])
+        .args(cargo_test_args)
+        .current_dir(paths::workspace_root())
+        .env("PATH", paths::search_path())
+        .env("OCI_ATTEST_BIN", binary)
+        .env("OCI_ATTEST_FIXTURES", &fixtures.dir)
+        .env("OCI_ATTEST_PYTHON", paths::venv_python())
+        .envs(daemons.env())
+        .envs(storage.env())
+        .stdout(Stdio::piped());
+    let mut child = cargo.spawn().context("cannot start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut totals = Totals::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!(
+        "test: {} passed, {} failed, {} ignored (exit {})",
+        totals.passed,
+        totals.failed,
+        totals.ignored,
+        status
+            .code()
+            .map_or_else(|| "by signal".to_owned(), |code| code.to_string())
+    );
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+/// Sums libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+#[derive(Debug, Default, PartialEq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(summary) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in summary.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(count), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match kind {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_summaries_are_summed() {
+        let mut totals = Totals::default();
+        totals.add("test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        totals.add("running 2 tests");
+        totals
+            .add("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        assert_eq!(
+            totals,
+            Totals {
+                passed: 4,
+                failed: 1,
+                ignored: 1
+            }
+        );
+    }
+}
