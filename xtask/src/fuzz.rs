@@ -185,6 +185,26 @@ fn tar(members: Vec<(String, Entry)>) -> Vec<u8> {
     builder.into_inner().expect("writing a tar to memory")
 }
 
+/// GNU headers: paths over 100 bytes become long-name (`L`) members, and a PAX extended
+/// header (`x`) precedes the last member, so the fuzzer starts from both extensions.
+fn gnu_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (position, (name, bytes)) in members.iter().enumerate() {
+        if position + 1 == members.len() {
+            builder
+                .append_pax_extensions([("comment", &b"a PAX extended header"[..])])
+                .expect("writing a tar to memory");
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, *bytes)
+            .expect("writing a tar to memory");
+    }
+    builder.into_inner().expect("writing a tar to memory")
+}
+
 /// A one-file layer tar (uncompressed).
 fn layer(seed: u8) -> Vec<u8> {
     tar(vec![(
@@ -308,7 +328,7 @@ fn archive_seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]);
 
     let crane = tar(vec![
-        file(&format!("sha256:{config_hex}"), image_config),
+        file(&format!("sha256:{config_hex}"), image_config.clone()),
         file(&format!("{}.tar.gz", sha256_hex(&gzip1)), gzip1.clone()),
         file(&format!("{}.tar.gz", sha256_hex(&plain2)), plain2.clone()),
         file(
@@ -324,7 +344,21 @@ fn archive_seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ]);
 
+    let long_layer = format!("{}/layer.tar", "long-directory-name".repeat(8));
+    let gnu_manifest = to_json(&json!([{
+        "Config": format!("{config_hex}.json"),
+        "RepoTags": ["seed:1"],
+        "Layers": [long_layer, "2/layer.tar"],
+    }]));
+    let gnu = gnu_tar(&[
+        (&long_layer, &gzip1),
+        ("2/layer.tar", &plain2),
+        (&format!("{config_hex}.json"), &image_config),
+        ("manifest.json", &gnu_manifest),
+    ]);
+
     vec![
+        ("gnu-long-names-pax.tar", gnu),
         ("docker-archive.tar", docker.clone()),
         ("docker-archive.tar.gz", gzip(&docker)),
         ("oci-nested-index.tar", tar(oci)),
