@@ -541,6 +541,7 @@ fn oversized_manifest_is_refused_without_keeping_it() {
 fn config_that_is_not_an_image_config() {
     let dir = tempfile::tempdir().unwrap();
     let image = well_formed();
+    assert_accepted(&image.archive.write(dir.path(), "control.tar"));
     let cases: [(&str, Vec<u8>, &str); 4] = [
         ("list", b"[]".to_vec(), "is not a JSON object"),
         ("garbage", b"{ nope".to_vec(), "is not valid JSON"),
@@ -688,6 +689,7 @@ fn gzip_magic_followed_by_garbage() {
 fn config_bytes_not_matching_their_name() {
     let dir = tempfile::tempdir().unwrap();
     let image = well_formed();
+    assert_accepted(&image.archive.write(dir.path(), "control.tar"));
     let original = image.archive.bytes(&image.config_name);
     let mut tampered: Value = serde_json::from_slice(&original).unwrap();
     tampered["config"]["Cmd"] = json!(["/bin/evil"]);
@@ -733,6 +735,7 @@ fn config_bytes_not_matching_their_name() {
 fn layer_content_not_matching_the_diff_ids() {
     let dir = tempfile::tempdir().unwrap();
     let image = well_formed();
+    assert_accepted(&image.archive.write(dir.path(), "control.tar"));
     for (position, member) in ["layer0/layer.tar", "layer1/layer.tar"].iter().enumerate() {
         // Re-encode a changed layer validly: the stored bytes are fine, the content is not.
         let mut plain = layer_tar(position as u32 + 1);
@@ -767,6 +770,7 @@ fn layer_content_not_matching_the_diff_ids() {
 fn layer_count_differing_from_the_diff_ids() {
     let dir = tempfile::tempdir().unwrap();
     let image = well_formed();
+    assert_accepted(&image.archive.write(dir.path(), "control.tar"));
     for (file, layers, listed) in [
         ("fewer.tar", json!(["layer0/layer.tar"]), 1),
         (
@@ -1053,6 +1057,7 @@ fn oci_blobs_not_matching_their_names() {
 fn index_pointing_to_a_missing_blob() {
     let dir = tempfile::tempdir().unwrap();
     let oci = oci_image("x:1");
+    assert_accepted(&oci.archive.write(dir.path(), "control.tar"));
     let manifest_hex = sha256_hex(&oci.manifest);
     let mut archive = oci.archive.clone();
     archive.remove(&blob_name(&oci.manifest));
@@ -1560,6 +1565,7 @@ fn hundred_thousand_empty_members_stay_quick_and_small() {
 fn header_fields_cannot_forge_extra_error_lines() {
     let dir = tempfile::tempdir().unwrap();
     let image = well_formed();
+    assert_accepted(&image.archive.write(dir.path(), "control.tar"));
     let mut tar = image.archive.tar();
     let second_header = 512 + image.archive.bytes("layer0/layer.tar").len().div_ceil(512) * 512;
     assert_eq!(&tar[second_header..second_header + 16], b"layer1/layer.tar");
@@ -1679,6 +1685,7 @@ fn index_and_oci_manifest_that_are_not_what_they_claim() {
 fn names_outside_the_archive() {
     let dir = tempfile::tempdir().unwrap();
     let image = well_formed();
+    assert_accepted(&image.archive.write(dir.path(), "control.tar"));
     let host_layer = write_file(
         dir.path(),
         "host-layer.tar",
