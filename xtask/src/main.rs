@@ -10,6 +10,7 @@ mod bench_inspect;
 mod bench_trace;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod setup;
 mod test_run;
 
@@ -38,6 +39,8 @@ enum Command {
     },
     /// Build a small image offline, save it under oci-attest, verify the attestation.
     Demo,
+    /// Run the cargo-fuzz targets of the archive reader (or write their seed corpus).
+    Fuzz(fuzz::Args),
     /// Benchmarks (release build, real tools as baselines measured in the same run).
     #[command(subcommand)]
     Bench(Bench),
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Test { cargo_test_args } => test_run::run(&cargo_test_args),
         Command::Fixtures { out } => fixtures::run(out).map(|()| ExitCode::SUCCESS),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(Bench::Inspect(args)) => {
             bench_inspect::run(args).map(|()| ExitCode::SUCCESS)
         }
