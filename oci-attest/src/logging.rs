@@ -38,6 +38,7 @@ impl LogArgs {
             .with_writer(std::io::stderr)
             .with_max_level(self.level())
             .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time();
         let _ = match self.log_format {
             LogFormat::Text => builder.try_init(),

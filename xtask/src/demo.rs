@@ -57,6 +57,13 @@ fn save_and_verify(storage: &ContainersStorage, image: &str, out: &Path) -> anyh
         ensure!(status.success(), "`{}` failed ({status})", describe(args));
         Ok(())
     };
+    // skopeo refuses to add to an existing docker-archive: each demo run starts a fresh one.
+    for stale in [&archive, &attestation] {
+        if stale.exists() {
+            std::fs::remove_file(stale)
+                .with_context(|| format!("cannot remove {}", stale.display()))?;
+        }
+    }
     if !key.exists() {
         step(
             Command::new(&oci_attest)

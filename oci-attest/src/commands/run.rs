@@ -153,12 +153,81 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         None => statement,
     };
     output::emit(args.outfile.as_deref(), &document)?;
+    summarise(
+        &step,
+        &attestations,
+        &observation,
+        args.outfile.as_deref(),
+        prepared.signer.is_some(),
+    );
     let code = observation.termination.exit_code();
     if code != 0 {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
+/// envelope (`--quiet` hides them).
+fn summarise(
+    step: &str,
+    attestations: &[Attestation],
+    observation: &Observation,
+    outfile: Option<&Path>,
+    signed: bool,
+) {
+    let destination =
+        outfile.map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let kind = if signed {
+        "signed attestation"
+    } else {
+        "unsigned statement"
+    };
+    tracing::info!("wrote {kind} for step {step:?} to {destination}");
+    for attestation in attestations {
+        let predicate = &attestation.predicate;
+        match attestation.type_uri {
+            attestors::oci::TYPE_URI => {
+                let tags = predicate["imagetags"]
+                    .as_array()
+                    .map(|tags| {
+                        tags.iter()
+                            .filter_map(|tag| tag.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_else(|| "(untagged)".to_owned());
+                tracing::info!(
+                    "  image {} [{}] {} layer(s), archive sha256:{} ({})",
+                    predicate["imageid"]["sha256"].as_str().unwrap_or("?"),
+                    tags,
+                    predicate["diffids"].as_array().map_or(0, Vec::len),
+                    predicate["tardigest"]["sha256"].as_str().unwrap_or("-"),
+                    predicate["format"].as_str().unwrap_or("?"),
+                );
+            }
+            attestors::PRODUCT_TYPE_URI => {
+                for leaf in predicate["leaves"].as_array().into_iter().flatten() {
+                    tracing::info!("  product {}", leaf["path"].as_str().unwrap_or("?"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let trace = match &observation.trace {
+        TraceMode::Ebpf => format!(
+            "traced with eBPF: {} process(es), {} events, {} lost",
+            observation.processes.len(),
+            observation.counts.events,
+            observation.counts.lost
+        ),
+        TraceMode::Off { reason } => format!("UNTRACED ({reason})"),
+    };
+    tracing::info!(
+        "  command exited {} — {trace}",
+        observation.termination.exit_code()
+    );
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
