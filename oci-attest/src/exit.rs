@@ -5,6 +5,25 @@
 
 use std::fmt;
 
+/// The table shown in `--help` (top level and `run`); keep it in step with [`FailureKind::code`].
+#[macro_export]
+macro_rules! exit_codes_help {
+    () => {
+        "\
+Exit codes:
+  0   success (for `run`: the command succeeded and the attestation was written)
+  N   `run`: the wrapped command's own non-zero exit code (128+signal if it was killed);
+      the attestation recording it is still written
+  1   general error (I/O, output file, invalid arguments)
+  2   command-line usage error
+  3   trace incomplete: the kernel lost events (see --allow-incomplete-trace)
+  4   key or signing error (detected before the command starts)
+  5   image archive analysis failed (malformed or tampered archive): nothing is signed
+  6   --trace ebpf requested but eBPF tracing is unavailable on this host
+  7   verify: signature or image does not match"
+    };
+}
+
 /// The failures that have their own exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {

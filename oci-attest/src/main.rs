@@ -3,26 +3,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use oci_attest::{commands, exit, logging::LogArgs};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0   success (for `run`: the command succeeded and the attestation was written)
-  N   `run`: the wrapped command's own non-zero exit code (128+signal if it was killed);
-      the attestation recording it is still written
-  1   general error (I/O, output file, invalid arguments)
-  2   command-line usage error
-  3   trace incomplete: the kernel lost events (see --allow-incomplete-trace)
-  4   key or signing error (detected before the command starts)
-  5   image archive analysis failed (malformed or tampered archive): nothing is signed
-  6   --trace ebpf requested but eBPF tracing is unavailable on this host
-  7   verify: signature or image does not match";
-
 #[derive(Debug, Parser)]
 #[command(
     name = "oci-attest",
     version,
     about = "Attest the container images a save command produced: trace it with eBPF, \
              verify the archives, sign an in-toto attestation",
-    after_help = EXIT_CODES
+    after_help = oci_attest::exit_codes_help!()
 )]
 struct Cli {
     #[command(flatten)]

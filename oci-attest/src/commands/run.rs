@@ -26,10 +26,10 @@ use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  \
+#[command(after_help = concat!("Examples:\n  \
     oci-attest run -k key.pem -o att.json -- docker save -o image.tar app:1\n  \
     oci-attest run -k key.pem -o att.json -a environment,git -- make image\n  \
-    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar")]
+    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar\n\n", crate::exit_codes_help!()))]
 pub struct Args {
     /// Step name recorded in the collection (default: `oci-save` when an image save was
     /// recognised, else `run`).
