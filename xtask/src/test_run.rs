@@ -3,7 +3,7 @@
 //! daemons (by pid) and removes its temp dirs, also on failure or Ctrl-C.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 
 use anyhow::{ensure, Context as _};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -112,15 +112,19 @@ fn build_fixtures_and_test(
         .envs(daemons.env())
         .envs(storage.env())
         .stdout(Stdio::piped());
-    let mut child = cargo.spawn().context("cannot start cargo test")?;
-    let stdout = child.stdout.take().context("cargo test stdout")?;
     let mut totals = Totals::default();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo test output")?;
-        println!("{line}");
-        totals.add(&line);
+    let mut status = stream_tests(&mut cargo, &mut totals)?;
+    if cargo_test_args.is_empty() && status.success() {
+        // The fuzz crate is its own workspace (nightly, libFuzzer): its seed-corpus test would
+        // otherwise never run. AYA_BUILD_SKIP: the sanitizer-free fuzz build needs no kernel object.
+        let mut fuzz = Command::new("cargo");
+        fuzz.args(["+nightly", "test", "--lib"])
+            .current_dir(paths::workspace_root().join("oci-attest/fuzz"))
+            .env("PATH", paths::search_path())
+            .env("AYA_BUILD_SKIP", "1")
+            .stdout(Stdio::piped());
+        status = stream_tests(&mut fuzz, &mut totals)?;
     }
-    let status = child.wait().context("waiting for cargo test")?;
     println!(
         "test: {} passed, {} failed, {} ignored (exit {})",
         totals.passed,
@@ -135,6 +139,18 @@ fn build_fixtures_and_test(
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+/// Runs a `cargo test` command, echoing its output and adding its results to `totals`.
+fn stream_tests(cargo: &mut Command, totals: &mut Totals) -> anyhow::Result<ExitStatus> {
+    let mut child = cargo.spawn().context("cannot start cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    child.wait().context("waiting for cargo test")
 }
 
 /// Sums libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
