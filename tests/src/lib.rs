@@ -6,6 +6,7 @@
 //! `cargo xtask test` prepares everything and exports the environment; the tests also run under a
 //! plain `cargo test` and then report what is missing (see [`require!`]).
 
+pub mod archive;
 pub mod command;
 pub mod daemons;
 pub mod expect;

@@ -2,104 +2,12 @@
 //! through the public `analyze`. Each hostile case asserts its specific error; the
 //! well-formed archive it was derived from passes in the same test.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::json;
 
 use super::digester::tests::{gzip, sample_content};
 use super::{analyze, Analysis, DecompressionLimits, Options};
 use crate::digest::sha256_hex;
-
-#[derive(Clone, Debug)]
-enum Entry {
-    File(Vec<u8>),
-    Symlink(String),
-    Hardlink(String),
-}
-
-/// An archive as an ordered member list, so tests can reorder, replace and drop members.
-#[derive(Clone, Debug, Default)]
-struct Fixture {
-    members: Vec<(String, Entry)>,
-}
-
-impl Fixture {
-    fn file(&mut self, name: impl Into<String>, bytes: impl Into<Vec<u8>>) -> &mut Self {
-        self.members.push((name.into(), Entry::File(bytes.into())));
-        self
-    }
-
-    fn symlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.members
-            .push((name.to_owned(), Entry::Symlink(target.to_owned())));
-        self
-    }
-
-    fn hardlink(&mut self, name: &str, target: &str) -> &mut Self {
-        self.members
-            .push((name.to_owned(), Entry::Hardlink(target.to_owned())));
-        self
-    }
-
-    fn replace(&mut self, name: &str, bytes: impl Into<Vec<u8>>) -> &mut Self {
-        let bytes = bytes.into();
-        let slot = self
-            .members
-            .iter_mut()
-            .find(|(member, _)| member == name)
-            .unwrap();
-        slot.1 = Entry::File(bytes);
-        self
-    }
-
-    fn remove(&mut self, name: &str) -> &mut Self {
-        self.members.retain(|(member, _)| member != name);
-        self
-    }
-
-    fn bytes(&self, name: &str) -> Vec<u8> {
-        self.members
-            .iter()
-            .find_map(|(member, entry)| match entry {
-                Entry::File(bytes) if member == name => Some(bytes.clone()),
-                _ => None,
-            })
-            .unwrap()
-    }
-
-    fn tar(&self) -> Vec<u8> {
-        let mut builder = tar::Builder::new(Vec::new());
-        for (name, entry) in &self.members {
-            let (kind, data, link) = match entry {
-                Entry::File(bytes) => (tar::EntryType::Regular, bytes.as_slice(), ""),
-                Entry::Symlink(target) => (tar::EntryType::Symlink, &[][..], target.as_str()),
-                Entry::Hardlink(target) => (tar::EntryType::Link, &[][..], target.as_str()),
-            };
-            let header = raw_header(name, kind, data.len() as u64, link);
-            builder.append(&header, data).unwrap();
-        }
-        builder.into_inner().unwrap()
-    }
-
-    fn write(&self, dir: &Path, file: &str) -> PathBuf {
-        let path = dir.join(file);
-        std::fs::write(&path, self.tar()).unwrap();
-        path
-    }
-}
-
-/// Written by hand so tests can use the names hostile archives use (`..`, absolute).
-fn raw_header(name: &str, kind: tar::EntryType, size: u64, link: &str) -> tar::Header {
-    let mut header = tar::Header::new_ustar();
-    let old = header.as_old_mut();
-    old.name[..name.len()].copy_from_slice(name.as_bytes());
-    old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-    header.set_entry_type(kind);
-    header.set_size(size);
-    header.set_mode(0o644);
-    header.set_cksum();
-    header
-}
+use oci_attest_tests::archive::{ustar_header, Archive, Member};
 
 /// A small but real layer tar.
 fn layer_tar(seed: usize) -> Vec<u8> {
@@ -142,8 +50,8 @@ fn layer(seed: usize, compression: &str) -> (Vec<u8>, String) {
 }
 
 /// `docker save` (≤ 24) shape: `<config hex>.json`, `<n>/layer.tar`, manifest.json last.
-fn docker_archive(layers: &[(Vec<u8>, String)], tags: &[&str]) -> Fixture {
-    let mut fixture = Fixture::default();
+fn docker_archive(layers: &[(Vec<u8>, String)], tags: &[&str]) -> Archive {
+    let mut fixture = Archive::default();
     let mut names = Vec::new();
     for (index, (stored, _)) in layers.iter().enumerate() {
         let name = format!("layer{index}/layer.tar");
@@ -168,7 +76,7 @@ const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Adds one image's blobs; returns the manifest blob bytes.
-fn oci_image(fixture: &mut Fixture, prefix: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
+fn oci_image(fixture: &mut Archive, prefix: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
     let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
     let config = config_json(&diff_ids);
     let mut layer_descriptors = Vec::new();
@@ -198,7 +106,7 @@ fn oci_image(fixture: &mut Fixture, prefix: &str, layers: &[(Vec<u8>, String)]) 
     manifest
 }
 
-fn oci_index(fixture: &mut Fixture, prefix: &str, manifests: Vec<serde_json::Value>) {
+fn oci_index(fixture: &mut Archive, prefix: &str, manifests: Vec<serde_json::Value>) {
     let index = json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests});
     fixture.file(
         format!("{prefix}oci-layout"),
@@ -210,8 +118,8 @@ fn oci_index(fixture: &mut Fixture, prefix: &str, manifests: Vec<serde_json::Val
     );
 }
 
-fn oci_archive(layers: &[(Vec<u8>, String)], tag: &str, prefix: &str) -> (Fixture, Vec<u8>) {
-    let mut fixture = Fixture::default();
+fn oci_archive(layers: &[(Vec<u8>, String)], tag: &str, prefix: &str) -> (Archive, Vec<u8>) {
+    let mut fixture = Archive::default();
     let manifest = oci_image(&mut fixture, prefix, layers);
     let mut top = descriptor(MANIFEST_TYPE, &manifest);
     top["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
@@ -219,11 +127,11 @@ fn oci_archive(layers: &[(Vec<u8>, String)], tag: &str, prefix: &str) -> (Fixtur
     (fixture, manifest)
 }
 
-fn analyze_fixture(fixture: &Fixture) -> Result<Analysis, String> {
+fn analyze_fixture(fixture: &Archive) -> Result<Analysis, String> {
     analyze_with(fixture, &Options::default())
 }
 
-fn analyze_with(fixture: &Fixture, options: &Options) -> Result<Analysis, String> {
+fn analyze_with(fixture: &Archive, options: &Options) -> Result<Analysis, String> {
     let dir = tempfile::tempdir().unwrap();
     let path = fixture.write(dir.path(), "image.tar");
     analyze(&path, options).map_err(|error| error.message)
@@ -330,7 +238,7 @@ fn oci_layout_directory_has_no_tar_digest() {
     let (fixture, manifest) = oci_archive(&layers, "latest", "");
     let dir = tempfile::tempdir().unwrap();
     for (name, entry) in &fixture.members {
-        let Entry::File(bytes) = entry else {
+        let Member::File(bytes) = entry else {
             unreachable!()
         };
         let path = dir.path().join(name);
@@ -355,7 +263,7 @@ fn oci_layout_directory_has_no_tar_digest() {
 fn hybrid_docker_and_oci_archive() {
     // docker ≥ 25: manifest.json and index.json over the same blobs.
     let layers = [layer(1, "none"), layer(2, "none")];
-    let mut fixture = Fixture::default();
+    let mut fixture = Archive::default();
     let manifest = oci_image(&mut fixture, "", &layers);
     let mut top = descriptor(MANIFEST_TYPE, &manifest);
     top["annotations"] = json!({"io.containerd.image.name": "docker.io/library/app:3"});
@@ -393,7 +301,7 @@ fn linked_layers_and_a_repeated_layer() {
     // hard links resolve from the archive root.
     let shared = layer(1, "none");
     let other = layer(2, "none");
-    let mut fixture = Fixture::default();
+    let mut fixture = Archive::default();
     fixture.file(format!("{}.tar", shared.1), shared.0.clone());
     fixture.file("b/layer.tar", other.0.clone());
     fixture.symlink("a/layer.tar", &format!("../{}.tar", shared.1));
@@ -446,7 +354,7 @@ fn linked_layers_and_a_repeated_layer() {
 #[test]
 fn crane_style_archive_with_lowercase_keys_inside_outer_gzip() {
     let layers = [layer(1, "gzip"), layer(2, "gzip")];
-    let mut fixture = Fixture::default();
+    let mut fixture = Archive::default();
     let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
     let config = config_json(&diff_ids);
     let config_name = format!("sha256:{}", sha256_hex(&config));
@@ -491,7 +399,7 @@ fn crane_style_archive_with_lowercase_keys_inside_outer_gzip() {
 
 #[test]
 fn nested_index_multi_platform_and_zero_layer_image() {
-    let mut fixture = Fixture::default();
+    let mut fixture = Archive::default();
     let amd64 = oci_image(&mut fixture, "", &[layer(1, "gzip")]);
     let empty = oci_image(&mut fixture, "", &[]);
     let mut amd64_descriptor = descriptor(MANIFEST_TYPE, &amd64);
@@ -547,7 +455,7 @@ fn nested_index_multi_platform_and_zero_layer_image() {
 fn multi_image_docker_archive_lists_every_image() {
     let first = docker_archive(&[layer(1, "none")], &["one:1"]);
     let second = docker_archive(&[layer(2, "none"), layer(3, "none")], &["two:1", "two:2"]);
-    let mut fixture = Fixture::default();
+    let mut fixture = Archive::default();
     let mut entries = Vec::new();
     for part in [&first, &second] {
         for (name, entry) in &part.members {
@@ -555,7 +463,7 @@ fn multi_image_docker_archive_lists_every_image() {
                 let value: serde_json::Value = serde_json::from_slice(&part.bytes(name)).unwrap();
                 entries.push(value[0].clone());
             } else {
-                let Entry::File(bytes) = entry else {
+                let Member::File(bytes) = entry else {
                     unreachable!()
                 };
                 // Layer member names collide across the two parts: prefix them.
@@ -581,11 +489,11 @@ fn multi_image_docker_archive_lists_every_image() {
 
 // ---- hostile input ----
 
-fn well_formed() -> Fixture {
+fn well_formed() -> Archive {
     docker_archive(&[layer(1, "gzip"), layer(2, "none")], &["app:1"])
 }
 
-fn config_name(fixture: &Fixture) -> String {
+fn config_name(fixture: &Archive) -> String {
     fixture
         .members
         .iter()
@@ -806,7 +714,7 @@ fn truncated_and_non_archives() {
     let mut gzip_garbage = vec![0x1f, 0x8b];
     gzip_garbage.extend(sample_content(1000));
     assert_eq!(check("garbage.tar.gz", &gzip_garbage), not_archive);
-    let lone = raw_header("manifest.json", tar::EntryType::Regular, 8 << 30, "");
+    let lone = ustar_header("manifest.json", tar::EntryType::Regular, 8 << 30, "");
     assert_eq!(
         check("lone.tar", lone.as_bytes()),
         "truncated archive: member \"manifest.json\" has 0 of its 8589934592 bytes"
@@ -853,7 +761,7 @@ fn tar_level_bombs_and_forged_lines() {
         path
     };
     // A GNU long name of 64 MiB, gzip-compressed to almost nothing: refused at 1 MiB.
-    let mut long_name = raw_header("././@LongLink", tar::EntryType::GNULongName, 64 << 20, "");
+    let mut long_name = ustar_header("././@LongLink", tar::EntryType::GNULongName, 64 << 20, "");
     long_name.set_cksum();
     let mut tar = long_name.as_bytes().to_vec();
     tar.resize(512 + (64 << 20), b'a');
