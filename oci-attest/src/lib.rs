@@ -11,6 +11,7 @@
 
 pub mod attestors;
 pub mod collection;
+#[cfg(feature = "tracer")]
 pub mod commands;
 pub mod digest;
 pub mod dsse;
@@ -24,6 +25,8 @@ pub mod observed;
 pub mod output;
 pub mod products;
 pub mod program_path;
+pub mod progress;
 pub mod rfc3339;
 pub mod save_command;
+#[cfg(feature = "tracer")]
 pub mod trace;
