@@ -22,5 +22,6 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod pathtext;
 pub mod products;
 pub mod trace;

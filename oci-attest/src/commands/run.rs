@@ -55,7 +55,8 @@ pub struct Args {
     /// off.
     #[arg(long, value_enum, default_value = "auto")]
     pub trace: TraceChoice,
-    /// Sign even when the kernel lost trace events (recorded as `lost` in the attestation).
+    /// Sign even when the trace is incomplete (lost events, unmodelled syscalls, unverified
+    /// products...): the reasons are recorded in `summary.incomplete`.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
@@ -125,13 +126,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &prepared.working_dir,
         prepared.tracer,
     )?;
-    if observation.counts.lost > 0 && !args.allow_incomplete_trace {
+    if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
+        let reasons: Vec<String> = observation
+            .incomplete
+            .iter()
+            .map(|gap| format!("{}: {}", gap.reason.code(), gap.detail))
+            .collect();
         return Err(failure(
             FailureKind::TraceIncomplete,
             format!(
-                "the kernel lost {} trace events: the products may be incomplete, nothing was \
-                 signed (raise --trace-buffer-bytes or pass --allow-incomplete-trace)",
-                observation.counts.lost
+                "the trace is incomplete, nothing was signed (pass --allow-incomplete-trace to \
+                 sign with the reasons recorded): {}",
+                reasons.join("; ")
             ),
         ));
     }
@@ -383,13 +389,20 @@ fn observe(
     }
     let termination = child.release()?.wait()?;
     let ended = SystemTime::now();
-    let (trace, counts, processes) = match tracer {
+    let (trace, outcome) = match tracer {
         Ok(active) => {
-            let outcome = active.finish()?;
-            (TraceMode::Ebpf, outcome.counts, outcome.processes)
+            let outcome = active.finish(working_dir)?;
+            tracing::debug!(
+                "eBPF phases: load {:?}, attach {:?}, detach {:?}",
+                outcome.phases.load,
+                outcome.phases.attach,
+                outcome.phases.detach
+            );
+            (TraceMode::Ebpf, Some(outcome))
         }
-        Err(reason) => (TraceMode::Off { reason }, Default::default(), Vec::new()),
+        Err(reason) => (TraceMode::Off { reason }, None),
     };
+    let outcome = outcome.unwrap_or_default();
     Ok(Observation {
         argv: argv.to_vec(),
         working_dir: working_dir.to_path_buf(),
@@ -397,8 +410,10 @@ fn observe(
         ended,
         termination,
         trace,
-        counts,
-        processes,
+        counts: outcome.counts,
+        processes: outcome.processes,
+        written: outcome.written,
+        incomplete: outcome.incomplete,
     })
 }
 
@@ -415,9 +430,7 @@ fn attest_observation(
     let working_dir = &observation.working_dir;
     let product_started = SystemTime::now();
     let mut product_paths = match observation.trace {
-        TraceMode::Ebpf => {
-            products::traced_products(&observation.processes, products::is_regular_file)
-        }
+        TraceMode::Ebpf => products::traced_products(&observation.written),
         TraceMode::Off { .. } => Snapshot::take(working_dir)?.changed_since(before),
     };
     // The previous attestation at the output path is not something the command produced.
@@ -499,11 +512,11 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ObservedProcess, Termination, TraceCounts};
+    use crate::observed::{Fate, SettledFile, Termination, TraceCounts};
 
-    /// The traced path: products come from the processes' writes and renames, not a scan.
+    /// The traced path: products are the paths that name the written inodes now.
     #[test]
-    fn traced_observation_yields_products_after_renames() {
+    fn traced_observation_yields_the_settled_products() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().canonicalize().unwrap();
         std::fs::write(d.join("input"), "in").unwrap();
@@ -519,18 +532,14 @@ mod tests {
             termination: Termination::Exited(0),
             trace: TraceMode::Ebpf,
             counts: TraceCounts::default(),
-            processes: vec![ObservedProcess {
-                pid: 7,
-                parent_pid: 1,
-                execs: Vec::new(),
-                started: at(0),
-                ended: Some(at(1)),
-                exit: Some(Termination::Exited(0)),
-                writes: vec![d.join(".image.tar.tmp")],
-                reads: Vec::new(),
-                renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
-                deletes: Vec::new(),
+            processes: Vec::new(),
+            written: vec![SettledFile {
+                dev: 1,
+                ino: 2,
+                written_as: d.join(".image.tar.tmp"),
+                fate: Fate::Present(vec![d.join("image.tar")]),
             }],
+            incomplete: Vec::new(),
         };
         let (attestations, oci) =
             attest_observation(&observation, Vec::new(), &before, None, None).unwrap();
