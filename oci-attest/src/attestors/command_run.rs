@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::attestors::{Attestation, COMMAND_RUN_TYPE_URI};
-use crate::collection::rfc3339_nano;
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
 use crate::digest::{sha256_set, DigestSet};
 use crate::observed::{Observation, ObservedProcess, TraceMode};
 use crate::pathtext;
+use crate::rfc3339::rfc3339_nano;
 
 /// Parts of environment variable names whose values are treated as secrets.
 const SECRET_NAME_PARTS: &[&str] = &[
@@ -181,6 +181,25 @@ fn path_pairs(pairs: &[(PathBuf, PathBuf)]) -> Vec<PathPair> {
 
 fn digest_set(digest: &Option<String>) -> Option<DigestSet> {
     digest.clone().map(sha256_set)
+}
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "command-run",
+    predicate_type: COMMAND_RUN_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/command-run/v0.1"],
+    stage: Stage::Execute,
+    attach: Attach::Always,
+    summary: "argv, exit code, trace summary and every traced process with its file operations",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let outcome = run.outcome(ATTESTOR.name)?;
+    Ok(vec![attest(
+        &outcome.observation,
+        &Redactor::from_process_env(),
+    )?])
 }
 
 /// The command-run attestation for `observation`; secrets in argv are redacted.
