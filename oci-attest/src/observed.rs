@@ -46,6 +46,38 @@ pub struct TraceCounts {
     pub unresolved_paths: u64,
 }
 
+/// Why the trace does not tell the whole story: one kebab-case code of `summary.incomplete`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncompleteReason {
+    LostEvents,
+    PendingMapFull,
+    ArgvTruncated,
+    ArgvUnreadable,
+    UnmodelledSyscall,
+    CompatSyscall,
+    UnresolvedPath,
+    PathTruncated,
+    UnverifiedProduct,
+    ProgramReplaced,
+    /// A process of the tree was still alive when `--wait-for-tree` ran out.
+    TreeStillRunning,
+}
+
+/// One entry of `summary.incomplete`: the reason and one human line about the case.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Incomplete {
+    pub reason: IncompleteReason,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = serde_json::to_value(self.reason).map_err(|_| std::fmt::Error)?;
+        write!(f, "{}: {}", code.as_str().unwrap_or_default(), self.detail)
+    }
+}
+
 /// One process of the traced tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedProcess {
@@ -99,6 +131,9 @@ pub struct Observation {
     pub counts: TraceCounts,
     /// Sorted by start time. Empty when the trace was off.
     pub processes: Vec<ObservedProcess>,
+    /// Everything the observation could not account for; non-empty means exit 3 unless
+    /// `--allow-incomplete-trace`.
+    pub incomplete: Vec<Incomplete>,
 }
 
 impl Observation {

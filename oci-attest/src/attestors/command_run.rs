@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::attestors::{Attestation, COMMAND_RUN_TYPE_URI};
 use crate::collection::rfc3339_nano;
 use crate::digest::{sha256_reader, sha256_set, DigestSet};
-use crate::observed::{Observation, ObservedProcess, TraceMode};
+use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
 
 /// Parts of environment variable names whose values are treated as secrets.
 const SECRET_NAME_PARTS: &[&str] = &[
@@ -95,6 +95,8 @@ struct Summary {
     truncatedargvs: u64,
     unresolvedpaths: u64,
     durationms: u64,
+    /// Why the trace is incomplete (empty when it is not).
+    incomplete: Vec<Incomplete>,
 }
 
 #[derive(Debug, Serialize)]
@@ -214,6 +216,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             truncatedargvs: observation.counts.truncated_argvs,
             unresolvedpaths: observation.counts.unresolved_paths,
             durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            incomplete: observation.incomplete.clone(),
         },
         processes,
     };
@@ -233,7 +236,7 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ExecRecord, Termination, TraceCounts};
+    use crate::observed::{ExecRecord, IncompleteReason, Termination, TraceCounts};
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
@@ -296,6 +299,10 @@ mod tests {
                 ),
                 process(10, 0, sh, &["sh", "-c", "/root/home-dir"]),
             ],
+            incomplete: vec![Incomplete {
+                reason: IncompleteReason::TreeStillRunning,
+                detail: "pid 30 (/usr/bin/sleep) still running".into(),
+            }],
         };
         let attestation = attest(&observation, &redactor).unwrap();
         let predicate = &attestation.predicate;
@@ -306,7 +313,7 @@ mod tests {
         assert_eq!(predicate["exitcode"], 143);
         assert_eq!(
             crate::gojson::to_string(&predicate["summary"]).unwrap(),
-            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000}"#
+            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000,"incomplete":[{"reason":"tree-still-running","detail":"pid 30 (/usr/bin/sleep) still running"}]}"#
         );
         let processes = predicate["processes"].as_array().unwrap();
         assert_eq!(processes[0]["processid"], 10);
@@ -336,10 +343,15 @@ mod tests {
             },
             counts: TraceCounts::default(),
             processes: Vec::new(),
+            incomplete: Vec::new(),
         };
         let attestation = attest(&observation, &Redactor::default()).unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
+        assert_eq!(
+            attestation.predicate["summary"]["incomplete"],
+            serde_json::json!([])
+        );
         assert_eq!(attestation.predicate["processes"], serde_json::json!([]));
     }
 }

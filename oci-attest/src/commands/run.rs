@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
@@ -20,7 +20,7 @@ use crate::attestors::{self, command_run, environment, Attestation};
 use crate::exit::{failure, FailureKind};
 use crate::inspect::{self, ArchiveKind};
 use crate::keys::{self, PrivateKey};
-use crate::observed::{Observation, TraceMode};
+use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::products::{self, Snapshot};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
@@ -58,6 +58,10 @@ pub struct Args {
     /// Sign even when the kernel lost trace events (recorded as `lost` in the attestation).
     #[arg(long)]
     pub allow_incomplete_trace: bool,
+    /// After the command exits, how long to wait for the rest of its process tree (orphans,
+    /// daemons); those still running then make the trace incomplete.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub wait_for_tree: u64,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
     pub trace_buffer_bytes: u32,
@@ -124,6 +128,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &prepared.argv,
         &prepared.working_dir,
         prepared.tracer,
+        Duration::from_secs(args.wait_for_tree),
     )?;
     if observation.counts.lost > 0 && !args.allow_incomplete_trace {
         return Err(failure(
@@ -134,6 +139,24 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 observation.counts.lost
             ),
         ));
+    }
+    if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
+        let reasons: Vec<String> = observation
+            .incomplete
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(failure(
+            FailureKind::TraceIncomplete,
+            format!(
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
+                reasons.join("; ")
+            ),
+        ));
+    }
+    for entry in &observation.incomplete {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
     let (attestations, oci) = attest_observation(
         &observation,
@@ -368,20 +391,35 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
     }
 }
 
-/// Runs the command (traced when a tracer is given) and returns what was observed.
+/// Runs the command (traced when a tracer is given) until its whole process tree has ended, or
+/// `wait_for_tree` after the command itself exited, and returns what was observed.
 fn observe(
     command: &[OsString],
     argv: &[String],
     working_dir: &Path,
     tracer: Result<Tracer, String>,
+    wait_for_tree: Duration,
 ) -> anyhow::Result<Observation> {
     let started = SystemTime::now();
+    launch::become_subreaper()?;
     let child = launch::spawn_stopped(command, working_dir)?;
     let mut tracer = tracer;
     if let Ok(active) = &mut tracer {
         active.track(child.pid())?;
     }
     let termination = child.release()?.wait()?;
+    let incomplete: Vec<Incomplete> = launch::wait_for_tree(wait_for_tree)?
+        .into_iter()
+        .map(|process| Incomplete {
+            reason: IncompleteReason::TreeStillRunning,
+            detail: format!(
+                "pid {} ({}) still running {}s after the command exited (--wait-for-tree)",
+                process.pid,
+                process.program,
+                wait_for_tree.as_secs()
+            ),
+        })
+        .collect();
     let ended = SystemTime::now();
     let (trace, counts, processes) = match tracer {
         Ok(active) => {
@@ -399,6 +437,7 @@ fn observe(
         trace,
         counts,
         processes,
+        incomplete,
     })
 }
 
@@ -531,6 +570,7 @@ mod tests {
                 renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
                 deletes: Vec::new(),
             }],
+            incomplete: Vec::new(),
         };
         let (attestations, oci) =
             attest_observation(&observation, Vec::new(), &before, None, None).unwrap();
