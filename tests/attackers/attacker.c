@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -767,6 +768,49 @@ static void step_pending_flood(char **a)
 	unlink(flood_fifo);
 }
 
+/* ---- a large fd table, shared by many children ---- */
+
+/* Opens FDS descriptors (as many as the hard limit allows without CAP_SYS_RESOURCE; the count
+ * goes to fd-count), then forks CHILDREN children that each inherit the whole table, write
+ * child-N and exit. */
+static void step_many_fds(char **a)
+{
+	int fds = number(a[0]), children = number(a[1]);
+	struct rlimit limit = { (rlim_t)fds + 64, (rlim_t)fds + 64 };
+	char name[256], count[32];
+	memset(name, 'f', 200);
+	name[200] = 0;
+	if (setrlimit(RLIMIT_NOFILE, &limit) < 0) {
+		if (getrlimit(RLIMIT_NOFILE, &limit) < 0)
+			die("getrlimit", NULL);
+		limit.rlim_cur = limit.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &limit) < 0)
+			die("setrlimit RLIMIT_NOFILE", a[0]);
+		if ((rlim_t)fds + 64 > limit.rlim_max)
+			fds = (int)limit.rlim_max - 64;
+	}
+	snprintf(count, sizeof count, "%d", fds);
+	create_at(AT_FDCWD, "fd-count", count);
+	create_at(AT_FDCWD, name, "opened many times");
+	for (int i = 0; i < fds; i++)
+		if (open(name, O_RDONLY) < 0)
+			die("open", "(many fds)");
+	for (int i = 0; i < children; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			die("fork", NULL);
+		if (pid == 0) {
+			char child[32];
+			snprintf(child, sizeof child, "child-%d", i);
+			create_at(AT_FDCWD, child, child);
+			sleep_ms(200);
+			_exit(0);
+		}
+	}
+	while (wait(NULL) > 0) {
+	}
+}
+
 /* ---- programs ---- */
 
 /* Writes this process's argv (as the kernel gave it) to OUT, one argument per line. */
@@ -848,6 +892,7 @@ static const struct step steps[] = {
 	{ "orphan", 3, step_orphan },
 	{ "daemon", 4, step_daemon },
 	{ "pending-flood", 3, step_pending_flood },
+	{ "many-fds", 2, step_many_fds },
 	{ "replace-program", 1, step_replace_program },
 	{ "exec", -1, step_exec },
 };

@@ -222,16 +222,19 @@ impl Scenario {
             }
             None => None,
         };
+        // Files, not pipes: a process the command leaves behind cannot hold the run open, and
+        // the exit is collected with wait4 for its resource usage.
+        let stderr_path = dir.path().join("stderr");
         let child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(File::create(dir.path().join("stdout"))?)
+            .stderr(File::create(&stderr_path)?)
             .spawn()
             .with_context(|| format!("cannot start `{}`", describe(&command)))?;
         let oci_attest_pid = child.id();
-        let output = child.wait_with_output()?;
+        let (status, peak_rss_kib) = wait_with_peak_rss(oci_attest_pid)?;
         drop(inherited);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        if let Some(code) = output.status.code() {
+        let stderr = String::from_utf8_lossy(&std::fs::read(&stderr_path)?).into_owned();
+        if let Some(code) = status.code() {
             ensure!(
                 !ATTACK_FAILED.contains(&code),
                 "the attack itself failed (exit {code}), so it proves nothing: {stderr}"
@@ -245,10 +248,11 @@ impl Scenario {
         };
         Ok(Run {
             work,
-            status: output.status,
+            status,
             stderr,
             statement,
             oci_attest_pid,
+            peak_rss_kib,
             _dir: dir,
         })
     }
@@ -284,6 +288,31 @@ impl Scenario {
     }
 }
 
+/// Reaps `pid` (a child of this process); its exit status and the peak resident set size in
+/// KiB of it or any of its reaped descendants (`ru_maxrss` of wait4).
+fn wait_with_peak_rss(pid: u32) -> anyhow::Result<(ExitStatus, u64)> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let pid = libc::pid_t::try_from(pid)?;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error).context("wait4 of oci-attest");
+        }
+    }
+    Ok((
+        ExitStatus::from_raw(status),
+        u64::try_from(usage.ru_maxrss).unwrap_or_default(),
+    ))
+}
+
 fn replace(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(haystack.len());
     let mut rest = haystack;
@@ -308,6 +337,8 @@ pub struct Run {
     /// The written statement, if any.
     pub statement: Option<Statement>,
     pub oci_attest_pid: u32,
+    /// Peak RSS (KiB) of oci-attest, or of a process of the traced tree if one was larger.
+    pub peak_rss_kib: u64,
     _dir: tempfile::TempDir,
 }
 
