@@ -32,6 +32,15 @@ fn attest(scenario: anyhow::Result<Scenario>) -> anyhow::Result<Verdict> {
         .unwrap_or_else(|error| panic!("{error:#}")))
 }
 
+/// The control: no trick, a plain write. Every attack below is this plus one escape route.
+#[test]
+fn plain_write_is_a_product() {
+    let verdict = require!(attest(
+        scenario(&["write", "out", "plainly"]).map(|s| s.file("decoy", "untouched"))
+    ));
+    verdict.assert_product("out", b"plainly", &["decoy"], &[]);
+}
+
 #[test]
 fn io_uring_open_and_write() {
     let verdict = require!(attest(scenario(&[
