@@ -53,7 +53,8 @@ pub struct TraceCounts {
 
 /// Why a trace is incomplete: the codes of `summary.incomplete` (documented in
 /// `docs/tracing.md`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum IncompleteReason {
     LostEvents,
     PendingMapFull,
@@ -66,6 +67,7 @@ pub enum IncompleteReason {
     PathTruncated,
     UnverifiedProduct,
     ProgramReplaced,
+    /// A process of the tree was still alive when `--wait-for-tree` ran out.
     TreeStillRunning,
 }
 
@@ -89,10 +91,16 @@ impl IncompleteReason {
 }
 
 /// One gap of the trace: a reason code and one human line.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct Incomplete {
     pub reason: IncompleteReason,
     pub detail: String,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.code(), self.detail)
+    }
 }
 
 /// A regular file whose content a process changed, as the kernel identified it when the
@@ -189,7 +197,8 @@ pub struct Observation {
     pub processes: Vec<ObservedProcess>,
     /// Every written inode and where it is now. Empty when the trace was off.
     pub written: Vec<SettledFile>,
-    /// Why the trace cannot be trusted to be whole; empty when it is complete.
+    /// Everything the observation could not account for; non-empty means exit 3 unless
+    /// `--allow-incomplete-trace`.
     pub incomplete: Vec<Incomplete>,
 }
 

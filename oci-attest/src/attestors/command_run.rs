@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
 use crate::digest::{sha256_set, DigestSet};
-use crate::observed::{Observation, ObservedProcess, TraceMode};
+use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
 use crate::pathtext;
 use crate::rfc3339::rfc3339_nano;
 
@@ -94,14 +94,8 @@ struct Summary {
     truncatedargvs: u64,
     unresolvedpaths: u64,
     durationms: u64,
-    /// Every gap of the trace; empty when it is complete.
-    incomplete: Vec<Gap>,
-}
-
-#[derive(Debug, Serialize)]
-struct Gap {
-    reason: &'static str,
-    detail: String,
+    /// Why the trace is incomplete (empty when it is not).
+    incomplete: Vec<Incomplete>,
 }
 
 #[derive(Debug, Serialize)]
@@ -274,14 +268,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             truncatedargvs: observation.counts.truncated_argvs,
             unresolvedpaths: observation.counts.unresolved_paths,
             durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            incomplete: observation
-                .incomplete
-                .iter()
-                .map(|gap| Gap {
-                    reason: gap.reason.code(),
-                    detail: gap.detail.clone(),
-                })
-                .collect(),
+            incomplete: observation.incomplete.clone(),
         },
         processes,
     };
@@ -387,8 +374,8 @@ mod tests {
             ],
             written: Vec::new(),
             incomplete: vec![Incomplete {
-                reason: IncompleteReason::UnmodelledSyscall,
-                detail: "io_uring_setup: not followed".into(),
+                reason: IncompleteReason::TreeStillRunning,
+                detail: "pid 30 (/usr/bin/sleep) still running".into(),
             }],
         };
         let attestation = attest(&observation, &redactor).unwrap();
@@ -400,7 +387,7 @@ mod tests {
         assert_eq!(predicate["exitcode"], 143);
         assert_eq!(
             crate::gojson::to_string(&predicate["summary"]).unwrap(),
-            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000,"incomplete":[{"reason":"unmodelled-syscall","detail":"io_uring_setup: not followed"}]}"#
+            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000,"incomplete":[{"reason":"tree-still-running","detail":"pid 30 (/usr/bin/sleep) still running"}]}"#
         );
         let processes = predicate["processes"].as_array().unwrap();
         assert_eq!(processes[0]["processid"], 10);
@@ -435,6 +422,10 @@ mod tests {
         let attestation = attest(&observation, &Redactor::default()).unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
+        assert_eq!(
+            attestation.predicate["summary"]["incomplete"],
+            serde_json::json!([])
+        );
         assert_eq!(attestation.predicate["processes"], serde_json::json!([]));
     }
 }

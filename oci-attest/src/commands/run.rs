@@ -9,14 +9,14 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::exit::{failure, FailureKind};
 use crate::keys::{self, PrivateKey};
-use crate::observed::{Observation, TraceMode};
+use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::products::{self, Snapshot};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
@@ -55,6 +55,10 @@ pub struct Args {
     /// products...): the reasons are recorded in `summary.incomplete`.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
+    /// After the command exits, how long to wait for the rest of its process tree (orphans,
+    /// daemons); those still running then make the trace incomplete.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub wait_for_tree: u64,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
     pub trace_buffer_bytes: u32,
@@ -106,21 +110,25 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &prepared.context.argv,
         &prepared.context.working_dir,
         prepared.tracer,
+        Duration::from_secs(args.wait_for_tree),
     )?;
     if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
         let reasons: Vec<String> = observation
             .incomplete
             .iter()
-            .map(|gap| format!("{}: {}", gap.reason.code(), gap.detail))
+            .map(ToString::to_string)
             .collect();
         return Err(failure(
             FailureKind::TraceIncomplete,
             format!(
-                "the trace is incomplete, nothing was signed (pass --allow-incomplete-trace to \
-                 sign with the reasons recorded): {}",
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
                 reasons.join("; ")
             ),
         ));
+    }
+    for entry in &observation.incomplete {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
     let attestations = attest_observation(
         &mut prepared.context,
@@ -327,20 +335,35 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
     }
 }
 
-/// Runs the command (traced when a tracer is given) and returns what was observed.
+/// Runs the command (traced when a tracer is given) until its whole process tree has ended, or
+/// `wait_for_tree` after the command itself exited, and returns what was observed.
 fn observe(
     command: &[OsString],
     argv: &[String],
     working_dir: &Path,
     tracer: Result<Tracer, String>,
+    wait_for_tree: Duration,
 ) -> anyhow::Result<Observation> {
     let started = SystemTime::now();
+    launch::become_subreaper()?;
     let child = launch::spawn_stopped(command, working_dir)?;
     let mut tracer = tracer;
     if let Ok(active) = &mut tracer {
         active.track(child.pid())?;
     }
     let termination = child.release()?.wait()?;
+    let mut incomplete: Vec<Incomplete> = launch::wait_for_tree(wait_for_tree)?
+        .into_iter()
+        .map(|process| Incomplete {
+            reason: IncompleteReason::TreeStillRunning,
+            detail: format!(
+                "pid {} ({}) still running {}s after the command exited (--wait-for-tree)",
+                process.pid,
+                process.program,
+                wait_for_tree.as_secs()
+            ),
+        })
+        .collect();
     let ended = SystemTime::now();
     let (trace, outcome) = match tracer {
         Ok(active) => {
@@ -356,6 +379,7 @@ fn observe(
         Err(reason) => (TraceMode::Off { reason }, None),
     };
     let outcome = outcome.unwrap_or_default();
+    incomplete.extend(outcome.incomplete);
     Ok(Observation {
         argv: argv.to_vec(),
         working_dir: working_dir.to_path_buf(),
@@ -366,7 +390,7 @@ fn observe(
         counts: outcome.counts,
         processes: outcome.processes,
         written: outcome.written,
-        incomplete: outcome.incomplete,
+        incomplete,
     })
 }
 
