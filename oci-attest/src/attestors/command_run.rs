@@ -117,7 +117,8 @@ struct Process {
 #[derive(Debug, Serialize)]
 struct Exec {
     program: String,
-    /// The arguments one by one (the process's `cmdline` joins the last exec's with spaces).
+    cmdline: String,
+    /// The arguments one by one (`cmdline` joins them with spaces).
     argv: Vec<String>,
     /// Only when the program's path still names the inode the kernel executed.
     programdigest: Option<DigestSet>,
@@ -227,6 +228,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
                 .iter()
                 .map(|exec| Exec {
                     program: exec.program.clone(),
+                    cmdline: redactor.redact(&exec.argv.join(" ")),
                     argv: exec.argv.iter().map(|arg| redactor.redact(arg)).collect(),
                     programdigest: digest_set(&exec.program_digest),
                 })
