@@ -23,6 +23,7 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod pathtext;
 pub mod products;
 pub mod program_path;
 pub mod progress;
