@@ -46,12 +46,13 @@ pub struct TraceCounts {
     pub unresolved_paths: u64,
 }
 
-/// Why the trace does not tell the whole story: one kebab-case code of `summary.incomplete`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// Why a trace is incomplete: the codes of `summary.incomplete` (documented in
+/// `docs/tracing.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IncompleteReason {
     LostEvents,
     PendingMapFull,
+    WrittenSetFull,
     ArgvTruncated,
     ArgvUnreadable,
     UnmodelledSyscall,
@@ -60,22 +61,33 @@ pub enum IncompleteReason {
     PathTruncated,
     UnverifiedProduct,
     ProgramReplaced,
-    /// A process of the tree was still alive when `--wait-for-tree` ran out.
     TreeStillRunning,
 }
 
-/// One entry of `summary.incomplete`: the reason and one human line about the case.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+impl IncompleteReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            IncompleteReason::LostEvents => "lost-events",
+            IncompleteReason::PendingMapFull => "pending-map-full",
+            IncompleteReason::WrittenSetFull => "written-set-full",
+            IncompleteReason::ArgvTruncated => "argv-truncated",
+            IncompleteReason::ArgvUnreadable => "argv-unreadable",
+            IncompleteReason::UnmodelledSyscall => "unmodelled-syscall",
+            IncompleteReason::CompatSyscall => "compat-syscall",
+            IncompleteReason::UnresolvedPath => "unresolved-path",
+            IncompleteReason::PathTruncated => "path-truncated",
+            IncompleteReason::UnverifiedProduct => "unverified-product",
+            IncompleteReason::ProgramReplaced => "program-replaced",
+            IncompleteReason::TreeStillRunning => "tree-still-running",
+        }
+    }
+}
+
+/// One gap of the trace: a reason code and one human line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Incomplete {
     pub reason: IncompleteReason,
     pub detail: String,
-}
-
-impl std::fmt::Display for Incomplete {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let code = serde_json::to_value(self.reason).map_err(|_| std::fmt::Error)?;
-        write!(f, "{}: {}", code.as_str().unwrap_or_default(), self.detail)
-    }
 }
 
 /// One process of the traced tree.
@@ -131,8 +143,7 @@ pub struct Observation {
     pub counts: TraceCounts,
     /// Sorted by start time. Empty when the trace was off.
     pub processes: Vec<ObservedProcess>,
-    /// Everything the observation could not account for; non-empty means exit 3 unless
-    /// `--allow-incomplete-trace`.
+    /// Why the trace cannot be trusted to be whole; empty when it is complete.
     pub incomplete: Vec<Incomplete>,
 }
 

@@ -414,16 +414,12 @@ fn argv_swapped_while_the_exec_is_held() {
 fn argv_in_non_resident_pages() {
     let program = format!("{WORK}/prog");
     let verdict = require!(attest(
-        scenario(&[
-            "exec-nonresident",
-            &program,
-            "record-argv",
-            "seen",
-            "paged",
-            "out",
-            "argv"
-        ])
-        .map(|s| s.program("prog"))
+        scenario(&["exec-nonresident", &program, "argv-strings"]).map(|s| {
+            s.program("prog").file(
+                "argv-strings",
+                b"prog\0record-argv\0seen\0paged\0out\0argv\0",
+            )
+        })
     ));
     verdict.assert_argv("seen", &["argv-unreadable"]);
 }
@@ -489,19 +485,15 @@ fn binary_replaced_after_exec() {
     let program = verdict.run().work.join("prog");
     let replacement = sha256sum(&program).unwrap();
     assert_ne!(what_ran, replacement, "the program was not replaced");
-    let statement = verdict.statement();
-    let entries: Vec<_> = statement
-        .processes()
-        .iter()
-        .filter(|process| process["program"] == program.to_string_lossy().as_ref())
-        .collect();
+    let digests = verdict
+        .statement()
+        .program_digests(&program.to_string_lossy());
     assert!(
-        !entries.is_empty(),
+        !digests.is_empty(),
         "no exec of prog\n{}",
         verdict.describe()
     );
-    for entry in entries {
-        let digest = &entry["programdigest"]["sha256"];
+    for digest in digests {
         match &verdict {
             Verdict::Complete(_) => assert_eq!(
                 digest,

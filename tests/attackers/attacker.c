@@ -645,28 +645,28 @@ static void step_exec_swapped_argv(char **a)
 	die("execv", a[0]);
 }
 
-/* execv with every argument string in a page that is not resident when the kernel copies it. */
+/* execv(PROG, argv) with argv the NUL-separated strings of FILE, mapped read-only and dropped
+ * from this process's page tables (MADV_DONTNEED) just before: the kernel faults them back in
+ * while it copies them, a reader that cannot fault sees nothing. */
 static void step_exec_nonresident(char **a)
 {
-	int count = 0;
-	size_t total = 0;
-	while (a[count])
-		total += strlen(a[count++]) + 1;
-	int memfd = memfd_create("argv", 0);
-	if (memfd < 0)
-		die("memfd_create", NULL);
-	for (int i = 0; i < count; i++)
-		write_all(memfd, a[i], strlen(a[i]) + 1, "memfd");
-	char *strings = mmap(NULL, total, PROT_READ, MAP_SHARED, memfd, 0);
+	struct stat st;
+	int fd = open(a[1], O_RDONLY);
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0)
+		die("open", a[1]);
+	char *strings = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (strings == MAP_FAILED)
-		die("mmap", "memfd");
-	if (madvise(strings, total, MADV_DONTNEED) < 0)
-		die("madvise", "memfd");
+		die("mmap", a[1]);
+	int count = 0;
+	for (off_t i = 0; i < st.st_size; i++)
+		count += strings[i] == 0;
 	char **argv = calloc((size_t)count + 1, sizeof *argv);
 	for (int i = 0, offset = 0; i < count; i++) {
 		argv[i] = strings + offset;
-		offset += (int)strlen(a[i]) + 1;
+		offset += (int)strlen(strings + offset) + 1;
 	}
+	if (madvise(strings, (size_t)st.st_size, MADV_DONTNEED) < 0)
+		die("madvise", a[1]);
 	execv(a[0], argv);
 	die("execv", a[0]);
 }
@@ -888,7 +888,7 @@ static const struct step steps[] = {
 	{ "bind-private", 2, step_bind_private },
 	{ "lease-swap-open", 3, step_lease_swap_open },
 	{ "exec-swapped-argv", 3, step_exec_swapped_argv },
-	{ "exec-nonresident", -1, step_exec_nonresident },
+	{ "exec-nonresident", 2, step_exec_nonresident },
 	{ "orphan", 3, step_orphan },
 	{ "daemon", 4, step_daemon },
 	{ "pending-flood", 3, step_pending_flood },

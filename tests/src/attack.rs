@@ -597,6 +597,34 @@ impl Statement {
         self.processes().iter().flat_map(cmdlines_in).collect()
     }
 
+    /// (`programdigest` sha256 or null) of every record, at any depth under a process, whose
+    /// `program` is `program`.
+    pub fn program_digests(&self, program: &str) -> Vec<Value> {
+        fn collect(value: &Value, program: &str, found: &mut Vec<Value>) {
+            match value {
+                Value::Object(map) => {
+                    if map.get("program").and_then(Value::as_str) == Some(program) {
+                        found.push(
+                            map.get("programdigest")
+                                .map_or(Value::Null, |digest| digest["sha256"].clone()),
+                        );
+                    }
+                    map.values()
+                        .for_each(|child| collect(child, program, found));
+                }
+                Value::Array(items) => items
+                    .iter()
+                    .for_each(|child| collect(child, program, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        for process in self.processes() {
+            collect(process, program, &mut found);
+        }
+        found
+    }
+
     /// Every `cmdline` recorded for process `pid`.
     pub fn cmdlines_of(&self, pid: u64) -> Vec<String> {
         self.processes()

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::attestors::{Attestation, COMMAND_RUN_TYPE_URI};
 use crate::collection::rfc3339_nano;
 use crate::digest::{sha256_reader, sha256_set, DigestSet};
-use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
+use crate::observed::{Observation, ObservedProcess, TraceMode};
 
 /// Parts of environment variable names whose values are treated as secrets.
 const SECRET_NAME_PARTS: &[&str] = &[
@@ -95,8 +95,14 @@ struct Summary {
     truncatedargvs: u64,
     unresolvedpaths: u64,
     durationms: u64,
-    /// Why the trace is incomplete (empty when it is not).
-    incomplete: Vec<Incomplete>,
+    /// Every gap of the trace; empty when it is complete.
+    incomplete: Vec<Gap>,
+}
+
+#[derive(Debug, Serialize)]
+struct Gap {
+    reason: &'static str,
+    detail: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -216,7 +222,14 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             truncatedargvs: observation.counts.truncated_argvs,
             unresolvedpaths: observation.counts.unresolved_paths,
             durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            incomplete: observation.incomplete.clone(),
+            incomplete: observation
+                .incomplete
+                .iter()
+                .map(|gap| Gap {
+                    reason: gap.reason.code(),
+                    detail: gap.detail.clone(),
+                })
+                .collect(),
         },
         processes,
     };
@@ -236,7 +249,7 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ExecRecord, IncompleteReason, Termination, TraceCounts};
+    use crate::observed::{ExecRecord, Incomplete, IncompleteReason, Termination, TraceCounts};
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)

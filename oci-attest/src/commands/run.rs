@@ -144,19 +144,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let reasons: Vec<String> = observation
             .incomplete
             .iter()
-            .map(ToString::to_string)
+            .map(|gap| format!("{}: {}", gap.reason.code(), gap.detail))
             .collect();
         return Err(failure(
             FailureKind::TraceIncomplete,
             format!(
-                "the observation is incomplete ({}): nothing was signed (pass \
-                 --allow-incomplete-trace to sign it with these reasons recorded)",
+                "the trace is incomplete, nothing was signed (pass --allow-incomplete-trace to \
+                 sign with the reasons recorded): {}",
                 reasons.join("; ")
             ),
         ));
-    }
-    for entry in &observation.incomplete {
-        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
     let (attestations, oci) = attest_observation(
         &observation,
