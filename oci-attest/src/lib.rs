@@ -22,6 +22,7 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod pathtext;
 pub mod products;
 pub mod program_path;
 pub mod rfc3339;

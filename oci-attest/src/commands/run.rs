@@ -51,7 +51,8 @@ pub struct Args {
     /// off.
     #[arg(long, value_enum, default_value = "auto")]
     pub trace: TraceChoice,
-    /// Sign even when the kernel lost trace events (recorded as `lost` in the attestation).
+    /// Sign even when the trace is incomplete (lost events, unmodelled syscalls, unverified
+    /// products...): the reasons are recorded in `summary.incomplete`.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
     /// After the command exits, how long to wait for the rest of its process tree (orphans,
@@ -111,30 +112,23 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         prepared.tracer,
         Duration::from_secs(args.wait_for_tree),
     )?;
-    if observation.counts.lost > 0 && !args.allow_incomplete_trace {
-        return Err(failure(
-            FailureKind::TraceIncomplete,
-            format!(
-                "the kernel lost {} trace events: the products may be incomplete, nothing was \
-                 signed (raise --trace-buffer-bytes or pass --allow-incomplete-trace)",
-                observation.counts.lost
-            ),
-        ));
-    }
     if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
         let reasons: Vec<String> = observation
             .incomplete
             .iter()
-            .map(|gap| format!("{}: {}", gap.reason.code(), gap.detail))
+            .map(ToString::to_string)
             .collect();
         return Err(failure(
             FailureKind::TraceIncomplete,
             format!(
-                "the trace is incomplete, nothing was signed (pass --allow-incomplete-trace to \
-                 sign with the reasons recorded): {}",
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
                 reasons.join("; ")
             ),
         ));
+    }
+    for entry in &observation.incomplete {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
     let attestations = attest_observation(
         &mut prepared.context,
@@ -358,7 +352,7 @@ fn observe(
         active.track(child.pid())?;
     }
     let termination = child.release()?.wait()?;
-    let incomplete: Vec<Incomplete> = launch::wait_for_tree(wait_for_tree)?
+    let mut incomplete: Vec<Incomplete> = launch::wait_for_tree(wait_for_tree)?
         .into_iter()
         .map(|process| Incomplete {
             reason: IncompleteReason::TreeStillRunning,
@@ -371,13 +365,21 @@ fn observe(
         })
         .collect();
     let ended = SystemTime::now();
-    let (trace, counts, processes) = match tracer {
+    let (trace, outcome) = match tracer {
         Ok(active) => {
-            let outcome = active.finish()?;
-            (TraceMode::Ebpf, outcome.counts, outcome.processes)
+            let outcome = active.finish(working_dir)?;
+            tracing::debug!(
+                "eBPF phases: load {:?}, attach {:?}, detach {:?}",
+                outcome.phases.load,
+                outcome.phases.attach,
+                outcome.phases.detach
+            );
+            (TraceMode::Ebpf, Some(outcome))
         }
-        Err(reason) => (TraceMode::Off { reason }, Default::default(), Vec::new()),
+        Err(reason) => (TraceMode::Off { reason }, None),
     };
+    let outcome = outcome.unwrap_or_default();
+    incomplete.extend(outcome.incomplete);
     Ok(Observation {
         argv: argv.to_vec(),
         working_dir: working_dir.to_path_buf(),
@@ -385,8 +387,9 @@ fn observe(
         ended,
         termination,
         trace,
-        counts,
-        processes,
+        counts: outcome.counts,
+        processes: outcome.processes,
+        written: outcome.written,
         incomplete,
     })
 }
@@ -401,9 +404,7 @@ fn attest_observation(
     outfile: Option<&Path>,
 ) -> anyhow::Result<Vec<Attestation>> {
     let mut products = match observation.trace {
-        TraceMode::Ebpf => {
-            products::traced_products(&observation.processes, products::is_regular_file)
-        }
+        TraceMode::Ebpf => products::traced_products(&observation.written),
         TraceMode::Off { .. } => {
             Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
         }
@@ -426,11 +427,11 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ObservedProcess, Termination, TraceCounts};
+    use crate::observed::{Fate, SettledFile, Termination, TraceCounts};
 
-    /// The traced path: products come from the processes' writes and renames, not a scan.
+    /// The traced path: products are the paths that name the written inodes now.
     #[test]
-    fn traced_observation_yields_products_after_renames() {
+    fn traced_observation_yields_the_settled_products() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().canonicalize().unwrap();
         std::fs::write(d.join("input"), "in").unwrap();
@@ -446,17 +447,12 @@ mod tests {
             termination: Termination::Exited(0),
             trace: TraceMode::Ebpf,
             counts: TraceCounts::default(),
-            processes: vec![ObservedProcess {
-                pid: 7,
-                parent_pid: 1,
-                execs: Vec::new(),
-                started: at(0),
-                ended: Some(at(1)),
-                exit: Some(Termination::Exited(0)),
-                writes: vec![d.join(".image.tar.tmp")],
-                reads: Vec::new(),
-                renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
-                deletes: Vec::new(),
+            processes: Vec::new(),
+            written: vec![SettledFile {
+                dev: 1,
+                ino: 2,
+                written_as: d.join(".image.tar.tmp"),
+                fate: Fate::Present(vec![d.join("image.tar")]),
             }],
             incomplete: Vec::new(),
         };
