@@ -162,6 +162,11 @@ impl Scenario {
                 again.status,
                 again.stderr
             );
+            // Captured by libtest; shown with --nocapture (which routes end incomplete, and why).
+            eprintln!(
+                "incomplete: {:?}",
+                again.statement.as_ref().map(Statement::incomplete)
+            );
             return Ok(Verdict::Incomplete {
                 first_stderr: first.stderr,
                 run: again,
