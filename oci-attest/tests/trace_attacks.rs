@@ -612,6 +612,60 @@ fn flock_lock_file_is_not_a_product() {
 }
 
 #[test]
+fn o_path_fd_reopened_for_writing_via_proc_self_fd() {
+    let verdict = require!(attest(
+        scenario(&[
+            "open-path",
+            "sub/target",
+            "9",
+            "+",
+            "write",
+            "/proc/self/fd/9",
+            "reopened from O_PATH",
+        ])
+        .map(|s| s.file("sub/target", "original"))
+    ));
+    verdict.assert_product("sub/target", b"reopened from O_PATH", &[], UNPLACED);
+}
+
+#[test]
+fn mknod_of_a_regular_file() {
+    let verdict = require!(attest(scenario(&["mknod", "made-by-mknod"])));
+    verdict.assert_product("made-by-mknod", b"", &[], &["unmodelled-syscall"]);
+    verdict.assert_detail_mentions("unmodelled-syscall", "mknod");
+}
+
+/// The tree makes a process outside it (a `sleep` this test started) write a file, by
+/// injecting syscalls with ptrace: the trace cannot see that write, so it must say so.
+#[test]
+fn ptrace_makes_a_process_outside_the_tree_write() {
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("start the victim");
+    // Let it reach its nanosleep: the injection reuses that syscall instruction.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = victim.id().to_string();
+    let path = format!("{WORK}/injected");
+    let verdict = attest(scenario(&[
+        "ptrace-write",
+        &pid,
+        &path,
+        "written by the victim",
+    ]));
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let verdict = require!(verdict);
+    verdict.assert_product(
+        "injected",
+        b"written by the victim",
+        &[],
+        &["unmodelled-syscall"],
+    );
+    verdict.assert_detail_mentions("unmodelled-syscall", "ptrace");
+}
+
+#[test]
 fn write_via_proc_pid_fd_of_a_sibling() {
     let verdict = require!(attest(
         scenario(&["proc-fd-sibling", "sub/target", "reopened via /proc"])

@@ -24,6 +24,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -153,6 +155,27 @@ static void step_open_dir(char **a)
 			die("dup2", a[0]);
 		close(fd);
 	}
+}
+
+/* An O_PATH descriptor (no read, no write) at a chosen fd number. */
+static void step_open_path(char **a)
+{
+	int fd = open(a[0], O_PATH);
+	int want = number(a[1]);
+	if (fd < 0)
+		die("open O_PATH", a[0]);
+	if (fd != want) {
+		if (dup2(fd, want) < 0)
+			die("dup2", a[0]);
+		close(fd);
+	}
+}
+
+/* A regular file made by mknod rather than open. */
+static void step_mknod(char **a)
+{
+	if (mknod(a[0], S_IFREG | 0644, 0) < 0)
+		die("mknod", a[0]);
 }
 
 static void step_dup2(char **a)
@@ -768,6 +791,68 @@ static void step_pending_flood(char **a)
 	unlink(flood_fifo);
 }
 
+/* ---- work done by a process outside the tree ---- */
+
+/* Runs one syscall in the stopped tracee at the `syscall` instruction at `at`. */
+static long remote_syscall(pid_t pid, const struct user_regs_struct *base, unsigned long at,
+			   long nr, long a, long b, long c)
+{
+	struct user_regs_struct regs = *base;
+	int status;
+	regs.rip = at;
+	regs.rax = (unsigned long)nr;
+	regs.orig_rax = (unsigned long)-1;
+	regs.rdi = (unsigned long)a;
+	regs.rsi = (unsigned long)b;
+	regs.rdx = (unsigned long)c;
+	if (ptrace(PTRACE_SETREGS, pid, NULL, &regs) < 0)
+		die("PTRACE_SETREGS", NULL);
+	if (ptrace(PTRACE_SINGLESTEP, pid, NULL, NULL) < 0 || waitpid(pid, &status, 0) < 0)
+		die("PTRACE_SINGLESTEP", NULL);
+	if (ptrace(PTRACE_GETREGS, pid, NULL, &regs) < 0)
+		die("PTRACE_GETREGS", NULL);
+	return (long)regs.rax;
+}
+
+static void poke_string(pid_t pid, unsigned long at, const char *text)
+{
+	size_t len = strlen(text) + 1;
+	for (size_t i = 0; i < len; i += sizeof(long)) {
+		long word = 0;
+		memcpy(&word, text + i, len - i < sizeof word ? len - i : sizeof word);
+		if (ptrace(PTRACE_POKEDATA, pid, (void *)(at + i), (void *)word) < 0)
+			die("PTRACE_POKEDATA", NULL);
+	}
+}
+
+/* Makes PID, a process outside the traced tree sleeping in a syscall, open PATH and write
+ * CONTENT: the file is written, but by someone the trace does not follow. */
+static void step_ptrace_write(char **a)
+{
+	pid_t pid = number(a[0]);
+	struct user_regs_struct saved;
+	int status;
+	if (ptrace(PTRACE_ATTACH, pid, NULL, NULL) < 0 || waitpid(pid, &status, 0) < 0)
+		die("PTRACE_ATTACH", a[0]);
+	if (ptrace(PTRACE_GETREGS, pid, NULL, &saved) < 0)
+		die("PTRACE_GETREGS", a[0]);
+	/* Stopped inside a syscall: the instruction before rip is that `syscall`. */
+	unsigned long at = saved.rip - 2;
+	unsigned long scratch = (saved.rsp - 4096) & ~15UL;
+	poke_string(pid, scratch, a[1]);
+	poke_string(pid, scratch + 2048, a[2]);
+	long fd = remote_syscall(pid, &saved, at, SYS_open, (long)scratch,
+				 O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) {
+		errno = (int)-fd;
+		die("remote open", a[1]);
+	}
+	remote_syscall(pid, &saved, at, SYS_write, fd, (long)(scratch + 2048), (long)strlen(a[2]));
+	remote_syscall(pid, &saved, at, SYS_close, fd, 0, 0);
+	if (ptrace(PTRACE_SETREGS, pid, NULL, &saved) < 0 || ptrace(PTRACE_DETACH, pid, NULL, NULL) < 0)
+		die("PTRACE_DETACH", a[0]);
+}
+
 /* ---- a large fd table, shared by many children ---- */
 
 /* Opens FDS descriptors (as many as the hard limit allows without CAP_SYS_RESOURCE; the count
@@ -863,6 +948,8 @@ static const struct step steps[] = {
 	{ "sleep", 1, step_sleep },
 	{ "open-dir", 2, step_open_dir },
 	{ "dup2", 2, step_dup2 },
+	{ "open-path", 2, step_open_path },
+	{ "mknod", 1, step_mknod },
 	{ "close", 1, step_close },
 	{ "write-at", 3, step_write_at },
 	{ "fchdir", 1, step_fchdir },
@@ -893,6 +980,7 @@ static const struct step steps[] = {
 	{ "daemon", 4, step_daemon },
 	{ "pending-flood", 3, step_pending_flood },
 	{ "many-fds", 2, step_many_fds },
+	{ "ptrace-write", 3, step_ptrace_write },
 	{ "replace-program", 1, step_replace_program },
 	{ "exec", -1, step_exec },
 };
