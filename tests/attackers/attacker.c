@@ -143,33 +143,23 @@ static void step_truncate(char **a)
 		die("truncate", a[0]);
 }
 
-/* Opens a directory at a chosen fd number (so a later step can name it). */
-static void step_open_dir(char **a)
+/* Opens PATH with FLAGS at the fd number WANT (so a later step can name it). */
+static void open_at_number(const char *path, int flags, const char *want)
 {
-	int fd = open(a[0], O_RDONLY | O_DIRECTORY);
-	int want = number(a[1]);
+	int fd = open(path, flags);
 	if (fd < 0)
-		die("open dir", a[0]);
-	if (fd != want) {
-		if (dup2(fd, want) < 0)
-			die("dup2", a[0]);
+		die("open", path);
+	if (fd != number(want)) {
+		if (dup2(fd, number(want)) < 0)
+			die("dup2", path);
 		close(fd);
 	}
 }
 
-/* An O_PATH descriptor (no read, no write) at a chosen fd number. */
-static void step_open_path(char **a)
-{
-	int fd = open(a[0], O_PATH);
-	int want = number(a[1]);
-	if (fd < 0)
-		die("open O_PATH", a[0]);
-	if (fd != want) {
-		if (dup2(fd, want) < 0)
-			die("dup2", a[0]);
-		close(fd);
-	}
-}
+static void step_open_dir(char **a) { open_at_number(a[0], O_RDONLY | O_DIRECTORY, a[1]); }
+
+/* An O_PATH descriptor: it can neither read nor write. */
+static void step_open_path(char **a) { open_at_number(a[0], O_PATH, a[1]); }
 
 /* A regular file made by mknod rather than open. */
 static void step_mknod(char **a)

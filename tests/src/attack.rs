@@ -605,29 +605,16 @@ impl Statement {
     /// (`programdigest` sha256 or null) of every record, at any depth under a process, whose
     /// `program` is `program`.
     pub fn program_digests(&self, program: &str) -> Vec<Value> {
-        fn collect(value: &Value, program: &str, found: &mut Vec<Value>) {
-            match value {
-                Value::Object(map) => {
-                    if map.get("program").and_then(Value::as_str) == Some(program) {
-                        found.push(
-                            map.get("programdigest")
-                                .map_or(Value::Null, |digest| digest["sha256"].clone()),
-                        );
-                    }
-                    map.values()
-                        .for_each(|child| collect(child, program, found));
-                }
-                Value::Array(items) => items
-                    .iter()
-                    .for_each(|child| collect(child, program, found)),
-                _ => {}
-            }
-        }
-        let mut found = Vec::new();
-        for process in self.processes() {
-            collect(process, program, &mut found);
-        }
-        found
+        self.processes()
+            .iter()
+            .flat_map(objects_in)
+            .filter(|record| record.get("program").and_then(Value::as_str) == Some(program))
+            .map(|record| {
+                record
+                    .get("programdigest")
+                    .map_or(Value::Null, |digest| digest["sha256"].clone())
+            })
+            .collect()
     }
 
     /// Every `cmdline` recorded for process `pid`.
@@ -640,18 +627,23 @@ impl Statement {
     }
 }
 
-fn cmdlines_in(value: &Value) -> Vec<String> {
+/// `value` and every object nested in it, depth first.
+fn objects_in(value: &Value) -> Vec<&serde_json::Map<String, Value>> {
     match value {
-        Value::Object(map) => map
-            .iter()
-            .flat_map(|(key, value)| match (key.as_str(), value) {
-                ("cmdline", Value::String(cmdline)) => vec![cmdline.clone()],
-                _ => cmdlines_in(value),
-            })
+        Value::Object(map) => std::iter::once(map)
+            .chain(map.values().flat_map(objects_in))
             .collect(),
-        Value::Array(items) => items.iter().flat_map(cmdlines_in).collect(),
+        Value::Array(items) => items.iter().flat_map(objects_in).collect(),
         _ => Vec::new(),
     }
+}
+
+/// Every `cmdline` string in `value`, at any depth (also per-exec lists, if any).
+fn cmdlines_in(value: &Value) -> Vec<String> {
+    objects_in(value)
+        .into_iter()
+        .filter_map(|object| object.get("cmdline")?.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The bytes a recorded path stands for, under the trace's escaping of names that are not
