@@ -141,9 +141,11 @@ pub struct ExitEvent {
     pub _reserved: u32,
 }
 
-/// [`WrittenEvent::how`]: opened for writing and empty right after the open (created or
-/// truncated, whatever flags user memory claims).
+/// [`WrittenEvent::how`]: opened for writing by openat2 and empty right after the open
+/// (created or truncated, whatever flags user memory claims).
 pub const WRITTEN_EMPTY_AT_OPEN: u32 = 1;
+/// [`WrittenEvent::how`]: created by the open (`FMODE_CREATED`).
+pub const WRITTEN_CREATED: u32 = 32;
 /// [`WrittenEvent::how`]: opened for writing with `O_TRUNC`.
 pub const WRITTEN_TRUNCATED: u32 = 2;
 /// [`WrittenEvent::how`]: data written (write, pwrite, writev, sendfile, splice, ...).

@@ -30,8 +30,8 @@ use oci_attest_common::{
     ForkEvent, InodeId, Layout, PathOp, PathOpEvent, SyscallClass, SyscallRule, WrittenEvent,
     ARGV_CHUNK, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE, MAX_ARGV_CHUNKS,
     MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY, PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED,
-    SYSCALL_TABLE_SIZE, WRITTEN_DATA, WRITTEN_EMPTY_AT_OPEN, WRITTEN_MAPPED, WRITTEN_RESIZED,
-    WRITTEN_TRUNCATED,
+    SYSCALL_TABLE_SIZE, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_EMPTY_AT_OPEN, WRITTEN_MAPPED,
+    WRITTEN_RESIZED, WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -156,6 +156,8 @@ const USER32_CS: u64 = 0x23;
 const TS_COMPAT: u32 = 0x0002;
 
 const FMODE_WRITE: u32 = 0x2;
+/// Set by the kernel on a file its open created (`include/linux/fs.h`, stable since 4.19).
+const FMODE_CREATED: u32 = 0x10_0000;
 const S_IFMT: u16 = 0o170000;
 const S_IFREG: u16 = 0o100000;
 const O_TRUNC: u64 = 0o1000;
@@ -295,14 +297,9 @@ extern "C" fn path_step(_index: u64, _context: *mut c_void) -> i64 {
         walk.flags |= PATH_UNRESOLVED as u64;
         return 1;
     };
-    if walk.dentry == mount_root || walk.dentry == parent {
+    if walk.dentry == mount_root {
         let mount = walk.vfsmount - layout!(mount_mnt);
         let mount_parent = read::<u64>(mount, layout!(mount_parent)).unwrap_or(0);
-        if walk.dentry != mount_root {
-            // A filesystem root that is not its mount's root: a detached subtree.
-            walk.flags |= PATH_UNRESOLVED as u64;
-            return 1;
-        }
         if mount_parent == mount || mount_parent == 0 {
             walk.done = 1;
             return 1;
@@ -315,6 +312,9 @@ extern "C" fn path_step(_index: u64, _context: *mut c_void) -> i64 {
         walk.vfsmount = mount_parent + layout!(mount_mnt);
         return 0;
     }
+    // A dentry that is its own parent below a mount's root is detached: a memfd or another
+    // pseudo file, named by its name alone (`/memfd:x`).
+    let detached = walk.dentry == parent;
     let name_base = walk.dentry + layout!(dentry_name);
     let (Some(len), Some(name)) = (
         read::<u32>(name_base, layout!(qstr_len)),
@@ -349,6 +349,10 @@ extern "C" fn path_step(_index: u64, _context: *mut c_void) -> i64 {
     }
     if size != len as u64 {
         walk.flags |= PATH_TRUNCATED as u64;
+        return 1;
+    }
+    if detached {
+        walk.done = 1;
         return 1;
     }
     walk.dentry = parent;
@@ -479,24 +483,31 @@ fn file_mode(file: u64) -> u32 {
     read::<u32>(file, layout!(file_mode)).unwrap_or(0)
 }
 
-/// A successful open: the file is written when open for writing and either truncated
-/// (O_TRUNC in the flags register, or implied) or empty right after the open (created, or
-/// truncated by flags we could not read from a register).
+/// A successful open: the file is written when open for writing and created by this open
+/// (`FMODE_CREATED`, set by the kernel) or truncated (O_TRUNC in the flags register, or
+/// implied by creat). openat2's flags are in user memory, which can change under us: for it a
+/// file empty right after the open counts too.
 fn opened(rule: &SyscallRule, regs: u64, fd: u64) {
     let Some(file) = file_of_fd(fd) else {
         count_drop(DropReason::UnreadableFile);
         return;
     };
-    if file_mode(file) & FMODE_WRITE == 0 {
+    let mode = file_mode(file);
+    if mode & FMODE_WRITE == 0 {
         return;
     }
     let mut how = 0;
+    if mode & FMODE_CREATED != 0 {
+        how |= WRITTEN_CREATED;
+    }
     if rule.op == 1 || (rule.arg_a != NO_ARG && syscall_arg(regs, rule.arg_a) & O_TRUNC != 0) {
         how |= WRITTEN_TRUNCATED;
     }
-    let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
-    if read::<i64>(inode, layout!(inode_size)) == Some(0) {
-        how |= WRITTEN_EMPTY_AT_OPEN;
+    if rule.arg_a == NO_ARG && rule.op == 0 {
+        let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
+        if read::<i64>(inode, layout!(inode_size)) == Some(0) {
+            how |= WRITTEN_EMPTY_AT_OPEN;
+        }
     }
     if how != 0 {
         record_written(file, how);

@@ -717,6 +717,10 @@ fn non_utf8_and_newline_names_are_recorded_losslessly() {
         b"esc-\\x41",
         b"esc-A",
     ];
+    // Distinct contents: the product tree keeps one leaf per distinct digest.
+    let contents: Vec<String> = (0..names.len())
+        .map(|index| format!("named-{index}"))
+        .collect();
     let mut steps: Vec<&OsStr> = Vec::new();
     for (index, name) in names.iter().enumerate() {
         if index > 0 {
@@ -725,7 +729,7 @@ fn non_utf8_and_newline_names_are_recorded_losslessly() {
         steps.extend([
             OsStr::new("write"),
             OsStr::from_bytes(name),
-            OsStr::new("named"),
+            OsStr::new(&contents[index]),
         ]);
     }
     let verdict = require!(attest(scenario(&steps)));

@@ -513,7 +513,9 @@ impl Verdict {
             .statement()
             .cmdlines()
             .into_iter()
-            .filter(|cmdline| cmdline.contains("record-argv"))
+            // The recorder's own execs (`PROG record-argv ...`), not those that merely pass
+            // `record-argv` on to it (the attacker's exec step).
+            .filter(|cmdline| cmdline.split(' ').nth(1) == Some("record-argv"))
             .collect();
         if let Verdict::Incomplete { .. } = self {
             self.assert_incomplete_for(reasons);

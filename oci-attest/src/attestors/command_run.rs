@@ -118,6 +118,8 @@ struct Process {
 struct Exec {
     program: String,
     cmdline: String,
+    /// The arguments one by one (`cmdline` joins them with spaces).
+    argv: Vec<String>,
     /// Only when the program's path still names the inode the kernel executed.
     programdigest: Option<DigestSet>,
 }
@@ -227,6 +229,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
                 .map(|exec| Exec {
                     program: exec.program.clone(),
                     cmdline: redactor.redact(&exec.argv.join(" ")),
+                    argv: exec.argv.iter().map(|arg| redactor.redact(arg)).collect(),
                     programdigest: digest_set(&exec.program_digest),
                 })
                 .collect(),
@@ -394,6 +397,10 @@ mod tests {
         assert_eq!(processes[0]["cmdline"], "sh -c /root/home-dir");
         assert_eq!(processes[0]["programdigest"]["sha256"], "ab");
         assert_eq!(processes[0]["execs"][0]["programdigest"]["sha256"], "ab");
+        assert_eq!(
+            processes[1]["execs"][0]["argv"],
+            serde_json::json!(["login", "-p", "[REDACTED]"])
+        );
         assert_eq!(processes[1]["cmdline"], "login -p [REDACTED]");
         assert_eq!(processes[1]["programdigest"], serde_json::Value::Null);
         assert_eq!(
