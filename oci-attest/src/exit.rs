@@ -16,7 +16,7 @@ Exit codes:
       the attestation recording it is still written
   1   general error (I/O, output file, invalid arguments)
   2   command-line usage error
-  3   trace incomplete: the kernel lost events (see --allow-incomplete-trace)
+  3   trace incomplete: reasons in summary.incomplete (see --allow-incomplete-trace)
   4   key or signing error (detected before the command starts)
   5   image archive analysis failed (malformed or tampered archive): nothing is signed
   6   --trace ebpf requested but eBPF tracing is unavailable on this host

@@ -28,20 +28,30 @@ fn run_command(dir: &Path, options: &[&str], command: &[&str]) -> Command {
     run
 }
 
-/// Waits for `child` at most `limit`; kills it (by its pid) and fails when it takes longer.
-fn finish_within(mut child: Child, limit: Duration) -> Output {
+/// Polls every 20 ms until `done` holds; after `limit`, kills `child` (by its pid) and fails
+/// saying what did not happen.
+fn poll_until(
+    child: &mut Child,
+    limit: Duration,
+    what: &str,
+    mut done: impl FnMut(&mut Child) -> bool,
+) {
     let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
+    while !done(child) {
         if Instant::now() > deadline {
             let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "oci-attest still running after {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            let _ = child.wait();
+            panic!("{what} within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits for `child` at most `limit`; kills it and fails when it takes longer.
+fn finish_within(mut child: Child, limit: Duration) -> Output {
+    poll_until(&mut child, limit, "oci-attest did not end", |child| {
+        child.try_wait().unwrap().is_some()
+    });
     child.wait_with_output().unwrap()
 }
 
@@ -140,17 +150,13 @@ fn sigterm_during_the_analysis_stops_oci_attest() {
 /// Starts `run` and returns once `marker` exists.
 fn run_spawn_and_wait_for(run: &mut Command, marker: &Path) -> Child {
     let mut child = run.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !marker.exists() {
+    let what = format!("the command did not write {}", marker.display());
+    poll_until(&mut child, Duration::from_secs(30), &what, |child| {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("oci-attest ended ({status}) before the command wrote its marker");
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the command never wrote {}", marker.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        marker.exists()
+    });
     child
 }
 

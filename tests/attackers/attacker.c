@@ -24,6 +24,8 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/user.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -141,18 +143,29 @@ static void step_truncate(char **a)
 		die("truncate", a[0]);
 }
 
-/* Opens a directory at a chosen fd number (so a later step can name it). */
-static void step_open_dir(char **a)
+/* Opens PATH with FLAGS at the fd number WANT (so a later step can name it). */
+static void open_at_number(const char *path, int flags, const char *want)
 {
-	int fd = open(a[0], O_RDONLY | O_DIRECTORY);
-	int want = number(a[1]);
+	int fd = open(path, flags);
 	if (fd < 0)
-		die("open dir", a[0]);
-	if (fd != want) {
-		if (dup2(fd, want) < 0)
-			die("dup2", a[0]);
+		die("open", path);
+	if (fd != number(want)) {
+		if (dup2(fd, number(want)) < 0)
+			die("dup2", path);
 		close(fd);
 	}
+}
+
+static void step_open_dir(char **a) { open_at_number(a[0], O_RDONLY | O_DIRECTORY, a[1]); }
+
+/* An O_PATH descriptor: it can neither read nor write. */
+static void step_open_path(char **a) { open_at_number(a[0], O_PATH, a[1]); }
+
+/* A regular file made by mknod rather than open. */
+static void step_mknod(char **a)
+{
+	if (mknod(a[0], S_IFREG | 0644, 0) < 0)
+		die("mknod", a[0]);
 }
 
 static void step_dup2(char **a)
@@ -645,28 +658,28 @@ static void step_exec_swapped_argv(char **a)
 	die("execv", a[0]);
 }
 
-/* execv with every argument string in a page that is not resident when the kernel copies it. */
+/* execv(PROG, argv) with argv the NUL-separated strings of FILE, mapped read-only and dropped
+ * from this process's page tables (MADV_DONTNEED) just before: the kernel faults them back in
+ * while it copies them, a reader that cannot fault sees nothing. */
 static void step_exec_nonresident(char **a)
 {
-	int count = 0;
-	size_t total = 0;
-	while (a[count])
-		total += strlen(a[count++]) + 1;
-	int memfd = memfd_create("argv", 0);
-	if (memfd < 0)
-		die("memfd_create", NULL);
-	for (int i = 0; i < count; i++)
-		write_all(memfd, a[i], strlen(a[i]) + 1, "memfd");
-	char *strings = mmap(NULL, total, PROT_READ, MAP_SHARED, memfd, 0);
+	struct stat st;
+	int fd = open(a[1], O_RDONLY);
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0)
+		die("open", a[1]);
+	char *strings = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (strings == MAP_FAILED)
-		die("mmap", "memfd");
-	if (madvise(strings, total, MADV_DONTNEED) < 0)
-		die("madvise", "memfd");
+		die("mmap", a[1]);
+	int count = 0;
+	for (off_t i = 0; i < st.st_size; i++)
+		count += strings[i] == 0;
 	char **argv = calloc((size_t)count + 1, sizeof *argv);
 	for (int i = 0, offset = 0; i < count; i++) {
 		argv[i] = strings + offset;
-		offset += (int)strlen(a[i]) + 1;
+		offset += (int)strlen(strings + offset) + 1;
 	}
+	if (madvise(strings, (size_t)st.st_size, MADV_DONTNEED) < 0)
+		die("madvise", a[1]);
 	execv(a[0], argv);
 	die("execv", a[0]);
 }
@@ -768,6 +781,68 @@ static void step_pending_flood(char **a)
 	unlink(flood_fifo);
 }
 
+/* ---- work done by a process outside the tree ---- */
+
+/* Runs one syscall in the stopped tracee at the `syscall` instruction at `at`. */
+static long remote_syscall(pid_t pid, const struct user_regs_struct *base, unsigned long at,
+			   long nr, long a, long b, long c)
+{
+	struct user_regs_struct regs = *base;
+	int status;
+	regs.rip = at;
+	regs.rax = (unsigned long)nr;
+	regs.orig_rax = (unsigned long)-1;
+	regs.rdi = (unsigned long)a;
+	regs.rsi = (unsigned long)b;
+	regs.rdx = (unsigned long)c;
+	if (ptrace(PTRACE_SETREGS, pid, NULL, &regs) < 0)
+		die("PTRACE_SETREGS", NULL);
+	if (ptrace(PTRACE_SINGLESTEP, pid, NULL, NULL) < 0 || waitpid(pid, &status, 0) < 0)
+		die("PTRACE_SINGLESTEP", NULL);
+	if (ptrace(PTRACE_GETREGS, pid, NULL, &regs) < 0)
+		die("PTRACE_GETREGS", NULL);
+	return (long)regs.rax;
+}
+
+static void poke_string(pid_t pid, unsigned long at, const char *text)
+{
+	size_t len = strlen(text) + 1;
+	for (size_t i = 0; i < len; i += sizeof(long)) {
+		long word = 0;
+		memcpy(&word, text + i, len - i < sizeof word ? len - i : sizeof word);
+		if (ptrace(PTRACE_POKEDATA, pid, (void *)(at + i), (void *)word) < 0)
+			die("PTRACE_POKEDATA", NULL);
+	}
+}
+
+/* Makes PID, a process outside the traced tree sleeping in a syscall, open PATH and write
+ * CONTENT: the file is written, but by someone the trace does not follow. */
+static void step_ptrace_write(char **a)
+{
+	pid_t pid = number(a[0]);
+	struct user_regs_struct saved;
+	int status;
+	if (ptrace(PTRACE_ATTACH, pid, NULL, NULL) < 0 || waitpid(pid, &status, 0) < 0)
+		die("PTRACE_ATTACH", a[0]);
+	if (ptrace(PTRACE_GETREGS, pid, NULL, &saved) < 0)
+		die("PTRACE_GETREGS", a[0]);
+	/* Stopped inside a syscall: the instruction before rip is that `syscall`. */
+	unsigned long at = saved.rip - 2;
+	unsigned long scratch = (saved.rsp - 4096) & ~15UL;
+	poke_string(pid, scratch, a[1]);
+	poke_string(pid, scratch + 2048, a[2]);
+	long fd = remote_syscall(pid, &saved, at, SYS_open, (long)scratch,
+				 O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0) {
+		errno = (int)-fd;
+		die("remote open", a[1]);
+	}
+	remote_syscall(pid, &saved, at, SYS_write, fd, (long)(scratch + 2048), (long)strlen(a[2]));
+	remote_syscall(pid, &saved, at, SYS_close, fd, 0, 0);
+	if (ptrace(PTRACE_SETREGS, pid, NULL, &saved) < 0 || ptrace(PTRACE_DETACH, pid, NULL, NULL) < 0)
+		die("PTRACE_DETACH", a[0]);
+}
+
 /* ---- a large fd table, shared by many children ---- */
 
 /* Opens FDS descriptors (as many as the hard limit allows without CAP_SYS_RESOURCE; the count
@@ -863,6 +938,8 @@ static const struct step steps[] = {
 	{ "sleep", 1, step_sleep },
 	{ "open-dir", 2, step_open_dir },
 	{ "dup2", 2, step_dup2 },
+	{ "open-path", 2, step_open_path },
+	{ "mknod", 1, step_mknod },
 	{ "close", 1, step_close },
 	{ "write-at", 3, step_write_at },
 	{ "fchdir", 1, step_fchdir },
@@ -888,11 +965,12 @@ static const struct step steps[] = {
 	{ "bind-private", 2, step_bind_private },
 	{ "lease-swap-open", 3, step_lease_swap_open },
 	{ "exec-swapped-argv", 3, step_exec_swapped_argv },
-	{ "exec-nonresident", -1, step_exec_nonresident },
+	{ "exec-nonresident", 2, step_exec_nonresident },
 	{ "orphan", 3, step_orphan },
 	{ "daemon", 4, step_daemon },
 	{ "pending-flood", 3, step_pending_flood },
 	{ "many-fds", 2, step_many_fds },
+	{ "ptrace-write", 3, step_ptrace_write },
 	{ "replace-program", 1, step_replace_program },
 	{ "exec", -1, step_exec },
 };

@@ -83,7 +83,8 @@ fn hex(bytes: &[u8]) -> String {
 /// What the attacks need: root (eBPF, chroot, mounts, leases) and the compiled attacker.
 pub fn environment() -> anyhow::Result<PathBuf> {
     ensure!(
-        nix::unistd::geteuid().is_root(),
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() } == 0,
         "the trace attacks need root (eBPF, chroot, mount namespaces, file leases)"
     );
     attacker()
@@ -161,6 +162,11 @@ impl Scenario {
                 "exit 3 without --allow-incomplete-trace, but {} with it: {}",
                 again.status,
                 again.stderr
+            );
+            // Captured by libtest; shown with --nocapture (which routes end incomplete, and why).
+            eprintln!(
+                "incomplete: {:?}",
+                again.statement.as_ref().map(Statement::incomplete)
             );
             return Ok(Verdict::Incomplete {
                 first_stderr: first.stderr,
@@ -599,6 +605,21 @@ impl Statement {
         self.processes().iter().flat_map(cmdlines_in).collect()
     }
 
+    /// (`programdigest` sha256 or null) of every record, at any depth under a process, whose
+    /// `program` is `program`.
+    pub fn program_digests(&self, program: &str) -> Vec<Value> {
+        self.processes()
+            .iter()
+            .flat_map(objects_in)
+            .filter(|record| record.get("program").and_then(Value::as_str) == Some(program))
+            .map(|record| {
+                record
+                    .get("programdigest")
+                    .map_or(Value::Null, |digest| digest["sha256"].clone())
+            })
+            .collect()
+    }
+
     /// Every `cmdline` recorded for process `pid`.
     pub fn cmdlines_of(&self, pid: u64) -> Vec<String> {
         self.processes()
@@ -609,18 +630,23 @@ impl Statement {
     }
 }
 
-fn cmdlines_in(value: &Value) -> Vec<String> {
+/// `value` and every object nested in it, depth first.
+fn objects_in(value: &Value) -> Vec<&serde_json::Map<String, Value>> {
     match value {
-        Value::Object(map) => map
-            .iter()
-            .flat_map(|(key, value)| match (key.as_str(), value) {
-                ("cmdline", Value::String(cmdline)) => vec![cmdline.clone()],
-                _ => cmdlines_in(value),
-            })
+        Value::Object(map) => std::iter::once(map)
+            .chain(map.values().flat_map(objects_in))
             .collect(),
-        Value::Array(items) => items.iter().flat_map(cmdlines_in).collect(),
+        Value::Array(items) => items.iter().flat_map(objects_in).collect(),
         _ => Vec::new(),
     }
+}
+
+/// Every `cmdline` string in `value`, at any depth (also per-exec lists, if any).
+fn cmdlines_in(value: &Value) -> Vec<String> {
+    objects_in(value)
+        .into_iter()
+        .filter_map(|object| object.get("cmdline")?.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// The bytes a recorded path stands for, under the trace's escaping of names that are not
