@@ -6,7 +6,8 @@
 //! [`products`] (which files it produced) → [`attach`] (which attestors apply) →
 //! [`attestors`] (one predicate each; `oci` reads archives through [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
-//! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
+//! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest. [`policy`] checks witness/cilock
+//! policies against attestations (`verify -p`).
 
 pub mod attach;
 pub mod attestors;
@@ -22,5 +23,6 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod policy;
 pub mod products;
 pub mod trace;

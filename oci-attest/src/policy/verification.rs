@@ -1,0 +1,333 @@
+//! Checks a policy against attestations: per step, which collections are signed by one of its
+//! functionaries, hold every required attestation and pass its Rego; then which of those are
+//! tied to the artifact (a subject or product digest), following `artifactsFrom` back through
+//! the chain (every material also produced upstream must carry the same digest). Semantics:
+//! `docs/policy.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::policy::evidence::{Evidence, FileSet};
+use crate::policy::model::{Policy, Step};
+use crate::policy::rego::RegoError;
+
+/// How the Rego modules of a required attestation are evaluated: `(modules, input JSON)` →
+/// denials, or an error that makes the whole policy unusable.
+pub type Evaluator<'a> =
+    dyn Fn(&[crate::policy::model::RegoModule], &str) -> Result<Vec<String>, RegoError> + 'a;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub holds: bool,
+    /// The artifact digests (sha256 hex) the policy was checked for.
+    pub artifacts: Vec<String>,
+    pub steps: Vec<StepReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub name: String,
+    pub passed: bool,
+    /// Why the step failed when no collection was even offered for it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    pub collections: Vec<CollectionReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CollectionReport {
+    pub source: String,
+    pub passed: bool,
+    pub reasons: Vec<String>,
+}
+
+/// A collection's state while the steps are checked.
+struct Candidate<'a> {
+    evidence: &'a Evidence,
+    /// Signed by a functionary, every attestation present, every module allowed it.
+    gate_passed: bool,
+    /// Reachable from the artifact (directly or through the chain).
+    linked: bool,
+    /// Its `artifactsFrom` links hold.
+    chain_ok: bool,
+    reasons: Vec<String>,
+}
+
+/// Evaluates `policy` for `artifacts` (sha256 hex). A Rego error (module broken or over its
+/// limits) aborts with that error: the policy, not the evidence, is at fault.
+pub fn verify(
+    policy: &Policy,
+    evidence: &[Evidence],
+    artifacts: &[String],
+    evaluate: &Evaluator,
+) -> Result<Report, RegoError> {
+    let order = policy
+        .dependency_order()
+        .map_err(|error| RegoError(format!("{error:#}")))?;
+    let mut candidates: BTreeMap<&str, Vec<Candidate>> = BTreeMap::new();
+    for name in &order {
+        let step = &policy.steps[*name];
+        let mut checked = Vec::new();
+        for item in evidence.iter().filter(|item| item.step == step.name) {
+            let context = step_context(step, &candidates);
+            checked.push(gate(step, item, context.as_ref(), evaluate)?);
+        }
+        candidates.insert(name, checked);
+    }
+    link(policy, &mut candidates, artifacts);
+
+    let steps: Vec<StepReport> = order
+        .iter()
+        .map(|name| {
+            let checked = &candidates[name];
+            let collections: Vec<CollectionReport> = checked
+                .iter()
+                .map(|candidate| CollectionReport {
+                    source: candidate.evidence.source.clone(),
+                    passed: candidate.gate_passed && candidate.linked && candidate.chain_ok,
+                    reasons: candidate.reasons.clone(),
+                })
+                .collect();
+            let reasons = if checked.is_empty() {
+                vec![format!(
+                    "no attestation for step {name:?} signed by a key of the policy was given"
+                )]
+            } else {
+                Vec::new()
+            };
+            StepReport {
+                name: (*name).to_owned(),
+                passed: collections.iter().any(|collection| collection.passed),
+                reasons,
+                collections,
+            }
+        })
+        .collect();
+    Ok(Report {
+        holds: steps.iter().all(|step| step.passed),
+        artifacts: artifacts.to_vec(),
+        steps,
+    })
+}
+
+/// `input.steps` for a step with `attestationsFrom`: per dependency, its gate-passed
+/// collections' predicates by type (the first of each type, as cilock does).
+fn step_context(step: &Step, candidates: &BTreeMap<&str, Vec<Candidate>>) -> Option<Value> {
+    if step.attestations_from.is_empty() {
+        return None;
+    }
+    let mut steps = Map::new();
+    for dependency in &step.attestations_from {
+        let mut by_type = Map::new();
+        let passed = candidates
+            .get(dependency.as_str())
+            .into_iter()
+            .flatten()
+            .filter(|candidate| candidate.gate_passed);
+        for candidate in passed {
+            for (type_uri, predicate) in &candidate.evidence.attestations {
+                by_type
+                    .entry(type_uri.clone())
+                    .or_insert_with(|| predicate.clone());
+            }
+        }
+        if !by_type.is_empty() {
+            steps.insert(dependency.clone(), Value::Object(by_type));
+        }
+    }
+    Some(Value::Object(steps))
+}
+
+fn gate<'a>(
+    step: &Step,
+    evidence: &'a Evidence,
+    context: Option<&Value>,
+    evaluate: &Evaluator,
+) -> Result<Candidate<'a>, RegoError> {
+    let mut reasons = Vec::new();
+    if !evidence
+        .signers
+        .iter()
+        .any(|signer| step.functionaries.contains(signer))
+    {
+        reasons.push(format!(
+            "not signed by a functionary of step {:?} (signed by {:?}, functionaries {:?})",
+            step.name, evidence.signers, step.functionaries
+        ));
+    }
+    for required in &step.attestations {
+        let predicates: Vec<&Value> = evidence.predicates(&required.type_uri).collect();
+        if predicates.is_empty() {
+            reasons.push(format!("missing attestation {}", required.type_uri));
+            continue;
+        }
+        if required.modules.is_empty() {
+            continue;
+        }
+        // Every attestation of the type is evaluated: a passing duplicate must not hide a
+        // failing one.
+        for predicate in predicates {
+            let input = match context {
+                Some(steps) => serde_json::json!({"attestation": predicate, "steps": steps}),
+                None => predicate.clone(),
+            };
+            let denials = evaluate(&required.modules, &input.to_string()).map_err(|error| {
+                RegoError(format!(
+                    "step {:?}, {}: {}",
+                    step.name, required.type_uri, error.0
+                ))
+            })?;
+            reasons.extend(
+                denials
+                    .into_iter()
+                    .map(|denial| format!("denied by {}: {denial}", required.type_uri)),
+            );
+        }
+    }
+    Ok(Candidate {
+        evidence,
+        gate_passed: reasons.is_empty(),
+        linked: false,
+        chain_ok: true,
+        reasons,
+    })
+}
+
+/// Marks the collections tied to the artifact: those naming an artifact digest, those whose
+/// subjects carry a back-reference of a tied collection, and the upstream collections whose
+/// files match a tied collection's materials through `artifactsFrom`.
+fn link(policy: &Policy, candidates: &mut BTreeMap<&str, Vec<Candidate>>, artifacts: &[String]) {
+    let mut queue: Vec<(String, usize)> = Vec::new();
+    for (name, checked) in candidates.iter_mut() {
+        for (index, candidate) in checked.iter_mut().enumerate() {
+            if !candidate.gate_passed {
+                continue;
+            }
+            match names_any(candidate.evidence, artifacts) {
+                Ok(true) => {
+                    candidate.linked = true;
+                    queue.push(((*name).to_owned(), index));
+                }
+                Ok(false) => {}
+                Err(error) => candidate.reasons.push(format!("{error:#}")),
+            }
+        }
+    }
+    while let Some((name, index)) = queue.pop() {
+        let step = &policy.steps[&name];
+        let downstream = candidates[name.as_str()][index].evidence;
+        let mut chain_reasons = Vec::new();
+        for upstream in &step.artifacts_from {
+            let mut matched = Vec::new();
+            for (up_index, candidate) in candidates[upstream.as_str()].iter().enumerate() {
+                if !candidate.gate_passed {
+                    continue;
+                }
+                match chained(downstream, candidate.evidence) {
+                    Ok(()) => matched.push(up_index),
+                    Err(reason) => chain_reasons.push(format!(
+                        "artifactsFrom {upstream:?} ({}): {reason}",
+                        candidate.evidence.source
+                    )),
+                }
+            }
+            if matched.is_empty() {
+                if candidates[upstream.as_str()].is_empty() {
+                    chain_reasons.push(format!(
+                        "artifactsFrom {upstream:?}: no attestation for that step"
+                    ));
+                }
+                let candidate = &mut candidates.get_mut(name.as_str()).unwrap()[index];
+                candidate.chain_ok = false;
+            }
+            for up_index in matched {
+                let candidate = &mut candidates.get_mut(upstream.as_str()).unwrap()[up_index];
+                if !candidate.linked {
+                    candidate.linked = true;
+                    queue.push((upstream.clone(), up_index));
+                }
+            }
+        }
+        let candidate = &mut candidates.get_mut(name.as_str()).unwrap()[index];
+        if !candidate.chain_ok {
+            candidate.reasons.extend(chain_reasons);
+        }
+        // Back-references widen the search as witness does: a collection whose subjects include
+        // one of them belongs to the same artifact.
+        let backrefs: BTreeSet<&String> = candidate.evidence.backrefs.iter().collect();
+        for (other_name, checked) in candidates.iter_mut() {
+            for (other_index, other) in checked.iter_mut().enumerate() {
+                if other.gate_passed
+                    && !other.linked
+                    && other
+                        .evidence
+                        .subjects
+                        .values()
+                        .any(|s| backrefs.contains(s))
+                {
+                    other.linked = true;
+                    queue.push(((*other_name).to_owned(), other_index));
+                }
+            }
+        }
+    }
+    for checked in candidates.values_mut() {
+        for candidate in checked.iter_mut() {
+            if candidate.gate_passed && !candidate.linked {
+                candidate.reasons.push(format!(
+                    "not tied to the artifact: no subject or product has digest {}, and no \
+                     artifactsFrom or back-reference leads to it",
+                    artifacts
+                        .iter()
+                        .map(|digest| format!("sha256:{digest}"))
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ));
+            }
+        }
+    }
+}
+
+fn names_any(evidence: &Evidence, artifacts: &[String]) -> anyhow::Result<bool> {
+    for digest in artifacts {
+        if evidence.names_digest(digest)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The `artifactsFrom` link between a downstream collection and an upstream one: every
+/// downstream material that the upstream step also recorded carries the same digest, and at
+/// least one does (a chain through which nothing flowed proves nothing).
+fn chained(downstream: &Evidence, upstream: &Evidence) -> Result<(), String> {
+    let materials = match downstream.materials() {
+        Ok(Some(materials)) => materials,
+        Ok(None) => {
+            return Err(format!(
+                "{} carries no material leaves, so its materials cannot be checked",
+                downstream.source
+            ))
+        }
+        Err(error) => return Err(format!("{error:#}")),
+    };
+    let upstream_files: FileSet = upstream.artifacts().map_err(|error| format!("{error:#}"))?;
+    let mut overlap = 0;
+    for (path, digest) in &materials {
+        if let Some(produced) = upstream_files.get(path) {
+            if produced != digest {
+                return Err(format!(
+                    "material {path:?} has sha256:{digest} but the upstream step left \
+                     sha256:{produced}"
+                ));
+            }
+            overlap += 1;
+        }
+    }
+    if !materials.is_empty() && overlap == 0 {
+        return Err("none of the step's materials comes from the upstream step".to_owned());
+    }
+    Ok(())
+}
