@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use oci_attest::{dsse, keys};
+use oci_attest_tests::command::output_text as text;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -24,15 +25,6 @@ fn oci_attest(dir: &Path, args: &[&str]) -> Output {
         .env_remove("OCI_ATTEST_KEY_PASSPHRASE")
         .output()
         .expect("run oci-attest")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Keys live outside the working directory, so they are never materials or products.
@@ -304,12 +296,21 @@ fn the_build_then_save_chain_passes() {
     );
 }
 
-/// Runs `verify -p` for the standard chain and returns the report.
-fn verify_chain(chain: &Chain, keys: &Keys, policy: &Path, policy_key: &str) -> Output {
+impl Chain {
+    /// Signs `document` with key `signer` and checks the chain against it (policy key
+    /// `policy`).
+    fn check(&self, keys: &Keys, signer: &str, document: &Value) -> Output {
+        let policy = sign_policy(self.out.path(), keys, signer, document);
+        verify_chain(self, keys, &policy)
+    }
+}
+
+/// Runs `verify -p` (policy key `policy`) for the standard chain.
+fn verify_chain(chain: &Chain, keys: &Keys, policy: &Path) -> Output {
     verify(
         chain.out.path(),
         policy,
-        &keys.public(policy_key),
+        &keys.public("policy"),
         &[chain.attestation("build"), chain.attestation("save")],
         &["--artifactfile", &chain.artifact()],
     )
@@ -328,13 +329,7 @@ fn assert_fails(output: &Output, code: i32, expected: &str) {
 fn a_material_that_differs_from_the_upstream_product_fails() {
     let keys = Keys::new(&["policy", "build"]);
     let chain = Chain::run(&keys, "build", "printf 'evil' > app.bin");
-    let policy = sign_policy(
-        chain.out.path(),
-        &keys,
-        "policy",
-        &chain_policy(&keys, "build"),
-    );
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
     assert_fails(&output, 7, "material \"app.bin\" has sha256:");
     assert!(
         text(&output).contains("step save: FAIL"),
@@ -383,13 +378,7 @@ fn a_forged_leaf_that_no_longer_reproduces_the_merkle_root_fails() {
             leaf["leafHash"] = json!(hex::encode(Sha256::digest(hex::decode(&produced).unwrap())));
         },
     );
-    let policy = sign_policy(
-        chain.out.path(),
-        &keys,
-        "policy",
-        &chain_policy(&keys, "build"),
-    );
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
     assert_fails(&output, 7, "do not reproduce merkleRoot");
 }
 
@@ -402,18 +391,11 @@ fn attestations_signed_by_a_key_that_is_not_the_functionary_fail() {
     let intruder = keys.keyid("intruder");
     document["publickeys"][&intruder] =
         json!({"keyid": intruder, "key": BASE64.encode(keys.pem("intruder"))});
-    let policy = sign_policy(chain.out.path(), &keys, "policy", &document);
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &document);
     assert_fails(&output, 7, "not signed by a functionary of step \"build\"");
 
     // A key the policy does not know at all: the envelopes are rejected outright.
-    let policy = sign_policy(
-        chain.out.path(),
-        &keys,
-        "policy",
-        &chain_policy(&keys, "build"),
-    );
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
     assert_fails(&output, 7, "no signature verifies with a key of the policy");
 }
 
@@ -423,8 +405,7 @@ fn an_expired_policy_fails() {
     let chain = Chain::run(&keys, "build", "");
     let mut document = chain_policy(&keys, "build");
     document["expires"] = json!("2020-01-01T00:00:00Z");
-    let policy = sign_policy(chain.out.path(), &keys, "policy", &document);
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &document);
     assert_fails(&output, 8, "the policy expired at 2020-01-01");
 }
 
@@ -432,13 +413,7 @@ fn an_expired_policy_fails() {
 fn a_policy_signed_by_another_key_fails() {
     let keys = Keys::new(&["policy", "build", "other"]);
     let chain = Chain::run(&keys, "build", "");
-    let policy = sign_policy(
-        chain.out.path(),
-        &keys,
-        "other",
-        &chain_policy(&keys, "build"),
-    );
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "other", &chain_policy(&keys, "build"));
     assert_fails(&output, 8, "the policy signature does not verify");
 }
 
@@ -453,8 +428,7 @@ fn rego_denials_fail_with_their_message_and_modules_without_deny_fail_closed() {
     let mut document = chain_policy(&keys, "build");
     document["steps"]["build"]["attestations"][0]["regopolicies"] =
         json!([module("exit", EXIT_ZERO_V0), v1_deny]);
-    let policy = sign_policy(chain.out.path(), &keys, "policy", &document);
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &document);
     assert_fails(
         &output,
         7,
@@ -470,8 +444,7 @@ fn rego_denials_fail_with_their_message_and_modules_without_deny_fail_closed() {
     let mut aliased = chain_policy(&keys, "build");
     aliased["steps"]["build"]["attestations"][0]["type"] =
         json!("https://witness.dev/attestations/command-run/v0.1");
-    let policy = sign_policy(chain.out.path(), &keys, "policy", &aliased);
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &aliased);
     assert!(output.status.success(), "{}", text(&output));
 
     let mut no_deny = chain_policy(&keys, "build");
@@ -479,8 +452,7 @@ fn rego_denials_fail_with_their_message_and_modules_without_deny_fail_closed() {
         "allow-only",
         "package policy.allow\nallow := true\n"
     )]);
-    let policy = sign_policy(chain.out.path(), &keys, "policy", &no_deny);
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = chain.check(&keys, "policy", &no_deny);
     assert_fails(&output, 8, "has no `deny` rule");
 }
 
@@ -537,7 +509,7 @@ fn hostile_policies_fail_within_time_and_memory_limits() {
     let huge = dir.join("huge.signed.json");
     std::fs::write(&huge, vec![b' '; 17 << 20]).unwrap();
     let started = Instant::now();
-    let output = verify_chain(&chain, &keys, &huge, "policy");
+    let output = verify_chain(&chain, &keys, &huge);
     assert_fails(&output, 8, "more than the 16 MiB allowed");
     assert!(started.elapsed() < Duration::from_secs(5));
 
@@ -548,7 +520,7 @@ fn hostile_policies_fail_within_time_and_memory_limits() {
         "]".repeat(100_000)
     );
     let policy = sign_raw(dir, &keys, deep.as_bytes());
-    let output = verify_chain(&chain, &keys, &policy, "policy");
+    let output = verify_chain(&chain, &keys, &policy);
     assert_fails(&output, 8, "recursion limit exceeded");
 
     let hostile_rego = [
@@ -569,7 +541,7 @@ fn hostile_policies_fail_within_time_and_memory_limits() {
             json!([module(name, source)]);
         let policy = sign_raw(dir, &keys, &serde_json::to_vec(&document).unwrap());
         let started = Instant::now();
-        let output = verify_chain(&chain, &keys, &policy, "policy");
+        let output = verify_chain(&chain, &keys, &policy);
         let elapsed = started.elapsed();
         assert_fails(&output, 8, expected);
         assert!(elapsed < Duration::from_secs(20), "{name}: {elapsed:?}");

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use oci_attest_tests::command::{describe, run};
+use oci_attest_tests::command::{describe, output_text, run};
 use oci_attest_tests::fixtures::{Fixtures, APP_IMAGE, MULTI_ARCHIVE};
 use oci_attest_tests::storage::ContainersStorage;
 use oci_attest_tests::{oci_attest, paths, require};
@@ -39,15 +39,6 @@ fn storage() -> anyhow::Result<&'static ContainersStorage> {
 
 fn examples() -> PathBuf {
     paths::workspace_root().join("examples/policies")
-}
-
-fn output_text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).trim(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    )
 }
 
 /// oci-attest with the storage in its environment, in `dir`.
