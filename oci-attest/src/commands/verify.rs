@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -47,10 +47,14 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let (Some(envelope), None) = (&args.envelope, &args.policy.policy) else {
-        let policy = args.policy.policy.as_deref().unwrap_or(Path::new(""));
+    if let Some(policy) = &args.policy.policy {
         return verify_policy::execute(&args.key, policy, &args.policy);
-    };
+    }
+    // clap requires ENVELOPE when -p is absent.
+    let envelope = args
+        .envelope
+        .as_deref()
+        .context("verify needs an ENVELOPE or -p POLICY")?;
     let key = keys::load_public_key(&args.key)?;
     let envelope_path = envelope.display();
     let size = std::fs::metadata(envelope)
