@@ -3,13 +3,13 @@
 //!
 //! The pipeline, in the order a `run` goes through it:
 //! [`launch`] and [`trace`] (start the command stopped, trace its process tree) →
-//! [`products`] (which files it produced) → [`attach`] (which attestors apply) →
-//! [`attestors`] (one predicate each; `oci` reads archives through [`inspect`]) →
+//! [`products`] (which files it produced) → [`attestors`] (the attestor table: which apply, one
+//! predicate each; `oci` recognises saves through [`save_command`] and reads archives through
+//! [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
-//! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest. [`policy`] checks witness/cilock
-//! policies against attestations (`verify -p`).
+//! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
+//! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
 
-pub mod attach;
 pub mod attestors;
 pub mod collection;
 pub mod commands;
@@ -25,4 +25,7 @@ pub mod observed;
 pub mod output;
 pub mod policy;
 pub mod products;
+pub mod program_path;
+pub mod rfc3339;
+pub mod save_command;
 pub mod trace;

@@ -214,8 +214,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::attestors::file_tree::{predicate, EmptyLeaves, FileDigest};
+    use crate::attestors::file_tree::{predicate, EmptyLeaves};
     use crate::digest::sha256_hex;
+    use crate::products::FileDigest;
 
     fn tree(files: &[(&str, &str)], empty: EmptyLeaves) -> Value {
         let files: Vec<FileDigest> = files
