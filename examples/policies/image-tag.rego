@@ -5,8 +5,13 @@ import rego.v1
 
 expected_tag := "localhost/fx/app:1"
 
+# `imagetags` is null for an image saved by ID.
+tags := input.imagetags if is_array(input.imagetags)
+
+else := []
+
 has_expected_tag if {
-	some tag in input.imagetags
+	some tag in tags
 	tag == expected_tag
 }
 

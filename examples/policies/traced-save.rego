@@ -7,6 +7,11 @@ import rego.v1
 # Programs (by file name) the save may exec; anything else in the process tree is denied.
 allowed_programs := {"docker", "skopeo", "podman", "sh", "dash", "bash"}
 
+# A list, or [] for a missing key or null (Go writes empty lists as null).
+list(value) := value if is_array(value)
+
+else := []
+
 deny contains msg if {
 	input.exitcode != 0
 	msg := sprintf("the command exited with %v", [input.exitcode])
@@ -26,12 +31,12 @@ deny contains msg if {
 
 # summary.incomplete lists every gap in the trace as {"reason", "detail"}; absent = none.
 deny contains msg if {
-	some gap in object.get(input, ["summary", "incomplete"], [])
+	some gap in list(object.get(input, ["summary", "incomplete"], []))
 	msg := sprintf("the trace is incomplete: %v (%v)", [object.get(gap, "reason", gap), object.get(gap, "detail", "")])
 }
 
 deny contains msg if {
-	some process in object.get(input, "processes", [])
+	some process in list(object.get(input, "processes", []))
 	parts := split(process.program, "/")
 	name := parts[count(parts) - 1]
 	not name in allowed_programs

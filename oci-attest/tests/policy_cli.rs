@@ -550,3 +550,73 @@ fn hostile_policies_fail_within_time_and_memory_limits() {
     let peak = children_max_rss_bytes();
     assert!(peak < 3 << 29, "peak RSS of the children: {peak} bytes");
 }
+
+/// Every rule of the example traced-save and image-tag modules, on the predicates they read.
+#[test]
+fn example_rego_modules_deny_each_documented_condition() {
+    use oci_attest::policy::model::RegoModule;
+    use oci_attest::policy::rego::{evaluate, TIME_LIMIT};
+
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let load = |name: &str| RegoModule {
+        name: name.to_owned(),
+        source: std::fs::read_to_string(examples.join(format!("{name}.rego"))).unwrap(),
+    };
+    let traced = [load("traced-save")];
+    let good = json!({
+        "cmd": ["skopeo", "copy", "a", "b"], "exitcode": 0,
+        "summary": {"trace": "ebpf", "lost": 0},
+        "processes": [{"program": "/usr/bin/skopeo", "processid": 10}]
+    });
+    let denials = |input: &Value| evaluate(&traced, &input.to_string(), TIME_LIMIT).unwrap();
+    assert_eq!(denials(&good), Vec::<String>::new());
+
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    let mut failed = good.clone();
+    failed["exitcode"] = json!(1);
+    cases.push((failed, "the command exited with 1"));
+    let mut untraced = good.clone();
+    untraced["summary"] = json!({"trace": "off", "reason": "not root"});
+    cases.push((untraced, "not traced with eBPF (summary.trace: off)"));
+    let mut no_summary = good.clone();
+    no_summary.as_object_mut().unwrap().remove("summary");
+    cases.push((no_summary, "summary.trace: missing"));
+    let mut lost = good.clone();
+    lost["summary"]["lost"] = json!(3);
+    cases.push((lost, "the kernel lost 3 trace events"));
+    let mut incomplete = good.clone();
+    incomplete["summary"]["incomplete"] = json!([{"reason": "argv-truncated", "detail": "pid 12"}]);
+    cases.push((
+        incomplete,
+        "the trace is incomplete: argv-truncated (pid 12)",
+    ));
+    let mut intruder = good.clone();
+    intruder["processes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"program": "/usr/bin/curl", "processid": 11}));
+    cases.push((intruder, "/usr/bin/curl (pid 11) is not an allowed program"));
+    for (input, expected) in cases {
+        let found = denials(&input);
+        assert!(
+            found.iter().any(|denial| denial.contains(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+
+    let tag = [load("image-tag")];
+    let tagged = json!({"imagetags": ["localhost/fx/app:1"]});
+    assert!(evaluate(&tag, &tagged.to_string(), TIME_LIMIT)
+        .unwrap()
+        .is_empty());
+    for untagged in [
+        json!({"imagetags": ["localhost/fx/other:1"]}),
+        json!({"imagetags": null}),
+    ] {
+        let found = evaluate(&tag, &untagged.to_string(), TIME_LIMIT).unwrap();
+        assert!(
+            found[0].starts_with("the image is not tagged localhost/fx/app:1"),
+            "{found:?}"
+        );
+    }
+}
