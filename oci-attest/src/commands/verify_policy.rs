@@ -157,6 +157,9 @@ fn print_summary(report: &Report, rejected: &[(String, String)]) {
     for (source, reason) in rejected {
         println!("attestation {source}: REJECTED: {reason}");
     }
+    for source in &report.unused {
+        println!("attestation {source}: not a step of the policy, not used");
+    }
     for step in &report.steps {
         println!(
             "step {}: {}",

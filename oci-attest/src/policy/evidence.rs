@@ -20,7 +20,7 @@ const STATEMENT_TYPES: [&str; 2] = [
 ];
 
 /// One attestation file that verified under at least one policy key.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Evidence {
     /// Where it came from (the `-a` argument), for messages.
     pub source: String,

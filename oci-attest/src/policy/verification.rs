@@ -24,6 +24,8 @@ pub struct Report {
     /// The artifact digests (sha256 hex) the policy was checked for.
     pub artifacts: Vec<String>,
     pub steps: Vec<StepReport>,
+    /// Attestations for steps the policy does not name (not used).
+    pub unused: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,10 +107,16 @@ pub fn verify(
             }
         })
         .collect();
+    let unused = evidence
+        .iter()
+        .filter(|item| !policy.steps.contains_key(&item.step))
+        .map(|item| format!("{} (step {:?})", item.source, item.step))
+        .collect();
     Ok(Report {
         holds: steps.iter().all(|step| step.passed),
         artifacts: artifacts.to_vec(),
         steps,
+        unused,
     })
 }
 
@@ -330,4 +338,151 @@ fn chained(downstream: &Evidence, upstream: &Evidence) -> Result<(), String> {
         return Err("none of the step's materials comes from the upstream step".to_owned());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::attestors::file_tree::{predicate, EmptyLeaves};
+    use crate::attestors::{COMMAND_RUN_TYPE_URI, MATERIAL_TYPE_URI, PRODUCT_TYPE_URI};
+    use crate::keys::{Algorithm, PrivateKey};
+    use crate::policy::model::{RegoModule, RequiredAttestation};
+    use crate::products::FileDigest;
+
+    fn tree(files: &[(&str, &str)]) -> Value {
+        let files: Vec<FileDigest> = files
+            .iter()
+            .map(|(path, digest)| FileDigest {
+                path: (*path).to_owned(),
+                sha256: (*digest).to_owned(),
+            })
+            .collect();
+        serde_json::to_value(predicate(&files, EmptyLeaves::Write)).unwrap()
+    }
+
+    fn evidence(step: &str, subjects: &[&str], backrefs: &[&str], trees: [Value; 2]) -> Evidence {
+        let [materials, products] = trees;
+        Evidence {
+            source: format!("{step}.json"),
+            signers: vec!["k".to_owned()],
+            step: step.to_owned(),
+            subjects: subjects
+                .iter()
+                .map(|digest| (format!("s:{digest}"), (*digest).to_owned()))
+                .collect(),
+            attestations: vec![
+                (MATERIAL_TYPE_URI.to_owned(), materials),
+                (
+                    COMMAND_RUN_TYPE_URI.to_owned(),
+                    json!({"exitcode": 0, "step": step}),
+                ),
+                (PRODUCT_TYPE_URI.to_owned(), products),
+            ],
+            backrefs: backrefs.iter().map(|digest| (*digest).to_owned()).collect(),
+        }
+    }
+
+    fn step(name: &str, artifacts_from: &[&str], attestations_from: &[&str]) -> Step {
+        Step {
+            name: name.to_owned(),
+            functionaries: vec!["k".to_owned()],
+            attestations: vec![RequiredAttestation {
+                type_uri: COMMAND_RUN_TYPE_URI.to_owned(),
+                modules: vec![RegoModule {
+                    name: "m".to_owned(),
+                    source: String::new(),
+                }],
+            }],
+            artifacts_from: artifacts_from.iter().map(|s| (*s).to_owned()).collect(),
+            attestations_from: attestations_from.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn policy(steps: Vec<Step>) -> Policy {
+        let key = PrivateKey::generate(Algorithm::Ed25519).unwrap();
+        Policy {
+            expires: chrono::Utc::now(),
+            keys: BTreeMap::from([("k".to_owned(), key.public().clone())]),
+            steps: steps.into_iter().map(|s| (s.name.clone(), s)).collect(),
+        }
+    }
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+
+    #[test]
+    fn back_references_tie_a_collection_to_the_artifact_and_attestations_from_feeds_rego() {
+        // scan names the artifact only through save's back-reference to it.
+        let policy = policy(vec![step("save", &[], &[]), step("scan", &[], &["save"])]);
+        let items = [
+            evidence("save", &[A], &[B], [tree(&[]), tree(&[("app.tar", A)])]),
+            evidence("scan", &[B], &[], [tree(&[]), tree(&[])]),
+            evidence("other", &[A], &[], [tree(&[]), tree(&[])]),
+        ];
+        let inputs = RefCell::new(Vec::new());
+        let evaluate = |_: &[RegoModule], input: &str| {
+            inputs
+                .borrow_mut()
+                .push(serde_json::from_str::<Value>(input).unwrap());
+            Ok(Vec::new())
+        };
+        let report = verify(&policy, &items, &[A.to_owned()], &evaluate).unwrap();
+        assert!(report.holds, "{report:?}");
+        assert_eq!(report.unused, ["other.json (step \"other\")"]);
+        let inputs = inputs.borrow().clone();
+        assert_eq!(inputs[0]["step"], "save");
+        assert_eq!(inputs[1]["attestation"]["step"], "scan");
+        assert_eq!(
+            inputs[1]["steps"]["save"][COMMAND_RUN_TYPE_URI]["step"],
+            "save"
+        );
+
+        let report = verify(&policy, &items, &[C.to_owned()], &evaluate).unwrap();
+        assert!(!report.holds);
+        assert!(report.steps[1].collections[0].reasons[0].contains("not tied to the artifact"));
+    }
+
+    #[test]
+    fn artifacts_from_needs_matching_files_and_some_overlap() {
+        let policy = policy(vec![step("build", &[], &[]), step("save", &["build"], &[])]);
+        let allow = |_: &[RegoModule], _: &str| Ok(Vec::new());
+        let build = evidence(
+            "build",
+            &[],
+            &[],
+            [tree(&[("src.c", C)]), tree(&[("app", B)])],
+        );
+        let check = |materials: Value| {
+            let save = evidence("save", &[A], &[], [materials, tree(&[("app.tar", A)])]);
+            let items = [build.clone(), save];
+            verify(&policy, &items, &[A.to_owned()], &allow).unwrap()
+        };
+        let report = check(tree(&[("app", B), ("other", A)]));
+        assert!(report.holds, "{report:?}");
+        // Materials overlaid on products: an upstream material counts too.
+        assert!(check(tree(&[("src.c", C)])).holds);
+
+        let report = check(tree(&[("app", C)]));
+        assert!(!report.holds);
+        let reasons = &report.steps[1].collections[0].reasons;
+        assert!(
+            reasons[0].contains("material \"app\" has sha256:"),
+            "{reasons:?}"
+        );
+
+        let report = check(tree(&[("unrelated", C)]));
+        assert!(report.steps[1].collections[0].reasons[0].contains("none of the step's materials"));
+
+        let mut leafless = tree(&[("app", B)]);
+        leafless.as_object_mut().unwrap().remove("leaves");
+        let report = check(leafless);
+        assert!(report.steps[1].collections[0].reasons[0].contains("no material leaves"));
+        // The build step is then reached by nothing.
+        assert!(!report.steps[0].passed);
+    }
 }
