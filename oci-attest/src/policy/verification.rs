@@ -242,9 +242,12 @@ fn link(policy: &Policy, candidates: &mut BTreeMap<&str, Vec<Candidate>>, artifa
                 }
             }
             if matched.is_empty() {
-                if candidates[upstream.as_str()].is_empty() {
+                let accepted = candidates[upstream.as_str()]
+                    .iter()
+                    .any(|candidate| candidate.gate_passed);
+                if !accepted {
                     chain_reasons.push(format!(
-                        "artifactsFrom {upstream:?}: no attestation for that step"
+                        "artifactsFrom {upstream:?}: no accepted attestation for that step"
                     ));
                 }
                 let candidate = &mut candidates.get_mut(name.as_str()).unwrap()[index];
