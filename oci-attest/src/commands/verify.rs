@@ -42,13 +42,16 @@ pub struct Args {
     /// Image archive (tar, gzip tar, OCI layout dir) to compare with the attested facts.
     #[arg(long, value_name = "PATH", conflicts_with = "policy")]
     pub image: Option<PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long, requires = "policy")]
+    pub json: bool,
     #[command(flatten)]
     pub policy: verify_policy::PolicyArgs,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy.policy {
-        return verify_policy::execute(&args.key, policy, &args.policy);
+        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
     }
     // clap requires ENVELOPE when -p is absent.
     let envelope = args

@@ -51,12 +51,14 @@ pub struct PolicyArgs {
         requires = "policy"
     )]
     pub subjects: Vec<String>,
-    /// Print the result as JSON.
-    #[arg(long, requires = "policy")]
-    pub json: bool,
 }
 
-pub fn execute(key_path: &Path, policy_path: &Path, args: &PolicyArgs) -> anyhow::Result<ExitCode> {
+pub fn execute(
+    key_path: &Path,
+    policy_path: &Path,
+    args: &PolicyArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let unusable = |message: String| failure(FailureKind::PolicyUnusable, message);
     let key = crate::keys::load_public_key(key_path)?;
     let artifacts = artifact_digests(args)?;
@@ -81,7 +83,7 @@ pub fn execute(key_path: &Path, policy_path: &Path, args: &PolicyArgs) -> anyhow
     }
     let report = verification::verify(&policy, &evidence, &artifacts, &rego::evaluate_isolated)
         .map_err(|error| unusable(format!("{}: {error}", policy_path.display())))?;
-    if args.json {
+    if json {
         let rejected: Vec<_> = rejected
             .iter()
             .map(|(source, reason)| serde_json::json!({"source": source, "reason": reason}))
