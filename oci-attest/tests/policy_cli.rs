@@ -248,22 +248,31 @@ fn the_build_then_save_chain_passes() {
     assert!(report.contains("step save: PASS"), "{report}");
     assert!(report.contains("policy: PASS"), "{report}");
 
-    // The same by digest, as JSON.
     let digest = format!(
         "sha256:{}",
         hex::encode(Sha256::digest(std::fs::read(&artifact).unwrap()))
     );
+    // The same by digest, as JSON, with an unusable file among the attestations.
+    let junk = chain.out.path().join("junk.json");
+    std::fs::write(&junk, "not json").unwrap();
+    let mut with_junk = attestations.to_vec();
+    with_junk.push(junk.display().to_string());
     let output = verify(
         chain.out.path(),
         &policy,
         &keys.public("policy"),
-        &attestations,
+        &with_junk,
         &["-s", &digest, "--json"],
     );
     assert!(output.status.success(), "{}", text(&output));
     let document: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(document["holds"], true);
     assert_eq!(document["steps"].as_array().unwrap().len(), 2);
+    assert_eq!(document["steps"][1]["collections"][0]["passed"], true);
+    assert!(document["rejected"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not a DSSE envelope"));
 
     // Another artifact is not covered by the attestations.
     let output = verify(

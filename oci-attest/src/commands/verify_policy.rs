@@ -15,7 +15,7 @@ use crate::exit::{failure, FailureKind};
 use crate::keys::PublicKey;
 use crate::policy::evidence::{self, Evidence};
 use crate::policy::model::{self, Policy};
-use crate::policy::verification::{self, Report};
+use crate::policy::verification::{self, Rejected, Report};
 use crate::policy::{self, rego};
 
 /// Largest attestation read, as for `verify --key`.
@@ -78,21 +78,19 @@ pub fn execute(
             .and_then(|bytes| evidence::load(&source, &bytes, &policy.keys));
         match loaded {
             Ok(item) => evidence.push(item),
-            Err(error) => rejected.push((source, format!("{error:#}"))),
+            Err(error) => rejected.push(Rejected {
+                source,
+                reason: format!("{error:#}"),
+            }),
         }
     }
-    let report = verification::verify(&policy, &evidence, &artifacts, &rego::evaluate_isolated)
+    let mut report = verification::verify(&policy, &evidence, &artifacts, &rego::evaluate_isolated)
         .map_err(|error| unusable(format!("{}: {error}", policy_path.display())))?;
+    report.rejected = rejected;
     if json {
-        let rejected: Vec<_> = rejected
-            .iter()
-            .map(|(source, reason)| serde_json::json!({"source": source, "reason": reason}))
-            .collect();
-        let mut document = serde_json::to_value(&report)?;
-        document["rejected"] = rejected.into();
-        println!("{document:#}");
+        println!("{:#}", serde_json::to_value(&report)?);
     } else {
-        print_summary(&report, &rejected);
+        print_summary(&report);
     }
     if report.holds {
         Ok(ExitCode::SUCCESS)
@@ -155,9 +153,12 @@ fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-fn print_summary(report: &Report, rejected: &[(String, String)]) {
-    for (source, reason) in rejected {
-        println!("attestation {source}: REJECTED: {reason}");
+fn print_summary(report: &Report) {
+    for rejected in &report.rejected {
+        println!(
+            "attestation {}: REJECTED: {}",
+            rejected.source, rejected.reason
+        );
     }
     for source in &report.unused {
         println!("attestation {source}: not a step of the policy, not used");

@@ -26,6 +26,15 @@ pub struct Report {
     pub steps: Vec<StepReport>,
     /// Attestations for steps the policy does not name (not used).
     pub unused: Vec<String>,
+    /// Attestation files that could not be used at all (unreadable, not signed by a policy
+    /// key, not a collection); the caller fills this in.
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub source: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +126,7 @@ pub fn verify(
         artifacts: artifacts.to_vec(),
         steps,
         unused,
+        rejected: Vec::new(),
     })
 }
 
