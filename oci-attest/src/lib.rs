@@ -12,6 +12,7 @@
 
 pub mod attestors;
 pub mod collection;
+#[cfg(feature = "tracer")]
 pub mod commands;
 pub mod digest;
 pub mod dsse;
@@ -26,6 +27,8 @@ pub mod output;
 pub mod policy;
 pub mod products;
 pub mod program_path;
+pub mod progress;
 pub mod rfc3339;
 pub mod save_command;
+#[cfg(feature = "tracer")]
 pub mod trace;
