@@ -707,7 +707,7 @@ mod tests {
         let d = dir.path();
         let error_of = |path: &Path| {
             let error = load_private_key(path, None).unwrap_err();
-            assert_eq!(crate::exit::code_for(&error), FailureKind::Key.code());
+            assert_eq!(crate::exit::kind_of(&error), FailureKind::Key);
             let message = format!("{error:#}");
             assert!(
                 message.starts_with(&path.display().to_string()),

@@ -21,6 +21,7 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
+use crate::exit::{failure, FailureKind};
 use crate::observed::Termination;
 
 /// The child's pid for the signal handler (0: no child to forward to).
@@ -143,7 +144,15 @@ impl StoppedChild {
             let _ = waitpid(pid, None);
             FORWARD_TO.store(0, Ordering::SeqCst);
             let error = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            bail!("cannot execute {}: {error}", program.display());
+            let kind = if error.kind() == io::ErrorKind::NotFound {
+                FailureKind::CommandNotFound
+            } else {
+                FailureKind::CommandNotExecutable
+            };
+            return Err(failure(
+                kind,
+                format!("cannot execute {}: {error}", program.display()),
+            ));
         }
         Ok(RunningChild { pid })
     }
@@ -241,7 +250,10 @@ pub fn resolve_program(name: &OsStr) -> anyhow::Result<PathBuf> {
     if name.as_bytes().contains(&b'/') {
         let path = PathBuf::from(name);
         if !path.exists() {
-            bail!("command not found: {}", path.display());
+            return Err(failure(
+                FailureKind::CommandNotFound,
+                format!("command not found: {}", path.display()),
+            ));
         }
         return Ok(path);
     }
@@ -249,10 +261,13 @@ pub fn resolve_program(name: &OsStr) -> anyhow::Result<PathBuf> {
     std::env::split_paths(&search)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
-        .with_context(|| {
-            format!(
-                "command not found: {} (not on PATH; give a path or fix PATH)",
-                name.to_string_lossy()
+        .ok_or_else(|| {
+            failure(
+                FailureKind::CommandNotFound,
+                format!(
+                    "command not found: {} (not on PATH; give a path or fix PATH)",
+                    name.to_string_lossy()
+                ),
             )
         })
 }

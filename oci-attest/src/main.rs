@@ -37,6 +37,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
+    let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(args),
         Command::Inspect(args) => commands::inspect::execute(args),
@@ -48,8 +49,15 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("oci-attest: error: {error:#}");
-            ExitCode::from(exit::code_for(&error))
+            let kind = exit::kind_of(&error);
+            if is_run {
+                // One exit code (125) covers most of run's failures: name the reason.
+                eprintln!("oci-attest: error: {error:#} (reason: {})", kind.reason());
+                ExitCode::from(kind.run_code())
+            } else {
+                eprintln!("oci-attest: error: {error:#}");
+                ExitCode::from(kind.code())
+            }
         }
     }
 }

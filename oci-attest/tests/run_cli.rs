@@ -217,14 +217,26 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
 fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let output = oci_attest(d, &["run", "--trace", "off", "--unsigned", "--", "true"]);
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "/dev/stdout",
+            "--",
+            "true",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
     assert_eq!(statement["predicate"]["name"], "run");
 
     let output = oci_attest(d, &["run", "--trace", "off", "--", "touch", "ran"]);
-    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(output.status.code(), Some(125));
     assert!(
         stderr(&output).contains("no signing key"),
         "{}",
@@ -275,12 +287,13 @@ fn unusable_keys_fail_before_the_command_starts() {
         let output = oci_attest(d, &args);
         assert_eq!(
             output.status.code(),
-            Some(4),
+            Some(125),
             "{key_args:?}: {}",
             stderr(&output)
         );
         let error = stderr(&output);
         assert!(error.contains(message), "{key_args:?}: {error}");
+        assert!(error.contains("(reason: key-error)"), "{error}");
         assert_eq!(error.trim_end().lines().count(), 1, "{error}");
         assert!(!d.join("ran").exists(), "{key_args:?} ran the command");
         assert!(!d.join("att.json").exists());
@@ -337,8 +350,13 @@ fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
             "out.tar",
         ],
     );
-    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(125), "{}", stderr(&output));
     assert!(stderr(&output).contains("out.tar"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("(reason: analysis-failed)"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(std::fs::read(d.join("att.json")).unwrap(), b"previous");
     let leftovers: Vec<_> = std::fs::read_dir(d)
         .unwrap()
@@ -471,6 +489,8 @@ fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
             "--trace",
             "off",
             "--unsigned",
+            "-o",
+            "/dev/stdout",
             "-a",
             "oci",
             "--",
@@ -512,7 +532,7 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
             "ran",
         ],
     );
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(125));
     assert!(
         stderr(&output).contains("does not exist"),
         "{}",
@@ -547,4 +567,47 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(std::fs::read_to_string(d.join("seen")).unwrap(), "[]\n");
+}
+
+/// `run`'s own failures never collide with the command's codes: 127 not found, 126 not
+/// executable, 125 oci-attest failed, the child's own code passed through.
+#[test]
+fn run_exit_codes_follow_env_and_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("not-executable"), "#!/bin/sh\n").unwrap();
+    let base = [
+        "run",
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "att.json",
+        "--",
+    ];
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["no-such-command-xyz"], 127, "(reason: command-not-found)"),
+        (&["./no-such-file"], 127, "(reason: command-not-found)"),
+        (
+            &["./not-executable"],
+            126,
+            "(reason: command-not-executable)",
+        ),
+        (&["sh", "-c", "exit 125"], 125, "exit code 125"),
+    ];
+    for (command, code, message) in cases {
+        let args: Vec<&str> = base.iter().chain(command).copied().collect();
+        let output = oci_attest(d, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(message),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+    }
 }

@@ -44,7 +44,8 @@ pub struct Args {
     /// Write the bare in-toto Statement instead of a signed envelope.
     #[arg(long, conflicts_with_all = ["key", "passphrase"])]
     pub unsigned: bool,
-    /// Where to write the attestation (atomically); default stdout.
+    /// Where to write the attestation: a file is replaced atomically, a symlink written through,
+    /// a device or FIFO written directly. Default: stdout, only when it is a terminal.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub outfile: Option<PathBuf>,
     /// Extra attestors, comma separated (product, material and command-run are always on;
@@ -110,6 +111,7 @@ struct Prepared {
     argv: Vec<String>,
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
+    destination: output::Destination,
     oci_before: Option<OciReason>,
     tracer: Result<Tracer, String>,
     /// Pre-material and material attestations, taken before the command.
@@ -140,7 +142,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         prepared.early,
         &prepared.before,
         prepared.oci_before,
-        args.outfile.as_deref(),
+        prepared.destination.file_path(),
     )?;
     let step = args
         .step
@@ -152,12 +154,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
         None => statement,
     };
-    output::emit(args.outfile.as_deref(), &document)?;
+    let written = prepared
+        .destination
+        .write(&document, &prepared.working_dir)?;
     summarise(
         &step,
         &attestations,
         &observation,
-        args.outfile.as_deref(),
+        &written,
         prepared.signer.is_some(),
     );
     let code = observation.termination.exit_code();
@@ -174,11 +178,10 @@ fn summarise(
     step: &str,
     attestations: &[Attestation],
     observation: &Observation,
-    outfile: Option<&Path>,
+    written: &output::Written,
     signed: bool,
 ) {
-    let destination =
-        outfile.map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let destination = written.describe();
     let kind = if signed {
         "signed attestation"
     } else {
@@ -259,9 +262,7 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
             working_dir.display()
         );
     }
-    if let Some(outfile) = &args.outfile {
-        check_outfile(outfile)?;
-    }
+    let destination = output::Destination::choose(args.outfile.as_deref())?;
     let argv: Vec<String> = args
         .command
         .iter()
@@ -306,42 +307,12 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         working_dir,
         argv,
         signer,
+        destination,
         oci_before,
         tracer,
         early,
         before,
     })
-}
-
-/// The output file's directory must exist and be writable, and the path must not be a
-/// directory: found out now rather than after a long save.
-fn check_outfile(outfile: &Path) -> anyhow::Result<()> {
-    if outfile.is_dir() {
-        anyhow::bail!("{}: --outfile is a directory", outfile.display());
-    }
-    let parent = match outfile.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        anyhow::bail!(
-            "{}: --outfile directory {} does not exist",
-            outfile.display(),
-            parent.display()
-        );
-    }
-    // The attestation is written through a temp file in that directory: prove it can be made.
-    tempfile::Builder::new()
-        .prefix(".oci-attest-probe.")
-        .tempfile_in(parent)
-        .map(drop)
-        .with_context(|| {
-            format!(
-                "{}: cannot create files in {}",
-                outfile.display(),
-                parent.display()
-            )
-        })
 }
 
 /// The tracer, or why the run goes untraced. `--trace ebpf` turns unavailability into an error.
