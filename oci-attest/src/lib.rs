@@ -23,4 +23,5 @@ pub mod logging;
 pub mod observed;
 pub mod output;
 pub mod products;
+pub mod redact;
 pub mod trace;

@@ -22,6 +22,7 @@ use crate::inspect::{self, ArchiveKind};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Observation, TraceMode};
 use crate::products::{self, Snapshot};
+use crate::redact::Redaction;
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -111,6 +112,8 @@ struct Prepared {
     argv: Vec<String>,
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
+    /// Applied to every string the attestation records.
+    redaction: Redaction,
     destination: output::Destination,
     oci_before: Option<OciReason>,
     tracer: Result<Tracer, String>,
@@ -143,6 +146,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &prepared.before,
         prepared.oci_before,
         prepared.destination.file_path(),
+        &prepared.redaction,
     )?;
     let step = args
         .step
@@ -234,6 +238,8 @@ fn summarise(
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
+    let mut redaction = Redaction::new(&args.env_add_sensitive_key, &args.env_allow_sensitive_key)?
+        .with_secret_values_of(&environment::process_variables());
     let signer = if args.unsigned {
         None
     } else {
@@ -244,6 +250,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
             ));
         };
         let passphrase = keys::read_passphrase(args.passphrase.as_deref())?;
+        if let Some(passphrase) = &passphrase {
+            redaction = redaction.with_secret(&String::from_utf8_lossy(passphrase));
+        }
         Some(keys::load_private_key(path, passphrase.as_deref())?)
     };
     // The wrapped build has no business with the signing key's passphrase. Still single-threaded
@@ -269,14 +278,6 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
     let requested = |name| args.attestations.contains(&name);
-    let environment_policy = requested(AttestorName::Environment)
-        .then(|| {
-            environment::SensitivePolicy::new(
-                &args.env_add_sensitive_key,
-                &args.env_allow_sensitive_key,
-            )
-        })
-        .transpose()?;
     let oci_before = attach::oci_before_run(requested(AttestorName::Oci), &argv);
     if let Some(reason) = &oci_before {
         tracing::info!("oci attestor attached: {reason}");
@@ -284,10 +285,10 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     let tracer = load_tracer(args)?;
 
     let mut early = Vec::new();
-    if let Some(policy) = &environment_policy {
+    if requested(AttestorName::Environment) {
         early.push(environment::attest(
             environment::process_variables(),
-            policy,
+            &redaction,
             SystemTime::now(),
         )?);
     }
@@ -307,6 +308,7 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         working_dir,
         argv,
         signer,
+        redaction,
         destination,
         oci_before,
         tracer,
@@ -382,6 +384,7 @@ fn attest_observation(
     before: &Snapshot,
     oci_before: Option<OciReason>,
     outfile: Option<&Path>,
+    redaction: &Redaction,
 ) -> anyhow::Result<(Vec<Attestation>, Option<OciReason>)> {
     let working_dir = &observation.working_dir;
     let product_started = SystemTime::now();
@@ -398,10 +401,7 @@ fn attest_observation(
     let oci = oci_before.or_else(|| attach::oci_after_run(observation, &product_paths));
 
     let mut attestations = early;
-    attestations.push(command_run::attest(
-        observation,
-        &command_run::Redactor::from_process_env(),
-    )?);
+    attestations.push(command_run::attest(observation, redaction)?);
     let mut known_digests = HashMap::new();
     let mut oci_attestations = Vec::new();
     if let Some(reason) = &oci {
@@ -503,8 +503,15 @@ mod tests {
                 deletes: Vec::new(),
             }],
         };
-        let (attestations, oci) =
-            attest_observation(&observation, Vec::new(), &before, None, None).unwrap();
+        let (attestations, oci) = attest_observation(
+            &observation,
+            Vec::new(),
+            &before,
+            None,
+            None,
+            &Redaction::new(&[], &[]).unwrap(),
+        )
+        .unwrap();
         assert_eq!(oci, None);
         let product = attestations
             .iter()
