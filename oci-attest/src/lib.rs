@@ -3,12 +3,12 @@
 //!
 //! The pipeline, in the order a `run` goes through it:
 //! [`launch`] and [`trace`] (start the command stopped, trace its process tree) →
-//! [`products`] (which files it produced) → [`attach`] (which attestors apply) →
-//! [`attestors`] (one predicate each; `oci` reads archives through [`inspect`]) →
+//! [`products`] (which files it produced) → [`attestors`] (the attestor table: which apply, one
+//! predicate each; `oci` recognises saves through [`save_command`] and reads archives through
+//! [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
 
-pub mod attach;
 pub mod attestors;
 pub mod collection;
 pub mod commands;
@@ -23,5 +23,8 @@ pub mod logging;
 pub mod observed;
 pub mod output;
 pub mod products;
+pub mod program_path;
 pub mod redact;
+pub mod rfc3339;
+pub mod save_command;
 pub mod trace;

@@ -7,11 +7,11 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::attestors::{Attestation, COMMAND_RUN_TYPE_URI};
-use crate::collection::rfc3339_nano;
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
 use crate::digest::{sha256_reader, sha256_set, DigestSet};
 use crate::observed::{Observation, ObservedProcess, TraceMode};
 use crate::redact::Redaction;
+use crate::rfc3339::rfc3339_nano;
 
 #[derive(Debug, Serialize)]
 struct CommandRun {
@@ -96,6 +96,22 @@ fn program_digests(processes: &[ObservedProcess]) -> HashMap<&str, Option<Digest
         digests.insert(program, digest);
     }
     digests
+}
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "command-run",
+    predicate_type: COMMAND_RUN_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/command-run/v0.1"],
+    stage: Stage::Execute,
+    attach: Attach::Always,
+    summary: "argv, exit code, trace summary and every traced process with its file operations",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let outcome = run.outcome(ATTESTOR.name)?;
+    Ok(vec![attest(&outcome.observation, &run.options.redaction)?])
 }
 
 /// The command-run attestation for `observation`; every command line goes through `redaction`.
@@ -196,7 +212,7 @@ mod tests {
 
     #[test]
     fn renders_processes_sorted_with_secrets_redacted() {
-        let redaction = Redaction::new(&[], &[]).unwrap().with_secret_values_of(&[
+        let redaction = Redaction::default().with_secret_values_of(&[
             ("REGISTRY_TOKEN".to_owned(), "s3cr3t-value".to_owned()),
             ("my_password".to_owned(), "short".to_owned()),
             ("HOME".to_owned(), "/root/home-dir".to_owned()),
@@ -273,7 +289,7 @@ mod tests {
             counts: TraceCounts::default(),
             processes: Vec::new(),
         };
-        let attestation = attest(&observation, &Redaction::new(&[], &[]).unwrap()).unwrap();
+        let attestation = attest(&observation, &Redaction::default()).unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
         assert_eq!(attestation.predicate["processes"], serde_json::json!([]));

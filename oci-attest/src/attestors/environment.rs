@@ -5,8 +5,27 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::attestors::{Attestation, ENVIRONMENT_TYPE_URI};
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, ENVIRONMENT_TYPE_URI};
 use crate::redact::Redaction;
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "environment",
+    predicate_type: ENVIRONMENT_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/environment/v0.1"],
+    stage: Stage::PreMaterial,
+    attach: Attach::OnRequest,
+    summary: "OS, hostname, user and environment variables (secrets hidden)",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    Ok(vec![attest(
+        process_variables(),
+        &run.options.redaction,
+        SystemTime::now(),
+    )?])
+}
 
 #[derive(Debug, Serialize)]
 struct Environment {

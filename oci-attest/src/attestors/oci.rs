@@ -1,12 +1,180 @@
 //! The `oci` attestor: wraps the archive reader's verified facts into an attestation.
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::attestors::Attestation;
+use crate::attestors::{
+    Attach, Attestation, Attestor, AutoRule, PredicateField, RunContext, Stage,
+};
 use crate::digest::{sha256_hex, sha256_set, DigestSet};
-use crate::inspect::Analysis;
+use crate::exit::{failure, FailureKind};
+use crate::inspect::{self, Analysis, ArchiveKind};
+use crate::products;
+use crate::save_command;
 
 pub const TYPE_URI: &str = "https://aflock.ai/attestations/oci/v0.1";
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "oci",
+    predicate_type: TYPE_URI,
+    aliases: &["https://witness.dev/attestations/oci/v0.1"],
+    stage: Stage::PostProduct,
+    attach: Attach::Auto(AutoRule {
+        decide,
+        describe,
+        step: "oci-save",
+        programs: save_programs,
+    }),
+    summary: "image ID, layer diffIDs, tags and manifest digest of every image archive produced",
+    fields: FIELDS,
+    attest: from_run,
+};
+
+const FIELDS: &[PredicateField] = &[
+    PredicateField {
+        name: "tardigest",
+        meaning: "DigestSet of the archive file itself",
+    },
+    PredicateField {
+        name: "manifest",
+        meaning:
+            "manifest.json entries: [{Config, RepoTags, Layers}] (synthesised for OCI layouts)",
+    },
+    PredicateField {
+        name: "imagetags",
+        meaning: "RepoTags of the first image (null when none)",
+    },
+    PredicateField {
+        name: "diffids",
+        meaning: "one DigestSet per layer of the first image, in manifest order",
+    },
+    PredicateField {
+        name: "imageid",
+        meaning: "DigestSet of the config blob bytes (the Docker image ID)",
+    },
+    PredicateField {
+        name: "manifestraw",
+        meaning: "base64 of the raw manifest.json (OCI layout: the first image's OCI manifest)",
+    },
+    PredicateField {
+        name: "manifestdigest",
+        meaning: "DigestSet of the bytes in manifestraw",
+    },
+    PredicateField {
+        name: "format",
+        meaning: "docker-archive | oci-layout | docker-archive+oci-layout",
+    },
+    PredicateField {
+        name: "images",
+        meaning: "every image: imageid, diffids, tags, manifestdigest, platform, layers",
+    },
+];
+
+/// Before the command: its argv is a save. After it: the trace saw a save exec'd anywhere in
+/// the process tree, or a product looks like an OCI layout or archive.
+fn decide(run: &RunContext) -> Option<String> {
+    let Some(outcome) = &run.outcome else {
+        return save_command::save_rule(&run.argv).map(|rule| format!("the command is `{rule}`"));
+    };
+    if let Some((rule, argv)) = outcome
+        .observation
+        .exec_argvs()
+        .find_map(|argv| save_command::save_rule(argv).map(|rule| (rule, argv)))
+    {
+        return Some(format!(
+            "`{rule}` ran inside the command: {}",
+            argv.join(" ")
+        ));
+    }
+    outcome
+        .products
+        .iter()
+        .find(|path| save_command::product_matches(path, &run.working_dir))
+        .map(|path| format!("product {} looks like an OCI image", path.display()))
+}
+
+fn describe() -> Vec<String> {
+    vec![
+        "requested with -a oci".to_owned(),
+        format!(
+            "pre: argv starts with one of: {}",
+            save_command::describe_commands()
+        ),
+        "post: the trace saw any of those commands exec'd in the process tree (Makefiles, scripts)"
+            .to_owned(),
+        format!(
+            "post: a product matches {}",
+            save_command::describe_product_globs()
+        ),
+    ]
+}
+
+fn save_programs() -> Vec<&'static str> {
+    save_command::SAVE_TOOLS
+        .iter()
+        .map(|tool| tool.program)
+        .collect()
+}
+
+/// One attestation per image archive among the products. An archive that fails analysis
+/// fails the run: nothing is signed.
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let outcome = run.outcome(ATTESTOR.name)?;
+    let archives = image_archives(&outcome.products)?;
+    if archives.is_empty() {
+        let reason = run
+            .reason(ATTESTOR.name)
+            .map(|reason| reason.describe(ATTESTOR.name))
+            .unwrap_or_default();
+        tracing::warn!(
+            "oci attestor skipped: it attached ({reason}) but no image archive was produced"
+        );
+    }
+    let options = inspect::Options {
+        progress: std::io::stderr().is_terminal(),
+        ..inspect::Options::default()
+    };
+    let mut attestations = Vec::new();
+    for archive in archives {
+        let started = SystemTime::now();
+        let analysis = inspect::analyze(&archive, &options).map_err(|error| {
+            failure(
+                FailureKind::Analysis,
+                format!("{error}; nothing was signed"),
+            )
+        })?;
+        if let Some(digest) = &analysis.file_sha256 {
+            run.known_digests
+                .borrow_mut()
+                .insert(archive.clone(), digest.clone());
+        }
+        attestations.push(attest(&analysis, started, SystemTime::now()));
+    }
+    Ok(attestations)
+}
+
+/// The image archives among the products: OCI layout directories, and files whose content is
+/// a (gzip) tar outside those directories (a layout's blobs are layers, not archives).
+fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let layout_dirs = products::layout_dirs(product_paths, |path| path.is_file());
+    let mut archives = layout_dirs.clone();
+    for path in product_paths {
+        if layout_dirs.iter().any(|dir| path.starts_with(dir)) {
+            continue;
+        }
+        let kind = inspect::sniff(path).map_err(|error| {
+            failure(
+                FailureKind::Analysis,
+                format!("{}: cannot read: {error}", path.display()),
+            )
+        })?;
+        if matches!(kind, Some(ArchiveKind::Tar | ArchiveKind::GzipTar)) {
+            archives.push(path.clone());
+        }
+    }
+    Ok(archives)
+}
 
 /// One attestation per analysed archive. `started`/`ended` bracket the analysis, which the
 /// caller timed (the product digest and this analysis come from one read).

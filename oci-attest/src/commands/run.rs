@@ -6,19 +6,16 @@
 //! without having run the save. After the command: products, attestors, statement, signature.
 //! Any failure after the command leaves an existing `--outfile` untouched.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
 
-use crate::attach::{self, OciReason};
-use crate::attestors::{self, command_run, environment, Attestation};
+use crate::attestors::environment;
+use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::exit::{failure, FailureKind};
-use crate::inspect::{self, ArchiveKind};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Observation, TraceMode};
 use crate::products::{self, Snapshot};
@@ -52,7 +49,7 @@ pub struct Args {
     /// Extra attestors, comma separated (product, material and command-run are always on;
     /// oci also attaches automatically when an image save is recognised).
     #[arg(short = 'a', long = "attestations", value_enum, value_delimiter = ',')]
-    pub attestations: Vec<AttestorName>,
+    pub attestations: Vec<Attestor>,
     /// Kernel tracing: auto (eBPF if it loads, else untraced with a warning), ebpf (required),
     /// off.
     #[arg(long, value_enum, default_value = "auto")]
@@ -82,19 +79,6 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttestorName {
-    Oci,
-    Environment,
-    Git,
-    /// Always on; accepted for cilock compatibility.
-    Product,
-    /// Always on; accepted for cilock compatibility.
-    Material,
-    /// Always on; accepted for cilock compatibility.
-    CommandRun,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceChoice {
     Auto,
     Ebpf,
@@ -108,26 +92,22 @@ pub enum HashAlgorithm {
 
 /// What `run` knows before the command starts.
 struct Prepared {
-    working_dir: PathBuf,
-    argv: Vec<String>,
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
-    /// Applied to every string the attestation records.
-    redaction: Redaction,
     destination: output::Destination,
-    oci_before: Option<OciReason>,
     tracer: Result<Tracer, String>,
+    /// The attached attestors and what they look at.
+    context: RunContext,
     /// Pre-material and material attestations, taken before the command.
     early: Vec<Attestation>,
-    before: Snapshot,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args)?;
+    let mut prepared = prepare(&args)?;
     let observation = observe(
         &args.command,
-        &prepared.argv,
-        &prepared.working_dir,
+        &prepared.context.argv,
+        &prepared.context.working_dir,
         prepared.tracer,
     )?;
     if observation.counts.lost > 0 && !args.allow_incomplete_trace {
@@ -140,18 +120,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ),
         ));
     }
-    let (attestations, oci) = attest_observation(
-        &observation,
+    let attestations = attest_observation(
+        &mut prepared.context,
+        observation,
         prepared.early,
-        &prepared.before,
-        prepared.oci_before,
         prepared.destination.file_path(),
-        &prepared.redaction,
     )?;
+    let context = &prepared.context;
+    let observation = &context.outcome("run")?.observation;
     let step = args
         .step
         .clone()
-        .unwrap_or_else(|| attach::default_step(oci.as_ref()).to_owned());
+        .unwrap_or_else(|| context.default_step().to_owned());
     let statement = collection::statement_json(&step, &attestations)?;
     let document = match &prepared.signer {
         Some(key) => dsse::sign(&statement, key)
@@ -160,11 +140,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     let written = prepared
         .destination
-        .write(&document, &prepared.working_dir)?;
+        .write(&document, &context.working_dir)?;
     summarise(
         &step,
         &attestations,
-        &observation,
+        observation,
         &written,
         prepared.signer.is_some(),
     );
@@ -277,43 +257,18 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let requested = |name| args.attestations.contains(&name);
-    let oci_before = attach::oci_before_run(requested(AttestorName::Oci), &argv);
-    if let Some(reason) = &oci_before {
-        tracing::info!("oci attestor attached: {reason}");
-    }
-    let tracer = load_tracer(args)?;
-
-    let mut early = Vec::new();
-    if requested(AttestorName::Environment) {
-        early.push(environment::attest(
-            environment::process_variables(),
-            &redaction,
-            SystemTime::now(),
-        )?);
-    }
-    if requested(AttestorName::Git) {
-        early.extend(attestors::git::attest(&working_dir, SystemTime::now())?);
-    }
-    let material_started = SystemTime::now();
+    let options = AttestorOptions { redaction };
     let before = Snapshot::take(&working_dir)?;
-    let material_paths: Vec<PathBuf> = before.paths().map(Path::to_path_buf).collect();
-    let materials = products::hash_files(&material_paths, &HashMap::new(), &working_dir)?;
-    early.push(attestors::material::attest(
-        &materials,
-        material_started,
-        SystemTime::now(),
-    )?);
+    let context =
+        RunContext::before_command(working_dir, argv, options, before, &args.attestations);
+    let tracer = load_tracer(args)?;
+    let early = context.attest()?;
     Ok(Prepared {
-        working_dir,
-        argv,
         signer,
-        redaction,
         destination,
-        oci_before,
         tracer,
+        context,
         early,
-        before,
     })
 }
 
@@ -375,94 +330,34 @@ fn observe(
     })
 }
 
-/// Everything after the command: products, oci analysis, command-run and product attestations,
-/// appended to the `early` (pre-material and material) ones, and why oci attached. Traced or
-/// not, it only needs the [`Observation`].
+/// Everything after the command: its products, then the attestations of the attestors that
+/// run after it (the table says which), appended to the `early` (pre-material and material)
+/// ones. Traced or not, it only needs the [`Observation`].
 fn attest_observation(
-    observation: &Observation,
+    context: &mut RunContext,
+    observation: Observation,
     early: Vec<Attestation>,
-    before: &Snapshot,
-    oci_before: Option<OciReason>,
     outfile: Option<&Path>,
-    redaction: &Redaction,
-) -> anyhow::Result<(Vec<Attestation>, Option<OciReason>)> {
-    let working_dir = &observation.working_dir;
-    let product_started = SystemTime::now();
-    let mut product_paths = match observation.trace {
+) -> anyhow::Result<Vec<Attestation>> {
+    let mut products = match observation.trace {
         TraceMode::Ebpf => {
             products::traced_products(&observation.processes, products::is_regular_file)
         }
-        TraceMode::Off { .. } => Snapshot::take(working_dir)?.changed_since(before),
+        TraceMode::Off { .. } => {
+            Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
+        }
     };
     // The previous attestation at the output path is not something the command produced.
     if let Some(outfile) = outfile.and_then(|path| path.canonicalize().ok()) {
-        product_paths.retain(|path| *path != outfile);
+        products.retain(|path| *path != outfile);
     }
-    let oci = oci_before.or_else(|| attach::oci_after_run(observation, &product_paths));
-
+    context.command_ran(Outcome {
+        observation,
+        products,
+    });
     let mut attestations = early;
-    attestations.push(command_run::attest(observation, redaction)?);
-    let mut known_digests = HashMap::new();
-    let mut oci_attestations = Vec::new();
-    if let Some(reason) = &oci {
-        let archives = image_archives(&product_paths)?;
-        if archives.is_empty() {
-            tracing::warn!(
-                "oci attestor skipped: it attached ({reason}) but no image archive was produced"
-            );
-        }
-        let options = inspect::Options {
-            progress: std::io::stderr().is_terminal(),
-            ..inspect::Options::default()
-        };
-        for archive in archives {
-            let started = SystemTime::now();
-            let analysis = inspect::analyze(&archive, &options).map_err(|error| {
-                failure(
-                    FailureKind::Analysis,
-                    format!("{error}; nothing was signed"),
-                )
-            })?;
-            if let Some(digest) = &analysis.file_sha256 {
-                known_digests.insert(archive.clone(), digest.clone());
-            }
-            oci_attestations.push(attestors::oci::attest(
-                &analysis,
-                started,
-                SystemTime::now(),
-            ));
-        }
-    }
-    let product_digests = products::hash_files(&product_paths, &known_digests, working_dir)?;
-    attestations.push(attestors::product::attest(
-        &product_digests,
-        product_started,
-        SystemTime::now(),
-    )?);
-    attestations.extend(oci_attestations);
-    Ok((attestations, oci))
-}
-
-/// The image archives among the products: OCI layout directories, and files whose content is
-/// a (gzip) tar outside those directories (a layout's blobs are layers, not archives).
-fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let layout_dirs = products::layout_dirs(product_paths, |path| path.is_file());
-    let mut archives = layout_dirs.clone();
-    for path in product_paths {
-        if layout_dirs.iter().any(|dir| path.starts_with(dir)) {
-            continue;
-        }
-        let kind = inspect::sniff(path).map_err(|error| {
-            failure(
-                FailureKind::Analysis,
-                format!("{}: cannot read: {error}", path.display()),
-            )
-        })?;
-        if matches!(kind, Some(ArchiveKind::Tar | ArchiveKind::GzipTar)) {
-            archives.push(path.clone());
-        }
-    }
-    Ok(archives)
+    attestations.extend(context.attest()?);
+    Ok(attestations)
 }
 
 #[cfg(test)]
@@ -503,16 +398,15 @@ mod tests {
                 deletes: Vec::new(),
             }],
         };
-        let (attestations, oci) = attest_observation(
-            &observation,
-            Vec::new(),
-            &before,
-            None,
-            None,
-            &Redaction::new(&[], &[]).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(oci, None);
+        let mut context = RunContext::before_command(
+            d.clone(),
+            observation.argv.clone(),
+            AttestorOptions::default(),
+            before,
+            &[],
+        );
+        let attestations = attest_observation(&mut context, observation, Vec::new(), None).unwrap();
+        assert_eq!(context.reason(attestors::oci::ATTESTOR.name), None);
         let product = attestations
             .iter()
             .find(|attestation| attestation.type_uri == attestors::PRODUCT_TYPE_URI)
