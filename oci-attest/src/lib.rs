@@ -22,6 +22,7 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod product_scope;
 pub mod products;
 pub mod program_path;
 pub mod redact;

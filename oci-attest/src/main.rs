@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a save command under the tracer and write a signed attestation.
-    Run(commands::run::Args),
+    Run(Box<commands::run::Args>),
     /// Analyse an image archive (tar, gzip tar, OCI layout dir) and print what it holds.
     Inspect(commands::inspect::Args),
     /// Check an envelope's signature, optionally against an image archive.
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     cli.log.init();
     let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
-        Command::Run(args) => commands::run::execute(args),
+        Command::Run(args) => commands::run::execute(*args),
         Command::Inspect(args) => commands::inspect::execute(args),
         Command::Verify(args) => commands::verify::execute(args),
         Command::Tools(args) => commands::tools::execute(args),

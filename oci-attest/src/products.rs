@@ -87,6 +87,11 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// Keeps only the files for which `keep` is true.
+    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        self.files.retain(|path, _| keep(path));
+    }
+
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.files.keys().map(PathBuf::as_path)
     }

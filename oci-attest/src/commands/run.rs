@@ -18,6 +18,7 @@ use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, Ru
 use crate::exit::{failure, FailureKind};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Observation, TraceMode};
+use crate::product_scope::ProductScope;
 use crate::products::{self, Snapshot};
 use crate::redact::Redaction;
 use crate::trace::{self, Tracer};
@@ -67,6 +68,14 @@ pub struct Args {
     /// (default: the current directory).
     #[arg(short = 'd', long, value_name = "DIR")]
     pub workingdir: Option<PathBuf>,
+    /// Also record as products the written files matching this glob, even outside the working
+    /// directory (relative paths inside it, absolute outside; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub attestor_product_include_glob: Vec<String>,
+    /// Do not record as products the files matching this glob (adds to the built-in cache and
+    /// lock patterns; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub attestor_product_exclude_glob: Vec<String>,
     /// Also hide the values of these environment variables (globs, case-insensitive).
     #[arg(long, value_name = "GLOB")]
     pub env_add_sensitive_key: Vec<String>,
@@ -95,6 +104,8 @@ struct Prepared {
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
     destination: output::Destination,
+    /// Which written files are products.
+    scope: ProductScope,
     tracer: Result<Tracer, String>,
     /// The attached attestors and what they look at.
     context: RunContext,
@@ -124,7 +135,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &mut prepared.context,
         observation,
         prepared.early,
-        prepared.destination.file_path(),
+        &prepared.scope,
     )?;
     let context = &prepared.context;
     let observation = &context.outcome("run")?.observation;
@@ -195,8 +206,16 @@ fn summarise(
                 );
             }
             attestors::PRODUCT_TYPE_URI => {
-                for leaf in predicate["leaves"].as_array().into_iter().flatten() {
-                    tracing::info!("  product {}", leaf["path"].as_str().unwrap_or("?"));
+                // The leaves are in Merkle order (by digest); a reader wants them by path.
+                let mut paths: Vec<&str> = predicate["leaves"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|leaf| leaf["path"].as_str().unwrap_or("?"))
+                    .collect();
+                paths.sort_unstable();
+                for path in paths {
+                    tracing::info!(path, "  product {path}");
                 }
             }
             _ => {}
@@ -258,7 +277,22 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
     let options = AttestorOptions { redaction };
-    let before = Snapshot::take(&working_dir)?;
+    let private_files: Vec<&Path> = [
+        args.key.as_deref(),
+        args.passphrase.as_deref(),
+        destination.file_path(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let scope = ProductScope::new(
+        &working_dir,
+        &args.attestor_product_include_glob,
+        &args.attestor_product_exclude_glob,
+        &private_files,
+    )?;
+    let mut before = Snapshot::take(&working_dir)?;
+    before.retain(|path| !scope.is_private(path));
     let context =
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
     let tracer = load_tracer(args)?;
@@ -266,6 +300,7 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         signer,
         destination,
+        scope,
         tracer,
         context,
         early,
@@ -337,9 +372,9 @@ fn attest_observation(
     context: &mut RunContext,
     observation: Observation,
     early: Vec<Attestation>,
-    outfile: Option<&Path>,
+    scope: &ProductScope,
 ) -> anyhow::Result<Vec<Attestation>> {
-    let mut products = match observation.trace {
+    let written = match observation.trace {
         TraceMode::Ebpf => {
             products::traced_products(&observation.processes, products::is_regular_file)
         }
@@ -347,13 +382,9 @@ fn attest_observation(
             Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
         }
     };
-    // The previous attestation at the output path is not something the command produced.
-    if let Some(outfile) = outfile.and_then(|path| path.canonicalize().ok()) {
-        products.retain(|path| *path != outfile);
-    }
     context.command_ran(Outcome {
         observation,
-        products,
+        products: scope.products(written),
     });
     let mut attestations = early;
     attestations.extend(context.attest()?);
@@ -405,7 +436,9 @@ mod tests {
             before,
             &[],
         );
-        let attestations = attest_observation(&mut context, observation, Vec::new(), None).unwrap();
+        let scope = ProductScope::new(&d, &[], &[], &[]).unwrap();
+        let attestations =
+            attest_observation(&mut context, observation, Vec::new(), &scope).unwrap();
         assert_eq!(context.reason(attestors::oci::ATTESTOR.name), None);
         let product = attestations
             .iter()
