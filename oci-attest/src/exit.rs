@@ -94,6 +94,9 @@ impl FailureKind {
     }
 }
 
+/// Command-line usage error (also what the argument parser exits with).
+pub const USAGE: u8 = 2;
+
 /// `run`: oci-attest itself failed (the convention of `env`, `nohup`, `timeout`).
 pub const RUN_FAILED: u8 = 125;
 

@@ -10,6 +10,7 @@
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
 
 pub mod attestors;
+pub mod cli_compat;
 pub mod collection;
 pub mod commands;
 pub mod digest;

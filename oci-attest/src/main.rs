@@ -1,7 +1,8 @@
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oci_attest::{commands, exit, logging::LogArgs};
+use oci_attest::{cli_compat, commands, exit, logging::LogArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,7 +36,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(message) = cli_compat::unsupported_flag(&args) {
+        eprintln!("oci-attest: {message}");
+        return ExitCode::from(exit::USAGE);
+    }
+    let config = std::env::current_dir()
+        .ok()
+        .and_then(|dir| cli_compat::find_config(&dir));
+    if let Some(config) = config {
+        match cli_compat::apply_config(args, &config) {
+            Ok(rewritten) => args = rewritten,
+            Err(error) => {
+                eprintln!("oci-attest: error: {error:#}");
+                return ExitCode::from(exit::USAGE);
+            }
+        }
+    }
+    let cli = Cli::parse_from(args);
     cli.log.init();
     let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {

@@ -200,14 +200,28 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     );
     assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
     let statement = payload(&std::fs::read(d.join("att.json")).unwrap());
-    let command_run = &statement["predicate"]["attestations"][1]["attestation"];
+    let of_type = |type_uri: &str| {
+        statement["predicate"]["attestations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|attestation| attestation["type"] == type_uri)
+            .map(|attestation| attestation["attestation"].clone())
+            .unwrap()
+    };
+    // witness's defaults: environment (and git, skipped outside a work tree) without -a.
+    assert_eq!(
+        of_type("https://aflock.ai/attestations/environment/v0.1")["os"],
+        "linux"
+    );
+    let command_run = &of_type("https://aflock.ai/attestations/command-run/v0.1");
     assert_eq!(command_run["exitcode"], 42);
     assert_eq!(command_run["summary"]["trace"], "off");
     assert_eq!(
         command_run["summary"]["reason"],
         "disabled with --trace off"
     );
-    let products = &statement["predicate"]["attestations"][2]["attestation"]["leaves"];
+    let products = &of_type("https://aflock.ai/attestations/product/v0.3")["leaves"];
     assert_eq!(products[0]["path"], "f");
     let verified = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
     assert!(verified.status.success(), "{}", stderr(&verified));
@@ -610,4 +624,65 @@ fn run_exit_codes_follow_env_and_timeout() {
             stderr(&output)
         );
     }
+}
+
+/// witness/cilock habits: unsupported witness flags get one clear line (exit 2, nothing runs);
+/// a `.witness.yaml` `run:` section supplies options and flags override it.
+#[test]
+fn witness_flags_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for flag in [
+        "--enable-archivista",
+        "--archivista-server=https://archivista.example",
+        "--timestamp-servers",
+        "--signer-fulcio-url",
+        "--signer-kms-ref",
+    ] {
+        let output = oci_attest(d, &["run", "--unsigned", flag, "--", "touch", "ran"]);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {}", stderr(&output));
+        let message = stderr(&output);
+        assert!(
+            message.starts_with("oci-attest: not supported by oci-attest yet: --"),
+            "{message}"
+        );
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(!d.join("ran").exists());
+    }
+
+    std::fs::write(
+        d.join(".witness.yaml"),
+        "run:\n  step: from-config\n  outfile: config.json\n  trace: false\n  unsigned: true\n  \
+         attestations: [environment]\n  env-exclude-sensitive-key: [MY_TOKEN]\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["run", "--step", "from-flag", "--", "true"])
+        .current_dir(d)
+        .env("MY_TOKEN", "shown-because-excluded")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let statement: Value =
+        serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    assert_eq!(statement["predicate"]["name"], "from-flag");
+    let environment = &statement["predicate"]["attestations"][0];
+    assert_eq!(
+        environment["type"],
+        "https://aflock.ai/attestations/environment/v0.1"
+    );
+    assert_eq!(
+        environment["attestation"]["variables"]["MY_TOKEN"],
+        "shown-because-excluded"
+    );
+
+    std::fs::write(d.join(".oci-attest.yaml"), "run:\n  no-such-option: 1\n").unwrap();
+    let output = oci_attest(d, &["run", "--unsigned", "--", "touch", "ran"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(".oci-attest.yaml: run.no-such-option: not an option"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!d.join("ran").exists());
 }

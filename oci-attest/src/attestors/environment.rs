@@ -20,11 +20,11 @@ pub const ATTESTOR: Attestor = Attestor {
 };
 
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
-    Ok(vec![attest(
-        process_variables(),
-        &run.options.redaction,
-        SystemTime::now(),
-    )?])
+    let redaction = &run.options.redaction;
+    let variables = process_variables().into_iter().filter(|(name, _)| {
+        !(run.options.env_filter_sensitive_vars && redaction.is_sensitive_name(name))
+    });
+    Ok(vec![attest(variables, redaction, SystemTime::now())?])
 }
 
 #[derive(Debug, Serialize)]

@@ -144,6 +144,8 @@ impl clap::ValueEnum for Attestor {
 pub struct AttestorOptions {
     /// Applied to every string an attestor records (environment, command lines, URLs).
     pub redaction: Redaction,
+    /// Sensitive environment variables are left out rather than shown as `******`.
+    pub env_filter_sensitive_vars: bool,
 }
 
 /// What the command did, known once it has run.

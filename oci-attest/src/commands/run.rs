@@ -47,9 +47,16 @@ pub struct Args {
     /// a device or FIFO written directly. Default: stdout, only when it is a terminal.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub outfile: Option<PathBuf>,
-    /// Extra attestors, comma separated (product, material and command-run are always on;
-    /// oci also attaches automatically when an image save is recognised).
-    #[arg(short = 'a', long = "attestations", value_enum, value_delimiter = ',')]
+    /// Attestors to run besides the always-on product, material and command-run, comma
+    /// separated; the default is environment,git as in witness (`-a command-run` for none).
+    /// oci also attaches by itself when an image save is recognised.
+    #[arg(
+        short = 'a',
+        long = "attestations",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "environment,git"
+    )]
     pub attestations: Vec<Attestor>,
     /// Kernel tracing: auto (eBPF if it loads, else untraced with a warning), ebpf (required),
     /// off.
@@ -80,8 +87,12 @@ pub struct Args {
     #[arg(long, value_name = "GLOB")]
     pub env_add_sensitive_key: Vec<String>,
     /// Show these variables even though their names look sensitive (globs, case-insensitive).
-    #[arg(long, value_name = "GLOB")]
+    #[arg(long, value_name = "GLOB", alias = "env-exclude-sensitive-key")]
     pub env_allow_sensitive_key: Vec<String>,
+    /// Leave sensitive variables out of the environment attestation instead of showing them
+    /// as `******`.
+    #[arg(long)]
+    pub env_filter_sensitive_vars: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -276,7 +287,10 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let options = AttestorOptions { redaction };
+    let options = AttestorOptions {
+        redaction,
+        env_filter_sensitive_vars: args.env_filter_sensitive_vars,
+    };
     let private_files: Vec<&Path> = [
         args.key.as_deref(),
         args.passphrase.as_deref(),
