@@ -223,8 +223,67 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     );
     let products = &of_type("https://aflock.ai/attestations/product/v0.3")["leaves"];
     assert_eq!(products[0]["path"], "f");
-    let verified = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
+    // verify tells the truth about the run: a failed, untraced run does not pass by default.
+    let refused = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    let report = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(report.contains("signature: ok"), "{report}");
+    assert!(
+        report
+            .contains("run: command exit code 42, trace off (disabled with --trace off), complete"),
+        "{report}"
+    );
+    assert!(
+        stderr(&refused).contains("--allow-failed-command"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("--allow-untraced"),
+        "{}",
+        stderr(&refused)
+    );
+    let verified = oci_attest(
+        d,
+        &[
+            "verify",
+            "--key",
+            "key.pem.pub",
+            "--allow-failed-command",
+            "--allow-untraced",
+            "--json",
+            "att.json",
+        ],
+    );
     assert!(verified.status.success(), "{}", stderr(&verified));
+    let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["run"]["exitcode"], 42);
+    assert_eq!(report["run"]["trace"], "off");
+    assert_eq!(report["problems"], serde_json::json!([]));
+
+    // A statement written with --unsigned is called what it is.
+    let unsigned = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "bare.json",
+            "--",
+            "true",
+        ],
+    );
+    assert!(unsigned.status.success(), "{}", stderr(&unsigned));
+    let output = oci_attest(d, &["verify", "--key", "key.pem.pub", "bare.json"]);
+    assert_eq!(output.status.code(), Some(7));
+    assert!(
+        stderr(&output).contains("unsigned in-toto statement (written with --unsigned)"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
