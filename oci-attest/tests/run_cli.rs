@@ -745,3 +745,83 @@ fn witness_flags_and_config_file() {
     );
     assert!(!d.join("ran").exists());
 }
+
+/// Machine-readable output: `run --json` (success and failure), `tools --json`, `doctor
+/// --json`, and `inspect` of a missing file is an I/O error (1), not a failed analysis (5).
+#[test]
+fn json_summaries_and_inspect_of_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ed25519");
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "key.pem",
+            "-o",
+            "att.json",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo b > b.txt; echo a > a.txt; exit 3",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["step"], "run");
+    assert_eq!(summary["outfile"], "att.json");
+    assert_eq!(summary["exitcode"], 3);
+    assert_eq!(summary["signed"], true);
+    assert_eq!(summary["products"], serde_json::json!(["a.txt", "b.txt"]));
+    assert_eq!(summary["trace"]["trace"], "off");
+    assert!(summary["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|subject| subject.as_str().unwrap().ends_with("tree:products")));
+
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "missing.pem",
+            "-o",
+            "x.json",
+            "--json",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(125));
+    let failure: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(failure["exitcode"], 125);
+    assert_eq!(failure["reason"], "key-error");
+    assert!(failure["error"].as_str().unwrap().contains("missing.pem"));
+
+    for args in [
+        &["tools", "list", "--json"][..],
+        &["tools", "list", "--format", "json"],
+        &["tools", "show", "oci", "--json"],
+        &["doctor", "--json"],
+    ] {
+        let output = oci_attest(d, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice::<Value>(&output.stdout)
+            .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+    }
+
+    let output = oci_attest(d, &["inspect", "no-such.tar"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no-such.tar: cannot read"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -4,6 +4,8 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+
 use crate::exit::{failure, FailureKind};
 use crate::gojson;
 use crate::inspect::{self, image::Image, Analysis, DecompressionLimits, Options};
@@ -35,6 +37,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         max_layers: args.max_layers,
         progress: std::io::stderr().is_terminal(),
     };
+    // A path that cannot be read is an I/O error, not a failed analysis (exit 1, not 5).
+    std::fs::metadata(&args.path)
+        .with_context(|| format!("{}: cannot read", args.path.display()))?;
     let analysis = inspect::analyze(&args.path, &options)
         .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;
     let text = if args.json {

@@ -93,6 +93,10 @@ pub struct Args {
     /// as `******`.
     #[arg(long)]
     pub env_filter_sensitive_vars: bool,
+    /// Print a JSON summary on stdout (step, outfile, exit code, subjects, products, trace
+    /// counters and incomplete reasons; on failure the exit code and reason). Needs -o.
+    #[arg(long)]
+    pub json: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -125,7 +129,34 @@ struct Prepared {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let mut prepared = prepare(&args)?;
+    let json = args.json;
+    match attest_run(&args) {
+        Ok((summary, code)) => {
+            if json {
+                println!("{summary}");
+            }
+            Ok(code)
+        }
+        Err(error) => {
+            if json {
+                let kind = crate::exit::kind_of(&error);
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "exitcode": kind.run_code(),
+                        "reason": kind.reason(),
+                        "error": format!("{error:#}"),
+                    })
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The run itself; returns the `--json` summary and the exit code.
+fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
+    let mut prepared = prepare(args)?;
     let observation = observe(
         &args.command,
         &prepared.context.argv,
@@ -170,12 +201,69 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &written,
         prepared.signer.is_some(),
     );
+    let summary = json_summary(
+        &step,
+        &attestations,
+        observation,
+        &written,
+        prepared.signer.is_some(),
+    );
     let code = observation.termination.exit_code();
     if code != 0 {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
-        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)));
+        return Ok((
+            summary,
+            ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+        ));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok((summary, ExitCode::SUCCESS))
+}
+
+/// The `--json` summary: what a CI script needs without decoding the envelope.
+fn json_summary(
+    step: &str,
+    attestations: &[Attestation],
+    observation: &Observation,
+    written: &output::Written,
+    signed: bool,
+) -> serde_json::Value {
+    let subjects: Vec<String> = attestations
+        .iter()
+        .flat_map(|attestation| {
+            attestation
+                .subjects
+                .iter()
+                .map(|(key, _)| format!("{}/{key}", attestation.type_uri))
+        })
+        .collect();
+    let mut products: Vec<&str> = attestations
+        .iter()
+        .filter(|attestation| attestation.type_uri == attestors::PRODUCT_TYPE_URI)
+        .flat_map(|attestation| {
+            attestation.predicate["leaves"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|leaf| leaf["path"].as_str())
+        .collect();
+    products.sort_unstable();
+    // The command-run summary holds the trace counters and every incomplete reason.
+    let trace = attestations
+        .iter()
+        .find(|attestation| attestation.type_uri == attestors::COMMAND_RUN_TYPE_URI)
+        .map(|attestation| attestation.predicate["summary"].clone())
+        .unwrap_or_default();
+    serde_json::json!({
+        "step": step,
+        "outfile": written.describe(),
+        "fallback": matches!(written, output::Written::Fallback(_)),
+        "signed": signed,
+        "exitcode": observation.termination.exit_code(),
+        "subjects": subjects,
+        "products": products,
+        "trace": trace,
+    })
 }
 
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
@@ -279,6 +367,13 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         anyhow::bail!(
             "{}: working directory is not a directory",
             working_dir.display()
+        );
+    }
+    if args.json
+        && (args.outfile.is_none() || args.outfile.as_deref() == Some(Path::new("/dev/stdout")))
+    {
+        anyhow::bail!(
+            "--json prints the summary on stdout: pass -o/--outfile FILE for the attestation"
         );
     }
     let destination = output::Destination::choose(args.outfile.as_deref())?;
