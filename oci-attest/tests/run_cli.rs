@@ -825,3 +825,44 @@ fn json_summaries_and_inspect_of_a_missing_file() {
         stderr(&output)
     );
 }
+
+/// `--log-format json`: one object per line, with the facts as fields, not only in a message.
+#[test]
+fn json_logs_carry_structured_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let output = oci_attest(
+        d,
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "att.json",
+            "--",
+            "sh",
+            "-c",
+            "echo p > p.txt",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = stderr(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect();
+    assert!(
+        events.iter().any(|event| event["path"] == "p.txt"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|event| event["outfile"] == "att.json"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|event| event["exitcode"] == 0),
+        "{events:?}"
+    );
+}

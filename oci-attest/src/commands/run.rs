@@ -281,7 +281,12 @@ fn summarise(
     } else {
         "unsigned statement"
     };
-    tracing::info!("wrote {kind} for step {step:?} to {destination}");
+    tracing::info!(
+        outfile = %destination,
+        step,
+        signed,
+        "wrote {kind} for step {step:?} to {destination}"
+    );
     for attestation in attestations {
         let predicate = &attestation.predicate;
         match attestation.type_uri {
@@ -295,13 +300,18 @@ fn summarise(
                             .join(", ")
                     })
                     .unwrap_or_else(|| "(untagged)".to_owned());
+                let imageid = predicate["imageid"]["sha256"].as_str().unwrap_or("?");
+                let tardigest = predicate["tardigest"]["sha256"].as_str().unwrap_or("-");
+                let layers = predicate["diffids"].as_array().map_or(0, Vec::len);
+                let format = predicate["format"].as_str().unwrap_or("?");
                 tracing::info!(
-                    "  image {} [{}] {} layer(s), archive sha256:{} ({})",
-                    predicate["imageid"]["sha256"].as_str().unwrap_or("?"),
+                    imageid,
                     tags,
-                    predicate["diffids"].as_array().map_or(0, Vec::len),
-                    predicate["tardigest"]["sha256"].as_str().unwrap_or("-"),
-                    predicate["format"].as_str().unwrap_or("?"),
+                    layers,
+                    tardigest,
+                    format,
+                    "  image {imageid} [{tags}] {layers} layer(s), archive sha256:{tardigest} \
+                     ({format})",
                 );
             }
             attestors::PRODUCT_TYPE_URI => {
@@ -329,9 +339,12 @@ fn summarise(
         ),
         TraceMode::Off { reason } => format!("UNTRACED ({reason})"),
     };
+    let exitcode = observation.termination.exit_code();
     tracing::info!(
-        "  command exited {} — {trace}",
-        observation.termination.exit_code()
+        exitcode,
+        events = observation.counts.events,
+        lost = observation.counts.lost,
+        "  command exited {exitcode} — {trace}"
     );
 }
 
