@@ -27,6 +27,7 @@ use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
+use crate::exit::{failure, FailureKind};
 use crate::observed::Termination;
 use crate::program_path::resolve_program;
 
@@ -157,7 +158,15 @@ impl StoppedChild {
             let _ = waitpid(pid, None);
             remove_forwarding();
             let error = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            bail!("cannot execute {}: {error}", program.display());
+            let kind = if error.kind() == io::ErrorKind::NotFound {
+                FailureKind::CommandNotFound
+            } else {
+                FailureKind::CommandNotExecutable
+            };
+            return Err(failure(
+                kind,
+                format!("cannot execute {}: {error}", program.display()),
+            ));
         }
         Ok(RunningChild { pid })
     }

@@ -11,6 +11,7 @@
 //! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
 
 pub mod attestors;
+pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
 pub mod commands;
@@ -26,9 +27,11 @@ pub mod observed;
 pub mod output;
 pub mod pathtext;
 pub mod policy;
+pub mod product_scope;
 pub mod products;
 pub mod program_path;
 pub mod progress;
+pub mod redact;
 pub mod rfc3339;
 pub mod save_command;
 #[cfg(feature = "tracer")]

@@ -88,6 +88,11 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// Keeps only the files for which `keep` is true.
+    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        self.files.retain(|path, _| keep(path));
+    }
+
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.files.keys().map(PathBuf::as_path)
     }
@@ -138,28 +143,61 @@ pub fn recorded_path(path: &Path, working_dir: &Path) -> String {
     pathtext::escape(path.strip_prefix(working_dir).unwrap_or(path))
 }
 
+/// How many times a file that changes while it is read is read again before it is left out.
+const HASH_ATTEMPTS: usize = 3;
+
+/// The SHA-256 of `path` as one consistent version of its content, or why there is none: a
+/// busy working directory (a parallel build, another tool's temp files) is normal, so a file
+/// that vanishes, or keeps changing while it is read, is left out with a notice instead of
+/// failing the run.
+fn hash_settled(path: &Path) -> anyhow::Result<Option<String>> {
+    let shown = path.display();
+    for _ in 0..HASH_ATTEMPTS {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %shown, "left out: it vanished before it could be hashed");
+                return Ok(None);
+            }
+            Err(error) => return Err(error).with_context(|| format!("{shown}: cannot hash")),
+        };
+        let stamp = |file: &File| file.metadata().map(|metadata| FileStamp::of(&metadata));
+        let before = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        let digest = sha256_reader(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        let after = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        if before == after {
+            return Ok(Some(digest));
+        }
+        tracing::info!(path = %shown, "changed while it was hashed; reading it again");
+    }
+    tracing::warn!(path = %shown, "left out: it kept changing while it was hashed");
+    Ok(None)
+}
+
 /// SHA-256 of each file, reusing `known` digests (an archive the oci analysis already read)
-/// instead of reading the file again. Files are hashed on all cores.
+/// instead of reading the file again. Files are hashed on all cores; files that vanish or keep
+/// changing meanwhile are left out (see [`hash_settled`]).
 pub fn hash_files(
     paths: &[PathBuf],
     known: &HashMap<PathBuf, String>,
     working_dir: &Path,
 ) -> anyhow::Result<Vec<FileDigest>> {
-    let hash = |path: &PathBuf| -> anyhow::Result<FileDigest> {
+    let hash = |path: &PathBuf| -> anyhow::Result<Option<FileDigest>> {
         let sha256 = match known.get(path) {
             Some(digest) => digest.clone(),
-            None => File::open(path)
-                .and_then(sha256_reader)
-                .with_context(|| format!("{}: cannot hash", path.display()))?,
+            None => match hash_settled(path)? {
+                Some(digest) => digest,
+                None => return Ok(None),
+            },
         };
-        Ok(FileDigest {
+        Ok(Some(FileDigest {
             path: recorded_path(path, working_dir),
             sha256,
-        })
+        }))
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = paths.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
+    let hashed: anyhow::Result<Vec<Option<FileDigest>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = paths
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
@@ -171,7 +209,8 @@ pub fn hash_files(
                 Err(_) => vec![Err(anyhow::anyhow!("a hashing thread panicked"))],
             })
             .collect()
-    })
+    });
+    Ok(hashed?.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
@@ -250,5 +289,18 @@ mod tests {
             half.join("index.json"),
         ];
         assert_eq!(layout_dirs(&products, |p| p.exists()), [layout]);
+    }
+
+    /// A busy working directory: a listed file that is gone by the time it is hashed is left
+    /// out, the others are hashed.
+    #[test]
+    fn vanished_files_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("kept"), "k").unwrap();
+        let paths = [d.join("kept"), d.join("vanished.tmp")];
+        let digests = hash_files(&paths, &HashMap::new(), d).unwrap();
+        assert_eq!(digests.len(), 1);
+        assert_eq!(digests[0].path, "kept");
     }
 }

@@ -116,8 +116,9 @@ fn unprivileged_trace_ebpf_refuses_before_starting_the_command() {
         ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert_eq!(output.status.code(), Some(125), "{stderr}");
     assert!(stderr.contains("--trace ebpf"), "{stderr}");
+    assert!(stderr.contains("(reason: ebpf-unavailable)"), "{stderr}");
     assert!(!dir.path().join("started").exists(), "the command ran");
     assert!(
         !dir.path().join("att.json").exists(),

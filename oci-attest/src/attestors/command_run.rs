@@ -9,68 +9,8 @@ use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND
 use crate::digest::{sha256_set, DigestSet};
 use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
 use crate::pathtext;
+use crate::redact::Redaction;
 use crate::rfc3339::rfc3339_nano;
-
-/// Parts of environment variable names whose values are treated as secrets.
-const SECRET_NAME_PARTS: &[&str] = &[
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "PASSPHRASE",
-    "CREDENTIAL",
-    "PRIVATE_KEY",
-    "ACCESS_KEY",
-    "API_KEY",
-    "APIKEY",
-    "SIGNING_KEY",
-    "SSH_KEY",
-];
-
-/// Shorter values are too likely to occur by accident (`true`, `1`, a word of a path).
-const MIN_SECRET_LEN: usize = 8;
-
-const REDACTED: &str = "[REDACTED]";
-
-/// Replaces the values of secret-looking environment variables wherever they occur.
-#[derive(Clone, Debug, Default)]
-pub struct Redactor {
-    /// Longest first, so a secret containing another is replaced whole.
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Redactor {
-        let mut secrets: Vec<String> = vars
-            .into_iter()
-            .filter(|(name, value)| {
-                let name = name.to_ascii_uppercase();
-                value.len() >= MIN_SECRET_LEN
-                    && SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
-            })
-            .map(|(_, value)| value)
-            .collect();
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        secrets.dedup();
-        Redactor { secrets }
-    }
-
-    /// The redactor for this process's environment (the wrapped command inherits it).
-    pub fn from_process_env() -> Redactor {
-        Redactor::from_env(std::env::vars_os().map(|(name, value)| {
-            (
-                name.to_string_lossy().into_owned(),
-                value.to_string_lossy().into_owned(),
-            )
-        }))
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret, REDACTED)
-        })
-    }
-}
 
 #[derive(Debug, Serialize)]
 struct CommandRun {
@@ -192,14 +132,11 @@ pub const ATTESTOR: Attestor = Attestor {
 
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let outcome = run.outcome(ATTESTOR.name)?;
-    Ok(vec![attest(
-        &outcome.observation,
-        &Redactor::from_process_env(),
-    )?])
+    Ok(vec![attest(&outcome.observation, &run.options.redaction)?])
 }
 
-/// The command-run attestation for `observation`; secrets in argv are redacted.
-pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<Attestation> {
+/// The command-run attestation for `observation`; every command line goes through `redaction`.
+pub fn attest(observation: &Observation, redaction: &Redaction) -> anyhow::Result<Attestation> {
     let (trace, reason) = match &observation.trace {
         TraceMode::Ebpf => ("ebpf", None),
         TraceMode::Off { reason } => ("off", Some(reason.clone())),
@@ -216,7 +153,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             program: process.program().to_owned(),
             processid: process.pid,
             parentpid: process.parent_pid,
-            cmdline: redactor.redact(&process.argv().join(" ")),
+            cmdline: redaction.argv(process.argv()).join(" "),
             programdigest: digest_set(
                 &process
                     .execs
@@ -228,8 +165,8 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
                 .iter()
                 .map(|exec| Exec {
                     program: exec.program.clone(),
-                    cmdline: redactor.redact(&exec.argv.join(" ")),
-                    argv: exec.argv.iter().map(|arg| redactor.redact(arg)).collect(),
+                    cmdline: redaction.argv(&exec.argv).join(" "),
+                    argv: redaction.argv(&exec.argv),
                     programdigest: digest_set(&exec.program_digest),
                 })
                 .collect(),
@@ -254,11 +191,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
         })
         .collect();
     let predicate = CommandRun {
-        cmd: observation
-            .argv
-            .iter()
-            .map(|arg| redactor.redact(arg))
-            .collect(),
+        cmd: redaction.argv(&observation.argv),
         exitcode: observation.termination.exit_code(),
         summary: Summary {
             trace,
@@ -333,7 +266,7 @@ mod tests {
 
     #[test]
     fn renders_processes_sorted_with_secrets_redacted() {
-        let redactor = Redactor::from_env([
+        let redaction = Redaction::default().with_secret_values_of(&[
             ("REGISTRY_TOKEN".to_owned(), "s3cr3t-value".to_owned()),
             ("my_password".to_owned(), "short".to_owned()),
             ("HOME".to_owned(), "/root/home-dir".to_owned()),
@@ -342,7 +275,7 @@ mod tests {
             argv: vec![
                 "sh".into(),
                 "-c".into(),
-                "login -p s3cr3t-value short".into(),
+                "login -x s3cr3t-value short".into(),
             ],
             working_dir: PathBuf::from("/w"),
             started: at(0),
@@ -365,7 +298,7 @@ mod tests {
                     1,
                     "/nonexistent/login",
                     None,
-                    &["login", "-p", "s3cr3t-value"],
+                    &["login", "-x", "s3cr3t-value"],
                 ),
                 process(
                     10,
@@ -381,11 +314,11 @@ mod tests {
                 detail: "pid 30 (/usr/bin/sleep) still running".into(),
             }],
         };
-        let attestation = attest(&observation, &redactor).unwrap();
+        let attestation = attest(&observation, &redaction).unwrap();
         let predicate = &attestation.predicate;
         assert_eq!(
             predicate["cmd"],
-            serde_json::json!(["sh", "-c", "login -p [REDACTED] short"])
+            serde_json::json!(["sh", "-c", "login -x ****** short"])
         );
         assert_eq!(predicate["exitcode"], 143);
         assert_eq!(
@@ -399,9 +332,9 @@ mod tests {
         assert_eq!(processes[0]["execs"][0]["programdigest"]["sha256"], "ab");
         assert_eq!(
             processes[1]["execs"][0]["argv"],
-            serde_json::json!(["login", "-p", "[REDACTED]"])
+            serde_json::json!(["login", "-x", "******"])
         );
-        assert_eq!(processes[1]["cmdline"], "login -p [REDACTED]");
+        assert_eq!(processes[1]["cmdline"], "login -x ******");
         assert_eq!(processes[1]["programdigest"], serde_json::Value::Null);
         assert_eq!(
             crate::gojson::to_string(&processes[1]["fileOps"]).unwrap(),
@@ -426,7 +359,7 @@ mod tests {
             written: Vec::new(),
             incomplete: Vec::new(),
         };
-        let attestation = attest(&observation, &Redactor::default()).unwrap();
+        let attestation = attest(&observation, &Redaction::default()).unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
         assert_eq!(

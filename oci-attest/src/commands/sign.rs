@@ -3,7 +3,8 @@
 //! otherwise), as `witness sign` and `cilock sign` do. The policy is parsed first, so a policy
 //! `verify -p` would refuse is never signed.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -46,7 +47,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let document = policy::read_capped(&args.infile, MAX_POLICY_BYTES)?;
     model::parse(&document).with_context(|| format!("{}: not signing", args.infile.display()))?;
     let envelope = dsse::sign_as(&args.datatype, &document, &key)?;
-    output::emit(args.outfile.as_deref(), &envelope)?;
+    // No command's output to mix with here: without -o the envelope goes to stdout as is.
+    match args.outfile.as_deref() {
+        Some(outfile) => {
+            output::Destination::choose(Some(outfile))?.write(&envelope, Path::new("."))?;
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(&envelope)
+            .context("cannot write the envelope to stdout")?,
+    }
     eprintln!(
         "signed {} with {} key {}",
         args.infile.display(),
