@@ -340,7 +340,7 @@ fn direct_save_rule(argv: &[String]) -> Option<String> {
 }
 
 /// Drops leading options (and the values of options known to take one).
-fn skip_options<'a>(mut args: &'a [String], value_options: &[&str]) -> &'a [String] {
+pub(crate) fn skip_options<'a>(mut args: &'a [String], value_options: &[&str]) -> &'a [String] {
     while let Some((first, rest)) = args.split_first() {
         if first == "--" {
             return rest;
@@ -359,7 +359,7 @@ fn skip_options<'a>(mut args: &'a [String], value_options: &[&str]) -> &'a [Stri
 }
 
 /// Skips `sudo`, `env VAR=…`, `time`, `nice`, `nohup`, `timeout DURATION` in front of a command.
-fn strip_wrappers(mut argv: &[String]) -> &[String] {
+pub(crate) fn strip_wrappers(mut argv: &[String]) -> &[String] {
     while let Some(wrapper) = argv
         .first()
         .and_then(|program| WRAPPERS.iter().find(|w| w.program == basename(program)))
@@ -385,7 +385,7 @@ fn is_assignment(word: &str) -> bool {
     })
 }
 
-fn basename(program: &str) -> &str {
+pub(crate) fn basename(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
 }
 

@@ -20,7 +20,9 @@ Exit codes:
   4   key or signing error (detected before the command starts)
   5   image archive analysis failed (malformed or tampered archive): nothing is signed
   6   --trace ebpf requested but eBPF tracing is unavailable on this host
-  7   verify: signature or image does not match"
+  7   verify: signature or image does not match; attach: the attestation does not name the image
+  8   registry operation failed (attach, discover, verify --image-ref; `run --attach`:
+      the signed attestation was written to --outfile and is kept)"
     };
 }
 
@@ -39,6 +41,8 @@ pub enum FailureKind {
     TraceUnavailable,
     /// `verify`: the signature or the image does not match the envelope.
     VerificationFailed,
+    /// A registry could not be reached or refused an operation (attach, discover, fetch).
+    Registry,
 }
 
 impl FailureKind {
@@ -50,6 +54,7 @@ impl FailureKind {
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
             FailureKind::VerificationFailed => 7,
+            FailureKind::Registry => 8,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! [`attestors`] (one predicate each; `oci` reads archives through [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
+//! [`registry`] puts signed attestations beside their image in an OCI registry and reads them back.
 
 pub mod attach;
 pub mod attestors;
@@ -23,4 +24,6 @@ pub mod logging;
 pub mod observed;
 pub mod output;
 pub mod products;
+pub mod push;
+pub mod registry;
 pub mod trace;

@@ -32,6 +32,10 @@ enum Command {
     Doctor(commands::doctor::Args),
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
+    /// Attach a signed attestation to an image in its OCI registry.
+    Attach(commands::attach::Args),
+    /// List the attestations attached to an image in its OCI registry.
+    Discover(commands::discover::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
         Command::Keygen(args) => commands::keygen::execute(args),
+        Command::Attach(args) => commands::attach::execute(args),
+        Command::Discover(args) => commands::discover::execute(args),
     };
     match result {
         Ok(code) => code,

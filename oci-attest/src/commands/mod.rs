@@ -1,8 +1,11 @@
 //! One module per subcommand: its clap `Args` and its `execute`.
 
+pub mod attach;
+pub mod discover;
 pub mod doctor;
 pub mod inspect;
 pub mod keygen;
 pub mod run;
 pub mod tools;
 pub mod verify;
+pub mod verify_image_ref;

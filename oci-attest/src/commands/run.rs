@@ -22,6 +22,8 @@ use crate::inspect::{self, ArchiveKind};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Observation, TraceMode};
 use crate::products::{self, Snapshot};
+use crate::push::{self, Push};
+use crate::registry::{ImageRef, RegistryArgs};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -74,6 +76,19 @@ pub struct Args {
     /// Show these variables even though their names look sensitive (globs, case-insensitive).
     #[arg(long, value_name = "GLOB")]
     pub env_allow_sensitive_key: Vec<String>,
+    /// After signing, attach the attestation to the image the command pushed, in its registry
+    /// (as `oci-attest attach`; registry options below). If that fails, the signed attestation
+    /// is kept at --outfile and the exit code is 8.
+    #[arg(long, conflicts_with = "unsigned")]
+    pub attach: bool,
+    /// With --attach: also add the attestation to cosign's `sha256-<hex>.att` tag.
+    #[arg(long, requires = "attach")]
+    pub cosign_tag: bool,
+    /// Sign even when the pushed image's digest cannot be found (no manifest-digest subject).
+    #[arg(long)]
+    pub allow_missing_subjects: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -118,9 +133,11 @@ struct Prepared {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let prepared = prepare(&args)?;
+    let mut prepared = prepare(&args)?;
+    let mut command = args.command.clone();
+    let push = PushPlan::prepare(&mut command, &mut prepared.argv)?;
     let observation = observe(
-        &args.command,
+        &command,
         &prepared.argv,
         &prepared.working_dir,
         prepared.tracer,
@@ -135,13 +152,24 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ),
         ));
     }
-    let (attestations, oci) = attest_observation(
+    let excluded: Vec<&Path> = args
+        .outfile
+        .as_deref()
+        .into_iter()
+        .chain(push.as_ref().and_then(PushPlan::injected_digestfile))
+        .collect();
+    let (mut attestations, oci) = attest_observation(
         &observation,
         prepared.early,
         &prepared.before,
         prepared.oci_before,
-        args.outfile.as_deref(),
+        &excluded,
     )?;
+    let pushed = match &push {
+        Some(plan) => plan.subject(&observation, &args)?,
+        None => None,
+    };
+    attestations.extend(pushed.iter().map(|(_, attestation)| attestation.clone()));
     let step = args
         .step
         .clone()
@@ -165,7 +193,152 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)));
     }
+    if args.attach {
+        attach_to_pushed(&document, pushed.as_ref().map(|(image, _)| image), &args)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A recognised push, with the `--digestfile` oci-attest added when the user gave none.
+struct PushPlan {
+    push: Push,
+    /// Holds the injected digest file until it has been read.
+    injected: Option<tempfile::TempDir>,
+}
+
+impl PushPlan {
+    const DIGESTFILE_NAME: &'static str = "pushed-digest";
+
+    fn prepare(
+        command: &mut Vec<OsString>,
+        argv: &mut Vec<String>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(push) = push::recognise(argv) else {
+            return Ok(None);
+        };
+        tracing::info!("the command pushes {} ({})", push.reference, push.tool);
+        let mut plan = PushPlan {
+            push,
+            injected: None,
+        };
+        if let (None, Some(at)) = (&plan.push.digestfile, plan.push.digestfile_insert_at) {
+            let dir = tempfile::Builder::new()
+                .prefix("oci-attest-push.")
+                .tempdir()
+                .context("cannot create a temp dir for the pushed digest")?;
+            let path = dir.path().join(Self::DIGESTFILE_NAME);
+            for (offset, word) in [OsString::from("--digestfile"), path.into()]
+                .into_iter()
+                .enumerate()
+            {
+                argv.insert(at + offset, word.to_string_lossy().into_owned());
+                command.insert(at + offset, word);
+            }
+            plan.injected = Some(dir);
+        }
+        Ok(Some(plan))
+    }
+
+    fn injected_digestfile(&self) -> Option<&Path> {
+        self.injected.as_ref().map(tempfile::TempDir::path)
+    }
+
+    /// The pushed image and its oci attestation; `None` when the push failed (the command's exit
+    /// code says so) or, with --allow-missing-subjects, when its digest cannot be found.
+    fn subject(
+        &self,
+        observation: &Observation,
+        args: &Args,
+    ) -> anyhow::Result<Option<(String, Attestation)>> {
+        if observation.termination.exit_code() != 0 {
+            tracing::warn!(
+                "the push to {} failed: no pushed-image subject",
+                self.push.reference
+            );
+            return Ok(None);
+        }
+        let started = SystemTime::now();
+        let digestfile = match (&self.push.digestfile, &self.injected) {
+            (Some(path), _) => Some(observation.working_dir.join(path)),
+            (None, Some(dir)) => Some(dir.path().join(Self::DIGESTFILE_NAME)),
+            (None, None) => None,
+        };
+        let found = match &digestfile {
+            Some(path) => push::read_digestfile(path).map(|digest| (digest, "--digestfile")),
+            None => resolve_pushed(&self.push.reference, &args.registry)
+                .map(|digest| (digest, "registry")),
+        };
+        match found {
+            Ok((digest, how)) => {
+                tracing::info!(
+                    "pushed {}@{digest} (digest from {how})",
+                    self.push.reference
+                );
+                let image = ImageRef::parse(&self.push.reference)?
+                    .at_digest(&digest)
+                    .to_string();
+                Ok(Some((
+                    image,
+                    push::attest(&self.push, &digest, how, started),
+                )))
+            }
+            Err(error) if args.allow_missing_subjects => {
+                tracing::warn!(
+                    "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
+                    self.push.reference
+                );
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::anyhow!(
+                "the command pushed {} but its manifest digest is unknown: {error:#}; nothing was \
+                 signed (--allow-missing-subjects signs without it)",
+                self.push.reference
+            )),
+        }
+    }
+}
+
+/// The digest a reference names in its registry, found after the push.
+fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Result<String> {
+    let image = ImageRef::parse(reference)?;
+    let session = crate::registry::Session::open(&image, registry_args)?;
+    let (_, descriptor) = session.manifest(&image.reference)?;
+    Ok(descriptor.digest)
+}
+
+/// `--attach`: the signed envelope goes to the pushed image. The envelope is already written,
+/// so a failure here says where it is and exits with the registry code.
+fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> anyhow::Result<()> {
+    let kept = args
+        .outfile
+        .as_ref()
+        .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let Some(image) = pushed else {
+        return Err(failure(
+            FailureKind::Registry,
+            format!(
+                "--attach: the command pushed no image with a known digest; the signed \
+                 attestation is at {kept}"
+            ),
+        ));
+    };
+    let path = args.outfile.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let attached = ImageRef::parse(image).and_then(|image| {
+        crate::registry::attach(envelope, &image, &args.registry, false, args.cosign_tag)
+            .map(|attached| super::attach::report(&path, &image, &attached))
+    });
+    match attached {
+        Ok(lines) => {
+            for line in lines {
+                tracing::info!("{line}");
+            }
+            Ok(())
+        }
+        Err(error) => Err(super::attach::as_registry_failure(
+            error,
+            &format!("--attach to {image} failed; the signed attestation is kept at {kept}"),
+        )),
+    }
 }
 
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
@@ -410,7 +583,7 @@ fn attest_observation(
     early: Vec<Attestation>,
     before: &Snapshot,
     oci_before: Option<OciReason>,
-    outfile: Option<&Path>,
+    excluded: &[&Path],
 ) -> anyhow::Result<(Vec<Attestation>, Option<OciReason>)> {
     let working_dir = &observation.working_dir;
     let product_started = SystemTime::now();
@@ -421,8 +594,8 @@ fn attest_observation(
         TraceMode::Off { .. } => Snapshot::take(working_dir)?.changed_since(before),
     };
     // The previous attestation at the output path is not something the command produced.
-    if let Some(outfile) = outfile.and_then(|path| path.canonicalize().ok()) {
-        product_paths.retain(|path| *path != outfile);
+    for excluded in excluded.iter().filter_map(|path| path.canonicalize().ok()) {
+        product_paths.retain(|path| !path.starts_with(&excluded));
     }
     let oci = oci_before.or_else(|| attach::oci_after_run(observation, &product_paths));
 
@@ -533,7 +706,7 @@ mod tests {
             }],
         };
         let (attestations, oci) =
-            attest_observation(&observation, Vec::new(), &before, None, None).unwrap();
+            attest_observation(&observation, Vec::new(), &before, None, &[]).unwrap();
         assert_eq!(oci, None);
         let product = attestations
             .iter()

@@ -30,17 +30,31 @@ pub struct Args {
     #[arg(long, value_name = "PUB.pem")]
     pub key: PathBuf,
     /// The DSSE envelope written by `oci-attest run`.
-    #[arg(value_name = "ENVELOPE")]
-    pub envelope: PathBuf,
+    #[arg(
+        value_name = "ENVELOPE",
+        required_unless_present = "image_ref",
+        conflicts_with = "image_ref"
+    )]
+    pub envelope: Option<PathBuf>,
     /// Image archive (tar, gzip tar, OCI layout dir) to compare with the attested facts.
     #[arg(long, value_name = "PATH")]
     pub image: Option<PathBuf>,
+    /// Verify the attestations attached to this image in its registry instead of a file
+    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
+    #[arg(long, value_name = "IMAGE-REF", conflicts_with = "image")]
+    pub image_ref: Option<String>,
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryArgs,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let key = keys::load_public_key(&args.key)?;
-    let envelope_path = args.envelope.display();
-    let size = std::fs::metadata(&args.envelope)
+    let Some(envelope) = args.envelope else {
+        let image_ref = args.image_ref.unwrap_or_default();
+        return super::verify_image_ref::execute(&key, &image_ref, &args.registry);
+    };
+    let envelope_path = envelope.display();
+    let size = std::fs::metadata(&envelope)
         .with_context(|| format!("{envelope_path}: cannot read"))?
         .len();
     if size > MAX_ENVELOPE_BYTES {
@@ -50,7 +64,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ));
     }
     let bytes =
-        std::fs::read(&args.envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
+        std::fs::read(&envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
     let verified = dsse::parse(&bytes).and_then(|envelope| dsse::verify(&envelope, &key));
     let payload = match verified {
         Ok(payload) => payload,
