@@ -14,9 +14,9 @@ use crate::registry::{self, client::MAX_BLOB_BYTES, ImageRef, RegistryArgs};
     oci-attest attach app.att.json registry.example/team/app:1\n  \
     oci-attest attach --cosign-tag app.att.json registry.example/team/app@sha256:…")]
 pub struct Args {
-    /// The DSSE envelope (from `oci-attest run`).
-    #[arg(value_name = "ATT.json")]
-    pub envelope: PathBuf,
+    /// The DSSE envelopes (from `oci-attest run`); several are attached in one go.
+    #[arg(value_name = "ATT.json", required = true, num_args = 1..)]
+    pub envelopes: Vec<PathBuf>,
     /// The image: REGISTRY/REPO:TAG (resolved to its digest once) or REGISTRY/REPO@sha256:….
     #[arg(value_name = "IMAGE-REF")]
     pub image: String,
@@ -32,59 +32,62 @@ pub struct Args {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let envelope = read_envelope(&args.envelope)?;
+    let contents = args
+        .envelopes
+        .iter()
+        .map(|path| read_envelope(path))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let envelopes: Vec<registry::Envelope<'_>> = args
+        .envelopes
+        .iter()
+        .zip(&contents)
+        .map(|(path, bytes)| registry::Envelope {
+            name: path.display().to_string(),
+            bytes,
+        })
+        .collect();
     let image = ImageRef::parse(&args.image)?;
-    attach(
-        &envelope,
-        &args.envelope,
+    let attached = registry::attach(
+        &envelopes,
         &image,
         &args.registry,
         args.force,
         args.cosign_tag,
-    )?;
+    )
+    .map_err(|error| as_registry_failure(error, "attach failed"))?;
+    for line in report(&envelopes, &image, &attached) {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Attaches and reports on stdout; errors carry the registry exit code unless they already
-/// carry one (a refused subject).
-pub fn attach(
-    envelope: &[u8],
-    path: &Path,
+/// What an attach did, one line per envelope (and per `.att` update).
+pub fn report(
+    envelopes: &[registry::Envelope<'_>],
     image: &ImageRef,
-    registry_args: &RegistryArgs,
-    force: bool,
-    cosign_tag: bool,
-) -> anyhow::Result<()> {
-    let attached =
-        registry::attach(envelope, image, registry_args, force, cosign_tag).map_err(|error| {
-            as_registry_failure(error, &format!("{}: attach failed", path.display()))
-        })?;
-    for line in report(path, image, &attached) {
-        println!("{line}");
-    }
-    Ok(())
-}
-
-/// What an attach did, in lines for the user.
-pub fn report(path: &Path, image: &ImageRef, attached: &registry::Attached) -> Vec<String> {
-    let state = if attached.added {
-        "attached"
-    } else {
-        "already attached"
-    };
-    let mut lines = vec![format!(
-        "{state}: {} → {}/{}@{} (referrer {})",
-        path.display(),
-        image.reference.resolve_registry(),
-        image.reference.repository(),
-        attached.subject,
-        attached.manifest
-    )];
-    let tag = registry::artifact::cosign_tag(&attached.subject);
-    match attached.cosign_added {
-        Some(true) => lines.push(format!("cosign tag: added to {tag}")),
-        Some(false) => lines.push(format!("cosign tag: already in {tag}")),
-        None => {}
+    attached: &[registry::Attached],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (envelope, attached) in envelopes.iter().zip(attached) {
+        let state = if attached.added {
+            "attached"
+        } else {
+            "already attached"
+        };
+        lines.push(format!(
+            "{state}: {} → {}/{}@{} (referrer {})",
+            envelope.name,
+            image.reference.resolve_registry(),
+            image.reference.repository(),
+            attached.subject,
+            attached.manifest
+        ));
+        let tag = registry::artifact::cosign_tag(&attached.subject);
+        match attached.cosign_added {
+            Some(true) => lines.push(format!("cosign tag: added to {tag}")),
+            Some(false) => lines.push(format!("cosign tag: already in {tag}")),
+            None => {}
+        }
     }
     lines
 }

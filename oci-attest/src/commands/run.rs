@@ -158,17 +158,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .into_iter()
         .chain(push.as_ref().and_then(PushPlan::injected_digestfile))
         .collect();
+    let pushed = match &push {
+        Some(plan) => plan.subject(&observation, &args)?,
+        None => None,
+    };
     let (mut attestations, oci) = attest_observation(
         &observation,
         prepared.early,
         &prepared.before,
         prepared.oci_before,
         &excluded,
+        pushed.is_some(),
     )?;
-    let pushed = match &push {
-        Some(plan) => plan.subject(&observation, &args)?,
-        None => None,
-    };
     attestations.extend(pushed.iter().map(|(_, attestation)| attestation.clone()));
     let step = args
         .step
@@ -271,7 +272,7 @@ impl PushPlan {
         match found {
             Ok((digest, how)) => {
                 tracing::info!(
-                    "pushed {}@{digest} (digest from {how})",
+                    "pushed {} as {digest} (digest from {how})",
                     self.push.reference
                 );
                 let image = ImageRef::parse(&self.push.reference)?
@@ -322,10 +323,13 @@ fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> an
             ),
         ));
     };
-    let path = args.outfile.clone().unwrap_or_else(|| PathBuf::from("-"));
+    let envelopes = [crate::registry::Envelope {
+        name: kept.clone(),
+        bytes: envelope,
+    }];
     let attached = ImageRef::parse(image).and_then(|image| {
-        crate::registry::attach(envelope, &image, &args.registry, false, args.cosign_tag)
-            .map(|attached| super::attach::report(&path, &image, &attached))
+        crate::registry::attach(&envelopes, &image, &args.registry, false, args.cosign_tag)
+            .map(|attached| super::attach::report(&envelopes, &image, &attached))
     });
     match attached {
         Ok(lines) => {
@@ -361,6 +365,15 @@ fn summarise(
     for attestation in attestations {
         let predicate = &attestation.predicate;
         match attestation.type_uri {
+            attestors::oci::TYPE_URI if predicate.get("imagereference").is_some() => {
+                tracing::info!(
+                    "  pushed image {} manifest sha256:{}",
+                    predicate["imagereference"].as_str().unwrap_or("?"),
+                    predicate["manifestdigest"]["sha256"]
+                        .as_str()
+                        .unwrap_or("?"),
+                );
+            }
             attestors::oci::TYPE_URI => {
                 let tags = predicate["imagetags"]
                     .as_array()
@@ -584,6 +597,7 @@ fn attest_observation(
     before: &Snapshot,
     oci_before: Option<OciReason>,
     excluded: &[&Path],
+    pushed: bool,
 ) -> anyhow::Result<(Vec<Attestation>, Option<OciReason>)> {
     let working_dir = &observation.working_dir;
     let product_started = SystemTime::now();
@@ -608,7 +622,8 @@ fn attest_observation(
     let mut oci_attestations = Vec::new();
     if let Some(reason) = &oci {
         let archives = image_archives(&product_paths)?;
-        if archives.is_empty() {
+        // A push leaves no archive: the pushed image is the subject then.
+        if archives.is_empty() && !pushed {
             tracing::warn!(
                 "oci attestor skipped: it attached ({reason}) but no image archive was produced"
             );
@@ -706,7 +721,7 @@ mod tests {
             }],
         };
         let (attestations, oci) =
-            attest_observation(&observation, Vec::new(), &before, None, &[]).unwrap();
+            attest_observation(&observation, Vec::new(), &before, None, &[], false).unwrap();
         assert_eq!(oci, None);
         let product = attestations
             .iter()

@@ -20,7 +20,7 @@ use client::{check_digest, MAX_MANIFEST_BYTES};
 /// Most referrers `discover` reads for one image.
 const MAX_REFERRERS: usize = 10_000;
 
-/// What `attach` did.
+/// What `attach` did for one envelope.
 #[derive(Debug)]
 pub struct Attached {
     /// The image manifest the envelope is attached to (`sha256:<hex>`).
@@ -33,90 +33,123 @@ pub struct Attached {
     pub cosign_added: Option<bool>,
 }
 
-/// Attaches `envelope` to the image `image` names (a tag is resolved to its digest once).
-/// Refuses, unless `force`, when no subject of the signed statement is that manifest digest.
+/// One envelope to attach, named for messages.
+pub struct Envelope<'a> {
+    pub name: String,
+    pub bytes: &'a [u8],
+}
+
+/// Attaches `envelopes` to the image `image` names (a tag is resolved to its digest once), then
+/// updates the tag-schema index (and the `.att` image) once for all of them. Refuses, unless
+/// `force`, when an envelope's signed statement has no subject that is the manifest digest;
+/// nothing is written then.
 pub fn attach(
-    envelope: &[u8],
+    envelopes: &[Envelope<'_>],
     image: &ImageRef,
     args: &RegistryArgs,
     force: bool,
     cosign_tag: bool,
-) -> anyhow::Result<Attached> {
-    let summary = EnvelopeSummary::read(envelope)?;
+) -> anyhow::Result<Vec<Attached>> {
+    let summaries = envelopes
+        .iter()
+        .map(|envelope| {
+            EnvelopeSummary::read(envelope.bytes)
+                .with_context(|| format!("{}: not a DSSE envelope", envelope.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let session = Session::open(image, args)?;
     session.login(&image.reference, RegistryOperation::Push)?;
     let (_, subject) = session.manifest(&image.reference)?;
-    if !force && !summary.names_manifest(&subject.digest) {
+    if let Some((envelope, summary)) = envelopes
+        .iter()
+        .zip(&summaries)
+        .find(|(_, summary)| !force && !summary.names_manifest(&subject.digest))
+    {
         return Err(crate::exit::failure(
             crate::exit::FailureKind::VerificationFailed,
             format!(
-                "{}: the attestation names no subject with this image's manifest digest {} \
+                "{}: the attestation names no subject with the manifest digest {} of {} \
                  (it has {} subjects); --force attaches it anyway",
-                image.text,
+                envelope.name,
                 subject.digest,
+                image.text,
                 summary.subjects.len()
             ),
         ));
     }
-    let envelope_descriptor = Descriptor::of(DSSE_MEDIA_TYPE, envelope);
-    let manifest = artifact::referrer_manifest(&envelope_descriptor, &summary, &subject);
-    let manifest_descriptor = Descriptor::of(OCI_MANIFEST, &manifest);
-
     let repository = &image.reference;
     session.push_blob(repository, EMPTY_BLOB)?;
-    session.push_blob(repository, envelope)?;
-    session.push_manifest(
-        &image.at_digest(&manifest_descriptor.digest),
-        &manifest,
-        OCI_MANIFEST,
-    )?;
+    let mut referrers = Vec::with_capacity(envelopes.len());
+    for (envelope, summary) in envelopes.iter().zip(&summaries) {
+        let envelope_descriptor = Descriptor::of(DSSE_MEDIA_TYPE, envelope.bytes);
+        let manifest = artifact::referrer_manifest(&envelope_descriptor, summary, &subject);
+        let manifest_descriptor = Descriptor::of(OCI_MANIFEST, &manifest);
+        session.push_blob(repository, envelope.bytes)?;
+        session.push_manifest(
+            &image.at_digest(&manifest_descriptor.digest),
+            &manifest,
+            OCI_MANIFEST,
+        )?;
+        referrers.push((envelope_descriptor, manifest_descriptor));
+    }
 
-    // The referrers API (where a registry has it) lists the manifest by itself; the tag-schema
+    // The referrers API (where a registry has it) lists the manifests by itself; the tag-schema
     // index is what registries without it (distribution 2.8, …) are read through. oci-client
     // does not expose the `OCI-Subject` header that would tell them apart, and an index kept on
     // a registry that has the API is merely redundant, so it is always kept.
     let index_tag = image.at_tag(&artifact::referrers_tag(&subject.digest));
-    let existing = session.manifest_if_exists(&index_tag)?;
-    let added = match artifact::add_to_referrers_index(
-        existing.as_ref().map(|(bytes, _)| bytes.as_slice()),
-        &manifest_descriptor,
-        &summary,
-    )
-    .with_context(|| format!("{index_tag}"))?
-    {
-        Some(index) => {
-            session.push_manifest(&index_tag, &index, OCI_INDEX)?;
-            true
+    let mut index = session
+        .manifest_if_exists(&index_tag)?
+        .map(|(bytes, _)| bytes);
+    let mut added = Vec::with_capacity(envelopes.len());
+    for ((_, manifest), summary) in referrers.iter().zip(&summaries) {
+        let updated = artifact::add_to_referrers_index(index.as_deref(), manifest, summary)
+            .with_context(|| format!("{index_tag}"))?;
+        added.push(updated.is_some());
+        if updated.is_some() {
+            index = updated;
         }
-        None => false,
-    };
+    }
+    if added.contains(&true) {
+        if let Some(index) = &index {
+            session.push_manifest(&index_tag, index, OCI_INDEX)?;
+        }
+    }
 
-    let cosign_added = if cosign_tag {
+    let mut cosign_added = vec![None; envelopes.len()];
+    if cosign_tag {
         let att_tag = image.at_tag(&artifact::cosign_tag(&subject.digest));
-        let existing = session.manifest_if_exists(&att_tag)?;
-        match artifact::add_to_cosign_attestations(
-            existing.as_ref().map(|(bytes, _)| bytes.as_slice()),
-            &envelope_descriptor,
-            &summary,
-        )
-        .with_context(|| format!("{att_tag}"))?
+        let mut att = session
+            .manifest_if_exists(&att_tag)?
+            .map(|(bytes, _)| bytes);
+        let mut config = None;
+        for (((envelope, _), summary), added) in
+            referrers.iter().zip(&summaries).zip(&mut cosign_added)
         {
-            Some((config, att_manifest)) => {
-                session.push_blob(repository, &config)?;
-                session.push_manifest(&att_tag, &att_manifest, OCI_MANIFEST)?;
-                Some(true)
+            let updated = artifact::add_to_cosign_attestations(att.as_deref(), envelope, summary)
+                .with_context(|| format!("{att_tag}"))?;
+            *added = Some(updated.is_some());
+            if let Some((new_config, new_manifest)) = updated {
+                config = Some(new_config);
+                att = Some(new_manifest);
             }
-            None => Some(false),
         }
-    } else {
-        None
-    };
-    Ok(Attached {
-        subject: subject.digest,
-        manifest: manifest_descriptor.digest,
-        added,
-        cosign_added,
-    })
+        if let (Some(config), Some(att)) = (config, att) {
+            session.push_blob(repository, &config)?;
+            session.push_manifest(&att_tag, &att, OCI_MANIFEST)?;
+        }
+    }
+    Ok(referrers
+        .into_iter()
+        .zip(added)
+        .zip(cosign_added)
+        .map(|(((_, manifest), added), cosign_added)| Attached {
+            subject: subject.digest.clone(),
+            manifest: manifest.digest,
+            added,
+            cosign_added,
+        })
+        .collect())
 }
 
 /// Where `discover` found an envelope.
