@@ -2,13 +2,12 @@
 //! Statement v0.1 around it, serialised byte-compatibly with witness/cilock (see SPEC section 2).
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::attach::{self, Stage};
-use crate::attestors::Attestation;
+use crate::attestors::{self, Attestation};
 use crate::digest::DigestSet;
+use crate::rfc3339::rfc3339_nano;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
 pub const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
@@ -46,20 +45,13 @@ pub struct CollectionAttestation<'a> {
     pub endtime: String,
 }
 
-/// The stage an attestor's output belongs to, from the catalogue (unknown types run last).
-pub fn stage_of(type_uri: &str) -> Stage {
-    attach::catalogue()
-        .into_iter()
-        .find(|entry| entry.predicate_type == type_uri)
-        .map_or(Stage::PostProduct, |entry| entry.stage)
-}
-
 /// The statement for one step: attestations in stage order (the given order within a stage),
 /// subjects `<type URI>/<key>` deduplicated and sorted byte-wise by name.
 pub fn statement<'a>(step: &'a str, attestations: &'a [Attestation]) -> Statement<'a> {
     let mut ordered: Vec<&Attestation> = attestations.iter().collect();
-    // Stable: the caller's order holds within a stage (environment before git).
-    ordered.sort_by_cached_key(|attestation| stage_of(attestation.type_uri));
+    // Stable: the caller's order holds within a stage (environment before git). A type outside
+    // the attestor table has no stage; `statement_json` refuses it.
+    ordered.sort_by_cached_key(|attestation| attestors::stage_of(attestation.type_uri));
 
     let prefixed = |attestation: &&Attestation, entries: &[(String, DigestSet)]| {
         entries
@@ -102,57 +94,21 @@ pub fn statement<'a>(step: &'a str, attestations: &'a [Attestation]) -> Statemen
 
 /// The statement's JSON bytes (Go-compatible compact JSON): the DSSE payload.
 pub fn statement_json(step: &str, attestations: &[Attestation]) -> anyhow::Result<Vec<u8>> {
-    Ok(crate::gojson::to_vec(&statement(step, attestations))?)
-}
-
-/// A UTC time as Go's `time.RFC3339Nano` writes it: nanoseconds with trailing zeros trimmed
-/// (no fraction at all when zero), `Z` suffix.
-///
-/// Hand-written because no date crate is a dependency and the conversion is a dozen lines
-/// (days → civil date after Howard Hinnant's `civil_from_days`).
-pub fn rfc3339_nano(time: SystemTime) -> String {
-    // Times before 1970 do not occur (clocks of running processes); clamp rather than fail.
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        second_of_day / 3600,
-        second_of_day / 60 % 60,
-        second_of_day % 60
-    );
-    let nanos = since_epoch.subsec_nanos();
-    if nanos != 0 {
-        let fraction = format!("{nanos:09}");
-        text.push('.');
-        text.push_str(fraction.trim_end_matches('0'));
+    if let Some(stray) = attestations
+        .iter()
+        .find(|attestation| attestors::stage_of(attestation.type_uri).is_none())
+    {
+        anyhow::bail!(
+            "attestation type {} belongs to no attestor of the table",
+            stray.type_uri
+        );
     }
-    text.push('Z');
-    text
-}
-
-fn civil_from_days(days_since_epoch: u64) -> (u64, u64, u64) {
-    let z = days_since_epoch + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    Ok(crate::gojson::to_vec(&statement(step, attestations))?)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use serde_json::json;
 
@@ -162,24 +118,6 @@ mod tests {
 
     fn at(seconds: u64, nanos: u32) -> SystemTime {
         UNIX_EPOCH + Duration::new(seconds, nanos)
-    }
-
-    #[test]
-    fn times_are_go_rfc3339nano_in_utc() {
-        assert_eq!(rfc3339_nano(at(0, 0)), "1970-01-01T00:00:00Z");
-        // `date -u -d @1700000000` = 2023-11-14T22:13:20Z
-        assert_eq!(rfc3339_nano(at(1_700_000_000, 0)), "2023-11-14T22:13:20Z");
-        assert_eq!(
-            rfc3339_nano(at(1_700_000_000, 120_000_000)),
-            "2023-11-14T22:13:20.12Z"
-        );
-        assert_eq!(
-            rfc3339_nano(at(1_700_000_000, 1)),
-            "2023-11-14T22:13:20.000000001Z"
-        );
-        // Leap day and a far date: 2024-02-29T00:00:00Z = 1709164800; 2100-03-01 = 4107542400.
-        assert_eq!(rfc3339_nano(at(1_709_164_800, 0)), "2024-02-29T00:00:00Z");
-        assert_eq!(rfc3339_nano(at(4_107_542_400, 0)), "2100-03-01T00:00:00Z");
     }
 
     fn attestation(type_uri: &'static str, subjects: &[(&str, &str)]) -> Attestation {

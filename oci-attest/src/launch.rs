@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -22,6 +21,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::observed::Termination;
+use crate::program_path::resolve_program;
 
 /// The child's pid for the signal handler (0: no child to forward to).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
@@ -232,33 +232,10 @@ fn c_string(value: &OsStr) -> anyhow::Result<CString> {
         .with_context(|| format!("argument contains a NUL byte: {}", value.to_string_lossy()))
 }
 
-/// Finds `name` the way a shell would: as a path when it contains `/`, else on PATH.
-pub fn resolve_program(name: &OsStr) -> anyhow::Result<PathBuf> {
-    let is_executable = |path: &Path| {
-        path.metadata()
-            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-    };
-    if name.as_bytes().contains(&b'/') {
-        let path = PathBuf::from(name);
-        if !path.exists() {
-            bail!("command not found: {}", path.display());
-        }
-        return Ok(path);
-    }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&search)
-        .map(|dir| dir.join(name))
-        .find(|candidate| is_executable(candidate))
-        .with_context(|| {
-            format!(
-                "command not found: {} (not on PATH; give a path or fix PATH)",
-                name.to_string_lossy()
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     fn args(list: &[&str]) -> Vec<OsString> {

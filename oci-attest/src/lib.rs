@@ -3,15 +3,16 @@
 //!
 //! The pipeline, in the order a `run` goes through it:
 //! [`launch`] and [`trace`] (start the command stopped, trace its process tree) →
-//! [`products`] (which files it produced) → [`attach`] (which attestors apply) →
-//! [`attestors`] (one predicate each; `oci` reads archives through [`inspect`]) →
+//! [`products`] (which files it produced) → [`attestors`] (the attestor table: which apply, one
+//! predicate each; `oci` recognises saves through [`save_command`] and reads archives through
+//! [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
 //! [`registry`] puts signed attestations beside their image in an OCI registry and reads them back.
 
-pub mod attach;
 pub mod attestors;
 pub mod collection;
+#[cfg(feature = "tracer")]
 pub mod commands;
 pub mod digest;
 pub mod dsse;
@@ -24,6 +25,13 @@ pub mod logging;
 pub mod observed;
 pub mod output;
 pub mod products;
+pub mod program_path;
+pub mod progress;
+#[cfg(feature = "tracer")]
 pub mod push;
+#[cfg(feature = "tracer")]
 pub mod registry;
+pub mod rfc3339;
+pub mod save_command;
+#[cfg(feature = "tracer")]
 pub mod trace;

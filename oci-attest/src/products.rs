@@ -11,9 +11,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::attestors::file_tree::FileDigest;
 use crate::digest::sha256_reader;
 use crate::observed::ObservedProcess;
+
+/// One file of the set: its recorded path and the lowercase hex SHA-256 of its content.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileDigest {
+    pub path: String,
+    pub sha256: String,
+}
 
 /// What changes when a file is written, truncated or replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

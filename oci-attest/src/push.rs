@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use anyhow::{bail, Context as _};
 use serde_json::json;
 
-use crate::attach::{basename, skip_options, strip_wrappers};
 use crate::attestors::{oci, Attestation};
 use crate::digest::{sha256_hex, sha256_set};
 use crate::registry::client::check_digest;
+use crate::save_command::{basename, skip_options, strip_wrappers};
 
 /// A push command: program, subcommand words, the options that take a value (global and the
 /// subcommand's own), where the destination reference is, and whether `--digestfile` exists.

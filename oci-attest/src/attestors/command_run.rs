@@ -7,10 +7,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::attestors::{Attestation, COMMAND_RUN_TYPE_URI};
-use crate::collection::rfc3339_nano;
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
 use crate::digest::{sha256_reader, sha256_set, DigestSet};
 use crate::observed::{Observation, ObservedProcess, TraceMode};
+use crate::rfc3339::rfc3339_nano;
 
 /// Parts of environment variable names whose values are treated as secrets.
 const SECRET_NAME_PARTS: &[&str] = &[
@@ -156,6 +156,25 @@ fn program_digests(processes: &[ObservedProcess]) -> HashMap<&str, Option<Digest
         digests.insert(program, digest);
     }
     digests
+}
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "command-run",
+    predicate_type: COMMAND_RUN_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/command-run/v0.1"],
+    stage: Stage::Execute,
+    attach: Attach::Always,
+    summary: "argv, exit code, trace summary and every traced process with its file operations",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let outcome = run.outcome(ATTESTOR.name)?;
+    Ok(vec![attest(
+        &outcome.observation,
+        &Redactor::from_process_env(),
+    )?])
 }
 
 /// The command-run attestation for `observation`; secrets in argv are redacted.

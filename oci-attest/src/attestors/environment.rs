@@ -7,7 +7,30 @@ use anyhow::Context;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use crate::attestors::{Attestation, ENVIRONMENT_TYPE_URI};
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, ENVIRONMENT_TYPE_URI};
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "environment",
+    predicate_type: ENVIRONMENT_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/environment/v0.1"],
+    stage: Stage::PreMaterial,
+    attach: Attach::OnRequest,
+    summary: "OS, hostname, user and environment variables (secrets hidden)",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let policy = SensitivePolicy::new(
+        &run.options.env_add_sensitive_key,
+        &run.options.env_allow_sensitive_key,
+    )?;
+    Ok(vec![attest(
+        process_variables(),
+        &policy,
+        SystemTime::now(),
+    )?])
+}
 
 /// Name globs (matched case-insensitively) whose values are hidden. Unlike cilock there is no
 /// `*PAT*` or `*PWD*`, which hide PATH, PWD and OLDPWD by accident.

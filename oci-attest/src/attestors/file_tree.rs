@@ -8,13 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::attestors::Attestation;
 use crate::digest::sha256_set;
-
-/// One file of the set: its recorded path and the lowercase hex SHA-256 of its content.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FileDigest {
-    pub path: String,
-    pub sha256: String,
-}
+use crate::products::FileDigest;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Leaf {

@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::attestors::{Attestation, GIT_TYPE_URI};
-use crate::collection::rfc3339_nano;
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, GIT_TYPE_URI};
 use crate::digest::{sha256_hex, sha256_reader, sha256_set, DigestSet};
+use crate::rfc3339::rfc3339_nano;
 
 #[derive(Debug, Serialize)]
 struct GitPredicate {
@@ -231,8 +231,25 @@ pub fn strip_credentials(url: &str) -> String {
     }
 }
 
+pub const ATTESTOR: Attestor = Attestor {
+    name: "git",
+    predicate_type: GIT_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/git/v0.1"],
+    stage: Stage::PreMaterial,
+    attach: Attach::OnRequest,
+    summary: "commit, author, status, refs and remotes of the working tree",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    Ok(attest(&run.working_dir, SystemTime::now())?
+        .into_iter()
+        .collect())
+}
+
 fn find_git() -> Option<PathBuf> {
-    crate::launch::resolve_program(OsStr::new("git")).ok()
+    crate::program_path::resolve_program(OsStr::new("git")).ok()
 }
 
 /// The git attestation for the work tree containing `dir`, or `None` (with a logged notice)

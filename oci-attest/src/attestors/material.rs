@@ -1,9 +1,30 @@
 //! The `material` attestor (v0.3): the Merkle tree over the files present before the command.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::attestors::file_tree::{self, EmptyLeaves, FileDigest};
-use crate::attestors::{Attestation, MATERIAL_TYPE_URI};
+use crate::attestors::file_tree::{self, EmptyLeaves};
+use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, MATERIAL_TYPE_URI};
+use crate::products::{self, FileDigest};
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "material",
+    predicate_type: MATERIAL_TYPE_URI,
+    aliases: &["https://witness.dev/attestations/material/v0.1"],
+    stage: Stage::Material,
+    attach: Attach::Always,
+    summary: "files the command could read: Merkle tree of their digests",
+    fields: &[],
+    attest: from_run,
+};
+
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let started = SystemTime::now();
+    let paths: Vec<PathBuf> = run.before.paths().map(Path::to_path_buf).collect();
+    let materials = products::hash_files(&paths, &HashMap::new(), &run.working_dir)?;
+    Ok(vec![attest(&materials, started, SystemTime::now())?])
+}
 
 /// Subject `tree:materials`; `leaves` is always written, empty or not.
 pub fn attest(

@@ -1,17 +1,189 @@
 //! The `oci` attestor: wraps the archive reader's verified facts into an attestation.
 
+use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::attestors::Attestation;
+use crate::attestors::{
+    Attach, Attestation, Attestor, AutoRule, PredicateField, RunContext, Stage,
+};
 use crate::digest::{sha256_hex, sha256_set, DigestSet};
-use crate::inspect::Analysis;
+use crate::exit::{failure, FailureKind};
+use crate::inspect::{self, Analysis, ArchiveKind};
+use crate::products;
+use crate::save_command;
+
+mod predicate;
+
+pub use predicate::{predicate, OciPredicate};
 
 pub const TYPE_URI: &str = "https://aflock.ai/attestations/oci/v0.1";
+
+pub const ATTESTOR: Attestor = Attestor {
+    name: "oci",
+    predicate_type: TYPE_URI,
+    aliases: &["https://witness.dev/attestations/oci/v0.1"],
+    stage: Stage::PostProduct,
+    attach: Attach::Auto(AutoRule {
+        decide,
+        describe,
+        step: "oci-save",
+        programs: save_programs,
+    }),
+    summary: "image ID, layer diffIDs, tags and manifest digest of every image archive produced",
+    fields: FIELDS,
+    attest: from_run,
+};
+
+const FIELDS: &[PredicateField] = &[
+    PredicateField {
+        name: "tardigest",
+        meaning: "DigestSet of the archive file itself",
+    },
+    PredicateField {
+        name: "manifest",
+        meaning:
+            "manifest.json entries: [{Config, RepoTags, Layers}] (synthesised for OCI layouts)",
+    },
+    PredicateField {
+        name: "imagetags",
+        meaning: "RepoTags of the first image (null when none)",
+    },
+    PredicateField {
+        name: "diffids",
+        meaning: "one DigestSet per layer of the first image, in manifest order",
+    },
+    PredicateField {
+        name: "imageid",
+        meaning: "DigestSet of the config blob bytes (the Docker image ID)",
+    },
+    PredicateField {
+        name: "manifestraw",
+        meaning: "base64 of the raw manifest.json (OCI layout: the first image's OCI manifest)",
+    },
+    PredicateField {
+        name: "manifestdigest",
+        meaning: "DigestSet of the bytes in manifestraw",
+    },
+    PredicateField {
+        name: "format",
+        meaning: "docker-archive | oci-layout | docker-archive+oci-layout",
+    },
+    PredicateField {
+        name: "images",
+        meaning: "every image: imageid, diffids, tags, manifestdigest, platform, layers",
+    },
+];
+
+/// Before the command: its argv is a save. After it: the trace saw a save exec'd anywhere in
+/// the process tree, or a product looks like an OCI layout or archive.
+fn decide(run: &RunContext) -> Option<String> {
+    let Some(outcome) = &run.outcome else {
+        return save_command::save_rule(&run.argv).map(|rule| format!("the command is `{rule}`"));
+    };
+    if let Some((rule, argv)) = outcome
+        .observation
+        .exec_argvs()
+        .find_map(|argv| save_command::save_rule(argv).map(|rule| (rule, argv)))
+    {
+        return Some(format!(
+            "`{rule}` ran inside the command: {}",
+            argv.join(" ")
+        ));
+    }
+    outcome
+        .products
+        .iter()
+        .find(|path| save_command::product_matches(path, &run.working_dir))
+        .map(|path| format!("product {} looks like an OCI image", path.display()))
+}
+
+fn describe() -> Vec<String> {
+    vec![
+        "requested with -a oci".to_owned(),
+        format!(
+            "pre: argv starts with one of: {}",
+            save_command::describe_commands()
+        ),
+        "post: the trace saw any of those commands exec'd in the process tree (Makefiles, scripts)"
+            .to_owned(),
+        format!(
+            "post: a product matches {}",
+            save_command::describe_product_globs()
+        ),
+    ]
+}
+
+fn save_programs() -> Vec<&'static str> {
+    save_command::SAVE_TOOLS
+        .iter()
+        .map(|tool| tool.program)
+        .collect()
+}
+
+/// One attestation per image archive among the products. An archive that fails analysis
+/// fails the run: nothing is signed.
+fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
+    let outcome = run.outcome(ATTESTOR.name)?;
+    let archives = image_archives(&outcome.products)?;
+    if archives.is_empty() {
+        let reason = run
+            .reason(ATTESTOR.name)
+            .map(|reason| reason.describe(ATTESTOR.name))
+            .unwrap_or_default();
+        tracing::warn!(
+            "oci attestor skipped: it attached ({reason}) but no image archive was produced"
+        );
+    }
+    let options = inspect::Options {
+        progress: crate::progress::archive_bar(),
+        ..inspect::Options::default()
+    };
+    let mut attestations = Vec::new();
+    for archive in archives {
+        let started = SystemTime::now();
+        let analysis = inspect::analyze(&archive, &options).map_err(|error| {
+            failure(
+                FailureKind::Analysis,
+                format!("{error}; nothing was signed"),
+            )
+        })?;
+        if let Some(digest) = &analysis.file_sha256 {
+            run.known_digests
+                .borrow_mut()
+                .insert(archive.clone(), digest.clone());
+        }
+        attestations.push(attest(&analysis, started, SystemTime::now()));
+    }
+    Ok(attestations)
+}
+
+/// The image archives among the products: OCI layout directories, and files whose content is
+/// a (gzip) tar outside those directories (a layout's blobs are layers, not archives).
+fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let layout_dirs = products::layout_dirs(product_paths, |path| path.is_file());
+    let mut archives = layout_dirs.clone();
+    for path in product_paths {
+        if layout_dirs.iter().any(|dir| path.starts_with(dir)) {
+            continue;
+        }
+        let kind = inspect::sniff(path).map_err(|error| {
+            failure(
+                FailureKind::Analysis,
+                format!("{}: cannot read: {error}", path.display()),
+            )
+        })?;
+        if matches!(kind, Some(ArchiveKind::Tar | ArchiveKind::GzipTar)) {
+            archives.push(path.clone());
+        }
+    }
+    Ok(archives)
+}
 
 /// One attestation per analysed archive. `started`/`ended` bracket the analysis, which the
 /// caller timed (the product digest and this analysis come from one read).
 pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> Attestation {
-    let subjects = subjects(analysis);
+    let predicate = predicate(analysis);
+    let subjects = subjects(analysis, &predicate);
     let backrefs = subjects
         .iter()
         .filter(|(key, _)| {
@@ -24,7 +196,7 @@ pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> At
     Attestation {
         type_uri: TYPE_URI,
         // A struct of strings, maps and lists: serialising it cannot fail.
-        predicate: serde_json::to_value(&analysis.predicate).unwrap_or_default(),
+        predicate: serde_json::to_value(&predicate).unwrap_or_default(),
         subjects,
         backrefs,
         started,
@@ -34,8 +206,7 @@ pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> At
 
 /// The subjects an archive yields, in a stable order without duplicates: what `verify --image`
 /// re-derives and compares. Keys are without the type URI prefix.
-pub fn subjects(analysis: &Analysis) -> Vec<(String, DigestSet)> {
-    let predicate = &analysis.predicate;
+fn subjects(analysis: &Analysis, predicate: &OciPredicate) -> Vec<(String, DigestSet)> {
     let mut subjects: Vec<(String, DigestSet)> = Vec::new();
     let mut add = |key: String, digest: DigestSet| {
         if !subjects.iter().any(|(existing, _)| *existing == key) {
@@ -78,8 +249,8 @@ pub fn subjects(analysis: &Analysis) -> Vec<(String, DigestSet)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::docker::DockerArchive;
     use crate::inspect::image::{Image, Layer};
-    use crate::inspect::OciPredicate;
 
     fn image(config: char, tags: &[&str], diff_ids: usize) -> Image {
         Image {
@@ -101,20 +272,16 @@ mod tests {
 
     #[test]
     fn subjects_and_backrefs_cover_every_image() {
+        let raw_manifest = b"[]".to_vec();
         let analysis = Analysis {
             path: "x.tar".into(),
             file_sha256: Some("e".repeat(64)),
-            predicate: OciPredicate {
-                tardigest: sha256_set("e".repeat(64)),
-                manifest: Vec::new(),
-                imagetags: None,
-                diffids: Vec::new(),
-                imageid: sha256_set("a".repeat(64)),
-                manifestraw: String::new(),
-                manifestdigest: sha256_set("d".repeat(64)),
-                format: "docker-archive".into(),
-                images: None,
-            },
+            docker: Some(DockerArchive {
+                raw_manifest: raw_manifest.clone(),
+                entries: Vec::new(),
+                images: Vec::new(),
+            }),
+            layout: None,
             images: vec![image('a', &["app:1"], 101), image('b', &[], 1)],
         };
         let attestation = attest(&analysis, SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH);
@@ -123,7 +290,7 @@ mod tests {
             .iter()
             .map(|(key, _)| key.as_str())
             .collect();
-        let d = "d".repeat(64);
+        let d = sha256_hex(&raw_manifest);
         let e = "e".repeat(64);
         let f = "f".repeat(64);
         assert_eq!(

@@ -7,14 +7,10 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
+use crate::attestors::{Attach, ATTESTORS};
 use crate::exit::{failure, FailureKind};
-use crate::launch;
 use crate::trace::{layout, Privileges, ProgramStatus, TraceConfig, Tracer};
-
-/// The save tools oci-attest knows how to wrap.
-const SAVE_TOOLS: [&str; 7] = [
-    "docker", "podman", "skopeo", "crane", "buildah", "ctr", "nerdctl",
-];
+use crate::{launch, program_path};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -80,10 +76,16 @@ fn build_report(config: &TraceConfig) -> (Value, Option<String>) {
             Some(unavailable.reason),
         ),
     };
-    let tools: serde_json::Map<String, Value> = SAVE_TOOLS
+    // The programs the attestors' auto rules recognise as the wrapped command.
+    let tools: serde_json::Map<String, Value> = ATTESTORS
         .iter()
+        .filter_map(|row| match row.attach {
+            Attach::Auto(rule) => Some((rule.programs)()),
+            _ => None,
+        })
+        .flatten()
         .map(|tool| {
-            let found = launch::resolve_program(tool.as_ref()).ok();
+            let found = program_path::resolve_program(tool.as_ref()).ok();
             (
                 tool.to_string(),
                 found.map_or(Value::Null, |path| path.display().to_string().into()),

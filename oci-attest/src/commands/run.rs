@@ -6,19 +6,15 @@
 //! without having run the save. After the command: products, attestors, statement, signature.
 //! Any failure after the command leaves an existing `--outfile` untouched.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::Context;
 
-use crate::attach::{self, OciReason};
-use crate::attestors::{self, command_run, environment, Attestation};
+use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::exit::{failure, FailureKind};
-use crate::inspect::{self, ArchiveKind};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Observation, TraceMode};
 use crate::products::{self, Snapshot};
@@ -52,7 +48,7 @@ pub struct Args {
     /// Extra attestors, comma separated (product, material and command-run are always on;
     /// oci also attaches automatically when an image save is recognised).
     #[arg(short = 'a', long = "attestations", value_enum, value_delimiter = ',')]
-    pub attestations: Vec<AttestorName>,
+    pub attestations: Vec<Attestor>,
     /// Kernel tracing: auto (eBPF if it loads, else untraced with a warning), ebpf (required),
     /// off.
     #[arg(long, value_enum, default_value = "auto")]
@@ -95,19 +91,6 @@ pub struct Args {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum AttestorName {
-    Oci,
-    Environment,
-    Git,
-    /// Always on; accepted for cilock compatibility.
-    Product,
-    /// Always on; accepted for cilock compatibility.
-    Material,
-    /// Always on; accepted for cilock compatibility.
-    CommandRun,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceChoice {
     Auto,
     Ebpf,
@@ -121,25 +104,23 @@ pub enum HashAlgorithm {
 
 /// What `run` knows before the command starts.
 struct Prepared {
-    working_dir: PathBuf,
-    argv: Vec<String>,
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
-    oci_before: Option<OciReason>,
     tracer: Result<Tracer, String>,
+    /// The attached attestors and what they look at.
+    context: RunContext,
     /// Pre-material and material attestations, taken before the command.
     early: Vec<Attestation>,
-    before: Snapshot,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let mut prepared = prepare(&args)?;
     let mut command = args.command.clone();
-    let push = PushPlan::prepare(&mut command, &mut prepared.argv)?;
+    let push = PushPlan::prepare(&mut command, &mut prepared.context.argv)?;
     let observation = observe(
         &command,
-        &prepared.argv,
-        &prepared.working_dir,
+        &prepared.context.argv,
+        &prepared.context.working_dir,
         prepared.tracer,
     )?;
     if observation.counts.lost > 0 && !args.allow_incomplete_trace {
@@ -162,19 +143,19 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Some(plan) => plan.subject(&observation, &args)?,
         None => None,
     };
-    let (mut attestations, oci) = attest_observation(
-        &observation,
+    let mut attestations = attest_observation(
+        &mut prepared.context,
+        observation,
         prepared.early,
-        &prepared.before,
-        prepared.oci_before,
         &excluded,
-        pushed.is_some(),
     )?;
     attestations.extend(pushed.iter().map(|(_, attestation)| attestation.clone()));
+    let context = &prepared.context;
+    let observation = &context.outcome("run")?.observation;
     let step = args
         .step
         .clone()
-        .unwrap_or_else(|| attach::default_step(oci.as_ref()).to_owned());
+        .unwrap_or_else(|| context.default_step().to_owned());
     let statement = collection::statement_json(&step, &attestations)?;
     let document = match &prepared.signer {
         Some(key) => dsse::sign(&statement, key)
@@ -185,7 +166,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     summarise(
         &step,
         &attestations,
-        &observation,
+        observation,
         args.outfile.as_deref(),
         prepared.signer.is_some(),
     );
@@ -453,49 +434,20 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    let requested = |name| args.attestations.contains(&name);
-    let environment_policy = requested(AttestorName::Environment)
-        .then(|| {
-            environment::SensitivePolicy::new(
-                &args.env_add_sensitive_key,
-                &args.env_allow_sensitive_key,
-            )
-        })
-        .transpose()?;
-    let oci_before = attach::oci_before_run(requested(AttestorName::Oci), &argv);
-    if let Some(reason) = &oci_before {
-        tracing::info!("oci attestor attached: {reason}");
-    }
-    let tracer = load_tracer(args)?;
-
-    let mut early = Vec::new();
-    if let Some(policy) = &environment_policy {
-        early.push(environment::attest(
-            environment::process_variables(),
-            policy,
-            SystemTime::now(),
-        )?);
-    }
-    if requested(AttestorName::Git) {
-        early.extend(attestors::git::attest(&working_dir, SystemTime::now())?);
-    }
-    let material_started = SystemTime::now();
+    let options = AttestorOptions {
+        env_add_sensitive_key: args.env_add_sensitive_key.clone(),
+        env_allow_sensitive_key: args.env_allow_sensitive_key.clone(),
+    };
     let before = Snapshot::take(&working_dir)?;
-    let material_paths: Vec<PathBuf> = before.paths().map(Path::to_path_buf).collect();
-    let materials = products::hash_files(&material_paths, &HashMap::new(), &working_dir)?;
-    early.push(attestors::material::attest(
-        &materials,
-        material_started,
-        SystemTime::now(),
-    )?);
+    let context =
+        RunContext::before_command(working_dir, argv, options, before, &args.attestations);
+    let tracer = load_tracer(args)?;
+    let early = context.attest()?;
     Ok(Prepared {
-        working_dir,
-        argv,
         signer,
-        oci_before,
         tracer,
+        context,
         early,
-        before,
     })
 }
 
@@ -588,98 +540,35 @@ fn observe(
     })
 }
 
-/// Everything after the command: products, oci analysis, command-run and product attestations,
-/// appended to the `early` (pre-material and material) ones, and why oci attached. Traced or
-/// not, it only needs the [`Observation`].
+/// Everything after the command: its products, then the attestations of the attestors that
+/// run after it (the table says which), appended to the `early` (pre-material and material)
+/// ones. Traced or not, it only needs the [`Observation`].
 fn attest_observation(
-    observation: &Observation,
+    context: &mut RunContext,
+    observation: Observation,
     early: Vec<Attestation>,
-    before: &Snapshot,
-    oci_before: Option<OciReason>,
     excluded: &[&Path],
-    pushed: bool,
-) -> anyhow::Result<(Vec<Attestation>, Option<OciReason>)> {
-    let working_dir = &observation.working_dir;
-    let product_started = SystemTime::now();
-    let mut product_paths = match observation.trace {
+) -> anyhow::Result<Vec<Attestation>> {
+    let mut products = match observation.trace {
         TraceMode::Ebpf => {
             products::traced_products(&observation.processes, products::is_regular_file)
         }
-        TraceMode::Off { .. } => Snapshot::take(working_dir)?.changed_since(before),
+        TraceMode::Off { .. } => {
+            Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
+        }
     };
-    // The previous attestation at the output path is not something the command produced.
+    // The previous attestation at the output path, and the digest file oci-attest asked a push
+    // tool to write, are not something the command produced.
     for excluded in excluded.iter().filter_map(|path| path.canonicalize().ok()) {
-        product_paths.retain(|path| !path.starts_with(&excluded));
+        products.retain(|path| !path.starts_with(&excluded));
     }
-    let oci = oci_before.or_else(|| attach::oci_after_run(observation, &product_paths));
-
-    let mut attestations = early;
-    attestations.push(command_run::attest(
+    context.command_ran(Outcome {
         observation,
-        &command_run::Redactor::from_process_env(),
-    )?);
-    let mut known_digests = HashMap::new();
-    let mut oci_attestations = Vec::new();
-    if let Some(reason) = &oci {
-        let archives = image_archives(&product_paths)?;
-        // A push leaves no archive: the pushed image is the subject then.
-        if archives.is_empty() && !pushed {
-            tracing::warn!(
-                "oci attestor skipped: it attached ({reason}) but no image archive was produced"
-            );
-        }
-        let options = inspect::Options {
-            progress: std::io::stderr().is_terminal(),
-            ..inspect::Options::default()
-        };
-        for archive in archives {
-            let started = SystemTime::now();
-            let analysis = inspect::analyze(&archive, &options).map_err(|error| {
-                failure(
-                    FailureKind::Analysis,
-                    format!("{error}; nothing was signed"),
-                )
-            })?;
-            if let Some(digest) = &analysis.file_sha256 {
-                known_digests.insert(archive.clone(), digest.clone());
-            }
-            oci_attestations.push(attestors::oci::attest(
-                &analysis,
-                started,
-                SystemTime::now(),
-            ));
-        }
-    }
-    let product_digests = products::hash_files(&product_paths, &known_digests, working_dir)?;
-    attestations.push(attestors::product::attest(
-        &product_digests,
-        product_started,
-        SystemTime::now(),
-    )?);
-    attestations.extend(oci_attestations);
-    Ok((attestations, oci))
-}
-
-/// The image archives among the products: OCI layout directories, and files whose content is
-/// a (gzip) tar outside those directories (a layout's blobs are layers, not archives).
-fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let layout_dirs = products::layout_dirs(product_paths, |path| path.is_file());
-    let mut archives = layout_dirs.clone();
-    for path in product_paths {
-        if layout_dirs.iter().any(|dir| path.starts_with(dir)) {
-            continue;
-        }
-        let kind = inspect::sniff(path).map_err(|error| {
-            failure(
-                FailureKind::Analysis,
-                format!("{}: cannot read: {error}", path.display()),
-            )
-        })?;
-        if matches!(kind, Some(ArchiveKind::Tar | ArchiveKind::GzipTar)) {
-            archives.push(path.clone());
-        }
-    }
-    Ok(archives)
+        products,
+    });
+    let mut attestations = early;
+    attestations.extend(context.attest()?);
+    Ok(attestations)
 }
 
 #[cfg(test)]
@@ -720,9 +609,15 @@ mod tests {
                 deletes: Vec::new(),
             }],
         };
-        let (attestations, oci) =
-            attest_observation(&observation, Vec::new(), &before, None, &[], false).unwrap();
-        assert_eq!(oci, None);
+        let mut context = RunContext::before_command(
+            d.clone(),
+            observation.argv.clone(),
+            AttestorOptions::default(),
+            before,
+            &[],
+        );
+        let attestations = attest_observation(&mut context, observation, Vec::new(), &[]).unwrap();
+        assert_eq!(context.reason(attestors::oci::ATTESTOR.name), None);
         let product = attestations
             .iter()
             .find(|attestation| attestation.type_uri == attestors::PRODUCT_TYPE_URI)

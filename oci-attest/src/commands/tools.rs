@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use serde::Serialize;
 
-use crate::attach::{catalogue, AttachPolicy, CatalogueEntry};
+use crate::attestors::{catalogue, Attach, Attestor, PredicateField, Stage};
 use crate::gojson;
 
 #[derive(Debug, clap::Args)]
@@ -40,8 +41,51 @@ enum Format {
     Json,
 }
 
+/// When an attestor is part of a run, as `tools` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum AttachPolicy {
+    Always,
+    OnRequest,
+    Auto,
+}
+
+/// One row of the attestor table, as `tools` shows it.
+#[derive(Clone, Debug, Serialize)]
+struct CatalogueEntry {
+    name: &'static str,
+    #[serde(rename = "predicateType")]
+    predicate_type: &'static str,
+    stage: Stage,
+    attach: AttachPolicy,
+    summary: &'static str,
+    /// The auto-attach rules, in words (empty unless `attach` is `auto`).
+    rules: Vec<String>,
+    /// Predicate fields and what they hold.
+    fields: &'static [PredicateField],
+}
+
+impl CatalogueEntry {
+    fn of(row: &Attestor) -> CatalogueEntry {
+        let (attach, rules) = match row.attach {
+            Attach::Always => (AttachPolicy::Always, Vec::new()),
+            Attach::OnRequest => (AttachPolicy::OnRequest, Vec::new()),
+            Attach::Auto(rule) => (AttachPolicy::Auto, (rule.describe)()),
+        };
+        CatalogueEntry {
+            name: row.name,
+            predicate_type: row.predicate_type,
+            stage: row.stage,
+            attach,
+            summary: row.summary,
+            rules,
+            fields: row.fields,
+        }
+    }
+}
+
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let entries = catalogue();
+    let entries: Vec<CatalogueEntry> = catalogue().into_iter().map(CatalogueEntry::of).collect();
     let text = match args.action {
         Action::List {
             format: Format::Json,
@@ -117,7 +161,7 @@ fn show_text(entry: &CatalogueEntry) -> String {
     }
     if !entry.fields.is_empty() {
         out.push_str("  predicate fields:\n");
-        for field in &entry.fields {
+        for field in entry.fields {
             let _ = writeln!(out, "    {:<15} {}", field.name, field.meaning);
         }
     }

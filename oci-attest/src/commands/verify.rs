@@ -3,7 +3,6 @@
 //! the archive and compares them with what the attestation claims.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -94,7 +93,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let options = inspect::Options {
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::archive_bar(),
         ..inspect::Options::default()
     };
     let analysis = match inspect::analyze(&image, &options) {
