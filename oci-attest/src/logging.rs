@@ -34,9 +34,20 @@ impl LogArgs {
 
     /// Installs the global subscriber. `log` records (aya, aya-log) are bridged into it.
     pub fn init(&self) {
+        // The TLS verifier logs each rejected certificate as an error of its own; the registry
+        // error that follows already says it, so its lines are only shown with -v.
+        let verifier = if self.verbose > 0 {
+            self.level()
+        } else {
+            LevelFilter::OFF
+        };
+        let filter = tracing_subscriber::EnvFilter::builder().parse_lossy(format!(
+            "{},rustls_platform_verifier={verifier}",
+            self.level()
+        ));
         let builder = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_max_level(self.level())
+            .with_env_filter(filter)
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .without_time();

@@ -13,14 +13,19 @@ use serde_json::json;
 use crate::attestors::{oci, Attestation};
 use crate::digest::{sha256_hex, sha256_set};
 use crate::registry::client::check_digest;
-use crate::save_command::{basename, skip_options, strip_wrappers};
+use crate::save_command::{
+    basename, skip_options, strip_wrappers, BUILDAH_OPTIONS, DOCKER_OPTIONS, PODMAN_OPTIONS,
+    SKOPEO_OPTIONS,
+};
 
-/// A push command: program, subcommand words, the options that take a value (global and the
-/// subcommand's own), where the destination reference is, and whether `--digestfile` exists.
+/// A push command: program, subcommand words, the program's global options that take a value
+/// (skipped before the subcommand, shared with the save commands), the subcommand's own options
+/// that take one, where the destination reference is, and whether `--digestfile` exists.
 struct PushCommand {
     program: &'static str,
     subcommand: &'static [&'static str],
-    value_options: &'static [&'static str],
+    global_options: &'static [&'static str],
+    options: &'static [&'static str],
     destination: Destination,
     digestfile: bool,
 }
@@ -35,15 +40,8 @@ enum Destination {
     First,
 }
 
-const SKOPEO_VALUE_OPTIONS: &[&str] = &[
-    "--command-timeout",
-    "--policy",
-    "--registries.d",
-    "--override-arch",
-    "--override-os",
-    "--override-variant",
-    "--tmpdir",
-    "--registries-conf",
+/// `skopeo copy`'s options that take a value.
+const SKOPEO_COPY_OPTIONS: &[&str] = &[
     "--authfile",
     "--src-authfile",
     "--dest-authfile",
@@ -82,21 +80,8 @@ const SKOPEO_VALUE_OPTIONS: &[&str] = &[
     "--image-parallel-copies",
 ];
 
-const PODMAN_VALUE_OPTIONS: &[&str] = &[
-    "--root",
-    "--runroot",
-    "--storage-driver",
-    "--storage-opt",
-    "--url",
-    "-c",
-    "--connection",
-    "--identity",
-    "--log-level",
-    "--cgroup-manager",
-    "--events-backend",
-    "--runtime",
-    "--tmpdir",
-    "--registries-conf",
+/// `podman push`'s and `buildah push`'s options that take a value.
+const PODMAN_PUSH_OPTIONS: &[&str] = &[
     "--authfile",
     "--cert-dir",
     "--creds",
@@ -116,83 +101,80 @@ const PODMAN_VALUE_OPTIONS: &[&str] = &[
     "--signature-policy",
 ];
 
-const DOCKER_VALUE_OPTIONS: &[&str] = &[
-    "-H",
-    "--host",
-    "-c",
-    "--context",
-    "--config",
-    "-l",
-    "--log-level",
-    "--tlscacert",
-    "--tlscert",
-    "--tlskey",
-    "--platform",
-];
+const DOCKER_PUSH_OPTIONS: &[&str] = &["--platform"];
 
-const CRANE_VALUE_OPTIONS: &[&str] = &["--platform", "--image-refs", "-j", "--jobs"];
+const CRANE_OPTIONS: &[&str] = &["--platform", "--image-refs", "-j", "--jobs"];
 
 const PUSH_COMMANDS: &[PushCommand] = &[
     PushCommand {
         program: "skopeo",
         subcommand: &["copy"],
-        value_options: SKOPEO_VALUE_OPTIONS,
+        global_options: SKOPEO_OPTIONS,
+        options: SKOPEO_COPY_OPTIONS,
         destination: Destination::Second,
         digestfile: true,
     },
     PushCommand {
         program: "podman",
         subcommand: &["push"],
-        value_options: PODMAN_VALUE_OPTIONS,
+        global_options: PODMAN_OPTIONS,
+        options: PODMAN_PUSH_OPTIONS,
         destination: Destination::LastOfOneOrTwo,
         digestfile: true,
     },
     PushCommand {
         program: "podman",
         subcommand: &["image", "push"],
-        value_options: PODMAN_VALUE_OPTIONS,
+        global_options: PODMAN_OPTIONS,
+        options: PODMAN_PUSH_OPTIONS,
         destination: Destination::LastOfOneOrTwo,
         digestfile: true,
     },
     PushCommand {
         program: "buildah",
         subcommand: &["push"],
-        value_options: PODMAN_VALUE_OPTIONS,
+        global_options: BUILDAH_OPTIONS,
+        options: PODMAN_PUSH_OPTIONS,
         destination: Destination::LastOfOneOrTwo,
         digestfile: true,
     },
     PushCommand {
         program: "docker",
         subcommand: &["push"],
-        value_options: DOCKER_VALUE_OPTIONS,
+        global_options: DOCKER_OPTIONS,
+        options: DOCKER_PUSH_OPTIONS,
         destination: Destination::First,
         digestfile: false,
     },
     PushCommand {
         program: "docker",
         subcommand: &["image", "push"],
-        value_options: DOCKER_VALUE_OPTIONS,
+        global_options: DOCKER_OPTIONS,
+        options: DOCKER_PUSH_OPTIONS,
         destination: Destination::First,
         digestfile: false,
     },
     PushCommand {
         program: "crane",
         subcommand: &["push"],
-        value_options: CRANE_VALUE_OPTIONS,
+        global_options: CRANE_OPTIONS,
+        options: CRANE_OPTIONS,
         destination: Destination::Second,
         digestfile: false,
     },
     PushCommand {
         program: "crane",
         subcommand: &["copy"],
-        value_options: CRANE_VALUE_OPTIONS,
+        global_options: CRANE_OPTIONS,
+        options: CRANE_OPTIONS,
         destination: Destination::Second,
         digestfile: false,
     },
     PushCommand {
         program: "crane",
         subcommand: &["cp"],
-        value_options: CRANE_VALUE_OPTIONS,
+        global_options: CRANE_OPTIONS,
+        options: CRANE_OPTIONS,
         destination: Destination::Second,
         digestfile: false,
     },
@@ -231,7 +213,7 @@ pub fn recognise(argv: &[String]) -> Option<Push> {
         .iter()
         .filter(|push| push.program == program)
         .find_map(|push| {
-            let words = skip_options(rest, push.value_options);
+            let words = skip_options(rest, push.global_options);
             let matches = words.len() >= push.subcommand.len()
                 && words
                     .iter()
@@ -241,7 +223,7 @@ pub fn recognise(argv: &[String]) -> Option<Push> {
                 return None;
             }
             let after_subcommand = &words[push.subcommand.len()..];
-            let (operands, digestfile) = operands(after_subcommand, push.value_options);
+            let (operands, digestfile) = operands(after_subcommand, push.options);
             let destination = match (push.destination, operands.as_slice()) {
                 (Destination::Second, [_, destination, ..])
                 | (Destination::LastOfOneOrTwo, [_, destination] | [destination])

@@ -55,7 +55,7 @@ pub const SAVE_TOOLS: &[SaveTool] = &[
     },
 ];
 
-const DOCKER_OPTIONS: &[&str] = &[
+pub(crate) const DOCKER_OPTIONS: &[&str] = &[
     "-H",
     "--host",
     "-c",
@@ -67,7 +67,7 @@ const DOCKER_OPTIONS: &[&str] = &[
     "--tlscert",
     "--tlskey",
 ];
-const PODMAN_OPTIONS: &[&str] = &[
+pub(crate) const PODMAN_OPTIONS: &[&str] = &[
     "--root",
     "--runroot",
     "--storage-driver",
@@ -89,7 +89,7 @@ const PODMAN_OPTIONS: &[&str] = &[
     "--volumepath",
     "--network-config-dir",
 ];
-const BUILDAH_OPTIONS: &[&str] = &[
+pub(crate) const BUILDAH_OPTIONS: &[&str] = &[
     "--root",
     "--runroot",
     "--storage-driver",
@@ -119,7 +119,7 @@ const CONTAINERD_OPTIONS: &[&str] = &[
     "--cni-netconfpath",
     "--cgroup-manager",
 ];
-const SKOPEO_OPTIONS: &[&str] = &[
+pub(crate) const SKOPEO_OPTIONS: &[&str] = &[
     "--command-timeout",
     "--policy",
     "--registries.d",

@@ -167,6 +167,19 @@ fn statement(envelope: &Path) -> Value {
     serde_json::from_slice(&payload).unwrap()
 }
 
+/// The run failed with the registry exit code and a one-line message containing `needle`.
+fn assert_registry_failure(output: &Output, needle: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_REGISTRY),
+        "{}",
+        text(output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.to_lowercase().contains(needle), "{}", text(output));
+    assert_eq!(stderr.trim().lines().count(), 1, "{}", text(output));
+}
+
 fn subject_digest(statement: &Value, name: &str) -> Option<String> {
     statement["subject"]
         .as_array()?
@@ -369,14 +382,7 @@ fn wrong_credentials_and_a_registry_that_is_down_fail_clearly_and_fast() {
         format!("--creds={}:wrong", env.registries.user),
         format!("--ca-file={}", env.registries.ca.display()),
     ]);
-    assert_eq!(wrong.status.code(), Some(EXIT_REGISTRY), "{}", text(&wrong));
-    let stderr = String::from_utf8_lossy(&wrong.stderr);
-    assert!(
-        stderr.contains("refused the credentials"),
-        "{}",
-        text(&wrong)
-    );
-    assert_eq!(stderr.trim().lines().count(), 1, "{}", text(&wrong));
+    assert_registry_failure(&wrong, "refused the credentials");
 
     // Without the CA the TLS registry's certificate is not trusted.
     let untrusted = env.oci_attest(&[
@@ -384,12 +390,7 @@ fn wrong_credentials_and_a_registry_that_is_down_fail_clearly_and_fast() {
         image,
         format!("--creds={}", env.registries.creds()),
     ]);
-    assert_eq!(
-        untrusted.status.code(),
-        Some(EXIT_REGISTRY),
-        "{}",
-        text(&untrusted)
-    );
+    assert_registry_failure(&untrusted, "certificate");
 
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
@@ -400,7 +401,7 @@ fn wrong_credentials_and_a_registry_that_is_down_fail_clearly_and_fast() {
         "--plain-http",
         &format!("127.0.0.1:{port}/app:1"),
     ]));
-    assert_eq!(down.status.code(), Some(EXIT_REGISTRY), "{}", text(&down));
+    assert_registry_failure(&down, "127.0.0.1");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -767,42 +768,15 @@ fn hostile_registry_answers_fail_cleanly() {
 
     let oversized = HostileRegistry::start(Hostility::Oversized, 0);
     let (output, _) = discover(oversized.port, &[]);
-    assert_eq!(
-        output.status.code(),
-        Some(EXIT_REGISTRY),
-        "{}",
-        text(&output)
-    );
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("limit"),
-        "{}",
-        text(&output)
-    );
+    assert_registry_failure(&output, "limit");
 
     let forged = HostileRegistry::start(Hostility::WrongDigest, 0);
     let (output, _) = discover(forged.port, &[]);
-    assert_eq!(
-        output.status.code(),
-        Some(EXIT_REGISTRY),
-        "{}",
-        text(&output)
-    );
-    assert!(
-        String::from_utf8_lossy(&output.stderr)
-            .to_lowercase()
-            .contains("digest"),
-        "{}",
-        text(&output)
-    );
+    assert_registry_failure(&output, "digest");
 
     let silent = HostileRegistry::start(Hostility::Silent, 0);
     let (output, elapsed) = discover(silent.port, &[]);
-    assert_eq!(
-        output.status.code(),
-        Some(EXIT_REGISTRY),
-        "{}",
-        text(&output)
-    );
+    assert_registry_failure(&output, "no answer within");
     assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
 
     // The redirect target records what it is sent: the credentials must not reach it.
