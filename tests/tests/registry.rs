@@ -500,6 +500,36 @@ fn podman_and_buildah_pushes_are_subjects() {
     }
 }
 
+/// A push inside a script is seen by the trace (eBPF, as root in CI) and resolved against the
+/// registry after the run.
+#[test]
+fn a_push_inside_a_script_is_a_subject() {
+    let env = require!(Environment::prepare());
+    let image = format!("{}/{}:1", env.registries.plain, repository("script"));
+    let out = env.work.path().join("script.att.json");
+    let script = env
+        .skopeo_push_args("skopeo-docker-archive", &image, false)
+        .join(" ");
+    let mut args = strings(&["run", "--trace", "ebpf", "--plain-http", "-k"]);
+    args.push(env.key.display().to_string());
+    args.push("-o".to_owned());
+    args.push(out.display().to_string());
+    args.extend(strings(&["--", "sh", "-c"]));
+    args.push(format!("true && {script}"));
+    let result = env.oci_attest(&args);
+    assert!(result.status.success(), "{}", text(&result));
+    let digest = sha256(&env.inspect_raw(&image, false));
+    let statement = statement(&out);
+    assert!(
+        subject_digest(
+            &statement,
+            &format!("{OCI_PREDICATE}/manifestdigest:{digest}")
+        )
+        .is_some(),
+        "{statement:#}"
+    );
+}
+
 /// A push whose digest cannot be found (a `crane` stand-in that pushes nothing, so the
 /// reference does not resolve) fails the run unless `--allow-missing-subjects`.
 #[test]

@@ -133,6 +133,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ),
         ));
     }
+    // A push inside the command (a script, a make target) is seen by the trace; its digest is
+    // resolved against the registry.
+    let push = push.or_else(|| PushPlan::observed(&observation));
     let excluded: Vec<&Path> = args
         .outfile
         .as_deref()
@@ -219,6 +222,23 @@ impl PushPlan {
             plan.injected = Some(dir);
         }
         Ok(Some(plan))
+    }
+
+    /// The first push the trace saw exec'd in the command's tree. A `--digestfile` it was given
+    /// is relative to a directory oci-attest does not know, so the registry is asked instead.
+    fn observed(observation: &Observation) -> Option<Self> {
+        let mut push = observation.exec_argvs().find_map(push::recognise)?;
+        tracing::info!(
+            "`{}` pushed {} inside the command",
+            push.tool,
+            push.reference
+        );
+        push.digestfile = None;
+        push.digestfile_insert_at = None;
+        Some(PushPlan {
+            push,
+            injected: None,
+        })
     }
 
     fn injected_digestfile(&self) -> Option<&Path> {
