@@ -384,6 +384,34 @@ fn wrong_credentials_and_a_registry_that_is_down_fail_clearly_and_fast() {
     ]);
     assert_registry_failure(&wrong, "refused the credentials");
 
+    // The credentials also come from an auth file, named by --authfile or REGISTRY_AUTH_FILE
+    // (containers auth.json format), and the CA from a containers-style cert dir.
+    let auth_file = env
+        .work
+        .path()
+        .join(format!("auth-{}.json", std::process::id()));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(env.registries.creds());
+    std::fs::write(
+        &auth_file,
+        json!({"auths": {env.registries.tls.clone(): {"auth": encoded}}}).to_string(),
+    )
+    .unwrap();
+    let cert_dir = format!("--cert-dir={}", env.cert_dir.display());
+    let by_flag = env.oci_attest(&[
+        "discover".to_owned(),
+        image.clone(),
+        format!("--authfile={}", auth_file.display()),
+        cert_dir.clone(),
+    ]);
+    assert!(by_flag.status.success(), "{}", text(&by_flag));
+    let mut by_env = oci_attest::command().unwrap();
+    let by_env = by_env
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["discover", &image, &cert_dir])
+        .output()
+        .unwrap();
+    assert!(by_env.status.success(), "{}", text(&by_env));
+
     // Without the CA the TLS registry's certificate is not trusted.
     let untrusted = env.oci_attest(&[
         "discover".to_owned(),
