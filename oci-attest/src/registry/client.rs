@@ -179,25 +179,34 @@ impl Session {
         })
     }
 
-    /// Runs one registry operation to completion or to the deadline.
+    /// Runs `work` (which may drive several registry operations at once) to completion.
+    pub fn run<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.runtime.block_on(work)
+    }
+
+    /// One registry operation, to completion or to the deadline.
+    async fn within<T>(
+        &self,
+        what: &str,
+        operation: impl std::future::Future<Output = Result<T, OciDistributionError>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout(self.deadline, operation).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(describe(&self.registry, what, &error)),
+            Err(_) => bail!(
+                "registry {}: {what}: no answer within {}s (--registry-timeout)",
+                self.registry,
+                self.deadline.as_secs()
+            ),
+        }
+    }
+
     fn block_on<T>(
         &self,
         what: &str,
         operation: impl std::future::Future<Output = Result<T, OciDistributionError>>,
     ) -> anyhow::Result<T> {
-        let registry = &self.registry;
-        let deadline = self.deadline;
-        match self
-            .runtime
-            .block_on(async { tokio::time::timeout(deadline, operation).await })
-        {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(describe(registry, what, &error)),
-            Err(_) => bail!(
-                "registry {registry}: {what}: no answer within {}s (--registry-timeout)",
-                deadline.as_secs()
-            ),
-        }
+        self.run(self.within(what, operation))
     }
 
     /// Authenticates for `operation` on the repository (a no-op on registries without auth).
@@ -221,15 +230,21 @@ impl Session {
         &self,
         reference: &Reference,
     ) -> anyhow::Result<Option<(Vec<u8>, Descriptor)>> {
+        self.run(self.fetch_manifest(reference))
+    }
+
+    /// [`Session::manifest_if_exists`], for use inside [`Session::run`].
+    pub async fn fetch_manifest(
+        &self,
+        reference: &Reference,
+    ) -> anyhow::Result<Option<(Vec<u8>, Descriptor)>> {
         let what = format!("read manifest {reference}");
-        let pulled = self.runtime.block_on(async {
-            tokio::time::timeout(
-                self.deadline,
-                self.client
-                    .pull_manifest_raw(reference, &self.auth, MANIFEST_TYPES),
-            )
-            .await
-        });
+        let pulled = tokio::time::timeout(
+            self.deadline,
+            self.client
+                .pull_manifest_raw(reference, &self.auth, MANIFEST_TYPES),
+        )
+        .await;
         let (bytes, digest) = match pulled {
             Ok(Ok(pulled)) => pulled,
             Ok(Err(error)) if is_not_found(&error) => return Ok(None),
@@ -315,6 +330,16 @@ impl Session {
     /// The blob `digest` (at most `max` bytes, as its descriptor promised), checked against its
     /// digest while it streams in.
     pub fn blob(&self, reference: &Reference, digest: &str, max: u64) -> anyhow::Result<Vec<u8>> {
+        self.run(self.fetch_blob(reference, digest, max))
+    }
+
+    /// [`Session::blob`], for use inside [`Session::run`].
+    pub async fn fetch_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        max: u64,
+    ) -> anyhow::Result<Vec<u8>> {
         check_digest(digest)?;
         let cap = max.min(MAX_BLOB_BYTES);
         let what = format!("read blob {digest}");
@@ -337,7 +362,7 @@ impl Session {
             }
             Ok(Ok(bytes))
         };
-        let bytes = self.block_on(&what, read)?.map_err(|problem| {
+        let bytes = self.within(&what, read).await?.map_err(|problem| {
             anyhow::anyhow!("registry {registry}: {what}: the blob {problem}")
         })?;
         let computed = format!("sha256:{}", sha256_hex(&bytes));

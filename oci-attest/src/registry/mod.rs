@@ -9,6 +9,8 @@ pub mod auth;
 pub mod client;
 
 use anyhow::{bail, Context as _};
+use futures_util::StreamExt as _;
+use oci_client::manifest::ImageIndexEntry;
 use oci_client::RegistryOperation;
 use serde_json::Value;
 
@@ -19,6 +21,8 @@ use client::{check_digest, MAX_MANIFEST_BYTES};
 
 /// Most referrers `discover` reads for one image.
 const MAX_REFERRERS: usize = 10_000;
+/// Referrers read at the same time (manifest, then envelope, each).
+const CONCURRENT_READS: usize = 8;
 
 /// What `attach` did for one envelope.
 #[derive(Debug)]
@@ -193,20 +197,27 @@ pub fn discover(
             entries.len()
         );
     }
-    let mut found: Vec<Attachment> = Vec::new();
+    let mut unique: Vec<&ImageIndexEntry> = Vec::with_capacity(entries.len());
     for entry in &entries {
-        if found
-            .iter()
-            .any(|a| a.manifest.as_deref() == Some(entry.digest.as_str()))
-        {
-            continue;
+        if !unique.iter().any(|seen| seen.digest == entry.digest) {
+            unique.push(entry);
         }
-        match referrer(&session, image, &subject.digest, &entry.digest, entry.size) {
+    }
+    let read: Vec<(String, anyhow::Result<Option<Attachment>>)> = session.run(
+        futures_util::stream::iter(unique)
+            .map(|entry| async {
+                let result = referrer(&session, image, &subject.digest, &entry.digest, entry.size);
+                (entry.digest.clone(), result.await)
+            })
+            .buffered(CONCURRENT_READS)
+            .collect(),
+    );
+    let mut found: Vec<Attachment> = Vec::new();
+    for (digest, result) in read {
+        match result {
             Ok(Some(attachment)) => found.push(attachment),
             Ok(None) => {}
-            Err(error) => {
-                tracing::warn!("skipping referrer {}: {error:#}", entry.digest);
-            }
+            Err(error) => tracing::warn!("skipping referrer {digest}: {error:#}"),
         }
     }
     let att_tag = image.at_tag(&artifact::cosign_tag(&subject.digest));
@@ -233,7 +244,7 @@ pub fn discover(
 }
 
 /// Reads one referrer: `None` when it is not a DSSE attestation of this subject.
-fn referrer(
+async fn referrer(
     session: &Session,
     image: &ImageRef,
     subject: &str,
@@ -244,7 +255,10 @@ fn referrer(
     if !(0..=MAX_MANIFEST_BYTES as i64).contains(&size) {
         bail!("its descriptor claims {size} bytes");
     }
-    let (bytes, _) = session.manifest(&image.at_digest(digest))?;
+    let (bytes, _) = session
+        .fetch_manifest(&image.at_digest(digest))
+        .await?
+        .context("the manifest is not in the registry")?;
     let manifest: Value = serde_json::from_slice(&bytes).context("the manifest is not JSON")?;
     if manifest["subject"]["digest"] != subject {
         bail!("its manifest names another subject");
@@ -253,7 +267,9 @@ fn referrer(
     else {
         return Ok(None);
     };
-    let envelope = session.blob(&image.at_digest(subject), &envelope_digest, envelope_size)?;
+    let envelope = session
+        .fetch_blob(&image.at_digest(subject), &envelope_digest, envelope_size)
+        .await?;
     let summary = EnvelopeSummary::read(&envelope)?;
     Ok(Some(Attachment {
         source: Source::Referrer,
