@@ -23,6 +23,7 @@ Exit codes of `run`:
       is on stderr and in the --json summary
   126 the command was found but cannot be executed
   127 the command was not found
+  9   --attach: the attestation was signed and written, but attaching it to the image failed
 Exit codes of the other commands:
   0   success
   1   general error (I/O, invalid arguments, missing file)
@@ -31,7 +32,9 @@ Exit codes of the other commands:
   5   image archive analysis failed (malformed or tampered archive)
   7   verify: signature, image or run does not pass; verify -p: the policy does not hold
   8   verify -p: the policy cannot be used (bad signature, expired, malformed, unsupported
-      feature, broken Rego or Rego over its time/memory limit)"
+      feature, broken Rego or Rego over its time/memory limit)
+  9   registry operation failed (attach, discover, verify --image-ref; `run --attach`:
+      the signed attestation was written to --outfile and is kept)"
     };
 }
 
@@ -58,6 +61,8 @@ pub enum FailureKind {
     CommandNotFound,
     /// `run`: the command exists but cannot be executed (permissions, format).
     CommandNotExecutable,
+    /// A registry could not be reached or refused an operation (attach, discover, fetch).
+    Registry,
 }
 
 impl FailureKind {
@@ -70,6 +75,7 @@ impl FailureKind {
             FailureKind::TraceUnavailable => 6,
             FailureKind::VerificationFailed => 7,
             FailureKind::PolicyUnusable => 8,
+            FailureKind::Registry => 9,
             FailureKind::CommandNotFound => 127,
             FailureKind::CommandNotExecutable => 126,
         }
@@ -80,6 +86,7 @@ impl FailureKind {
     pub const fn run_code(self) -> u8 {
         match self {
             FailureKind::TraceIncomplete
+            | FailureKind::Registry
             | FailureKind::CommandNotFound
             | FailureKind::CommandNotExecutable => self.code(),
             _ => RUN_FAILED,
@@ -98,6 +105,7 @@ impl FailureKind {
             FailureKind::CommandNotFound => "command-not-found",
             FailureKind::CommandNotExecutable => "command-not-executable",
             FailureKind::PolicyUnusable => "policy-unusable",
+            FailureKind::Registry => "registry-error",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
 //! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
+//! [`registry`] puts signed attestations beside their image in an OCI registry and reads them back.
 
 pub mod attestors;
 pub mod cli_compat;
@@ -31,7 +32,11 @@ pub mod product_scope;
 pub mod products;
 pub mod program_path;
 pub mod progress;
+#[cfg(feature = "tracer")]
+pub mod push;
 pub mod redact;
+#[cfg(feature = "tracer")]
+pub mod registry;
 pub mod rfc3339;
 pub mod save_command;
 #[cfg(feature = "tracer")]

@@ -47,12 +47,20 @@ impl LogArgs {
     /// `--log-format json` writes one object per event with its fields (path, digest, ...) at
     /// the top level next to `message`.
     pub fn init(&self) {
+        // The TLS verifier logs each rejected certificate as an error of its own; the registry
+        // error that follows already says it, so its lines are only shown with -v.
+        let verifier = if self.verbose > 0 {
+            self.level()
+        } else {
+            LevelFilter::OFF
+        };
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
         let filter = Targets::new()
             .with_default(self.level())
             .with_target("aya", self.loader_level())
-            .with_target("aya_obj", self.loader_level());
+            .with_target("aya_obj", self.loader_level())
+            .with_target("rustls_platform_verifier", verifier);
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let registry = tracing_subscriber::registry().with(filter);
         let _ = match self.log_format {

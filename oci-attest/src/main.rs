@@ -38,6 +38,10 @@ enum Command {
     /// Internal: evaluates Rego for `verify -p` inside resource limits.
     #[command(name = "rego-sandbox", hide = true)]
     RegoSandbox,
+    /// Attach a signed attestation to an image in its OCI registry.
+    Attach(commands::attach::Args),
+    /// List the attestations attached to an image in its OCI registry.
+    Discover(commands::discover::Args),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,8 @@ fn main() -> ExitCode {
         Command::RegoSandbox => {
             oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)
         }
+        Command::Attach(args) => commands::attach::execute(args),
+        Command::Discover(args) => commands::discover::execute(args),
     };
     match result {
         Ok(code) => code,

@@ -55,7 +55,7 @@ pub const SAVE_TOOLS: &[SaveTool] = &[
     },
 ];
 
-const DOCKER_OPTIONS: &[&str] = &[
+pub(crate) const DOCKER_OPTIONS: &[&str] = &[
     "-H",
     "--host",
     "-c",
@@ -67,7 +67,7 @@ const DOCKER_OPTIONS: &[&str] = &[
     "--tlscert",
     "--tlskey",
 ];
-const PODMAN_OPTIONS: &[&str] = &[
+pub(crate) const PODMAN_OPTIONS: &[&str] = &[
     "--root",
     "--runroot",
     "--storage-driver",
@@ -89,7 +89,7 @@ const PODMAN_OPTIONS: &[&str] = &[
     "--volumepath",
     "--network-config-dir",
 ];
-const BUILDAH_OPTIONS: &[&str] = &[
+pub(crate) const BUILDAH_OPTIONS: &[&str] = &[
     "--root",
     "--runroot",
     "--storage-driver",
@@ -119,7 +119,7 @@ const CONTAINERD_OPTIONS: &[&str] = &[
     "--cni-netconfpath",
     "--cgroup-manager",
 ];
-const SKOPEO_OPTIONS: &[&str] = &[
+pub(crate) const SKOPEO_OPTIONS: &[&str] = &[
     "--command-timeout",
     "--policy",
     "--registries.d",
@@ -248,7 +248,7 @@ fn rule_words(program: &str, subcommand: &[&str]) -> String {
 }
 
 /// Drops leading options (and the values of options known to take one).
-fn skip_options<'a>(mut args: &'a [String], value_options: &[&str]) -> &'a [String] {
+pub(crate) fn skip_options<'a>(mut args: &'a [String], value_options: &[&str]) -> &'a [String] {
     while let Some((first, rest)) = args.split_first() {
         if first == "--" {
             return rest;
@@ -267,7 +267,7 @@ fn skip_options<'a>(mut args: &'a [String], value_options: &[&str]) -> &'a [Stri
 }
 
 /// Skips `sudo`, `env VAR=…`, `time`, `nice`, `nohup`, `timeout DURATION` in front of a command.
-fn strip_wrappers(mut argv: &[String]) -> &[String] {
+pub(crate) fn strip_wrappers(mut argv: &[String]) -> &[String] {
     while let Some(wrapper) = argv
         .first()
         .and_then(|program| WRAPPERS.iter().find(|w| w.program == basename(program)))
@@ -293,7 +293,7 @@ fn is_assignment(word: &str) -> bool {
     })
 }
 
-fn basename(program: &str) -> &str {
+pub(crate) fn basename(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
 }
 

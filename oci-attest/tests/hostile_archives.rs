@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 // Running the binary
 
 /// Generous for a debug build on a loaded 2-core machine; every case here needs well under it.
+/// It is the only time bound here: it tells a hang from slow work (speed is `cargo xtask bench`'s).
 const DEADLINE: Duration = Duration::from_secs(60);
 /// What a well-behaved analysis may use (the reader keeps at most a few MiB per worker, plus
 /// JSON documents capped at 64 MiB each). A child going past it is killed at once, which
@@ -1077,15 +1078,10 @@ fn index_fan_out_is_bounded() {
         "index.json",
         index_json(vec![descriptor(OCI_INDEX, &inner); 1000]),
     );
-    let outcome = assert_rejected_with(
+    assert_rejected_with(
         &[],
         &archive.write(dir.path(), "fan-out.tar"),
         &["more than 100000 descriptors in the layout"],
-    );
-    assert!(
-        outcome.elapsed < Duration::from_secs(30),
-        "{}",
-        outcome.describe()
     );
 }
 
@@ -1144,7 +1140,17 @@ fn not_an_archive_at_all() {
 fn paths_that_are_not_archive_files() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("does-not-exist.tar");
-    assert_rejected_file(&missing, &["cannot read: No such file or directory"]);
+    // A missing file is an I/O error (exit 1), not a failed analysis.
+    let outcome = inspect(&[], &missing);
+    assert_eq!(outcome.status.code(), Some(1), "{}", outcome.describe());
+    assert_eq!(outcome.stderr.lines().count(), 1, "{}", outcome.describe());
+    assert!(
+        outcome
+            .stderr
+            .contains("cannot read: No such file or directory"),
+        "{}",
+        outcome.describe()
+    );
     let not_layout = dir.path().join("image.tar");
     std::fs::create_dir(&not_layout).unwrap();
     std::fs::write(not_layout.join("manifest.json"), "[]").unwrap();
@@ -1247,11 +1253,6 @@ fn ten_thousand_layers_fail_clearly_by_default_and_work_when_allowed() {
             "image {config_name:?} has 10000 layers, more than the limit of 1024 (--max-layers)"
         )],
     );
-    assert!(
-        rejected.elapsed < Duration::from_secs(30),
-        "{}",
-        rejected.describe()
-    );
 
     let outcome = inspect(&["--max-layers", "10000"], &path);
     assert_eq!(outcome.status.code(), Some(0), "{}", outcome.describe());
@@ -1259,11 +1260,6 @@ fn ten_thousand_layers_fail_clearly_by_default_and_work_when_allowed() {
     let reported = predicate["diffids"].as_array().unwrap();
     assert_eq!(reported.len(), 10_000);
     assert_eq!(reported[9_999]["sha256"], diff_ids[9_999]);
-    assert!(
-        outcome.elapsed < Duration::from_secs(30),
-        "{}",
-        outcome.describe()
-    );
     assert!(outcome.max_rss_kib < 256 * 1024, "{}", outcome.describe());
     eprintln!(
         "10 000 layers: rejected in {:.2?} ({} MiB), accepted in {:.2?} ({} MiB)",
@@ -1322,13 +1318,6 @@ fn layer_bomb_stops_at_the_ratio_and_total_limits() {
             r#"layer "layer0/layer.tar" cannot be decompressed: zstd stream expands more than 1000x (--max-ratio): a decompression bomb?"#,
         ],
     );
-    for outcome in [&by_total, &by_ratio] {
-        assert!(
-            outcome.elapsed < Duration::from_secs(40),
-            "{}",
-            outcome.describe()
-        );
-    }
     eprintln!(
         "layer bombs: total limit after {:.2?} ({} MiB), ratio limit after {:.2?} ({} MiB)",
         by_total.elapsed,
@@ -1445,11 +1434,6 @@ fn hundred_thousand_empty_members_stay_quick_and_small() {
     let path = archive.write(dir.path(), "many-members.tar");
     let outcome = inspect(&[], &path);
     assert_eq!(outcome.status.code(), Some(0), "{}", outcome.describe());
-    assert!(
-        outcome.elapsed < Duration::from_secs(30),
-        "{}",
-        outcome.describe()
-    );
     assert!(outcome.max_rss_kib < 256 * 1024, "{}", outcome.describe());
     eprintln!(
         "100 000 members: {:.2?}, {} MiB",

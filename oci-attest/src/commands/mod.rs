@@ -1,5 +1,7 @@
 //! One module per subcommand: its clap `Args` and its `execute`.
 
+pub mod attach;
+pub mod discover;
 pub mod doctor;
 pub mod inspect;
 pub mod keygen;
@@ -7,4 +9,5 @@ pub mod run;
 pub mod sign;
 pub mod tools;
 pub mod verify;
+pub mod verify_image_ref;
 pub mod verify_policy;

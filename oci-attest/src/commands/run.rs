@@ -20,7 +20,9 @@ use crate::keys::{self, PrivateKey};
 use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::product_scope::ProductScope;
 use crate::products::{self, Snapshot};
+use crate::push::{self, Push};
 use crate::redact::Redaction;
+use crate::registry::{ImageRef, RegistryArgs};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -102,6 +104,19 @@ pub struct Args {
     /// counters and incomplete reasons; on failure the exit code and reason). Needs -o.
     #[arg(long)]
     pub json: bool,
+    /// After signing, attach the attestation to the image the command pushed, in its registry
+    /// (as `oci-attest attach`; registry options below). If that fails, the signed attestation
+    /// is kept at --outfile and the exit code is 9.
+    #[arg(long, conflicts_with = "unsigned")]
+    pub attach: bool,
+    /// With --attach: also add the attestation to cosign's `sha256-<hex>.att` tag.
+    #[arg(long, requires = "attach")]
+    pub cosign_tag: bool,
+    /// Sign even when the pushed image's digest cannot be found (no manifest-digest subject).
+    #[arg(long)]
+    pub allow_missing_subjects: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -162,8 +177,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 /// The run itself; returns the `--json` summary and the exit code.
 fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     let mut prepared = prepare(args)?;
+    let mut command = args.command.clone();
+    let push = PushPlan::prepare(&mut command, &mut prepared.context.argv)?;
     let observation = observe(
-        &args.command,
+        &command,
         &prepared.context.argv,
         &prepared.context.working_dir,
         prepared.tracer,
@@ -187,12 +204,20 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     for entry in &observation.incomplete {
         tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
-    let attestations = attest_observation(
+    // A push inside the command (a script, a make target) is seen by the trace; its digest is
+    // resolved against the registry.
+    let push = push.or_else(|| PushPlan::observed(&observation));
+    let pushed = match &push {
+        Some(plan) => plan.subject(&observation, args)?,
+        None => None,
+    };
+    let mut attestations = attest_observation(
         &mut prepared.context,
         observation,
         prepared.early,
         &prepared.scope,
     )?;
+    attestations.extend(pushed.iter().map(|(_, attestation)| attestation.clone()));
     let context = &prepared.context;
     let observation = &context.outcome("run")?.observation;
     let step = args
@@ -229,6 +254,9 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
             summary,
             ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
         ));
+    }
+    if args.attach {
+        attach_to_pushed(&document, pushed.as_ref().map(|(image, _)| image), args)?;
     }
     Ok((summary, ExitCode::SUCCESS))
 }
@@ -280,6 +308,164 @@ fn json_summary(
     })
 }
 
+/// A recognised push, with the `--digestfile` oci-attest added when the user gave none.
+struct PushPlan {
+    push: Push,
+    /// Holds the injected digest file until it has been read.
+    injected: Option<tempfile::TempDir>,
+}
+
+impl PushPlan {
+    const DIGESTFILE_NAME: &'static str = "pushed-digest";
+
+    fn prepare(
+        command: &mut Vec<OsString>,
+        argv: &mut Vec<String>,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(push) = push::recognise(argv) else {
+            return Ok(None);
+        };
+        tracing::info!("the command pushes {} ({})", push.reference, push.tool);
+        let mut plan = PushPlan {
+            push,
+            injected: None,
+        };
+        if let (None, Some(at)) = (&plan.push.digestfile, plan.push.digestfile_insert_at) {
+            let dir = tempfile::Builder::new()
+                .prefix("oci-attest-push.")
+                .tempdir()
+                .context("cannot create a temp dir for the pushed digest")?;
+            let path = dir.path().join(Self::DIGESTFILE_NAME);
+            for (offset, word) in [OsString::from("--digestfile"), path.into()]
+                .into_iter()
+                .enumerate()
+            {
+                argv.insert(at + offset, word.to_string_lossy().into_owned());
+                command.insert(at + offset, word);
+            }
+            plan.injected = Some(dir);
+        }
+        Ok(Some(plan))
+    }
+
+    /// The first push the trace saw exec'd in the command's tree. A `--digestfile` it was given
+    /// is relative to a directory oci-attest does not know, so the registry is asked instead.
+    fn observed(observation: &Observation) -> Option<Self> {
+        let mut push = observation.exec_argvs().find_map(push::recognise)?;
+        tracing::info!(
+            "`{}` pushed {} inside the command",
+            push.tool,
+            push.reference
+        );
+        push.digestfile = None;
+        push.digestfile_insert_at = None;
+        Some(PushPlan {
+            push,
+            injected: None,
+        })
+    }
+
+    /// The pushed image and its oci attestation; `None` when the push failed (the command's exit
+    /// code says so) or, with --allow-missing-subjects, when its digest cannot be found.
+    fn subject(
+        &self,
+        observation: &Observation,
+        args: &Args,
+    ) -> anyhow::Result<Option<(String, Attestation)>> {
+        if observation.termination.exit_code() != 0 {
+            tracing::warn!(
+                "the push to {} failed: no pushed-image subject",
+                self.push.reference
+            );
+            return Ok(None);
+        }
+        let started = SystemTime::now();
+        let digestfile = match (&self.push.digestfile, &self.injected) {
+            (Some(path), _) => Some(observation.working_dir.join(path)),
+            (None, Some(dir)) => Some(dir.path().join(Self::DIGESTFILE_NAME)),
+            (None, None) => None,
+        };
+        let found = match &digestfile {
+            Some(path) => push::read_digestfile(path).map(|digest| (digest, "--digestfile")),
+            None => resolve_pushed(&self.push.reference, &args.registry)
+                .map(|digest| (digest, "registry")),
+        };
+        match found {
+            Ok((digest, how)) => {
+                tracing::info!(
+                    "pushed {} as {digest} (digest from {how})",
+                    self.push.reference
+                );
+                let image = ImageRef::parse(&self.push.reference)?
+                    .at_digest(&digest)
+                    .to_string();
+                Ok(Some((
+                    image,
+                    push::attest(&self.push, &digest, how, started),
+                )))
+            }
+            Err(error) if args.allow_missing_subjects => {
+                tracing::warn!(
+                    "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
+                    self.push.reference
+                );
+                Ok(None)
+            }
+            Err(error) => Err(anyhow::anyhow!(
+                "the command pushed {} but its manifest digest is unknown: {error:#}; nothing was \
+                 signed (--allow-missing-subjects signs without it)",
+                self.push.reference
+            )),
+        }
+    }
+}
+
+/// The digest a reference names in its registry, found after the push.
+fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Result<String> {
+    let image = ImageRef::parse(reference)?;
+    let session = crate::registry::Session::open(&image, registry_args)?;
+    let (_, descriptor) = session.manifest(&image.reference)?;
+    Ok(descriptor.digest)
+}
+
+/// `--attach`: the signed envelope goes to the pushed image. The envelope is already written,
+/// so a failure here says where it is and exits with the registry code.
+fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> anyhow::Result<()> {
+    let kept = args
+        .outfile
+        .as_ref()
+        .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let Some(image) = pushed else {
+        return Err(failure(
+            FailureKind::Registry,
+            format!(
+                "--attach: the command pushed no image with a known digest; the signed \
+                 attestation is at {kept}"
+            ),
+        ));
+    };
+    let envelopes = [crate::registry::Envelope {
+        name: kept.clone(),
+        bytes: envelope,
+    }];
+    let attached = ImageRef::parse(image).and_then(|image| {
+        crate::registry::attach(&envelopes, &image, &args.registry, false, args.cosign_tag)
+            .map(|attached| super::attach::report(&envelopes, &image, &attached))
+    });
+    match attached {
+        Ok(lines) => {
+            for line in lines {
+                tracing::info!("{line}");
+            }
+            Ok(())
+        }
+        Err(error) => Err(super::attach::as_registry_failure(
+            error,
+            &format!("--attach to {image} failed; the signed attestation is kept at {kept}"),
+        )),
+    }
+}
+
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
 /// envelope (`--quiet` hides them).
 fn summarise(
@@ -304,6 +490,15 @@ fn summarise(
     for attestation in attestations {
         let predicate = &attestation.predicate;
         match attestation.type_uri {
+            attestors::oci::TYPE_URI if predicate.get("imagereference").is_some() => {
+                tracing::info!(
+                    "  pushed image {} manifest sha256:{}",
+                    predicate["imagereference"].as_str().unwrap_or("?"),
+                    predicate["manifestdigest"]["sha256"]
+                        .as_str()
+                        .unwrap_or("?"),
+                );
+            }
             attestors::oci::TYPE_URI => {
                 let tags = predicate["imagetags"]
                     .as_array()

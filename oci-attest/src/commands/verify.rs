@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::attestors;
-use crate::digest::DigestSet;
 use crate::commands::verify_policy;
+use crate::digest::DigestSet;
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::inspect;
@@ -42,8 +42,8 @@ pub struct Args {
     /// The DSSE envelope written by `oci-attest run`.
     #[arg(
         value_name = "ENVELOPE",
-        required_unless_present = "policy",
-        conflicts_with = "policy"
+        required_unless_present_any = ["policy", "image_ref"],
+        conflicts_with_all = ["policy", "image_ref"]
     )]
     pub envelope: Option<PathBuf>,
     /// Image archive (tar, gzip tar, OCI layout dir) to compare with the attested facts.
@@ -63,6 +63,12 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub policy: verify_policy::PolicyArgs,
+    /// Verify the attestations attached to this image in its registry instead of a file
+    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
+    #[arg(long, value_name = "IMAGE-REF", conflicts_with_all = ["image", "policy"])]
+    pub image_ref: Option<String>,
+    #[command(flatten)]
+    pub registry: crate::registry::RegistryArgs,
 }
 
 /// What `verify` found, printed as text or (`--json`) as one object.
@@ -142,11 +148,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(policy) = &args.policy.policy {
         return verify_policy::execute(&args.key, policy, &args.policy, args.json);
     }
-    // clap requires ENVELOPE when -p is absent.
+    if let Some(image_ref) = &args.image_ref {
+        let key = keys::load_public_key(&args.key)?;
+        return super::verify_image_ref::execute(&key, image_ref, &args.registry);
+    }
+    // clap requires ENVELOPE when neither -p nor --image-ref is given.
     let envelope = args
         .envelope
         .as_deref()
-        .context("verify needs an ENVELOPE or -p POLICY")?;
+        .context("verify needs an ENVELOPE, -p POLICY or --image-ref IMAGE-REF")?;
     let key = keys::load_public_key(&args.key)?;
     let envelope_path = envelope.display().to_string();
     let bytes = read_envelope(envelope)?;

@@ -1,0 +1,67 @@
+//! `oci-attest discover IMAGE-REF [--json]`: the attestations attached to an image in its
+//! registry (referrers API, referrers tag schema, cosign `.att` tag).
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::attach::as_registry_failure;
+use crate::registry::{self, ImageRef, RegistryArgs};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  oci-attest discover registry.example/team/app:1")]
+pub struct Args {
+    /// The image: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:….
+    #[arg(value_name = "IMAGE-REF")]
+    pub image: String,
+    /// Print a JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let image = ImageRef::parse(&args.image)?;
+    let (subject, attachments) = registry::discover(&image, &args.registry)
+        .map_err(|error| as_registry_failure(error, &format!("{}: discover failed", image.text)))?;
+    if args.json {
+        let list: Vec<_> = attachments
+            .iter()
+            .map(|found| {
+                json!({
+                    "envelopeDigest": found.envelope_digest,
+                    "manifestDigest": found.manifest,
+                    "source": found.source,
+                    "step": found.summary.step,
+                    "predicateType": found.summary.predicate_type,
+                    "attestations": found.summary.attestor_types,
+                    "keyids": found.summary.keyids,
+                })
+            })
+            .collect();
+        let document = json!({"image": image.text, "subject": subject, "attestations": list});
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} ({subject}): {} attestations",
+        image.text,
+        attachments.len()
+    );
+    for found in &attachments {
+        let short = |digest: &str| digest.chars().take(19).collect::<String>();
+        println!(
+            "  {}  step {:?}  keyid {}  via {}",
+            short(&found.envelope_digest),
+            found.summary.step,
+            found.summary.keyids.join(","),
+            match found.source {
+                registry::Source::Referrer => "referrer",
+                registry::Source::CosignTag => "cosign .att tag",
+            }
+        );
+        println!("      {}", found.summary.attestor_types.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
