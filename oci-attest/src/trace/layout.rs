@@ -82,31 +82,41 @@ struct Member {
     offset_bits: u32,
 }
 
+/// One type, decoded from its record when asked for.
 struct Type {
     kind: u32,
     /// The referenced type of a typedef/const/volatile/...
     target: u32,
-    members: Vec<Member>,
+    bitfields: bool,
+    vlen: usize,
+    /// Byte offset of the record's trailing data (struct/union members).
+    trailing: usize,
 }
 
 /// The types of a raw BTF blob (format: the kernel's Documentation/bpf/btf.rst), enough to
-/// find member offsets, including members nested in anonymous structs and unions.
+/// find member offsets, including members nested in anonymous structs and unions. Parsing
+/// only indexes where each type's record starts (vmlinux has about 100k types); members are
+/// decoded when a lookup needs them.
 ///
 /// Written here because aya parses BTF but keeps member offsets private.
 pub struct Btf<'a> {
+    raw: &'a [u8],
     strings: &'a [u8],
-    /// Type id n is `types[n - 1]`.
-    types: Vec<Type>,
+    /// Type id n starts at `starts[n - 1]`.
+    starts: Vec<u32>,
     structs: HashMap<&'a [u8], u32>,
+}
+
+fn u32_in(raw: &[u8], offset: usize) -> Option<u32> {
+    raw.get(offset..offset + 4)
+        .and_then(|bytes| bytes.try_into().ok())
+        .map(u32::from_le_bytes)
 }
 
 impl<'a> Btf<'a> {
     pub fn parse(raw: &'a [u8]) -> Result<Btf<'a>, String> {
-        let u32_at = |offset: usize| -> Result<u32, String> {
-            raw.get(offset..offset + 4)
-                .and_then(|bytes| bytes.try_into().ok())
-                .map(u32::from_le_bytes)
-                .ok_or_else(|| format!("truncated at byte {offset}"))
+        let u32_at = |offset: usize| {
+            u32_in(raw, offset).ok_or_else(|| format!("truncated at byte {offset}"))
         };
         if raw.get(0..2) != Some(&[0x9f, 0xeb]) {
             return Err("not BTF (bad magic)".into());
@@ -119,20 +129,21 @@ impl<'a> Btf<'a> {
         let strings = raw
             .get(strings_start..strings_end)
             .ok_or("string section out of bounds")?;
+        if types_end > raw.len() {
+            return Err("type section out of bounds".into());
+        }
         let mut btf = Btf {
+            raw,
             strings,
-            types: Vec::new(),
+            starts: Vec::new(),
             structs: HashMap::new(),
         };
         let mut cursor = types_start;
         while cursor + 12 <= types_end {
             let name = u32_at(cursor)?;
             let info = u32_at(cursor + 4)?;
-            let size_or_type = u32_at(cursor + 8)?;
             let kind = (info >> 24) & 0x1f;
-            let bitfields = info >> 31 == 1;
             let vlen = (info & 0xffff) as usize;
-            cursor += 12;
             let trailing = match kind {
                 1 | 14 | 17 => 4,          // int, var, decl_tag
                 3 => 12,                   // array
@@ -142,34 +153,14 @@ impl<'a> Btf<'a> {
                 2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag
                 other => return Err(format!("unknown BTF kind {other}")),
             };
-            let mut members = Vec::new();
-            if kind == KIND_STRUCT || kind == KIND_UNION {
-                for index in 0..vlen {
-                    let entry = cursor + 12 * index;
-                    let offset = u32_at(entry + 8)?;
-                    members.push(Member {
-                        name: u32_at(entry)?,
-                        type_id: u32_at(entry + 4)?,
-                        offset_bits: if bitfields {
-                            offset & 0x00ff_ffff
-                        } else {
-                            offset
-                        },
-                    });
-                }
-                if kind == KIND_STRUCT && name != 0 {
-                    let id = btf.types.len() as u32 + 1;
-                    let type_name = btf.name(name);
-                    // The first definition wins: later ones are rare same-named duplicates.
-                    btf.structs.entry(type_name).or_insert(id);
-                }
+            let start = u32::try_from(cursor).map_err(|_| "BTF larger than 4 GiB")?;
+            btf.starts.push(start);
+            if kind == KIND_STRUCT && name != 0 {
+                let id = btf.starts.len() as u32;
+                // The first definition wins: later ones are rare same-named duplicates.
+                btf.structs.entry(btf.name(name)).or_insert(id);
             }
-            btf.types.push(Type {
-                kind,
-                target: size_or_type,
-                members,
-            });
-            cursor += trailing;
+            cursor += 12 + trailing;
         }
         Ok(btf)
     }
@@ -182,12 +173,37 @@ impl<'a> Btf<'a> {
             .unwrap_or(rest.len())]
     }
 
-    fn get(&self, id: u32) -> Option<&Type> {
-        self.types.get((id as usize).checked_sub(1)?)
+    fn get(&self, id: u32) -> Option<Type> {
+        let start = *self.starts.get((id as usize).checked_sub(1)?)? as usize;
+        let info = u32_in(self.raw, start + 4)?;
+        Some(Type {
+            kind: (info >> 24) & 0x1f,
+            target: u32_in(self.raw, start + 8)?,
+            bitfields: info >> 31 == 1,
+            vlen: (info & 0xffff) as usize,
+            trailing: start + 12,
+        })
+    }
+
+    fn members(&self, of: &Type) -> impl Iterator<Item = Member> + '_ {
+        let (trailing, bitfields) = (of.trailing, of.bitfields);
+        (0..of.vlen).filter_map(move |index| {
+            let entry = trailing + 12 * index;
+            let offset = u32_in(self.raw, entry + 8)?;
+            Some(Member {
+                name: u32_in(self.raw, entry)?,
+                type_id: u32_in(self.raw, entry + 4)?,
+                offset_bits: if bitfields {
+                    offset & 0x00ff_ffff
+                } else {
+                    offset
+                },
+            })
+        })
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
-    fn resolve(&self, mut id: u32) -> Option<&Type> {
+    fn resolve(&self, mut id: u32) -> Option<Type> {
         for _ in 0..32 {
             let found = self.get(id)?;
             match found.kind {
@@ -207,7 +223,7 @@ impl<'a> Btf<'a> {
         let mut total_bits = 0;
         let mut parts = member.split('.').peekable();
         while let Some(part) = parts.next() {
-            let (bits, type_id) = self.find_member(current, part.as_bytes(), 0)?;
+            let (bits, type_id) = self.find_member(&current, part.as_bytes(), 0)?;
             total_bits += bits;
             if parts.peek().is_some() {
                 current = self.resolve(type_id)?;
@@ -220,16 +236,14 @@ impl<'a> Btf<'a> {
         if depth > 8 || !(within.kind == KIND_STRUCT || within.kind == KIND_UNION) {
             return None;
         }
-        if let Some(found) = within.members.iter().find(|m| self.name(m.name) == name) {
+        if let Some(found) = self.members(within).find(|m| self.name(m.name) == name) {
             return Some((found.offset_bits, found.type_id));
         }
-        within
-            .members
-            .iter()
+        self.members(within)
             .filter(|m| m.name == 0)
             .find_map(|anonymous| {
                 let inner = self.resolve(anonymous.type_id)?;
-                let (bits, type_id) = self.find_member(inner, name, depth + 1)?;
+                let (bits, type_id) = self.find_member(&inner, name, depth + 1)?;
                 Some((anonymous.offset_bits + bits, type_id))
             })
     }

@@ -157,6 +157,7 @@ impl Tracer {
         }
         let layout =
             layout::read_layout().map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
+        tracing::debug!("eBPF: kernel BTF layout read in {:?}", started.elapsed());
         let mut ebpf = EbpfLoader::new()
             .override_global("LAYOUT", &layout, true)
             .override_global("WAKEUP_BYTES", &u64::from(size / 4), true)
@@ -185,7 +186,11 @@ impl Tracer {
             attach,
             detach: Duration::ZERO,
         };
-        tracing::debug!("eBPF: load {:?}, attach {:?}", phases.load, phases.attach);
+        tracing::debug!(
+            "eBPF: load {:?} (object and maps {before_programs:?}, verifier {verify:?}), attach {:?}",
+            phases.load,
+            phases.attach
+        );
         if let Some(failed) = programs.iter().find(|program| !program.attached) {
             return Err(TraceUnavailable {
                 reason: with_privilege_hint(format!(
