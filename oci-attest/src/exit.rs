@@ -20,7 +20,9 @@ Exit codes:
   4   key or signing error (detected before the command starts)
   5   image archive analysis failed (malformed or tampered archive): nothing is signed
   6   --trace ebpf requested but eBPF tracing is unavailable on this host
-  7   verify: signature or image does not match"
+  7   verify: signature or image does not match; verify -p: the policy does not hold
+  8   verify -p: the policy cannot be used (bad signature, expired, malformed, unsupported
+      feature, broken Rego or Rego over its time/memory limit)"
     };
 }
 
@@ -37,8 +39,11 @@ pub enum FailureKind {
     Analysis,
     /// `--trace ebpf` was requested and eBPF tracing cannot run on this host.
     TraceUnavailable,
-    /// `verify`: the signature or the image does not match the envelope.
+    /// `verify`: the signature or the image does not match the envelope; `verify -p`: the
+    /// policy does not hold.
     VerificationFailed,
+    /// `verify -p`: the policy itself cannot be used (signature, expiry, format, Rego).
+    PolicyUnusable,
 }
 
 impl FailureKind {
@@ -50,6 +55,7 @@ impl FailureKind {
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
             FailureKind::VerificationFailed => 7,
+            FailureKind::PolicyUnusable => 8,
         }
     }
 }

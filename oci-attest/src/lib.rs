@@ -8,9 +8,11 @@
 //! [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
+//! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
 
 pub mod attestors;
 pub mod collection;
+#[cfg(feature = "tracer")]
 pub mod commands;
 pub mod digest;
 pub mod dsse;
@@ -23,8 +25,11 @@ pub mod logging;
 pub mod observed;
 pub mod output;
 pub mod pathtext;
+pub mod policy;
 pub mod products;
 pub mod program_path;
+pub mod progress;
 pub mod rfc3339;
 pub mod save_command;
+#[cfg(feature = "tracer")]
 pub mod trace;

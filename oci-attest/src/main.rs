@@ -32,6 +32,11 @@ enum Command {
     Doctor(commands::doctor::Args),
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
+    /// Sign a policy (DSSE) for `verify -p`.
+    Sign(commands::sign::Args),
+    /// Internal: evaluates Rego for `verify -p` inside resource limits.
+    #[command(name = "rego-sandbox", hide = true)]
+    RegoSandbox,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,10 @@ fn main() -> ExitCode {
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
         Command::Keygen(args) => commands::keygen::execute(args),
+        Command::Sign(args) => commands::sign::execute(args),
+        Command::RegoSandbox => {
+            oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,10 @@
 //! `oci-attest inspect`: analyse one image archive and print the `oci` predicate or a table.
 
-use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::attestors::oci;
 use crate::exit::{failure, FailureKind};
 use crate::gojson;
 use crate::inspect::{self, image::Image, Analysis, DecompressionLimits, Options};
@@ -22,7 +23,8 @@ pub struct Args {
     /// Reject images with more layers than this.
     #[arg(long, value_name = "N", default_value_t = inspect::image::MAX_LAYERS)]
     pub max_layers: usize,
-    /// The archive: docker-archive or OCI tar (optionally gzip-compressed) or OCI layout directory.
+    /// The archive: docker-archive or OCI tar (optionally gzip-compressed) or OCI layout
+    /// directory; `-` reads a tar from stdin.
     pub path: PathBuf,
 }
 
@@ -33,12 +35,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             max_ratio: args.max_ratio,
         },
         max_layers: args.max_layers,
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::archive_bar(),
     };
-    let analysis = inspect::analyze(&args.path, &options)
-        .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;
+    let analysis = if args.path == Path::new("-") {
+        inspect::analyze_reader(&args.path, std::io::stdin().lock(), &options)
+    } else {
+        inspect::analyze(&args.path, &options)
+    }
+    .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;
     let text = if args.json {
-        let mut json = gojson::to_vec(&analysis.predicate)?;
+        let mut json = gojson::to_vec(&oci::predicate(&analysis))?;
         json.push(b'\n');
         json
     } else {
@@ -95,7 +101,7 @@ fn table(analysis: &Analysis) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "archive   {}", analysis.path.display());
-    let _ = writeln!(out, "format    {}", analysis.predicate.format);
+    let _ = writeln!(out, "format    {}", analysis.format());
     if let Some(hex) = &analysis.file_sha256 {
         let _ = writeln!(out, "sha256    {hex}");
     }
@@ -109,7 +115,6 @@ fn table(analysis: &Analysis) -> String {
 mod tests {
     use super::*;
     use crate::inspect::image::{Compression, Layer, Platform};
-    use crate::inspect::OciPredicate;
 
     #[test]
     fn table_lists_images_tags_platform_and_layers() {
@@ -133,17 +138,8 @@ mod tests {
         let analysis = Analysis {
             path: "x.tar".into(),
             file_sha256: Some("f".repeat(64)),
-            predicate: OciPredicate {
-                tardigest: Default::default(),
-                manifest: Vec::new(),
-                imagetags: None,
-                diffids: Vec::new(),
-                imageid: Default::default(),
-                manifestraw: String::new(),
-                manifestdigest: Default::default(),
-                format: "oci-layout".into(),
-                images: None,
-            },
+            docker: None,
+            layout: Some(Vec::new()),
             images: vec![image],
         };
         let text = table(&analysis);

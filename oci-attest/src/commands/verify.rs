@@ -3,7 +3,6 @@
 //! the archive and compares them with what the attestation claims.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,6 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::attestors;
+use crate::commands::verify_policy;
 use crate::digest::DigestSet;
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
@@ -23,24 +23,43 @@ const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
-                        oci-attest verify --key key.pem.pub att.json --image image.tar"
+                        oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
+                        oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
+                        -a att.json --artifactfile image.tar"
 )]
 pub struct Args {
-    /// Public key (PEM) the envelope must be signed with.
-    #[arg(long, value_name = "PUB.pem")]
+    /// Public key (PEM) the envelope must be signed with; with -p, the key of the policy.
+    #[arg(short = 'k', long, value_name = "PUB.pem")]
     pub key: PathBuf,
     /// The DSSE envelope written by `oci-attest run`.
-    #[arg(value_name = "ENVELOPE")]
-    pub envelope: PathBuf,
+    #[arg(
+        value_name = "ENVELOPE",
+        required_unless_present = "policy",
+        conflicts_with = "policy"
+    )]
+    pub envelope: Option<PathBuf>,
     /// Image archive (tar, gzip tar, OCI layout dir) to compare with the attested facts.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "policy")]
     pub image: Option<PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long, requires = "policy")]
+    pub json: bool,
+    #[command(flatten)]
+    pub policy: verify_policy::PolicyArgs,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(policy) = &args.policy.policy {
+        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
+    }
+    // clap requires ENVELOPE when -p is absent.
+    let envelope = args
+        .envelope
+        .as_deref()
+        .context("verify needs an ENVELOPE or -p POLICY")?;
     let key = keys::load_public_key(&args.key)?;
-    let envelope_path = args.envelope.display();
-    let size = std::fs::metadata(&args.envelope)
+    let envelope_path = envelope.display();
+    let size = std::fs::metadata(envelope)
         .with_context(|| format!("{envelope_path}: cannot read"))?
         .len();
     if size > MAX_ENVELOPE_BYTES {
@@ -49,8 +68,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             format!("{envelope_path}: {size} bytes is too large for an envelope"),
         ));
     }
-    let bytes =
-        std::fs::read(&args.envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
+    let bytes = std::fs::read(envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
     let verified = dsse::parse(&bytes).and_then(|envelope| dsse::verify(&envelope, &key));
     let payload = match verified {
         Ok(payload) => payload,
@@ -80,7 +98,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
 
     let options = inspect::Options {
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::archive_bar(),
         ..inspect::Options::default()
     };
     let analysis = match inspect::analyze(&image, &options) {
