@@ -172,6 +172,23 @@ pub struct ExecRecord {
 }
 
 impl ObservedProcess {
+    /// A process seen starting, with nothing observed yet.
+    pub fn new(pid: u32, parent_pid: u32, started: SystemTime) -> Self {
+        ObservedProcess {
+            pid,
+            parent_pid,
+            execs: Vec::new(),
+            started,
+            ended: None,
+            exit: None,
+            writes: Vec::new(),
+            renames: Vec::new(),
+            links: Vec::new(),
+            deletes: Vec::new(),
+            truncates: Vec::new(),
+        }
+    }
+
     /// The program of the last exec (the inherited one if this process never exec'd: empty).
     pub fn program(&self) -> &str {
         self.execs.last().map_or("", |exec| exec.program.as_str())

@@ -244,19 +244,7 @@ fn live_process(live: &mut HashMap<u32, Process>, pid: u32, time: SystemTime) ->
 impl Process {
     fn new(pid: u32, parent_pid: u32, started: SystemTime) -> Self {
         Process {
-            observed: ObservedProcess {
-                pid,
-                parent_pid,
-                execs: Vec::new(),
-                started,
-                ended: None,
-                exit: None,
-                writes: Vec::new(),
-                renames: Vec::new(),
-                links: Vec::new(),
-                deletes: Vec::new(),
-                truncates: Vec::new(),
-            },
+            observed: ObservedProcess::new(pid, parent_pid, started),
             argv_bytes: None,
         }
     }

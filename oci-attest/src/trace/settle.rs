@@ -273,19 +273,7 @@ mod tests {
     }
 
     fn process() -> ObservedProcess {
-        ObservedProcess {
-            pid: 2,
-            parent_pid: 1,
-            execs: Vec::new(),
-            started: UNIX_EPOCH,
-            ended: None,
-            exit: None,
-            writes: Vec::new(),
-            renames: Vec::new(),
-            links: Vec::new(),
-            deletes: Vec::new(),
-            truncates: Vec::new(),
-        }
+        ObservedProcess::new(2, 1, UNIX_EPOCH)
     }
 
     #[test]
