@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/aio_abi.h>
 #include <linux/io_uring.h>
 #include <linux/openat2.h>
 #include <pthread.h>
@@ -453,6 +454,45 @@ static void step_fd_mmap(char **a)
 	if (msync(map, len, MS_SYNC) < 0)
 		die("msync", "inherited fd");
 	munmap(map, len);
+}
+
+/* Mapped shared but read-only (nothing to see at mmap), made writable later by mprotect. */
+static void step_fd_mprotect(char **a)
+{
+	size_t len;
+	char *data = slurp(a[1], &len);
+	char *map = mmap(NULL, len, PROT_READ, MAP_SHARED, number(a[0]), 0);
+	if (map == MAP_FAILED)
+		die("mmap PROT_READ MAP_SHARED", "inherited fd");
+	if (mprotect(map, len, PROT_READ | PROT_WRITE) < 0)
+		die("mprotect", "inherited fd");
+	memcpy(map, data, len);
+	if (msync(map, len, MS_SYNC) < 0)
+		die("msync", "inherited fd");
+	munmap(map, len);
+}
+
+/* Linux native AIO: the write is submitted with io_submit, not a write syscall. */
+static void step_fd_aio(char **a)
+{
+	size_t len;
+	char *data = slurp(a[1], &len);
+	aio_context_t context = 0;
+	struct iocb cb;
+	struct iocb *list[1] = { &cb };
+	struct io_event event;
+	if (syscall(SYS_io_setup, 1, &context) < 0)
+		die("io_setup", NULL);
+	memset(&cb, 0, sizeof cb);
+	cb.aio_fildes = (unsigned)number(a[0]);
+	cb.aio_lio_opcode = IOCB_CMD_PWRITE;
+	cb.aio_buf = (uintptr_t)data;
+	cb.aio_nbytes = len;
+	if (syscall(SYS_io_submit, context, 1, list) != 1)
+		die("io_submit", "inherited fd");
+	if (syscall(SYS_io_getevents, context, 1, 1, &event, NULL) != 1 || event.res != (long long)len)
+		die("io_getevents", "inherited fd");
+	syscall(SYS_io_destroy, context);
 }
 
 static void step_fd_pwritev2(char **a)
@@ -956,6 +996,8 @@ static const struct step steps[] = {
 	{ "fd-write", 2, step_fd_write },
 	{ "fd-mmap", 2, step_fd_mmap },
 	{ "fd-pwritev2", 2, step_fd_pwritev2 },
+	{ "fd-mprotect", 2, step_fd_mprotect },
+	{ "fd-aio", 2, step_fd_aio },
 	{ "fd-sendfile", 2, step_fd_sendfile },
 	{ "fd-copy-file-range", 2, step_fd_copy_file_range },
 	{ "fd-splice", 2, step_fd_splice },
