@@ -1,19 +1,17 @@
-use anyhow::{anyhow, Context as _};
-use aya_build::{Package, Toolchain};
-
 /// Builds the kernel programs of `oci-attest-ebpf` (nightly, `-Z build-std=core`, bpf target)
 /// and leaves the object in OUT_DIR, where `include_bytes_aligned!` embeds it in the binary.
+/// Without the `tracer` feature (the fuzz crate) there is nothing to build.
 fn main() -> anyhow::Result<()> {
-    if aya_build_skipped() {
-        // Fuzz builds set AYA_BUILD_SKIP: their sanitizer RUSTFLAGS would leak into the nested
-        // eBPF build. The binary still needs an object to embed; an empty one makes the tracer
-        // report that it was built without kernel programs.
-        println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-        let out_dir = std::env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?;
-        let object = std::path::Path::new(&out_dir).join("oci-attest");
-        return std::fs::write(&object, [])
-            .with_context(|| format!("writing {}", object.display()));
-    }
+    #[cfg(feature = "tracer")]
+    build_ebpf()?;
+    Ok(())
+}
+
+#[cfg(feature = "tracer")]
+fn build_ebpf() -> anyhow::Result<()> {
+    use anyhow::{anyhow, Context as _};
+    use aya_build::{Package, Toolchain};
+
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
@@ -39,10 +37,4 @@ fn main() -> anyhow::Result<()> {
         }],
         Toolchain::default(),
     )
-}
-
-/// The same test aya-build applies to AYA_BUILD_SKIP.
-fn aya_build_skipped() -> bool {
-    std::env::var_os("AYA_BUILD_SKIP")
-        .is_some_and(|value| value == "1" || value.eq_ignore_ascii_case("true"))
 }

@@ -10,8 +10,10 @@
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
 
 pub mod attestors;
+#[cfg(feature = "tracer")]
 pub mod cli_compat;
 pub mod collection;
+#[cfg(feature = "tracer")]
 pub mod commands;
 pub mod digest;
 pub mod dsse;
@@ -26,7 +28,9 @@ pub mod output;
 pub mod product_scope;
 pub mod products;
 pub mod program_path;
+pub mod progress;
 pub mod redact;
 pub mod rfc3339;
 pub mod save_command;
+#[cfg(feature = "tracer")]
 pub mod trace;

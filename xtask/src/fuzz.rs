@@ -54,8 +54,6 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("xtask: fuzzing {target} for {} s", args.seconds);
         let status = Command::new("cargo")
             .current_dir(&dir)
-            // Sanitizer flags must not reach the nested eBPF build (see oci-attest/build.rs).
-            .env("AYA_BUILD_SKIP", "1")
             .args(["+nightly", "fuzz", "run", target])
             // Safe Rust: the sanitizer would halve the executions and find nothing the
             // debug assertions (overflow checks) and libFuzzer's own limits do not.

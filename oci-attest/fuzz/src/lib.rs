@@ -1,14 +1,11 @@
 //! Shared by the fuzz targets: run the real reader on bytes, and build small archives from
-//! the `documents` input format.
-//!
-//! `analyze` takes a path (it streams files of any size), so each input is written to one
-//! scratch file per fuzzing process, on tmpfs when the host has one.
+//! the `documents` input format. The reader takes the bytes as a stream, straight from memory.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
+use oci_attest::attestors::oci;
 use oci_attest::digest::sha256_hex;
-use oci_attest::inspect::{analyze, DecompressionLimits, Options};
+use oci_attest::inspect::{analyze_reader, DecompressionLimits, Options};
 
 /// Small enough that a bomb costs a fraction of a second, large enough for every seed.
 const FUZZ_LIMITS: DecompressionLimits = DecompressionLimits {
@@ -16,34 +13,18 @@ const FUZZ_LIMITS: DecompressionLimits = DecompressionLimits {
     max_ratio: 1000,
 };
 
-fn scratch_file() -> &'static Path {
-    static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
-    SCRATCH.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        let dir = if shm.is_dir() {
-            shm.to_owned()
-        } else {
-            std::env::temp_dir()
-        };
-        dir.join(format!("oci-attest-fuzz-{}.tar", std::process::id()))
-    })
-}
-
-/// Runs the reader on `bytes` as an archive file and checks what holds for any input:
-/// no panic (libFuzzer reports it), an error is one line naming the file, a success
-/// serialises and holds an image.
+/// Runs the reader on `bytes` as an archive stream and checks what holds for any input:
+/// no panic (libFuzzer reports it), an error is one line naming the stream, a success
+/// holds an image and its predicate serialises.
 pub fn analyze_bytes(bytes: &[u8]) -> Result<(), String> {
-    let path = scratch_file();
-    if let Err(error) = std::fs::write(path, bytes) {
-        panic!("cannot write the scratch file {}: {error}", path.display());
-    }
+    let path = Path::new("fuzz-input.tar");
     let options = Options {
         limits: FUZZ_LIMITS,
         ..Options::default()
     };
-    match analyze(path, &options) {
+    match analyze_reader(path, bytes, &options) {
         Ok(analysis) => {
-            let json = oci_attest::gojson::to_vec(&analysis.predicate);
+            let json = oci_attest::gojson::to_vec(&oci::predicate(&analysis));
             assert!(json.is_ok(), "predicate does not serialise: {json:?}");
             assert!(!analysis.images.is_empty(), "success without an image");
             Ok(())

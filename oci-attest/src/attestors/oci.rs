@@ -1,6 +1,5 @@
 //! The `oci` attestor: wraps the archive reader's verified facts into an attestation.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -12,6 +11,10 @@ use crate::exit::{failure, FailureKind};
 use crate::inspect::{self, Analysis, ArchiveKind};
 use crate::products;
 use crate::save_command;
+
+mod predicate;
+
+pub use predicate::{predicate, OciPredicate};
 
 pub const TYPE_URI: &str = "https://aflock.ai/attestations/oci/v0.1";
 
@@ -132,7 +135,7 @@ fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
         );
     }
     let options = inspect::Options {
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::archive_bar(),
         ..inspect::Options::default()
     };
     let mut attestations = Vec::new();
@@ -185,7 +188,8 @@ fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 /// One attestation per analysed archive. `started`/`ended` bracket the analysis, which the
 /// caller timed (the product digest and this analysis come from one read).
 pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> Attestation {
-    let subjects = subjects(analysis);
+    let predicate = predicate(analysis);
+    let subjects = subjects(analysis, &predicate);
     let backrefs = subjects
         .iter()
         .filter(|(key, _)| {
@@ -198,7 +202,7 @@ pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> At
     Attestation {
         type_uri: TYPE_URI,
         // A struct of strings, maps and lists: serialising it cannot fail.
-        predicate: serde_json::to_value(&analysis.predicate).unwrap_or_default(),
+        predicate: serde_json::to_value(&predicate).unwrap_or_default(),
         subjects,
         backrefs,
         started,
@@ -208,8 +212,7 @@ pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> At
 
 /// The subjects an archive yields, in a stable order without duplicates: what `verify --image`
 /// re-derives and compares. Keys are without the type URI prefix.
-pub fn subjects(analysis: &Analysis) -> Vec<(String, DigestSet)> {
-    let predicate = &analysis.predicate;
+fn subjects(analysis: &Analysis, predicate: &OciPredicate) -> Vec<(String, DigestSet)> {
     let mut subjects: Vec<(String, DigestSet)> = Vec::new();
     let mut add = |key: String, digest: DigestSet| {
         if !subjects.iter().any(|(existing, _)| *existing == key) {
@@ -252,8 +255,8 @@ pub fn subjects(analysis: &Analysis) -> Vec<(String, DigestSet)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inspect::docker::DockerArchive;
     use crate::inspect::image::{Image, Layer};
-    use crate::inspect::OciPredicate;
 
     fn image(config: char, tags: &[&str], diff_ids: usize) -> Image {
         Image {
@@ -275,20 +278,16 @@ mod tests {
 
     #[test]
     fn subjects_and_backrefs_cover_every_image() {
+        let raw_manifest = b"[]".to_vec();
         let analysis = Analysis {
             path: "x.tar".into(),
             file_sha256: Some("e".repeat(64)),
-            predicate: OciPredicate {
-                tardigest: sha256_set("e".repeat(64)),
-                manifest: Vec::new(),
-                imagetags: None,
-                diffids: Vec::new(),
-                imageid: sha256_set("a".repeat(64)),
-                manifestraw: String::new(),
-                manifestdigest: sha256_set("d".repeat(64)),
-                format: "docker-archive".into(),
-                images: None,
-            },
+            docker: Some(DockerArchive {
+                raw_manifest: raw_manifest.clone(),
+                entries: Vec::new(),
+                images: Vec::new(),
+            }),
+            layout: None,
             images: vec![image('a', &["app:1"], 101), image('b', &[], 1)],
         };
         let attestation = attest(&analysis, SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH);
@@ -297,7 +296,7 @@ mod tests {
             .iter()
             .map(|(key, _)| key.as_str())
             .collect();
-        let d = "d".repeat(64);
+        let d = sha256_hex(&raw_manifest);
         let e = "e".repeat(64);
         let f = "f".repeat(64);
         assert_eq!(

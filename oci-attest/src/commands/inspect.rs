@@ -1,11 +1,12 @@
 //! `oci-attest inspect`: analyse one image archive and print the `oci` predicate or a table.
 
-use std::io::{IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
+use crate::attestors::oci;
 use crate::exit::{failure, FailureKind};
 use crate::gojson;
 use crate::inspect::{self, image::Image, Analysis, DecompressionLimits, Options};
@@ -24,7 +25,8 @@ pub struct Args {
     /// Reject images with more layers than this.
     #[arg(long, value_name = "N", default_value_t = inspect::image::MAX_LAYERS)]
     pub max_layers: usize,
-    /// The archive: docker-archive or OCI tar (optionally gzip-compressed) or OCI layout directory.
+    /// The archive: docker-archive or OCI tar (optionally gzip-compressed) or OCI layout
+    /// directory; `-` reads a tar from stdin.
     pub path: PathBuf,
 }
 
@@ -35,15 +37,19 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             max_ratio: args.max_ratio,
         },
         max_layers: args.max_layers,
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::archive_bar(),
     };
-    // A path that cannot be read is an I/O error, not a failed analysis (exit 1, not 5).
-    std::fs::metadata(&args.path)
-        .with_context(|| format!("{}: cannot read", args.path.display()))?;
-    let analysis = inspect::analyze(&args.path, &options)
-        .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;
+    let analysis = if args.path == Path::new("-") {
+        inspect::analyze_reader(&args.path, std::io::stdin().lock(), &options)
+    } else {
+        // A path that cannot be read is an I/O error, not a failed analysis (exit 1, not 5).
+        std::fs::metadata(&args.path)
+            .with_context(|| format!("{}: cannot read", args.path.display()))?;
+        inspect::analyze(&args.path, &options)
+    }
+    .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;
     let text = if args.json {
-        let mut json = gojson::to_vec(&analysis.predicate)?;
+        let mut json = gojson::to_vec(&oci::predicate(&analysis))?;
         json.push(b'\n');
         json
     } else {
@@ -100,7 +106,7 @@ fn table(analysis: &Analysis) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(out, "archive   {}", analysis.path.display());
-    let _ = writeln!(out, "format    {}", analysis.predicate.format);
+    let _ = writeln!(out, "format    {}", analysis.format());
     if let Some(hex) = &analysis.file_sha256 {
         let _ = writeln!(out, "sha256    {hex}");
     }
@@ -114,7 +120,6 @@ fn table(analysis: &Analysis) -> String {
 mod tests {
     use super::*;
     use crate::inspect::image::{Compression, Layer, Platform};
-    use crate::inspect::OciPredicate;
 
     #[test]
     fn table_lists_images_tags_platform_and_layers() {
@@ -138,17 +143,8 @@ mod tests {
         let analysis = Analysis {
             path: "x.tar".into(),
             file_sha256: Some("f".repeat(64)),
-            predicate: OciPredicate {
-                tardigest: Default::default(),
-                manifest: Vec::new(),
-                imagetags: None,
-                diffids: Vec::new(),
-                imageid: Default::default(),
-                manifestraw: String::new(),
-                manifestdigest: Default::default(),
-                format: "oci-layout".into(),
-                images: None,
-            },
+            docker: None,
+            layout: Some(Vec::new()),
             images: vec![image],
         };
         let text = table(&analysis);

@@ -3,7 +3,7 @@
 //! the archive and compares them with what the attestation claims.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -244,7 +244,7 @@ fn check(
         return Ok(());
     };
     let options = inspect::Options {
-        progress: std::io::stderr().is_terminal(),
+        progress: crate::progress::archive_bar(),
         ..inspect::Options::default()
     };
     let analysis = match inspect::analyze(image, &options) {

@@ -28,6 +28,7 @@ impl Entry {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct DockerArchive {
     pub raw_manifest: Vec<u8>,
     pub entries: Vec<Entry>,

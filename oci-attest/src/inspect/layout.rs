@@ -29,6 +29,7 @@ const NAME_ANNOTATIONS: [&str; 2] = [
     "org.opencontainers.image.ref.name",
 ];
 
+#[derive(Clone, Debug)]
 pub struct LayoutImage {
     pub image: Image,
     /// The manifest blob's bytes (the first image's become `manifestraw`).

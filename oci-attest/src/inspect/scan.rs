@@ -1,5 +1,5 @@
-//! The single sequential read: the archive file streams through a tee that feeds the
-//! whole-file hasher, then through the tar parser, whose members go to the digest workers.
+//! The single sequential read: the archive stream goes through a tee that feeds the
+//! whole-stream hasher, then through the tar parser, whose members go to the digest workers.
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{bounded, Sender};
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest as _, Sha256};
 
 use super::chunk::{Chunk, Pool};
 use super::digester::Digester;
 use super::members::{Member, Members};
-use super::{ArchiveKind, Options};
+use super::{ArchiveKind, Options, Progress, ReadProgress};
 
 /// Image archives hold a few members per layer and image; millions of tiny members would only
 /// grow the member table (the one thing here that is not bounded by the chunk pool).
@@ -32,74 +31,76 @@ fn count_member(count: &mut usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Archives smaller than this finish too fast for a progress bar to help.
-const PROGRESS_MIN_BYTES: u64 = 100_000_000;
-
 pub struct Scanned {
     pub members: Members,
-    /// Hex SHA-256 of the stored file; `None` for a directory.
+    /// Hex SHA-256 of the stream; `None` for a directory.
     pub file_sha256: Option<String>,
 }
 
-pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned, String> {
+/// A layout directory, scanned as if it were a tar of itself.
+pub fn scan_layout(dir: &Path, options: &Options) -> Result<Scanned, String> {
+    with_digester(options, |digester, pool, members| {
+        scan_dir(dir, "", digester, pool, members, &mut 0)?;
+        Ok(None)
+    })
+}
+
+/// A tar or gzip tar stream of `length` bytes (when known), read once.
+pub fn scan_stream(
+    stream: impl Read,
+    kind: ArchiveKind,
+    length: Option<u64>,
+    options: &Options,
+) -> Result<Scanned, String> {
+    with_digester(options, |digester, pool, members| {
+        thread::scope(|scope| {
+            let (chunks, chunk_queue) = bounded::<Chunk>(8);
+            let hasher = scope.spawn(move || {
+                let mut hasher = Sha256::new();
+                for chunk in chunk_queue {
+                    hasher.update(&chunk[..]);
+                }
+                hex::encode(hasher.finalize())
+            });
+            let mut tee = Tee::new(
+                stream,
+                pool.clone(),
+                chunks,
+                options.progress.clone(),
+                length,
+            );
+            let scanned = if kind == ArchiveKind::GzipTar {
+                let decoder = flate2::read::MultiGzDecoder::new(&mut tee);
+                let mut guard = Guard::new(decoder, Some(options.limits.max_total_bytes));
+                scan_tar(&mut guard, digester, pool, members).and_then(|()| {
+                    drain(&mut guard).map_err(|error| format!("outer gzip stream: {error}"))
+                })
+            } else {
+                scan_tar(&mut Guard::new(&mut tee, None), digester, pool, members)
+            };
+            scanned
+                .and_then(|()| drain(&mut tee).map_err(|error| format!("read error: {error}")))?;
+            drop(tee);
+            let digest = hasher
+                .join()
+                .map_err(|_| "the file hasher stopped unexpectedly".to_owned())?;
+            Ok(Some(digest))
+        })
+    })
+}
+
+/// Runs `read` with the digest workers, then collects the members they hashed. `read`
+/// returns the digest of the whole stream, if there is one.
+fn with_digester(
+    options: &Options,
+    read: impl FnOnce(&Digester, &Pool, &mut Members) -> Result<Option<String>, String>,
+) -> Result<Scanned, String> {
     let workers = thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     thread::scope(|scope| {
         let pool = Pool::default();
         let digester = Digester::start(scope, workers, options.limits, &pool);
         let mut members = Members::default();
-        let file_sha256 = match kind {
-            ArchiveKind::LayoutDir => {
-                scan_dir(path, "", &digester, &pool, &mut members, &mut 0)?;
-                None
-            }
-            ArchiveKind::Tar | ArchiveKind::GzipTar => {
-                let file = File::open(path).map_err(|error| format!("cannot open: {error}"))?;
-                let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
-                let progress = if options.progress && length >= PROGRESS_MIN_BYTES {
-                    progress_bar(length)
-                } else {
-                    ProgressBar::hidden()
-                };
-                let (chunks, chunk_queue) = bounded::<Chunk>(8);
-                let hasher = scope.spawn(move || {
-                    let mut hasher = Sha256::new();
-                    for chunk in chunk_queue {
-                        hasher.update(&chunk[..]);
-                    }
-                    hex::encode(hasher.finalize())
-                });
-                let mut tee = Tee {
-                    file,
-                    pool: pool.clone(),
-                    block: None,
-                    position: 0,
-                    hasher: chunks,
-                    progress,
-                };
-                let scanned = if kind == ArchiveKind::GzipTar {
-                    let decoder = flate2::read::MultiGzDecoder::new(&mut tee);
-                    let mut guard = Guard::new(decoder, Some(options.limits.max_total_bytes));
-                    scan_tar(&mut guard, &digester, &pool, &mut members).and_then(|()| {
-                        drain(&mut guard).map_err(|error| format!("outer gzip stream: {error}"))
-                    })
-                } else {
-                    scan_tar(
-                        &mut Guard::new(&mut tee, None),
-                        &digester,
-                        &pool,
-                        &mut members,
-                    )
-                };
-                scanned.and_then(|()| {
-                    drain(&mut tee).map_err(|error| format!("read error: {error}"))
-                })?;
-                drop(tee);
-                let digest = hasher
-                    .join()
-                    .map_err(|_| "the file hasher stopped unexpectedly".to_owned())?;
-                Some(digest)
-            }
-        };
+        let file_sha256 = read(&digester, &pool, &mut members)?;
         for (name, facts) in digester.finish() {
             members.insert(&name, Member::File(facts))?;
         }
@@ -110,40 +111,53 @@ pub fn scan(path: &Path, kind: ArchiveKind, options: &Options) -> Result<Scanned
     })
 }
 
-fn progress_bar(length: u64) -> ProgressBar {
-    let bar = ProgressBar::new(length);
-    if let Ok(style) =
-        ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-    {
-        bar.set_style(style);
-    }
-    bar.set_message("reading archive");
-    bar
-}
-
 fn drain(reader: &mut impl Read) -> io::Result<()> {
     io::copy(reader, &mut io::sink()).map(|_| ())
 }
 
-/// Reads the file in large blocks, giving each block to the whole-file hasher before the
+/// Reads the stream in large blocks, giving each block to the whole-stream hasher before the
 /// tar parser sees it: the tar digest and the member digests come from the same read.
-struct Tee {
-    file: File,
+struct Tee<R> {
+    stream: R,
     pool: Pool,
     block: Option<Chunk>,
     position: usize,
     hasher: Sender<Chunk>,
-    progress: ProgressBar,
+    progress: Option<Progress>,
 }
 
-impl Drop for Tee {
-    fn drop(&mut self) {
-        // Also on errors: the error line must not follow a half-drawn bar.
-        self.progress.finish_and_clear();
+impl<R> Tee<R> {
+    fn new(
+        stream: R,
+        pool: Pool,
+        hasher: Sender<Chunk>,
+        progress: Option<Progress>,
+        length: Option<u64>,
+    ) -> Self {
+        if let Some(progress) = &progress {
+            progress.report(ReadProgress::Started { total: length });
+        }
+        Tee {
+            stream,
+            pool,
+            block: None,
+            position: 0,
+            hasher,
+            progress,
+        }
     }
 }
 
-impl Read for Tee {
+impl<R> Drop for Tee<R> {
+    fn drop(&mut self) {
+        // Also on errors: whoever draws the progress must clear it before the error shows.
+        if let Some(progress) = &self.progress {
+            progress.report(ReadProgress::Finished);
+        }
+    }
+}
+
+impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let exhausted = self
             .block
@@ -151,13 +165,17 @@ impl Read for Tee {
             .is_none_or(|block| self.position == block.len());
         if exhausted {
             self.block = None;
-            let Some(block) = self.pool.fill(&mut self.file)? else {
+            let Some(block) = self.pool.fill(&mut self.stream)? else {
                 return Ok(0);
             };
             self.hasher
                 .send(Arc::clone(&block))
                 .map_err(|_| io::Error::other("the file hasher stopped unexpectedly"))?;
-            self.progress.inc(block.len() as u64);
+            if let Some(progress) = &self.progress {
+                progress.report(ReadProgress::Advanced {
+                    bytes: block.len() as u64,
+                });
+            }
             self.block = Some(block);
             self.position = 0;
         }

@@ -2,10 +2,15 @@
 //! through the public `analyze`. Each hostile case asserts its specific error; the
 //! well-formed archive it was derived from passes in the same test.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use super::digester::tests::{gzip, sample_content};
-use super::{analyze, Analysis, DecompressionLimits, Options};
+use super::{
+    analyze, analyze_reader, Analysis, DecompressionLimits, Options, Progress, ReadProgress,
+};
+use crate::attestors::oci::predicate as oci_predicate;
 use crate::digest::sha256_hex;
 use oci_attest_tests::archive::{ustar_header, Archive, Member};
 
@@ -138,8 +143,7 @@ fn analyze_with(fixture: &Archive, options: &Options) -> Result<Analysis, String
 }
 
 fn diff_id_hexes(analysis: &Analysis) -> Vec<String> {
-    analysis
-        .predicate
+    oci_predicate(analysis)
         .diffids
         .iter()
         .map(|set| set["sha256"].clone())
@@ -164,7 +168,7 @@ fn docker_archive_diffids_follow_the_manifest_not_the_tar() {
     let expected: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
     assert_eq!(diff_id_hexes(&analysis), expected);
     let manifest_raw = fixture.bytes("manifest.json");
-    let predicate = &analysis.predicate;
+    let predicate = &oci_predicate(&analysis);
     assert_eq!(
         predicate.manifestdigest["sha256"],
         sha256_hex(&manifest_raw)
@@ -198,6 +202,56 @@ fn docker_archive_diffids_follow_the_manifest_not_the_tar() {
     assert_eq!(analysis.images[0].layers[2].compression.as_str(), "gzip");
 }
 
+/// The same bytes read from memory (as from a pipe or stdin) give the same facts as the file,
+/// in one pass reported to the progress callback; a stream that is no archive is refused under
+/// the name it was given.
+#[test]
+fn a_stream_reads_like_the_file() {
+    let layers = [layer(1, "gzip"), layer(2, "none")];
+    let fixture = docker_archive(&layers, &["app:1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture.write(dir.path(), "image.tar");
+    let bytes = std::fs::read(&path).unwrap();
+    let from_file = analyze(&path, &Options::default()).unwrap();
+    let steps = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&steps);
+    let options = Options {
+        progress: Some(Progress::new(move |step| seen.lock().unwrap().push(step))),
+        ..Options::default()
+    };
+    for stream in [bytes.clone(), gzip(&bytes)] {
+        steps.lock().unwrap().clear();
+        let from_stream = analyze_reader(Path::new("-"), &stream[..], &options).unwrap();
+        assert_eq!(from_stream.path, Path::new("-"));
+        assert_eq!(
+            from_stream.file_sha256.as_deref(),
+            Some(sha256_hex(&stream).as_str())
+        );
+        let mut expected = oci_predicate(&from_file);
+        expected.tardigest = oci_predicate(&from_stream).tardigest;
+        assert_eq!(
+            crate::gojson::to_string(&oci_predicate(&from_stream)).unwrap(),
+            crate::gojson::to_string(&expected).unwrap()
+        );
+        let steps = steps.lock().unwrap();
+        assert_eq!(steps.first(), Some(&ReadProgress::Started { total: None }));
+        assert_eq!(steps.last(), Some(&ReadProgress::Finished));
+        let read: u64 = steps
+            .iter()
+            .map(|step| match step {
+                ReadProgress::Advanced { bytes } => *bytes,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(read, stream.len() as u64);
+    }
+    let error = analyze_reader(Path::new("-"), &b"not a tar"[..], &options).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "-: not an image archive (neither a tar, a gzip-compressed tar nor an OCI layout directory)"
+    );
+}
+
 #[test]
 fn oci_layout_tar_with_dot_names_and_sniffed_compressions() {
     let layers = [
@@ -208,7 +262,7 @@ fn oci_layout_tar_with_dot_names_and_sniffed_compressions() {
     ];
     let (fixture, manifest) = oci_archive(&layers, "app:2", "./");
     let analysis = analyze_fixture(&fixture).unwrap();
-    let predicate = &analysis.predicate;
+    let predicate = &oci_predicate(&analysis);
     assert_eq!(predicate.format, "oci-layout");
     let expected: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
     assert_eq!(diff_id_hexes(&analysis), expected);
@@ -251,9 +305,9 @@ fn oci_layout_directory_has_no_tar_digest() {
     );
     let analysis = analyze(dir.path(), &Options::default()).unwrap();
     assert_eq!(analysis.file_sha256, None);
-    assert!(analysis.predicate.tardigest.is_empty());
+    assert!(oci_predicate(&analysis).tardigest.is_empty());
     assert_eq!(
-        analysis.predicate.manifestdigest["sha256"],
+        oci_predicate(&analysis).manifestdigest["sha256"],
         sha256_hex(&manifest)
     );
     assert_eq!(diff_id_hexes(&analysis), [layers[0].1.clone()]);
@@ -277,7 +331,7 @@ fn hybrid_docker_and_oci_archive() {
     let docker_manifest = serde_json::to_vec(&docker_manifest).unwrap();
     fixture.file("manifest.json", docker_manifest.clone());
     let analysis = analyze_fixture(&fixture).unwrap();
-    let predicate = &analysis.predicate;
+    let predicate = &oci_predicate(&analysis);
     assert_eq!(predicate.format, "docker-archive+oci-layout");
     assert_eq!(
         predicate.manifestdigest["sha256"],
@@ -321,8 +375,8 @@ fn linked_layers_and_a_repeated_layer() {
     fixture.file("manifest.json", serde_json::to_vec(&manifest).unwrap());
     let analysis = analyze_fixture(&fixture).unwrap();
     assert_eq!(diff_id_hexes(&analysis), diff_ids);
-    assert_eq!(analysis.predicate.imagetags, None);
-    let json = crate::gojson::to_string(&analysis.predicate).unwrap();
+    assert_eq!(oci_predicate(&analysis).imagetags, None);
+    let json = crate::gojson::to_string(&oci_predicate(&analysis)).unwrap();
     assert!(json.contains(r#""imagetags":null"#));
     assert!(json.contains(r#""RepoTags":null"#));
 
@@ -378,9 +432,12 @@ fn crane_style_archive_with_lowercase_keys_inside_outer_gzip() {
     );
     let analysis = analyze(&path, &Options::default()).unwrap();
     assert_eq!(analysis.file_sha256, Some(sha256_hex(&stored)));
-    assert_eq!(analysis.predicate.imageid["sha256"], sha256_hex(&config));
     assert_eq!(
-        analysis.predicate.manifest[0]["RepoTags"],
+        oci_predicate(&analysis).imageid["sha256"],
+        sha256_hex(&config)
+    );
+    assert_eq!(
+        oci_predicate(&analysis).manifest[0]["RepoTags"],
         json!(["crane.example/x:1"])
     );
     assert_eq!(diff_id_hexes(&analysis), diff_ids);
@@ -419,7 +476,8 @@ fn nested_index_multi_platform_and_zero_layer_image() {
     top["annotations"] = json!({"org.opencontainers.image.ref.name": "multi:1"});
     oci_index(&mut fixture, "", vec![top]);
     let analysis = analyze_fixture(&fixture).unwrap();
-    let images = analysis.predicate.images.as_ref().unwrap();
+    let predicate = oci_predicate(&analysis);
+    let images = predicate.images.as_ref().unwrap();
     assert_eq!(images.len(), 2);
     assert_eq!(
         images[1]["platform"],
@@ -428,7 +486,7 @@ fn nested_index_multi_platform_and_zero_layer_image() {
     assert_eq!(images[1]["diffids"], json!([]));
     assert_eq!(images[1]["tags"], json!(["multi:1"]));
     assert_eq!(
-        analysis.predicate.manifestdigest["sha256"],
+        oci_predicate(&analysis).manifestdigest["sha256"],
         sha256_hex(&amd64)
     );
 
@@ -480,11 +538,15 @@ fn multi_image_docker_archive_lists_every_image() {
     entries[0]["Layers"] = json!(["0-layer0/layer.tar"]);
     fixture.file("manifest.json", serde_json::to_vec(&entries).unwrap());
     let analysis = analyze_fixture(&fixture).unwrap();
-    let images = analysis.predicate.images.as_ref().unwrap();
+    let predicate = oci_predicate(&analysis);
+    let images = predicate.images.as_ref().unwrap();
     assert_eq!(images.len(), 2);
     assert_eq!(images[1]["tags"], json!(["two:1", "two:2"]));
-    assert_eq!(analysis.predicate.imagetags, Some(vec!["one:1".to_owned()]));
-    assert_eq!(analysis.predicate.diffids.len(), 1);
+    assert_eq!(
+        oci_predicate(&analysis).imagetags,
+        Some(vec!["one:1".to_owned()])
+    );
+    assert_eq!(oci_predicate(&analysis).diffids.len(), 1);
 }
 
 // ---- hostile input ----
@@ -915,6 +977,6 @@ fn ten_thousand_layers_hit_the_layer_limit_quickly() {
     );
     let at_limit = docker_archive(&layers(super::image::MAX_LAYERS), &["many:2"]);
     let analysis = analyze_fixture(&at_limit).unwrap();
-    assert_eq!(analysis.predicate.diffids.len(), 1024);
+    assert_eq!(oci_predicate(&analysis).diffids.len(), 1024);
     assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
 }
