@@ -134,7 +134,7 @@ fn keygen_private_keys_load_in_openssl() {
             "keygen {algorithm}: {}",
             describe(&keygen)
         );
-        // SPEC 2: the .pub file is byte-identical to `openssl pkey -pubout` of the private key.
+        // docs/format.md: the .pub file is byte-identical to `openssl pkey -pubout` of the private key.
         let derived = Command::new("openssl")
             .args(["pkey", "-pubout", "-in"])
             .arg(&key)
