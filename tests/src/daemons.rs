@@ -17,14 +17,18 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running daemon, its log file and its readiness probe.
-struct Daemon {
+pub(crate) struct Daemon {
     name: &'static str,
     child: Child,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn spawn(name: &'static str, mut command: Command, log: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        mut command: Command,
+        log: PathBuf,
+    ) -> anyhow::Result<Self> {
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = command
@@ -46,7 +50,7 @@ impl Daemon {
     }
 
     /// Polls `probe` until it succeeds; fails early if the daemon exits.
-    fn wait_ready(&mut self, mut probe: impl FnMut() -> bool) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(&mut self, mut probe: impl FnMut() -> bool) -> anyhow::Result<()> {
         let start = Instant::now();
         while start.elapsed() < READY_TIMEOUT {
             if let Some(status) = self.child.try_wait()? {
@@ -72,7 +76,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after [`STOP_TIMEOUT`].
-    fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(&mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }

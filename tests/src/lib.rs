@@ -1,6 +1,7 @@
 //! Harness for oci-attest's end-to-end tests: image fixtures made and saved by the real tools
 //! (podman, buildah, skopeo, umoci, docker, ctr), independent expectations computed with
-//! standard tools (`tar`, `sha256sum`, `gzip`, `zstd`), private containerd/dockerd instances,
+//! standard tools (`tar`, `sha256sum`, `gzip`, `zstd`), private containerd/dockerd instances and
+//! registries,
 //! and the oci-attest binary under test.
 //!
 //! `cargo xtask test` prepares everything and exports the environment; the tests also run under a
@@ -13,6 +14,7 @@ pub mod expect;
 pub mod fixtures;
 pub mod oci_attest;
 pub mod paths;
+pub mod registry;
 pub mod storage;
 pub mod tamper;
 

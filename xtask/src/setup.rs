@@ -19,6 +19,7 @@ const APT_PACKAGES: &[&str] = &[
     "runc",
     "containerd",
     "docker-registry",
+    "curl",
     "pigz",
     "zstd",
     "jq",

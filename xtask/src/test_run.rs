@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the README's test command. Sets up the machine, builds oci-attest, starts
-//! private daemons, builds the fixtures, runs every test of the workspace and always stops the
+//! private daemons and registries, builds the fixtures, runs every test of the workspace and always stops the
 //! daemons (by pid) and removes its temp dirs, also on failure or Ctrl-C.
 
 use std::io::{BufRead as _, BufReader};
@@ -8,6 +8,7 @@ use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use anyhow::{ensure, Context as _};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use oci_attest_tests::daemons::Daemons;
+use oci_attest_tests::registry::Registries;
 use oci_attest_tests::storage::{remove_tree, ContainersStorage};
 use oci_attest_tests::{fixtures, paths};
 
@@ -70,9 +71,17 @@ fn run_with_daemons(
         daemons.containerd_address.display(),
         daemons.docker_host
     );
-    let result = build_fixtures_and_test(temp, binary, &daemons, cargo_test_args);
+    // On error, dropping `daemons` stops them.
+    let mut registries = Registries::start(&temp.join("registries"))?;
+    println!(
+        "test: registries at {} (plain HTTP) and {} (TLS, basic auth)",
+        registries.handles.plain, registries.handles.tls
+    );
+    let result = build_fixtures_and_test(temp, binary, &daemons, &registries, cargo_test_args);
+    let stopped_registries = registries.stop();
     let stopped = daemons.stop();
     let code = result?;
+    stopped_registries?;
     stopped?;
     Ok(code)
 }
@@ -81,6 +90,7 @@ fn build_fixtures_and_test(
     temp: &std::path::Path,
     binary: &std::path::Path,
     daemons: &Daemons,
+    registries: &Registries,
     cargo_test_args: &[String],
 ) -> anyhow::Result<ExitCode> {
     let fixtures_dir = std::env::var_os("OCI_ATTEST_FIXTURES")
@@ -110,6 +120,7 @@ fn build_fixtures_and_test(
         .env("OCI_ATTEST_FIXTURES", &fixtures.dir)
         .env("OCI_ATTEST_PYTHON", paths::venv_python())
         .envs(daemons.env())
+        .envs(registries.env())
         .envs(storage.env())
         .stdout(Stdio::piped());
     let mut totals = Totals::default();
