@@ -1,5 +1,5 @@
 //! `cargo xtask bench trace`: the cost of tracing a command with oci-attest's eBPF programs,
-//! against the same command untraced and under strace (issue 5, item 7).
+//! against the same command untraced and under strace.
 //!
 //! Workloads: (b) a loop of 100k file opens; (a) `skopeo copy` of a generated image to a
 //! docker-archive. Modes alternate inside each round (so drifting machine load hits every mode

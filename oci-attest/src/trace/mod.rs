@@ -1,4 +1,4 @@
-//! eBPF tracing of the wrapped command's process tree (SPEC section 4).
+//! eBPF tracing of the wrapped command's process tree (docs/tracing.md).
 //!
 //! [`Tracer::load`] loads and attaches the kernel programs of `oci-attest-ebpf`;
 //! [`Tracer::track`] puts the stopped child's pid in the tracked set (before it is released)
@@ -28,7 +28,7 @@ use crate::observed::{ObservedProcess, TraceCounts};
 use model::{BootClock, ProcessTree};
 
 /// Ring buffer size when not configured: 100k opens/s under CPU load lost nothing at 4 MiB
-/// (ENVIRONMENT.md); twice that leaves room for exec bursts with long argv.
+/// (docs/tracing.md); twice that leaves room for exec bursts with long argv.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
 
 #[derive(Clone, Debug)]
