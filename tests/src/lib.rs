@@ -24,6 +24,15 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
 }
 
+/// Root is what eBPF tracing (and `mknod`) need; as a `Result` for [`require!`].
+pub fn root() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (eBPF tracing)"
+    );
+    Ok(())
+}
+
 /// Unwraps a `Result` describing a piece of the test environment (a daemon, a fixture, the
 /// binary). On error: panics under CI, otherwise prints why the test is skipped and returns.
 #[macro_export]
