@@ -1,5 +1,5 @@
 //! The attestation collection (`https://aflock.ai/attestation-collection/v0.1`) and the in-toto
-//! Statement v0.1 around it, serialised byte-compatibly with witness/cilock (see SPEC section 2).
+//! Statement v0.1 around it, serialised byte-compatibly with witness/cilock (see docs/format.md).
 
 use std::collections::BTreeMap;
 

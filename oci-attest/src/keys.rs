@@ -18,7 +18,7 @@ use pkcs8::der::asn1::ObjectIdentifier;
 use pkcs8::der::pem;
 use pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rand_core::OsRng;
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
+use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
 use rsa::traits::PublicKeyParts;
 use sha2::{Digest as _, Sha256};
 use spki::{DecodePublicKey, EncodePublicKey};
@@ -34,6 +34,9 @@ const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
 
 /// RSA moduli below this are refused: they no longer protect a signature.
 const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA key ring signs with; the rsa crate, which has no such limit, is not used
+/// for signing (see [`RsaSigner`]).
+const MAX_RSA_SIGNING_BITS: usize = 4096;
 
 const RSA_BITS_GENERATED: usize = 3072;
 
@@ -111,6 +114,8 @@ pub enum KeyProblem {
     LegacyEncryption,
     #[error("RSA key of {0} bits is too small (at least {MIN_RSA_BITS} bits)")]
     RsaTooSmall(usize),
+    #[error("RSA key of {0} bits is too large to sign with (at most {MAX_RSA_SIGNING_BITS} bits)")]
+    RsaTooLarge(usize),
     #[error("malformed {label} block: {detail}")]
     Malformed { label: String, detail: String },
 }
@@ -290,7 +295,51 @@ enum SecretKey {
     Ed25519(ed25519_dalek::SigningKey),
     P256(p256::ecdsa::SigningKey),
     P384(p384::ecdsa::SigningKey),
-    Rsa(Box<rsa::RsaPrivateKey>),
+    Rsa(Box<RsaSigner>),
+}
+
+/// An RSA private key: the rsa crate parses, checks and exports it; ring signs with it.
+/// Signing with the rsa crate leaks timing about the private key (RUSTSEC-2023-0071, the
+/// Marvin attack); ring's RSA private-key operation is constant-time and blinded.
+struct RsaSigner {
+    key: rsa::RsaPrivateKey,
+    signer: ring::rsa::KeyPair,
+}
+
+impl RsaSigner {
+    fn new(key: rsa::RsaPrivateKey) -> Result<RsaSigner, KeyProblem> {
+        let bits = key.n().bits();
+        if bits < MIN_RSA_BITS {
+            return Err(KeyProblem::RsaTooSmall(bits));
+        }
+        if bits > MAX_RSA_SIGNING_BITS {
+            return Err(KeyProblem::RsaTooLarge(bits));
+        }
+        let malformed = |detail: String| KeyProblem::Malformed {
+            label: "RSA PRIVATE KEY".to_owned(),
+            detail,
+        };
+        let der = key
+            .to_pkcs1_der()
+            .map_err(|error| malformed(error.to_string()))?;
+        let signer = ring::rsa::KeyPair::from_der(der.as_bytes())
+            .map_err(|error| malformed(format!("refused by the signer: {error}")))?;
+        Ok(RsaSigner { key, signer })
+    }
+
+    /// RSASSA-PSS, SHA-256, MGF1-SHA-256, 32-byte salt.
+    fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut signature = vec![0; self.signer.public().modulus_len()];
+        self.signer
+            .sign(
+                &ring::signature::RSA_PSS_SHA256,
+                &ring::rand::SystemRandom::new(),
+                message,
+                &mut signature,
+            )
+            .map_err(|_| anyhow::anyhow!("RSA signing failed"))?;
+        Ok(signature)
+    }
 }
 
 /// A private key ready to sign, with its public half.
@@ -315,7 +364,7 @@ impl PrivateKey {
             SecretKey::Ed25519(key) => PublicKey::Ed25519(key.verifying_key()),
             SecretKey::P256(key) => PublicKey::P256(*key.verifying_key()),
             SecretKey::P384(key) => PublicKey::P384(*key.verifying_key()),
-            SecretKey::Rsa(key) => PublicKey::Rsa(key.to_public_key()),
+            SecretKey::Rsa(rsa) => PublicKey::Rsa(rsa.key.to_public_key()),
         };
         PrivateKey { secret, public }
     }
@@ -343,11 +392,7 @@ impl PrivateKey {
                     key.sign_prehash(&Sha256::digest(message))?;
                 signature.to_der().as_bytes().to_vec()
             }
-            SecretKey::Rsa(key) => key.sign_with_rng(
-                &mut OsRng,
-                rsa::Pss::new_with_salt::<Sha256>(Sha256::output_size()),
-                &Sha256::digest(message),
-            )?,
+            SecretKey::Rsa(rsa) => rsa.sign(message)?,
         };
         Ok(signature)
     }
@@ -372,10 +417,10 @@ impl PrivateKey {
             }
             Algorithm::EcdsaP256 => SecretKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
             Algorithm::EcdsaP384 => SecretKey::P384(p384::ecdsa::SigningKey::random(&mut OsRng)),
-            Algorithm::Rsa => SecretKey::Rsa(Box::new(
+            Algorithm::Rsa => SecretKey::Rsa(Box::new(RsaSigner::new(
                 rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS_GENERATED)
                     .context("RSA key generation failed")?,
-            )),
+            )?)),
         };
         Ok(PrivateKey::from_secret(secret))
     }
@@ -392,7 +437,7 @@ impl PrivateKey {
             .to_pkcs8_pem(LineEnding::LF),
             SecretKey::P256(key) => key.to_pkcs8_pem(LineEnding::LF),
             SecretKey::P384(key) => key.to_pkcs8_pem(LineEnding::LF),
-            SecretKey::Rsa(key) => key.to_pkcs8_pem(LineEnding::LF),
+            SecretKey::Rsa(rsa) => rsa.key.to_pkcs8_pem(LineEnding::LF),
         };
         pem.context("encoding the private key as PKCS#8")
     }
@@ -437,11 +482,7 @@ impl PrivateKey {
 }
 
 fn checked_rsa_secret(key: rsa::RsaPrivateKey) -> Result<SecretKey, KeyProblem> {
-    let bits = key.n().bits();
-    if bits < MIN_RSA_BITS {
-        return Err(KeyProblem::RsaTooSmall(bits));
-    }
-    Ok(SecretKey::Rsa(Box::new(key)))
+    Ok(SecretKey::Rsa(Box::new(RsaSigner::new(key)?)))
 }
 
 fn secret_from_pkcs8(der: &[u8], label: &str) -> Result<SecretKey, KeyProblem> {

@@ -1,4 +1,4 @@
-//! Adversarial archives against the real `oci-attest inspect` binary (issue 7, item 1).
+//! Adversarial archives against the real `oci-attest inspect` binary.
 //!
 //! Every case writes a crafted archive to a temp dir, runs the binary under a deadline and a
 //! memory measurement, and asserts the exit code (5 for analysis errors), a single stderr line

@@ -41,6 +41,15 @@ pub fn skip(test: &str, reason: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
+/// Root is what eBPF tracing (and `mknod`) need; as a `Result` for [`require!`].
+pub fn root() -> anyhow::Result<()> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (eBPF tracing)"
+    );
+    Ok(())
+}
+
 /// Unwraps a `Result` describing a piece of the test environment (a daemon, a fixture, the
 /// binary). On error: panics under CI, otherwise reports the test as skipped and returns.
 #[macro_export]

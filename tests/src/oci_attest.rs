@@ -40,6 +40,11 @@ where
         .with_context(|| format!("cannot run `{}`", crate::command::describe(&command)))
 }
 
+/// The stderr of a finished oci-attest, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// `oci-attest inspect --json PATH`, parsed; fails (with stderr) unless it exits 0.
 pub fn inspect_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     let out = output([Path::new("inspect"), Path::new("--json"), path])?;

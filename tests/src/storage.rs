@@ -31,7 +31,7 @@ impl ContainersStorage {
         );
         // podman keeps state in tmp_dir (default /run/libpod, shared by every podman on the
         // host): private paths keep parallel runs from seeing each other's database. runc and
-        // the ulimits are what works here should a container ever run (ENVIRONMENT.md).
+        // the ulimits are what works here should a container ever run.
         let containers = format!(
             "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
              [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\

@@ -1,5 +1,5 @@
 //! Tampered copies of a fixture: a flipped layer byte, an edited config, a truncated file.
-//! A correct reader must reject every one (SPEC 3.2: a tampered image is never attested).
+//! A correct reader must reject every one (a tampered image is never attested: SECURITY.md).
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};

@@ -9,13 +9,10 @@ use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE};
+use oci_attest_tests::oci_attest::stderr;
 use oci_attest_tests::storage::ContainersStorage;
 use oci_attest_tests::{oci_attest, require};
 use serde_json::Value;
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 /// A key pair in `dir` (`key.pem`, `key.pem.pub`).
 fn keygen(dir: &Path) -> anyhow::Result<PathBuf> {

@@ -3,24 +3,11 @@
 //! writes outside it (`blob-info-cache-v1.boltdb`) stay in `fileOps` only; the include and
 //! exclude globs work; the signing key and the outfile are neither materials nor products.
 
-use std::process::Output;
-
 use base64::Engine as _;
 use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE};
+use oci_attest_tests::oci_attest::stderr;
 use oci_attest_tests::{oci_attest, require};
 use serde_json::Value;
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn root() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        nix::unistd::geteuid().is_root(),
-        "tracing with eBPF needs root"
-    );
-    Ok(())
-}
 
 fn leaves(statement: &Value, predicate_type: &str) -> Vec<String> {
     statement["predicate"]["attestations"]
@@ -40,7 +27,7 @@ fn leaves(statement: &Value, predicate_type: &str) -> Vec<String> {
 
 #[test]
 fn products_are_the_working_dir_and_the_image_not_tool_caches() {
-    require!(root());
+    require!(oci_attest_tests::root());
     let fixtures = require!(Fixtures::from_env());
     let source = fixtures.path(require!(fixtures.get(APP_ARCHIVE)));
     let work = tempfile::tempdir().unwrap();

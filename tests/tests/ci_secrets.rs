@@ -4,23 +4,12 @@
 //! statement, while the hosts, user names and harmless values stay readable.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::Engine as _;
 use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE};
+use oci_attest_tests::oci_attest::stderr;
 use oci_attest_tests::{oci_attest, require};
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn root() -> anyhow::Result<()> {
-    anyhow::ensure!(
-        nix::unistd::geteuid().is_root(),
-        "tracing with eBPF needs root"
-    );
-    Ok(())
-}
 
 /// An Ed25519 key in `dir`, encrypted with `passphrase` (written to `pass.txt`).
 fn encrypted_key(dir: &Path, passphrase: &str) -> anyhow::Result<()> {
@@ -42,7 +31,7 @@ fn encrypted_key(dir: &Path, passphrase: &str) -> anyhow::Result<()> {
 
 #[test]
 fn no_secret_reaches_the_statement() {
-    require!(root());
+    require!(oci_attest_tests::root());
     let fixtures = require!(Fixtures::from_env());
     let source = fixtures.path(require!(fixtures.get(APP_ARCHIVE)));
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,9 @@
 //! DSSE interoperability with PyPI securesystemslib (installed by `cargo xtask setup` into
-//! `.tools/venv`): envelopes it signs must verify with `oci-attest verify`, envelopes oci-attest
-//! signs must verify with it, and keys `oci-attest keygen` writes must load in OpenSSL. Signed
-//! policies cross the same way: securesystemslib-signed ones pass `oci-attest verify -p`, and
-//! `oci-attest sign` output verifies with securesystemslib.
+//! `.tools/venv`), the one suite that checks our signatures independently: envelopes it signs
+//! must verify with `oci-attest verify`, envelopes `oci-attest run` signs must verify with it
+//! (and tampered ones must not), and keys `oci-attest keygen` writes must load in OpenSSL.
+//! Signed policies cross the same way: securesystemslib-signed ones pass `oci-attest verify -p`,
+//! and `oci-attest sign` output verifies with securesystemslib.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -136,7 +137,7 @@ fn keygen_private_keys_load_in_openssl() {
             "keygen {algorithm}: {}",
             describe(&keygen)
         );
-        // SPEC 2: the .pub file is byte-identical to `openssl pkey -pubout` of the private key.
+        // docs/format.md: the .pub file is byte-identical to `openssl pkey -pubout` of the private key.
         let derived = Command::new("openssl")
             .args(["pkey", "-pubout", "-in"])
             .arg(&key)
@@ -154,48 +155,88 @@ fn keygen_private_keys_load_in_openssl() {
     );
 }
 
+/// Envelopes `oci-attest run` signs, with a key of each algorithm, verify with securesystemslib
+/// (the keyid recomputed in Python); one flipped bit in the payload or in the signature makes it
+/// reject them.
 #[test]
 fn run_envelopes_verify_with_securesystemslib() {
     let python = require!(python());
     require!(oci_attest::binary());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let key = dir.path().join("key.pem");
-    let envelope = dir.path().join("true.att.json");
-    let keygen = oci_attest::output([Path::new("keygen"), Path::new("--out"), &key])
+    let engine = base64::engine::general_purpose::STANDARD;
+    for algorithm in ALGORITHMS {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("key.pem");
+        let envelope = dir.path().join("att.json");
+        let keygen = oci_attest::output([
+            Path::new("keygen"),
+            Path::new("--algorithm"),
+            Path::new(algorithm),
+            Path::new("--out"),
+            &key,
+        ])
         .unwrap_or_else(|error| panic!("{error:#}"));
-    assert!(keygen.status.success(), "keygen: {}", describe(&keygen));
-    let mut run = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
-    let wrapped = run
-        .arg("run")
-        .arg("-k")
-        .arg(&key)
-        .arg("-o")
-        .arg(&envelope)
-        .args(["--", "true"])
-        .current_dir(dir.path())
-        .output()
-        .expect("run oci-attest");
-    assert!(
-        wrapped.status.success(),
-        "oci-attest run -- true: {}",
-        describe(&wrapped)
-    );
-    let verified = python_run(
-        &python,
-        &[
-            Path::new("verify"),
-            &key.with_extension("pem.pub"),
-            &envelope,
-        ],
-    );
-    assert!(
-        verified.status.success(),
-        "securesystemslib rejected oci-attest's envelope: {}",
-        describe(&verified)
-    );
+        assert!(keygen.status.success(), "keygen: {}", describe(&keygen));
+        let mut run = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+        // Characters Go's JSON escapes, so the payload bytes are what witness would sign.
+        let wrapped = run
+            .arg("run")
+            .args(["--trace", "off", "-k"])
+            .arg(&key)
+            .arg("-o")
+            .arg(&envelope)
+            .args(["--", "sh", "-c", "echo '<image & tag>' > out.txt"])
+            .current_dir(dir.path())
+            .output()
+            .expect("run oci-attest");
+        assert!(
+            wrapped.status.success(),
+            "{algorithm}: oci-attest run: {}",
+            describe(&wrapped)
+        );
+        let public_key = key.with_extension("pem.pub");
+        let verified = python_run(&python, &[Path::new("verify"), &public_key, &envelope]);
+        assert!(
+            verified.status.success(),
+            "{algorithm}: securesystemslib rejected oci-attest's envelope: {}",
+            describe(&verified)
+        );
+
+        let document: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&envelope).expect("read envelope"))
+                .expect("envelope JSON");
+        let flip = |field: &str, at: usize| {
+            let mut bytes = engine
+                .decode(
+                    document
+                        .pointer(field)
+                        .and_then(|v| v.as_str())
+                        .expect(field),
+                )
+                .expect("base64");
+            let at = at.min(bytes.len() - 1);
+            bytes[at] ^= 0x01;
+            let mut tampered = document.clone();
+            *tampered.pointer_mut(field).expect(field) = engine.encode(&bytes).into();
+            tampered
+        };
+        let payload_len = document["payload"].as_str().map_or(0, str::len) * 3 / 4;
+        for (name, tampered) in [
+            ("payload", flip("/payload", payload_len.saturating_sub(2))),
+            ("signature", flip("/signatures/0/sig", 10)),
+        ] {
+            let path = dir.path().join(format!("{name}.json"));
+            std::fs::write(&path, serde_json::to_vec(&tampered).expect("JSON")).expect("write");
+            let rejected = python_run(&python, &[Path::new("verify"), &public_key, &path]);
+            assert!(
+                !rejected.status.success()
+                    && String::from_utf8_lossy(&rejected.stderr).contains("does not verify"),
+                "{algorithm}: securesystemslib accepted a tampered {name}: {}",
+                describe(&rejected)
+            );
+        }
+    }
 }
 
-/// A policy whose one step requires a command-run exiting 0, signed by `functionary_pub`.
 fn exit_zero_policy(functionary_pub: &Path) -> String {
     let engine = base64::engine::general_purpose::STANDARD;
     let pem = std::fs::read(functionary_pub).expect("functionary key");

@@ -1,4 +1,4 @@
-//! The real save commands end to end (issue 6): each runs under `oci-attest run -k KEY -o OUT --`
+//! The real save commands end to end: each runs under `oci-attest run -k KEY -o OUT --`
 //! with no `-a oci` (auto-attach must recognise it), then `oci-attest verify --key PUB --image
 //! ARCHIVE OUT` must accept it, and the image IDs and diffIDs in the signed oci attestation must
 //! equal the ones computed independently from the archive the tool wrote.

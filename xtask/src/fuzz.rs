@@ -244,7 +244,7 @@ fn file(name: &str, bytes: Vec<u8>) -> (String, Entry) {
     (name.to_owned(), Entry::File(bytes))
 }
 
-/// Real archive shapes (SPEC 3.2), small: docker save, gzip-wrapped, OCI layout with a
+/// Real archive shapes (docs/format.md), small: docker save, gzip-wrapped, OCI layout with a
 /// nested index, the docker ≥ 25 hybrid, podman's symlinked layers, crane's names.
 fn archive_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let (plain1, plain2) = (layer(1), layer(2));

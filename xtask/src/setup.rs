@@ -141,7 +141,7 @@ fn bpf_linker_works(binary: &Path) -> bool {
 }
 
 /// bpf-linker built against the nightly toolchain's own libLLVM (Debian's LLVM is too old):
-/// a project-local prefix of two symlinks stands in for an LLVM install (ENVIRONMENT.md).
+/// a project-local prefix of two symlinks stands in for an LLVM install (docs/build.md).
 fn bpf_linker() -> anyhow::Result<Option<String>> {
     let tools = paths::tools_dir();
     let binary = tools.join("bin/bpf-linker");
