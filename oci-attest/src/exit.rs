@@ -16,12 +16,15 @@ Exit codes:
       the attestation recording it is still written
   1   general error (I/O, output file, invalid arguments)
   2   command-line usage error
-  3   trace incomplete: the kernel lost events (see --allow-incomplete-trace)
+  3   trace incomplete: reasons in summary.incomplete (see --allow-incomplete-trace)
   4   key or signing error (detected before the command starts)
   5   image archive analysis failed (malformed or tampered archive): nothing is signed
   6   --trace ebpf requested but eBPF tracing is unavailable on this host
-  7   verify: signature or image does not match; attach: the attestation does not name the image
-  8   registry operation failed (attach, discover, verify --image-ref; `run --attach`:
+  7   verify: signature or image does not match; verify -p: the policy does not hold;
+      attach: the attestation does not name the image
+  8   verify -p: the policy cannot be used (bad signature, expired, malformed, unsupported
+      feature, broken Rego or Rego over its time/memory limit)
+  9   registry operation failed (attach, discover, verify --image-ref; `run --attach`:
       the signed attestation was written to --outfile and is kept)"
     };
 }
@@ -39,8 +42,11 @@ pub enum FailureKind {
     Analysis,
     /// `--trace ebpf` was requested and eBPF tracing cannot run on this host.
     TraceUnavailable,
-    /// `verify`: the signature or the image does not match the envelope.
+    /// `verify`: the signature or the image does not match the envelope; `verify -p`: the
+    /// policy does not hold.
     VerificationFailed,
+    /// `verify -p`: the policy itself cannot be used (signature, expiry, format, Rego).
+    PolicyUnusable,
     /// A registry could not be reached or refused an operation (attach, discover, fetch).
     Registry,
 }
@@ -54,7 +60,8 @@ impl FailureKind {
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
             FailureKind::VerificationFailed => 7,
-            FailureKind::Registry => 8,
+            FailureKind::PolicyUnusable => 8,
+            FailureKind::Registry => 9,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
 //! [`registry`] puts signed attestations beside their image in an OCI registry and reads them back.
+//! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
 
 pub mod attestors;
 pub mod collection;
@@ -24,6 +25,8 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod pathtext;
+pub mod policy;
 pub mod products;
 pub mod program_path;
 pub mod progress;

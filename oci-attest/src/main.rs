@@ -36,6 +36,11 @@ enum Command {
     Attach(commands::attach::Args),
     /// List the attestations attached to an image in its OCI registry.
     Discover(commands::discover::Args),
+    /// Sign a policy (DSSE) for `verify -p`.
+    Sign(commands::sign::Args),
+    /// Internal: evaluates Rego for `verify -p` inside resource limits.
+    #[command(name = "rego-sandbox", hide = true)]
+    RegoSandbox,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +55,10 @@ fn main() -> ExitCode {
         Command::Keygen(args) => commands::keygen::execute(args),
         Command::Attach(args) => commands::attach::execute(args),
         Command::Discover(args) => commands::discover::execute(args),
+        Command::Sign(args) => commands::sign::execute(args),
+        Command::RegoSandbox => {
+            oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -25,7 +25,7 @@ const OCI_PREDICATE: &str = "https://aflock.ai/attestations/oci/v0.1";
 const DSSE_MEDIA_TYPE: &str = "application/vnd.dsse.envelope.v1+json";
 /// Exit codes from `oci-attest --help`.
 const EXIT_MISMATCH: i32 = 7;
-const EXIT_REGISTRY: i32 = 8;
+const EXIT_REGISTRY: i32 = 9;
 
 /// Each test pushes to its own repository, so they can run in parallel.
 static REPOSITORY_SERIAL: AtomicUsize = AtomicUsize::new(0);

@@ -9,14 +9,14 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::exit::{failure, FailureKind};
 use crate::keys::{self, PrivateKey};
-use crate::observed::{Observation, TraceMode};
+use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::products::{self, Snapshot};
 use crate::push::{self, Push};
 use crate::registry::{ImageRef, RegistryArgs};
@@ -53,9 +53,14 @@ pub struct Args {
     /// off.
     #[arg(long, value_enum, default_value = "auto")]
     pub trace: TraceChoice,
-    /// Sign even when the kernel lost trace events (recorded as `lost` in the attestation).
+    /// Sign even when the trace is incomplete (lost events, unmodelled syscalls, unverified
+    /// products...): the reasons are recorded in `summary.incomplete`.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
+    /// After the command exits, how long to wait for the rest of its process tree (orphans,
+    /// daemons); those still running then make the trace incomplete.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub wait_for_tree: u64,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
     pub trace_buffer_bytes: u32,
@@ -74,7 +79,7 @@ pub struct Args {
     pub env_allow_sensitive_key: Vec<String>,
     /// After signing, attach the attestation to the image the command pushed, in its registry
     /// (as `oci-attest attach`; registry options below). If that fails, the signed attestation
-    /// is kept at --outfile and the exit code is 8.
+    /// is kept at --outfile and the exit code is 9.
     #[arg(long, conflicts_with = "unsigned")]
     pub attach: bool,
     /// With --attach: also add the attestation to cosign's `sha256-<hex>.att` tag.
@@ -122,16 +127,25 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         &prepared.context.argv,
         &prepared.context.working_dir,
         prepared.tracer,
+        Duration::from_secs(args.wait_for_tree),
     )?;
-    if observation.counts.lost > 0 && !args.allow_incomplete_trace {
+    if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
+        let reasons: Vec<String> = observation
+            .incomplete
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         return Err(failure(
             FailureKind::TraceIncomplete,
             format!(
-                "the kernel lost {} trace events: the products may be incomplete, nothing was \
-                 signed (raise --trace-buffer-bytes or pass --allow-incomplete-trace)",
-                observation.counts.lost
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
+                reasons.join("; ")
             ),
         ));
+    }
+    for entry in &observation.incomplete {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
     // A push inside the command (a script, a make target) is seen by the trace; its digest is
     // resolved against the registry.
@@ -526,28 +540,51 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
     }
 }
 
-/// Runs the command (traced when a tracer is given) and returns what was observed.
+/// Runs the command (traced when a tracer is given) until its whole process tree has ended, or
+/// `wait_for_tree` after the command itself exited, and returns what was observed.
 fn observe(
     command: &[OsString],
     argv: &[String],
     working_dir: &Path,
     tracer: Result<Tracer, String>,
+    wait_for_tree: Duration,
 ) -> anyhow::Result<Observation> {
     let started = SystemTime::now();
+    launch::become_subreaper()?;
     let child = launch::spawn_stopped(command, working_dir)?;
     let mut tracer = tracer;
     if let Ok(active) = &mut tracer {
         active.track(child.pid())?;
     }
     let termination = child.release()?.wait()?;
+    let mut incomplete: Vec<Incomplete> = launch::wait_for_tree(wait_for_tree)?
+        .into_iter()
+        .map(|process| Incomplete {
+            reason: IncompleteReason::TreeStillRunning,
+            detail: format!(
+                "pid {} ({}) still running {}s after the command exited (--wait-for-tree)",
+                process.pid,
+                process.program,
+                wait_for_tree.as_secs()
+            ),
+        })
+        .collect();
     let ended = SystemTime::now();
-    let (trace, counts, processes) = match tracer {
+    let (trace, outcome) = match tracer {
         Ok(active) => {
-            let outcome = active.finish()?;
-            (TraceMode::Ebpf, outcome.counts, outcome.processes)
+            let outcome = active.finish(working_dir)?;
+            tracing::debug!(
+                "eBPF phases: load {:?}, attach {:?}, detach {:?}",
+                outcome.phases.load,
+                outcome.phases.attach,
+                outcome.phases.detach
+            );
+            (TraceMode::Ebpf, Some(outcome))
         }
-        Err(reason) => (TraceMode::Off { reason }, Default::default(), Vec::new()),
+        Err(reason) => (TraceMode::Off { reason }, None),
     };
+    let outcome = outcome.unwrap_or_default();
+    incomplete.extend(outcome.incomplete);
     Ok(Observation {
         argv: argv.to_vec(),
         working_dir: working_dir.to_path_buf(),
@@ -555,8 +592,10 @@ fn observe(
         ended,
         termination,
         trace,
-        counts,
-        processes,
+        counts: outcome.counts,
+        processes: outcome.processes,
+        written: outcome.written,
+        incomplete,
     })
 }
 
@@ -570,9 +609,7 @@ fn attest_observation(
     excluded: &[&Path],
 ) -> anyhow::Result<Vec<Attestation>> {
     let mut products = match observation.trace {
-        TraceMode::Ebpf => {
-            products::traced_products(&observation.processes, products::is_regular_file)
-        }
+        TraceMode::Ebpf => products::traced_products(&observation.written),
         TraceMode::Off { .. } => {
             Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
         }
@@ -596,11 +633,11 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ObservedProcess, Termination, TraceCounts};
+    use crate::observed::{Fate, SettledFile, Termination, TraceCounts};
 
-    /// The traced path: products come from the processes' writes and renames, not a scan.
+    /// The traced path: products are the paths that name the written inodes now.
     #[test]
-    fn traced_observation_yields_products_after_renames() {
+    fn traced_observation_yields_the_settled_products() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().canonicalize().unwrap();
         std::fs::write(d.join("input"), "in").unwrap();
@@ -616,18 +653,14 @@ mod tests {
             termination: Termination::Exited(0),
             trace: TraceMode::Ebpf,
             counts: TraceCounts::default(),
-            processes: vec![ObservedProcess {
-                pid: 7,
-                parent_pid: 1,
-                execs: Vec::new(),
-                started: at(0),
-                ended: Some(at(1)),
-                exit: Some(Termination::Exited(0)),
-                writes: vec![d.join(".image.tar.tmp")],
-                reads: Vec::new(),
-                renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
-                deletes: Vec::new(),
+            processes: Vec::new(),
+            written: vec![SettledFile {
+                dev: 1,
+                ino: 2,
+                written_as: d.join(".image.tar.tmp"),
+                fate: Fate::Present(vec![d.join("image.tar")]),
             }],
+            incomplete: Vec::new(),
         };
         let mut context = RunContext::before_command(
             d.clone(),

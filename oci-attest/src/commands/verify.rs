@@ -10,6 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::attestors;
+use crate::commands::verify_policy;
 use crate::digest::DigestSet;
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
@@ -22,38 +23,53 @@ const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
-                        oci-attest verify --key key.pem.pub att.json --image image.tar"
+                        oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
+                        oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
+                        -a att.json --artifactfile image.tar"
 )]
 pub struct Args {
-    /// Public key (PEM) the envelope must be signed with.
-    #[arg(long, value_name = "PUB.pem")]
+    /// Public key (PEM) the envelope must be signed with; with -p, the key of the policy.
+    #[arg(short = 'k', long, value_name = "PUB.pem")]
     pub key: PathBuf,
     /// The DSSE envelope written by `oci-attest run`.
     #[arg(
         value_name = "ENVELOPE",
-        required_unless_present = "image_ref",
-        conflicts_with = "image_ref"
+        required_unless_present_any = ["policy", "image_ref"],
+        conflicts_with_all = ["policy", "image_ref"]
     )]
     pub envelope: Option<PathBuf>,
     /// Image archive (tar, gzip tar, OCI layout dir) to compare with the attested facts.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "policy")]
     pub image: Option<PathBuf>,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long, requires = "policy")]
+    pub json: bool,
+    #[command(flatten)]
+    pub policy: verify_policy::PolicyArgs,
     /// Verify the attestations attached to this image in its registry instead of a file
     /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
-    #[arg(long, value_name = "IMAGE-REF", conflicts_with = "image")]
+    #[arg(long, value_name = "IMAGE-REF", conflicts_with_all = ["image", "policy"])]
     pub image_ref: Option<String>,
     #[command(flatten)]
     pub registry: crate::registry::RegistryArgs,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(policy) = &args.policy.policy {
+        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
+    }
+    if let Some(image_ref) = &args.image_ref {
+        let key = keys::load_public_key(&args.key)?;
+        return super::verify_image_ref::execute(&key, image_ref, &args.registry);
+    }
+    // clap requires ENVELOPE when neither -p nor --image-ref is given.
+    let envelope = args
+        .envelope
+        .as_deref()
+        .context("verify needs an ENVELOPE, --image-ref or -p POLICY")?;
     let key = keys::load_public_key(&args.key)?;
-    let Some(envelope) = args.envelope else {
-        let image_ref = args.image_ref.unwrap_or_default();
-        return super::verify_image_ref::execute(&key, &image_ref, &args.registry);
-    };
     let envelope_path = envelope.display();
-    let size = std::fs::metadata(&envelope)
+    let size = std::fs::metadata(envelope)
         .with_context(|| format!("{envelope_path}: cannot read"))?
         .len();
     if size > MAX_ENVELOPE_BYTES {
@@ -62,8 +78,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             format!("{envelope_path}: {size} bytes is too large for an envelope"),
         ));
     }
-    let bytes =
-        std::fs::read(&envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
+    let bytes = std::fs::read(envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
     let verified = dsse::parse(&bytes).and_then(|envelope| dsse::verify(&envelope, &key));
     let payload = match verified {
         Ok(payload) => payload,
