@@ -24,6 +24,11 @@ fn build_ebpf() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // aya-build forwards every stderr line of the nested cargo as a `cargo:warning`, so each
+    // build of this crate printed the nested build's `Compiling ...`/`Finished ...` status lines
+    // as warnings. Quiet cargo prints no status lines; compiler diagnostics and errors of the
+    // kernel programs still come through (they travel as JSON messages on stdout).
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
         [Package {
             name: ebpf.name.as_str(),

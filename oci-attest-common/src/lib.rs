@@ -4,51 +4,54 @@
 //! Every type here is a plain `#[repr(C)]` struct so both sides agree on the byte layout
 //! without serialisation. Events with a string tail (argv, paths) are written to the ring
 //! buffer only up to the bytes actually used; userspace reads the fixed prefix, then the tail.
+//! The design is described in `docs/tracing.md`.
 #![no_std]
 
-/// Bytes of one path read from user memory (PATH_MAX, including the NUL).
+/// Bytes of one path built in the kernel (PATH_MAX). A longer path is flagged
+/// [`PATH_TRUNCATED`], never silently cut.
 pub const PATH_CAPACITY: usize = 4096;
 
-/// argv is read argument by argument into a buffer of twice this size: each argument may be up
-/// to this long (a longer one is cut and flagged), and once the buffer holds at least this many
-/// bytes it is sent as one chunk and reading goes on in a fresh buffer. So argv arrives whole,
-/// in as many chunks as it needs, up to [`MAX_ARGS`] arguments.
-pub const ARGV_WINDOW: usize = 8192;
+/// Path components walked per path before it is flagged truncated (a component takes at
+/// least two bytes, so a full buffer never needs more).
+pub const MAX_PATH_COMPONENTS: u32 = 2048;
 
-/// Arguments read per exec before the argv is flagged truncated (the kernel's own limit is
-/// about 2 MiB of argv + environment; this covers far more than any save command line).
-pub const MAX_ARGS: u32 = 8192;
+/// argv is copied from the new image's argument area in chunks of this many bytes.
+pub const ARGV_CHUNK: usize = 8192;
 
-/// [`ExecArgvEvent::flags`]: the argv was cut (an argument of [`ARGV_WINDOW`] bytes or more,
-/// more than [`MAX_ARGS`] arguments, or unreadable memory). Set on the last chunk.
-pub const ARGV_TRUNCATED: u32 = 1;
-/// [`ExecArgvEvent::flags`]: more chunks of the same argv follow.
-pub const ARGV_CONTINUED: u32 = 2;
+/// Chunks read per exec: 8 MiB, more than the kernel accepts for argv + environment (at most
+/// 3/4 of the 8 MiB stack limit), so argv is only flagged truncated on a kernel that allows more.
+pub const MAX_ARGV_CHUNKS: u32 = 1024;
+
+/// Entries of the syscall rule table, indexed by syscall number.
+pub const SYSCALL_TABLE_SIZE: u32 = 1024;
 
 /// Kind of record in the ring buffer; the first field of every event.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A tracked process created a child (or a thread: userspace tells them apart).
+    /// A tracked process created a child process (threads are not reported).
     Fork = 1,
-    /// argv at the entry of execve/execveat (the exec may still fail), possibly in chunks.
-    ExecArgv = 2,
-    /// A successful exec (`sched_process_exec`).
-    Exec = 3,
+    /// A successful exec, with the inode and path of the file the kernel executed.
+    Exec = 2,
+    /// One chunk of the argv of the exec just reported.
+    ExecArgv = 3,
     /// The last thread of a tracked process exited.
     Exit = 4,
-    /// A successful open/creat/rename/unlink/chdir/fchdir.
-    FileOp = 5,
+    /// A regular file whose content the tree changed, reported once per inode.
+    Written = 5,
+    /// A rename, link, unlink or truncate(2) by path.
+    PathOp = 6,
 }
 
 impl EventKind {
     pub fn from_u32(value: u32) -> Option<Self> {
         Some(match value {
             1 => EventKind::Fork,
-            2 => EventKind::ExecArgv,
-            3 => EventKind::Exec,
+            2 => EventKind::Exec,
+            3 => EventKind::ExecArgv,
             4 => EventKind::Exit,
-            5 => EventKind::FileOp,
+            5 => EventKind::Written,
+            6 => EventKind::PathOp,
             _ => return None,
         })
     }
@@ -73,20 +76,44 @@ pub struct EventHeader {
 #[derive(Clone, Copy, Debug)]
 pub struct ForkEvent {
     pub header: EventHeader,
-    /// The new task's id: a process id, or a thread id when the parent created a thread.
+    /// The new process's id.
     pub child_pid: u32,
     pub _reserved: u32,
 }
+
+/// [`ExecArgvEvent::flags`]: more chunks of the same argv follow.
+pub const ARGV_CONTINUED: u32 = 1;
+/// [`ExecArgvEvent::flags`]: the argv is longer than [`MAX_ARGV_CHUNKS`] chunks.
+pub const ARGV_TRUNCATED: u32 = 2;
+/// [`ExecArgvEvent::flags`]: the argument area could not be read (pages not resident).
+pub const ARGV_UNREADABLE: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecArgvEvent {
     pub header: EventHeader,
-    /// [`ARGV_TRUNCATED`] and/or [`ARGV_CONTINUED`].
+    /// [`ARGV_CONTINUED`], [`ARGV_TRUNCATED`], [`ARGV_UNREADABLE`].
     pub flags: u32,
-    /// Bytes used in `argv`: whole arguments, each followed by a NUL.
+    /// Bytes used in `argv`: a slice of the NUL-separated argument area.
     pub argv_len: u32,
-    pub argv: [u8; 2 * ARGV_WINDOW],
+    pub argv: [u8; ARGV_CHUNK],
+}
+
+/// Path flag: the path did not fit in [`PATH_CAPACITY`] bytes or [`MAX_PATH_COMPONENTS`].
+pub const PATH_TRUNCATED: u32 = 1;
+/// Path flag: the dentry chain could not be read.
+pub const PATH_UNRESOLVED: u32 = 2;
+
+/// Identity of a file as the kernel knows it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InodeId {
+    /// `super_block.s_dev` in the kernel's encoding (major << 20 | minor).
+    pub dev: u64,
+    pub ino: u64,
+    /// `inode.i_generation`: tells a reused inode number from the file that had it before.
+    pub generation: u32,
+    pub _reserved: u32,
 }
 
 #[repr(C)]
@@ -95,9 +122,14 @@ pub struct ExecEvent {
     pub header: EventHeader,
     /// Thread id that called exec (becomes the thread-group leader).
     pub old_tid: u32,
-    /// Bytes used in `filename`, without the NUL.
-    pub filename_len: u32,
-    pub filename: [u8; PATH_CAPACITY],
+    /// [`PATH_TRUNCATED`], [`PATH_UNRESOLVED`].
+    pub path_flags: u32,
+    /// The file the kernel executed (`linux_binprm.file`; the interpreter for `#!` scripts).
+    pub program: InodeId,
+    /// Bytes used in `path`.
+    pub path_len: u32,
+    pub _reserved: u32,
+    pub path: [u8; PATH_CAPACITY],
 }
 
 #[repr(C)]
@@ -109,166 +141,218 @@ pub struct ExitEvent {
     pub _reserved: u32,
 }
 
-/// File operation of a [`FileOpEvent`].
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileOp {
-    /// open/openat/openat2/creat: `flags` are the open flags, `result` the new fd.
-    Open = 1,
-    /// rename/renameat/renameat2: path → path2.
-    Rename = 2,
-    /// unlink/unlinkat: `flags` are the unlinkat flags.
-    Unlink = 3,
-    /// chdir: the new cwd is `path`.
-    Chdir = 4,
-    /// fchdir: the new cwd is the directory open as fd `dirfd`.
-    Fchdir = 5,
+/// [`WrittenEvent::how`]: opened for writing by openat2 and empty right after the open
+/// (created or truncated, whatever flags user memory claims).
+pub const WRITTEN_EMPTY_AT_OPEN: u32 = 1;
+/// [`WrittenEvent::how`]: created by the open (`FMODE_CREATED`).
+pub const WRITTEN_CREATED: u32 = 32;
+/// [`WrittenEvent::how`]: opened for writing with `O_TRUNC`.
+pub const WRITTEN_TRUNCATED: u32 = 2;
+/// [`WrittenEvent::how`]: data written (write, pwrite, writev, sendfile, splice, ...).
+pub const WRITTEN_DATA: u32 = 4;
+/// [`WrittenEvent::how`]: resized (ftruncate, fallocate, truncate) or cloned into (FICLONE).
+pub const WRITTEN_RESIZED: u32 = 8;
+/// [`WrittenEvent::how`]: mapped shared from an fd open for writing.
+pub const WRITTEN_MAPPED: u32 = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct WrittenEvent {
+    pub header: EventHeader,
+    /// `WRITTEN_*` bits: how the first change was made.
+    pub how: u32,
+    /// [`PATH_TRUNCATED`], [`PATH_UNRESOLVED`].
+    pub path_flags: u32,
+    pub inode: InodeId,
+    /// `super_block.s_magic` of the file's filesystem (tells pseudo-filesystems apart).
+    pub fs_magic: u64,
+    /// `inode.i_nlink` when first written: 0 for an O_TMPFILE or an unlinked file.
+    pub nlink: u32,
+    /// Bytes used in `path`.
+    pub path_len: u32,
+    pub path: [u8; PATH_CAPACITY],
 }
 
-impl FileOp {
+/// Operation of a [`PathOpEvent`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathOp {
+    /// rename/renameat/renameat2: name 0 → name 1.
+    Rename = 1,
+    /// link/linkat: name 0 (or the fd's file with AT_EMPTY_PATH) gets the new name 1.
+    Link = 2,
+    /// unlink/unlinkat of a file (not a directory): name 0.
+    Unlink = 3,
+    /// truncate(2): name 0.
+    Truncate = 4,
+}
+
+impl PathOp {
     pub fn from_u32(value: u32) -> Option<Self> {
         Some(match value {
-            1 => FileOp::Open,
-            2 => FileOp::Rename,
-            3 => FileOp::Unlink,
-            4 => FileOp::Chdir,
-            5 => FileOp::Fchdir,
+            1 => PathOp::Rename,
+            2 => PathOp::Link,
+            3 => PathOp::Unlink,
+            4 => PathOp::Truncate,
             _ => return None,
         })
     }
 }
 
-/// The open flags creat(2) implies: O_WRONLY | O_CREAT | O_TRUNC.
-pub const CREAT_FLAGS: u64 = 0o1101;
-
-/// `dirfd` value meaning "relative to the current directory".
-pub const AT_FDCWD: i32 = -100;
+/// Path slots of a [`PathOpEvent`]: the directory (built in the kernel from the dirfd, the
+/// cwd or, for an absolute name, the process's root) and the name (as the process passed it)
+/// of each of the two operands.
+pub const PATH_OP_SLOTS: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct FileOpEvent {
+pub struct PathOpEvent {
     pub header: EventHeader,
-    /// A [`FileOp`].
+    /// A [`PathOp`].
     pub op: u32,
-    /// The syscall's open/unlink flags (openat2: `open_how.flags`).
-    pub flags: u32,
-    /// Directory fd `path` is relative to ([`AT_FDCWD`] for the cwd; fchdir: the fd).
-    pub dirfd: i32,
-    /// Directory fd `path2` is relative to.
-    pub dirfd2: i32,
-    /// The syscall's return value (always ≥ 0: failed calls are not reported).
-    pub result: i64,
-    /// Bytes used in the first path slot, without the NUL.
-    pub path_len: u32,
-    /// Bytes used in the second path slot (renames only).
-    pub path2_len: u32,
-    /// `path` at `[0, PATH_CAPACITY)`, `path2` at `[PATH_CAPACITY, 2 * PATH_CAPACITY)`.
-    pub paths: [u8; 2 * PATH_CAPACITY],
+    /// Flags of each slot ([`PATH_TRUNCATED`], [`PATH_UNRESOLVED`]).
+    pub flags: [u32; PATH_OP_SLOTS],
+    /// Bytes used in each slot.
+    pub lens: [u32; PATH_OP_SLOTS],
+    pub _reserved: u32,
+    /// Slot `i` at `[i * PATH_CAPACITY, (i + 1) * PATH_CAPACITY)`: dir 0, name 0, dir 1, name 1.
+    pub paths: [u8; PATH_OP_SLOTS * PATH_CAPACITY],
 }
 
-/// The syscalls with enter/exit programs; the index into [`Layout::syscalls`].
-#[repr(u32)]
+/// What the kernel programs do with a syscall ([`SyscallRule::class`]).
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Syscall {
-    Open = 0,
-    Openat = 1,
-    Openat2 = 2,
-    Creat = 3,
-    Rename = 4,
-    Renameat = 5,
-    Renameat2 = 6,
-    Unlink = 7,
-    Unlinkat = 8,
-    Chdir = 9,
-    Fchdir = 10,
-    Execve = 11,
-    Execveat = 12,
+pub enum SyscallClass {
+    /// Cannot create or change a file's content.
+    Ignored = 0,
+    /// Returns a new fd: `arg_a` holds the open flags in a register ([`NO_ARG`]: openat2, whose
+    /// flags are in user memory); `op` is 1 when the call implies `O_TRUNC` (creat).
+    Open = 1,
+    /// Writes data through fd `arg_a` (success: a positive result).
+    WriteFd = 2,
+    /// Resizes or clones into fd `arg_a` (success: 0).
+    ResizeFd = 3,
+    /// mmap: fd `arg_a`, flags `arg_b`.
+    Mmap = 4,
+    /// ioctl: fd `arg_a`, request `arg_b`; the clone/dedupe requests write the fd's file.
+    Ioctl = 5,
+    /// A [`PathOp`] (`op`): dirfd `arg_a`, name `arg_b`, dirfd `arg_c`, name `arg_d`, flags `arg_e`.
+    PathOp = 6,
+    /// Can change files in a way the programs do not follow: the trace is incomplete.
+    Unmodelled = 7,
+    /// mknod/mknodat: mode `arg_a`; unmodelled when it makes a regular file.
+    Mknod = 8,
 }
 
-pub const SYSCALL_COUNT: usize = 13;
+/// Argument index meaning "none" (a dirfd that is AT_FDCWD, creat's implied flags).
+pub const NO_ARG: u8 = 0xff;
 
-/// Offset meaning "this tracepoint has no such field".
-pub const ABSENT: i32 = -1;
-
-/// Byte offsets of the fields a syscall program reads, in its `sys_enter_*` record (and `ret`
-/// in its `sys_exit_*` record), or [`ABSENT`].
+/// One row of the syscall table (a BPF array indexed by syscall number, filled by userspace).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallFields {
-    pub dirfd: i32,
-    pub path: i32,
-    pub dirfd2: i32,
-    pub path2: i32,
-    pub flags: i32,
-    /// openat2's `struct open_how *` (flags are its first u64).
-    pub open_how: i32,
-    pub argv: i32,
-    pub ret: i32,
+pub struct SyscallRule {
+    /// A [`SyscallClass`].
+    pub class: u8,
+    /// A [`PathOp`] for [`SyscallClass::PathOp`].
+    pub op: u8,
+    pub arg_a: u8,
+    pub arg_b: u8,
+    pub arg_c: u8,
+    pub arg_d: u8,
+    pub arg_e: u8,
+    pub _reserved: u8,
 }
 
-impl SyscallFields {
-    pub const ABSENT: SyscallFields = SyscallFields {
-        dirfd: ABSENT,
-        path: ABSENT,
-        dirfd2: ABSENT,
-        path2: ABSENT,
-        flags: ABSENT,
-        open_how: ABSENT,
-        argv: ABSENT,
-        ret: ABSENT,
-    };
-}
-
-/// Where the kernel programs find their data on this kernel: tracepoint field offsets read
-/// from tracefs `format` files and `task_struct` offsets read from BTF, set by userspace as a
-/// read-only global before loading (layouts differ between kernels).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Layout {
-    pub syscalls: [SyscallFields; SYSCALL_COUNT],
-    /// `sched_process_fork.child_pid`.
-    pub fork_child_pid: i32,
-    /// `sched_process_exec.filename` (a `__data_loc`).
-    pub exec_filename: i32,
-    /// `sched_process_exec.old_pid`.
-    pub exec_old_pid: i32,
-    /// `sched_process_exit.group_dead`, or [`ABSENT`] on kernels without it.
-    pub exit_group_dead: i32,
-    /// `task_struct.exit_code`, or [`ABSENT`] when BTF does not say.
-    pub task_exit_code: i32,
-    pub _reserved: i32,
-}
-
-impl Layout {
-    pub const ABSENT: Layout = Layout {
-        syscalls: [SyscallFields::ABSENT; SYSCALL_COUNT],
-        fork_child_pid: ABSENT,
-        exec_filename: ABSENT,
-        exec_old_pid: ABSENT,
-        exit_group_dead: ABSENT,
-        task_exit_code: ABSENT,
+impl SyscallRule {
+    pub const IGNORED: SyscallRule = SyscallRule {
+        class: SyscallClass::Ignored as u8,
+        op: 0,
+        arg_a: NO_ARG,
+        arg_b: NO_ARG,
+        arg_c: NO_ARG,
+        arg_d: NO_ARG,
+        arg_e: NO_ARG,
         _reserved: 0,
     };
 }
 
-/// Entry arguments of a syscall in flight, kept per thread until its exit.
+/// Why the kernel side could not record something; the index into the `DROPPED` counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The ring buffer was full.
+    RingBufferFull = 0,
+    /// The written-inode set was full: a written file went unrecorded.
+    WrittenSetFull = 1,
+    /// The tracked-process set was full: a child went untraced.
+    TrackedSetFull = 2,
+    /// A kernel object could not be read where a file was expected.
+    UnreadableFile = 3,
+}
+
+pub const DROP_KINDS: u32 = 4;
+
+/// Key of the `FLAGGED` map: a syscall the tree made that the programs do not model.
+/// `compat` is 1 for a 32-bit compat syscall (its number is then the 32-bit one).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PendingSyscall {
-    /// A [`Syscall`].
-    pub syscall: u32,
-    pub dirfd: i32,
-    pub dirfd2: i32,
-    pub _reserved: u32,
-    pub flags: u64,
-    pub path: u64,
-    pub path2: u64,
-    pub open_how: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlaggedSyscall {
+    pub nr: u32,
+    pub compat: u32,
+}
+
+/// Byte offsets of the kernel struct members the programs read, from the kernel's BTF at load
+/// time (layouts differ between kernels and configurations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Layout {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_files: u32,
+    pub task_fs: u32,
+    pub task_mm: u32,
+    pub task_signal: u32,
+    pub task_exit_code: u32,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT` marks a 32-bit syscall).
+    pub task_thread_status: u32,
+    pub signal_live: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_path: u32,
+    pub file_inode: u32,
+    pub file_mode: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_mode: u32,
+    pub inode_nlink: u32,
+    pub inode_generation: u32,
+    pub inode_size: u32,
+    pub sb_dev: u32,
+    pub sb_magic: u32,
+    /// `struct mount.mnt` (the embedded `vfsmount`).
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub fs_root: u32,
+    pub fs_pwd: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub binprm_file: u32,
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain #[repr(C)] data without padding holes that matter or pointers.
+    // SAFETY: plain #[repr(C)] data of integers without padding.
     unsafe impl aya::Pod for super::Layout {}
-    unsafe impl aya::Pod for super::PendingSyscall {}
+    unsafe impl aya::Pod for super::SyscallRule {}
+    unsafe impl aya::Pod for super::FlaggedSyscall {}
+    unsafe impl aya::Pod for super::InodeId {}
 }

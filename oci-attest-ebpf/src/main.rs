@@ -1,75 +1,179 @@
-//! Kernel programs of oci-attest: follow the wrapped command's process tree and report its
-//! execs (with argv), exits and file operations through one ring buffer.
+//! Kernel programs of oci-attest: follow the wrapped command's process tree and report what
+//! it executed and which files' content it changed, from kernel objects, through one ring
+//! buffer. The design is described in `docs/tracing.md`.
 //!
-//! Only tracepoints are used (kprobes and fentry are unavailable on many CI kernels). Field
-//! offsets come from `LAYOUT`, filled by userspace from the tracefs `format` files (and from
-//! BTF for `task_struct.exit_code`), because tracepoint layouts differ between kernels.
-//! Paths are sent as the process passed them; userspace resolves them against the cwd or the
-//! directory fd.
+//! Four raw tracepoints: `sys_exit` (every syscall of every process; tracked processes are
+//! filtered first, then the syscall number is looked up in the `RULES` table userspace fills),
+//! and `sched_process_fork/exec/exit`. Files are identified through the fd table
+//! (task → files → fdt → fd[n] → file → inode), never by the strings the process passed, and
+//! their paths are built here from the dentry chain. `sys_exit` is enough: the syscall's
+//! arguments are still in the saved user registers and the result is what the kernel did.
+//! Member offsets of kernel structs come from BTF through `LAYOUT`.
 #![no_std]
 #![no_main]
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_loop, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+        bpf_probe_read_kernel,
+        generated::{bpf_loop, bpf_probe_read_kernel as read_kernel_raw, bpf_probe_read_user_str},
     },
-    macros::{map, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
-    EbpfContext as _,
+    macros::{map, raw_tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
 };
-use aya_log_ebpf::debug;
 use oci_attest_common::{
-    EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FileOp, FileOpEvent, ForkEvent,
-    Layout, PendingSyscall, Syscall, ABSENT, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_WINDOW,
-    CREAT_FLAGS, MAX_ARGS, PATH_CAPACITY,
+    DropReason, EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FlaggedSyscall,
+    ForkEvent, InodeId, Layout, PathOp, PathOpEvent, SyscallClass, SyscallRule, WrittenEvent,
+    ARGV_CHUNK, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE, MAX_ARGV_CHUNKS,
+    MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY, PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED,
+    SYSCALL_TABLE_SIZE, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_EMPTY_AT_OPEN, WRITTEN_MAPPED,
+    WRITTEN_RESIZED, WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]
-static LAYOUT: Layout = Layout::ABSENT;
+static LAYOUT: Layout = Layout {
+    task_pid: 0,
+    task_tgid: 0,
+    task_files: 0,
+    task_fs: 0,
+    task_mm: 0,
+    task_signal: 0,
+    task_exit_code: 0,
+    task_thread_status: 0,
+    signal_live: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_path: 0,
+    file_inode: 0,
+    file_mode: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    qstr_len: 0,
+    qstr_name: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    inode_mode: 0,
+    inode_nlink: 0,
+    inode_generation: 0,
+    inode_size: 0,
+    sb_dev: 0,
+    sb_magic: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    fs_root: 0,
+    fs_pwd: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+    binprm_file: 0,
+};
+
+/// Ring-buffer fill level (bytes) from which a write wakes the consumer. Below it, writes do
+/// not wake it and it drains on its poll timeout (a wake-up per event costs a context switch
+/// per event). Userspace sets it at load time.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 0;
 
 /// Thread-group ids of the traced tree (value unused). Userspace inserts the wrapped child;
-/// `sched_process_fork` adds descendants; exits remove them.
+/// `sched_process_fork` adds child processes; the exit of a process removes it. A plain hash
+/// map: a full map is counted ([`DropReason::TrackedSetFull`]), never evicts.
 #[map]
 static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
 
-/// Userspace sets the size (default 8 MiB) at load time.
+/// Userspace sets the size at load time.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Events that could not be queued, per CPU (index 0).
+/// What could not be recorded, per CPU, indexed by [`DropReason`].
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
 
-/// Syscall entry arguments by thread (pid_tgid), consumed at the syscall's exit. LRU so that
-/// entries of threads killed inside a syscall cannot fill the map.
+/// The syscall table, indexed by x86_64 syscall number (filled by userspace).
 #[map]
-static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
+static RULES: Array<SyscallRule> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
+
+/// Inodes already reported written: one event per written file, however many writes.
+#[map]
+static WRITTEN: HashMap<InodeId, u8> = HashMap::with_max_entries(131072, 0);
+
+/// Unmodelled (and 32-bit compat) syscalls the tree made; userspace names them.
+#[map]
+static FLAGGED: HashMap<FlaggedSyscall, u8> = HashMap::with_max_entries(1024, 0);
 
 /// Per-CPU scratch space: the big events are built here and copied into the ring buffer with
-/// only the bytes they use (a tracepoint program runs without migration, so a CPU's slot is
-/// not shared while in use).
+/// only the bytes they use (a raw tracepoint program runs without migration, so a CPU's slot
+/// is not shared while in use).
 #[map]
 static ARGV_SCRATCH: PerCpuArray<ExecArgvEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
-static FILE_SCRATCH: PerCpuArray<FileOpEvent> = PerCpuArray::with_max_entries(1, 0);
+static WRITTEN_SCRATCH: PerCpuArray<WrittenEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static PATH_OP_SCRATCH: PerCpuArray<PathOpEvent> = PerCpuArray::with_max_entries(1, 0);
+
+/// A path is built backwards (from the file up to the root) in here, then copied forwards
+/// into its event. The tail leaves room for one component written at any position. The walk's
+/// state lives here too, not on the stack: loaded from a map, its values are unknown to the
+/// verifier, so the `bpf_loop` callback is verified in one pass instead of once per possible
+/// position.
+#[repr(C)]
+struct PathBuffer {
+    walk: PathWalk,
+    bytes: [u8; PATH_CAPACITY + 256],
+}
+#[map]
+static PATH_SCRATCH: PerCpuArray<PathBuffer> = PerCpuArray::with_max_entries(1, 0);
 
 /// Reads one field of LAYOUT. The volatile read stops the compiler from folding the
-/// compile-time default into the code (userspace rewrites it at load time); reading one field
-/// at a time keeps the whole struct off the 512-byte stack.
+/// compile-time default into the code (userspace rewrites it at load time).
 macro_rules! layout {
-    ($($field:tt)+) => {
-        // SAFETY: LAYOUT is a read-only global.
-        unsafe { core::ptr::read_volatile(&LAYOUT.$($field)+) }
+    ($field:ident) => {
+        layout_field(&LAYOUT.$field)
     };
+}
+
+fn layout_field(field: &u32) -> u64 {
+    // SAFETY: a reference to a field of the read-only LAYOUT global.
+    (unsafe { core::ptr::read_volatile(field) }) as u64
+}
+
+// x86_64 `struct pt_regs` offsets (the user registers saved at syscall entry: an ABI).
+const REGS_ORIG_AX: u64 = 120;
+const REGS_CS: u64 = 136;
+/// Code segment of 32-bit user mode (`__USER32_CS`).
+const USER32_CS: u64 = 0x23;
+/// `thread_info.status` bit of a 32-bit syscall, also set for `int $0x80` from 64-bit code.
+const TS_COMPAT: u32 = 0x0002;
+
+const FMODE_WRITE: u32 = 0x2;
+/// Set by the kernel on a file its open created (`include/linux/fs.h`, stable since 4.19).
+const FMODE_CREATED: u32 = 0x10_0000;
+const S_IFMT: u16 = 0o170000;
+const S_IFREG: u16 = 0o100000;
+const O_TRUNC: u64 = 0o1000;
+const MAP_SHARED: u64 = 0x1;
+const AT_FDCWD: i64 = -100;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_REMOVEDIR: u64 = 0x200;
+const FICLONE: u64 = 0x4004_9409;
+const FICLONERANGE: u64 = 0x4020_940d;
+const MAX_ERRNO: u64 = 4095;
+
+fn count_drop(reason: DropReason) {
+    if let Some(counter) = DROPPED.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *counter += 1 };
+    }
 }
 
 fn is_tracked(tgid: u32) -> bool {
@@ -88,19 +192,6 @@ fn header(kind: EventKind) -> EventHeader {
         time_ns: unsafe { bpf_ktime_get_boot_ns() },
     }
 }
-
-fn count_lost() {
-    if let Some(counter) = LOST.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *counter += 1 };
-    }
-}
-
-/// Ring-buffer fill level (bytes) from which a write wakes the consumer. Below it, writes do
-/// not wake it and it drains on its poll timeout: waking it for every event made a loop of
-/// opens several times slower (a context switch per open). Userspace sets it at load time.
-#[unsafe(no_mangle)]
-static WAKEUP_BYTES: u64 = 0;
 
 fn wakeup_flags() -> u64 {
     // SAFETY: read-only global, rewritten by userspace at load time (see `layout!`).
@@ -122,140 +213,673 @@ fn submit_bytes<T>(event: *const T, len: usize) {
     // SAFETY: `event` points to a map value of size_of::<T>() bytes and len ≤ that.
     let bytes = unsafe { core::slice::from_raw_parts(event.cast::<u8>(), len) };
     if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
-        count_lost();
+        count_drop(DropReason::RingBufferFull);
     }
 }
 
 fn submit<T>(event: &T) {
     if EVENTS.output::<T>(event, wakeup_flags()).is_err() {
-        count_lost();
+        count_drop(DropReason::RingBufferFull);
     }
 }
 
-/// Reads a u64 field of the tracepoint record at `offset` (syscall arguments are 8 bytes wide).
-fn field_u64(ctx: &TracePointContext, offset: i32) -> u64 {
-    if offset < 0 {
-        return 0;
+/// Reads a kernel value at `base + offset`; `None` when the memory is unreadable.
+fn read<T>(base: u64, offset: u64) -> Option<T> {
+    if base == 0 {
+        return None;
     }
-    // SAFETY: bounded read from the tracepoint record.
-    unsafe { ctx.read_at::<u64>(offset as usize).unwrap_or(0) }
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { bpf_probe_read_kernel((base + offset) as *const T).ok() }
 }
 
-fn field_i32(ctx: &TracePointContext, offset: i32) -> i32 {
-    if offset < 0 {
-        return 0;
-    }
-    // SAFETY: bounded read from the tracepoint record.
-    unsafe { ctx.read_at::<i32>(offset as usize).unwrap_or(0) }
+fn current_task() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_get_current_task() }
 }
 
-/// Copies a NUL-terminated user string into `dest` (PATH_CAPACITY bytes); returns its length
-/// without the NUL, 0 when unreadable.
-fn read_user_path(source: u64, dest: *mut u8) -> u32 {
-    if source == 0 {
+/// Syscall argument `index` from the saved user registers.
+fn syscall_arg(regs: u64, index: u8) -> u64 {
+    // di, si, dx, r10, r8, r9.
+    let offset = match index {
+        0 => 112,
+        1 => 104,
+        2 => 96,
+        3 => 56,
+        4 => 72,
+        5 => 64,
+        _ => return 0,
+    };
+    read::<u64>(regs, offset).unwrap_or(0)
+}
+
+/// The `struct file *` open as `fd` in the current task's fd table (the kernel's table, also
+/// when shared with CLONE_FILES or inherited).
+fn file_of_fd(fd: u64) -> Option<u64> {
+    let files: u64 = read(current_task(), layout!(task_files))?;
+    let fdt: u64 = read(files, layout!(files_fdt))?;
+    let max_fds: u32 = read(fdt, layout!(fdt_max_fds))?;
+    if fd >= max_fds as u64 {
+        return None;
+    }
+    let array: u64 = read(fdt, layout!(fdt_fd))?;
+    let file: u64 = read(array, fd * 8)?;
+    (file != 0).then_some(file)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths from the dentry chain
+
+/// State of the path walk (in [`PathBuffer`]).
+#[repr(C)]
+struct PathWalk {
+    dentry: u64,
+    /// The `struct vfsmount` the dentry is seen through.
+    vfsmount: u64,
+    /// Start of the path built so far in the scratch buffer (it ends at PATH_CAPACITY).
+    position: u64,
+    flags: u64,
+    done: u64,
+}
+
+/// One `bpf_loop` step: prepends the dentry's name, or crosses to the parent mount at a
+/// mount's root. Stops at the root of the mount namespace (the mount that is its own parent),
+/// not at the process's root: a chroot does not shorten the path. Returns 1 to stop.
+extern "C" fn path_step(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(buffer) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot, used by one program at a time.
+    let walk = unsafe { &mut (*buffer).walk };
+    let (Some(mount_root), Some(parent)) = (
+        read::<u64>(walk.vfsmount, layout!(vfsmount_root)),
+        read::<u64>(walk.dentry, layout!(dentry_parent)),
+    ) else {
+        walk.flags |= PATH_UNRESOLVED as u64;
+        return 1;
+    };
+    if walk.dentry == mount_root {
+        let mount = walk.vfsmount - layout!(mount_mnt);
+        let mount_parent = read::<u64>(mount, layout!(mount_parent)).unwrap_or(0);
+        if mount_parent == mount || mount_parent == 0 {
+            walk.done = 1;
+            return 1;
+        }
+        let Some(mountpoint) = read::<u64>(mount, layout!(mount_mountpoint)) else {
+            walk.flags |= PATH_UNRESOLVED as u64;
+            return 1;
+        };
+        walk.dentry = mountpoint;
+        walk.vfsmount = mount_parent + layout!(mount_mnt);
         return 0;
     }
-    // SAFETY: dest has PATH_CAPACITY bytes; the helper bounds the copy.
-    let copied = unsafe {
-        bpf_probe_read_user_str(
-            dest.cast::<c_void>(),
-            PATH_CAPACITY as u32,
-            source as *const c_void,
+    // A dentry that is its own parent below a mount's root is detached: a memfd or another
+    // pseudo file, named by its name alone (`/memfd:x`).
+    let detached = walk.dentry == parent;
+    let name_base = walk.dentry + layout!(dentry_name);
+    let (Some(len), Some(name)) = (
+        read::<u32>(name_base, layout!(qstr_len)),
+        read::<u64>(name_base, layout!(qstr_name)),
+    ) else {
+        walk.flags |= PATH_UNRESOLVED as u64;
+        return 1;
+    };
+    // The mask stays in the code (the verifier needs the bound); a longer name (impossible
+    // for a dentry: NAME_MAX is 255) is caught after the copy.
+    let size = len as u64 & 0xff;
+    // Keep at least one byte free so the finished path is shorter than PATH_CAPACITY.
+    if size + 1 >= walk.position {
+        walk.flags |= PATH_TRUNCATED as u64;
+        return 1;
+    }
+    walk.position -= size + 1;
+    let at = walk.position as usize & (PATH_CAPACITY - 1);
+    // SAFETY: at < PATH_CAPACITY and size ≤ 255: inside the PATH_CAPACITY + 256 buffer.
+    unsafe {
+        let slot = (*buffer).bytes.as_mut_ptr().add(at);
+        *slot = b'/';
+        if read_kernel_raw(
+            slot.add(1).cast::<c_void>(),
+            size as u32,
+            name as *const c_void,
+        ) < 0
+        {
+            walk.flags |= PATH_UNRESOLVED as u64;
+            return 1;
+        }
+    }
+    if size != len as u64 {
+        walk.flags |= PATH_TRUNCATED as u64;
+        return 1;
+    }
+    if detached {
+        walk.done = 1;
+        return 1;
+    }
+    walk.dentry = parent;
+    0
+}
+
+/// Builds the absolute path of `(vfsmount, dentry)` into `dest` (PATH_CAPACITY bytes);
+/// returns its length and `PATH_*` flags.
+fn build_path(vfsmount: u64, dentry: u64, dest: *mut u8) -> (u32, u32) {
+    if dentry == 0 || vfsmount == 0 {
+        return (0, PATH_UNRESOLVED);
+    }
+    let Some(buffer) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return (0, PATH_UNRESOLVED);
+    };
+    // SAFETY: this CPU's scratch slot.
+    unsafe {
+        (*buffer).walk = PathWalk {
+            dentry,
+            vfsmount,
+            position: PATH_CAPACITY as u64,
+            flags: 0,
+            done: 0,
+        };
+    }
+    // SAFETY: the callback follows the bpf_loop contract; it needs no context.
+    unsafe {
+        bpf_loop(
+            MAX_PATH_COMPONENTS,
+            path_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
         )
     };
-    if copied > 0 {
-        (copied - 1) as u32
-    } else {
-        0
+    // SAFETY: this CPU's scratch slot.
+    let walk = unsafe { &(*buffer).walk };
+    let mut flags = walk.flags as u32;
+    if walk.done == 0 && flags == 0 {
+        flags |= PATH_TRUNCATED;
     }
+    let start = walk.position as usize & (PATH_CAPACITY - 1);
+    let len = (PATH_CAPACITY - start) & (PATH_CAPACITY - 1);
+    if len == 0 {
+        // SAFETY: dest has PATH_CAPACITY bytes.
+        unsafe { *dest = b'/' };
+        return (1, flags);
+    }
+    // SAFETY: start + len == PATH_CAPACITY ≤ the buffer; dest has PATH_CAPACITY bytes.
+    unsafe {
+        read_kernel_raw(
+            dest.cast::<c_void>(),
+            len as u32,
+            (*buffer).bytes.as_ptr().add(start).cast::<c_void>(),
+        );
+    }
+    (len as u32, flags)
+}
+
+/// Builds the path of a `struct path` (a `{vfsmount, dentry}` pair) at `path`.
+fn build_struct_path(path: u64, dest: *mut u8) -> (u32, u32) {
+    let vfsmount = read::<u64>(path, layout!(path_mnt)).unwrap_or(0);
+    let dentry = read::<u64>(path, layout!(path_dentry)).unwrap_or(0);
+    build_path(vfsmount, dentry, dest)
+}
+
+fn inode_id(inode: u64) -> Option<InodeId> {
+    let super_block: u64 = read(inode, layout!(inode_sb))?;
+    Some(InodeId {
+        dev: read::<u32>(super_block, layout!(sb_dev))? as u64,
+        ino: read(inode, layout!(inode_ino))?,
+        generation: read(inode, layout!(inode_generation))?,
+        _reserved: 0,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Written files
+
+/// Reports `file` written (once per inode) when it is a regular file.
+fn record_written(file: u64, how: u32) {
+    let Some(inode) = read::<u64>(file, layout!(file_inode)) else {
+        count_drop(DropReason::UnreadableFile);
+        return;
+    };
+    let Some(mode) = read::<u16>(inode, layout!(inode_mode)) else {
+        count_drop(DropReason::UnreadableFile);
+        return;
+    };
+    if mode & S_IFMT != S_IFREG {
+        return;
+    }
+    let Some(id) = inode_id(inode) else {
+        count_drop(DropReason::UnreadableFile);
+        return;
+    };
+    // SAFETY: only tested for presence.
+    if unsafe { WRITTEN.get(&id).is_some() } {
+        return;
+    }
+    if WRITTEN.insert(&id, &1, BPF_NOEXIST as u64).is_err() {
+        // Either another CPU recorded it just now, or the set is full.
+        // SAFETY: only tested for presence.
+        if unsafe { WRITTEN.get(&id).is_none() } {
+            count_drop(DropReason::WrittenSetFull);
+        }
+        return;
+    }
+    let Some(event) = WRITTEN_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let super_block = read::<u64>(inode, layout!(inode_sb)).unwrap_or(0);
+    // SAFETY: the scratch slot is this CPU's.
+    unsafe {
+        (*event).header = header(EventKind::Written);
+        (*event).how = how;
+        (*event).inode = id;
+        (*event).fs_magic = read::<u64>(super_block, layout!(sb_magic)).unwrap_or(0);
+        (*event).nlink = read::<u32>(inode, layout!(inode_nlink)).unwrap_or(0);
+        let (len, flags) = build_struct_path(file + layout!(file_path), (*event).path.as_mut_ptr());
+        (*event).path_len = len;
+        (*event).path_flags = flags;
+        let used = core::mem::offset_of!(WrittenEvent, path) + (len as usize & (PATH_CAPACITY - 1));
+        submit_bytes(event, used);
+    }
+}
+
+fn file_mode(file: u64) -> u32 {
+    read::<u32>(file, layout!(file_mode)).unwrap_or(0)
+}
+
+/// A successful open: the file is written when open for writing and created by this open
+/// (`FMODE_CREATED`, set by the kernel) or truncated (O_TRUNC in the flags register, or
+/// implied by creat). openat2's flags are in user memory, which can change under us: for it a
+/// file empty right after the open counts too.
+fn opened(rule: &SyscallRule, regs: u64, fd: u64) {
+    let Some(file) = file_of_fd(fd) else {
+        count_drop(DropReason::UnreadableFile);
+        return;
+    };
+    let mode = file_mode(file);
+    if mode & FMODE_WRITE == 0 {
+        return;
+    }
+    let mut how = 0;
+    if mode & FMODE_CREATED != 0 {
+        how |= WRITTEN_CREATED;
+    }
+    if rule.op == 1 || (rule.arg_a != NO_ARG && syscall_arg(regs, rule.arg_a) & O_TRUNC != 0) {
+        how |= WRITTEN_TRUNCATED;
+    }
+    if rule.arg_a == NO_ARG && rule.op == 0 {
+        let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
+        if read::<i64>(inode, layout!(inode_size)) == Some(0) {
+            how |= WRITTEN_EMPTY_AT_OPEN;
+        }
+    }
+    if how != 0 {
+        record_written(file, how);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path operations (rename, link, unlink, truncate by path)
+
+/// Fills slot `2 * operand` with the operand's directory (built here) and slot
+/// `2 * operand + 1` with its name (as passed, read after the kernel used it).
+fn fill_operand(event: *mut PathOpEvent, operand: usize, dirfd: i64, name: u64, empty_path: bool) {
+    let dir_slot = (2 * operand) & (PATH_OP_SLOTS - 1);
+    let name_slot = (dir_slot + 1) & (PATH_OP_SLOTS - 1);
+    // SAFETY: the scratch slot is this CPU's; slot offsets are within `paths`.
+    unsafe {
+        let paths = (*event).paths.as_mut_ptr();
+        let name_dest = paths.add(name_slot * PATH_CAPACITY);
+        let mut name_len = 0u32;
+        if name != 0 && !empty_path {
+            let copied = bpf_probe_read_user_str(
+                name_dest.cast::<c_void>(),
+                PATH_CAPACITY as u32,
+                name as *const c_void,
+            );
+            if copied > 0 {
+                name_len = (copied - 1) as u32;
+            }
+        }
+        let absolute = name_len > 0 && *name_dest == b'/';
+        let dir_dest = paths.add(dir_slot * PATH_CAPACITY);
+        let (dir_len, dir_flags) = if absolute {
+            let fs = read::<u64>(current_task(), layout!(task_fs)).unwrap_or(0);
+            build_struct_path(fs + layout!(fs_root), dir_dest)
+        } else if dirfd == AT_FDCWD {
+            let fs = read::<u64>(current_task(), layout!(task_fs)).unwrap_or(0);
+            build_struct_path(fs + layout!(fs_pwd), dir_dest)
+        } else {
+            match file_of_fd(dirfd as u64) {
+                Some(file) => build_struct_path(file + layout!(file_path), dir_dest),
+                None => (0, PATH_UNRESOLVED),
+            }
+        };
+        (*event).lens[dir_slot] = dir_len;
+        (*event).flags[dir_slot] = dir_flags;
+        (*event).lens[name_slot] = name_len;
+        (*event).flags[name_slot] = 0;
+    }
+}
+
+fn path_op(rule: &SyscallRule, regs: u64) {
+    let flags = if rule.arg_e == NO_ARG {
+        0
+    } else {
+        syscall_arg(regs, rule.arg_e)
+    };
+    let op = rule.op as u32;
+    if op == PathOp::Unlink as u32 && flags & AT_REMOVEDIR != 0 {
+        return;
+    }
+    let Some(event) = PATH_OP_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let dirfd = |index: u8| {
+        if index == NO_ARG {
+            AT_FDCWD
+        } else {
+            syscall_arg(regs, index) as i32 as i64
+        }
+    };
+    let name = |index: u8| {
+        if index == NO_ARG {
+            0
+        } else {
+            syscall_arg(regs, index)
+        }
+    };
+    // SAFETY: the scratch slot is this CPU's.
+    unsafe {
+        (*event).header = header(EventKind::PathOp);
+        (*event).op = op;
+        (*event).lens = [0; PATH_OP_SLOTS];
+    }
+    let empty_path = op == PathOp::Link as u32 && flags & AT_EMPTY_PATH != 0;
+    fill_operand(event, 0, dirfd(rule.arg_a), name(rule.arg_b), empty_path);
+    if rule.arg_d != NO_ARG {
+        fill_operand(event, 1, dirfd(rule.arg_c), name(rule.arg_d), false);
+    }
+    submit_bytes(event, size_of::<PathOpEvent>());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syscall exit: the one entry point for syscalls
+
+fn flag_syscall(nr: u32, compat: u32) {
+    let key = FlaggedSyscall { nr, compat };
+    // SAFETY: only tested for presence.
+    if unsafe { FLAGGED.get(&key).is_none() } {
+        // A full map still leaves other flagged syscalls in it: the trace is incomplete anyway.
+        let _ = FLAGGED.insert(&key, &1, 0);
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_tracked(tgid) {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let result: i64 = ctx.arg(1);
+    let nr = read::<u64>(regs, REGS_ORIG_AX).unwrap_or(u64::MAX);
+    let status = read::<u32>(current_task(), layout!(task_thread_status)).unwrap_or(0);
+    let cs = read::<u64>(regs, REGS_CS).unwrap_or(0);
+    if status & TS_COMPAT != 0 || cs == USER32_CS {
+        flag_syscall(nr as u32, 1);
+        return 0;
+    }
+    if nr >= SYSCALL_TABLE_SIZE as u64 {
+        return 0;
+    }
+    let Some(rule) = RULES.get(nr as u32) else {
+        return 0;
+    };
+    let rule = *rule;
+    let succeeded = result >= 0;
+    match rule.class {
+        class if class == SyscallClass::Ignored as u8 => {}
+        class if class == SyscallClass::Open as u8 => {
+            if succeeded {
+                opened(&rule, regs, result as u64);
+            }
+        }
+        class if class == SyscallClass::WriteFd as u8 => {
+            if result > 0 {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
+                    record_written(file, WRITTEN_DATA);
+                } else {
+                    count_drop(DropReason::UnreadableFile);
+                }
+            }
+        }
+        class if class == SyscallClass::ResizeFd as u8 => {
+            if result == 0 {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
+                    record_written(file, WRITTEN_RESIZED);
+                } else {
+                    count_drop(DropReason::UnreadableFile);
+                }
+            }
+        }
+        class if class == SyscallClass::Mmap as u8 => {
+            // A shared mapping of a file open for writing can be written through (now, or
+            // after an mprotect), so it counts as written even if mapped read-only.
+            let failed = (result as u64) > u64::MAX - MAX_ERRNO;
+            if !failed && syscall_arg(regs, rule.arg_b) & MAP_SHARED != 0 {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
+                    if file_mode(file) & FMODE_WRITE != 0 {
+                        record_written(file, WRITTEN_MAPPED);
+                    }
+                }
+            }
+        }
+        class if class == SyscallClass::Ioctl as u8 => {
+            let request = syscall_arg(regs, rule.arg_b) & 0xffff_ffff;
+            if result == 0 && (request == FICLONE || request == FICLONERANGE) {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
+                    record_written(file, WRITTEN_RESIZED);
+                }
+            }
+        }
+        class if class == SyscallClass::PathOp as u8 => {
+            if result == 0 {
+                path_op(&rule, regs);
+            }
+        }
+        class if class == SyscallClass::Mknod as u8 => {
+            let mode = syscall_arg(regs, rule.arg_a) as u16;
+            if result == 0 && (mode & S_IFMT == 0 || mode & S_IFMT == S_IFREG) {
+                flag_syscall(nr as u32, 0);
+            }
+        }
+        // Unmodelled, and any class this build does not know: flagged, whatever the result
+        // (a failed io_uring_enter may still have submitted work).
+        _ => flag_syscall(nr as u32, 0),
+    }
+    0
 }
 
 // ---------------------------------------------------------------------------------------------
 // Process tree
 
-#[tracepoint]
-pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
-    let parent = header(EventKind::Fork);
-    if !is_tracked(parent.pid) {
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
+    let head = header(EventKind::Fork);
+    if !is_tracked(head.pid) {
         return 0;
     }
-    let child_pid = field_i32(&ctx, layout!(fork_child_pid)) as u32;
-    if TRACKED.insert(&child_pid, &1, 0).is_err() {
-        // The child would go unseen: that is a lost event.
-        count_lost();
+    let child: u64 = ctx.arg(1);
+    let (Some(child_pid), Some(child_tgid)) = (
+        read::<u32>(child, layout!(task_pid)),
+        read::<u32>(child, layout!(task_tgid)),
+    ) else {
+        count_drop(DropReason::TrackedSetFull);
+        return 0;
+    };
+    if child_pid != child_tgid {
+        // A new thread: its thread group is tracked already.
+        return 0;
+    }
+    if TRACKED.insert(&child_tgid, &1, 0).is_err() {
+        count_drop(DropReason::TrackedSetFull);
         return 0;
     }
     submit(&ForkEvent {
-        header: parent,
-        child_pid,
+        header: head,
+        child_pid: child_tgid,
         _reserved: 0,
     });
     0
 }
 
-#[tracepoint]
-pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+/// State of the argv copy, shared with [`argv_step`] through `bpf_loop`.
+#[repr(C)]
+struct ArgvCopy {
+    next: u64,
+    end: u64,
+    flags: u64,
+}
+
+/// One `bpf_loop` step: sends the next chunk of the argument area. Returns 1 to stop.
+extern "C" fn argv_step(_index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
+    let copy = unsafe { &mut *context.cast::<ArgvCopy>() };
+    let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let remaining = copy.end - copy.next;
+    let len = if remaining > ARGV_CHUNK as u64 {
+        ARGV_CHUNK as u64
+    } else {
+        remaining
+    };
+    let last = len == remaining;
+    // SAFETY: the scratch slot is this CPU's; len is in [1, ARGV_CHUNK].
+    unsafe {
+        if len == 0
+            || aya_ebpf::helpers::generated::bpf_probe_read_user(
+                (*event).argv.as_mut_ptr().cast::<c_void>(),
+                ((len - 1) & (ARGV_CHUNK as u64 - 1)) as u32 + 1,
+                copy.next as *const c_void,
+            ) < 0
+        {
+            copy.flags |= ARGV_UNREADABLE as u64;
+            return 1;
+        }
+        (*event).argv_len = len as u32;
+        (*event).flags = if last { 0 } else { ARGV_CONTINUED };
+    }
+    submit_bytes(
+        event,
+        core::mem::offset_of!(ExecArgvEvent, argv) + len as usize,
+    );
+    copy.next += len;
+    if last {
+        copy.flags |= 1 << 32;
+        return 1;
+    }
+    0
+}
+
+/// Sends the argv of the image just executed, read from its argument area (copied there by
+/// the kernel, so it is what the program received), in chunks; the last chunk carries the
+/// flags.
+fn send_argv(task: u64) {
+    let mm = read::<u64>(task, layout!(task_mm)).unwrap_or(0);
+    let start = read::<u64>(mm, layout!(mm_arg_start)).unwrap_or(0);
+    let end = read::<u64>(mm, layout!(mm_arg_end)).unwrap_or(0);
+    let mut copy = ArgvCopy {
+        next: start,
+        end,
+        flags: 0,
+    };
+    if start == 0 || end <= start {
+        copy.flags = ARGV_UNREADABLE as u64;
+    } else {
+        // SAFETY: the callback and its context follow the bpf_loop contract.
+        unsafe {
+            bpf_loop(
+                MAX_ARGV_CHUNKS,
+                argv_step as *mut c_void,
+                (&mut copy as *mut ArgvCopy).cast::<c_void>(),
+                0,
+            )
+        };
+        if copy.flags == 0 {
+            copy.flags = ARGV_TRUNCATED as u64;
+        }
+    }
+    let flags = copy.flags as u32;
+    if flags != 0 {
+        // Problems arrive as one more, empty chunk that ends the argv.
+        let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        // SAFETY: the scratch slot is this CPU's.
+        unsafe {
+            (*event).header = header(EventKind::ExecArgv);
+            (*event).flags = flags;
+            (*event).argv_len = 0;
+        }
+        submit_bytes(event, core::mem::offset_of!(ExecArgvEvent, argv));
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
     let head = header(EventKind::Exec);
     if !is_tracked(head.pid) {
         return 0;
     }
-    let old_tid = field_i32(&ctx, layout!(exec_old_pid)) as u32;
-    // __data_loc: low 16 bits offset of the string in the record, high 16 bits its length.
-    let location = field_i32(&ctx, layout!(exec_filename)) as u32;
+    let old_tid: u32 = ctx.arg(1);
+    let binprm: u64 = ctx.arg(2);
     let Some(event) = EXEC_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    // SAFETY: the scratch slot is this CPU's; reads are bounded by the helpers.
+    let file = read::<u64>(binprm, layout!(binprm_file)).unwrap_or(0);
+    let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
+    // SAFETY: the scratch slot is this CPU's.
     unsafe {
         (*event).header = head;
         (*event).old_tid = old_tid;
-        let source = (ctx.as_ptr() as *const u8).add((location & 0xffff) as usize);
-        let copied = bpf_probe_read_kernel_str(
-            (*event).filename.as_mut_ptr().cast::<c_void>(),
-            PATH_CAPACITY as u32,
-            source.cast::<c_void>(),
+        (*event).program = inode_id(inode).unwrap_or(InodeId {
+            dev: 0,
+            ino: 0,
+            generation: 0,
+            _reserved: 0,
+        });
+        let (len, flags) = if file == 0 {
+            (0, PATH_UNRESOLVED)
+        } else {
+            build_struct_path(file + layout!(file_path), (*event).path.as_mut_ptr())
+        };
+        (*event).path_len = len;
+        (*event).path_flags = flags;
+        submit_bytes(
+            event,
+            core::mem::offset_of!(ExecEvent, path) + (len as usize & (PATH_CAPACITY - 1)),
         );
-        let len = if copied > 0 { (copied - 1) as u32 } else { 0 };
-        (*event).filename_len = len;
-        let used =
-            core::mem::offset_of!(ExecEvent, filename) + (len as usize & (PATH_CAPACITY - 1));
-        submit_bytes(event, used);
     }
-    debug!(&ctx, "exec observed in traced pid {}", head.pid);
+    if let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) {
+        // SAFETY: the scratch slot is this CPU's.
+        unsafe { (*event).header = header(EventKind::ExecArgv) };
+    }
+    send_argv(current_task());
     0
 }
 
-#[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     let head = header(EventKind::Exit);
     if !is_tracked(head.pid) {
         return 0;
     }
-    if head.tid != head.pid {
-        // A thread's id may have been added by sched_process_fork, which cannot tell threads
-        // from processes.
-        let _ = TRACKED.remove(&head.tid);
-    }
-    let group_dead_offset = layout!(exit_group_dead);
-    let group_dead = if group_dead_offset == ABSENT {
-        head.tid == head.pid
-    } else {
-        // SAFETY: bounded read from the tracepoint record.
-        unsafe { ctx.read_at::<u8>(group_dead_offset as usize).unwrap_or(0) != 0 }
-    };
-    if !group_dead {
+    let task = current_task();
+    // do_exit decrements signal->live before this tracepoint: 0 means the whole group is dead.
+    let signal = read::<u64>(task, layout!(task_signal)).unwrap_or(0);
+    let live = read::<i32>(signal, layout!(signal_live)).unwrap_or(0);
+    if live != 0 {
         return 0;
     }
-    let exit_code_offset = layout!(task_exit_code);
-    let status = if exit_code_offset == ABSENT {
-        -1
-    } else {
-        // SAFETY: kernel read at a BTF-provided offset of the current task.
-        unsafe {
-            let task = bpf_get_current_task() as *const u8;
-            bpf_probe_read_kernel(task.add(exit_code_offset as usize).cast::<i32>()).unwrap_or(-1)
-        }
-    };
+    let status = read::<i32>(task, layout!(task_exit_code)).unwrap_or(-1);
     let _ = TRACKED.remove(&head.pid);
     submit(&ExitEvent {
         header: head,
@@ -264,287 +888,6 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     });
     0
 }
-
-// ---------------------------------------------------------------------------------------------
-// exec argv
-
-/// State of the argv reading loop, shared with [`read_one_argument`] through `bpf_loop`.
-#[repr(C)]
-struct ArgvCursor {
-    /// User pointer to the `char *argv[]` array.
-    argv: u64,
-    /// Bytes used in the scratch event's argv buffer (the current chunk).
-    used: u64,
-    /// Set when the terminating NULL of argv was reached.
-    complete: u64,
-    /// Set when an argument was cut or a chunk could not be queued.
-    cut: u64,
-}
-
-/// Sends the scratch event's current chunk of argv.
-fn submit_argv_chunk(event: *mut ExecArgvEvent, used: u64, flags: u32) {
-    let used = used as usize & (2 * ARGV_WINDOW - 1);
-    // SAFETY: the scratch slot is this CPU's.
-    unsafe {
-        (*event).flags = flags;
-        (*event).argv_len = used as u32;
-    }
-    submit_bytes(event, core::mem::offset_of!(ExecArgvEvent, argv) + used);
-}
-
-/// One `bpf_loop` step: appends argument `index` to the current chunk, sending the chunk when
-/// it is full. Returns 1 to stop. A `bpf_loop` callback is verified once, where a bounded loop
-/// made the verifier spend ~100 ms per program at load time.
-extern "C" fn read_one_argument(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the cursor given to it, which lives on the caller's stack.
-    let cursor = unsafe { &mut *context.cast::<ArgvCursor>() };
-    let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: user reads are checked by the helpers; the write offset is masked to
-    // [0, ARGV_WINDOW) and at most ARGV_WINDOW bytes go into a 2 * ARGV_WINDOW buffer.
-    unsafe {
-        let Ok(pointer) = bpf_probe_read_user((cursor.argv as *const u64).add(index as usize))
-        else {
-            cursor.cut = 1;
-            return 1;
-        };
-        if pointer == 0 {
-            cursor.complete = 1;
-            return 1;
-        }
-        let copied = bpf_probe_read_user_str(
-            (*event)
-                .argv
-                .as_mut_ptr()
-                .add(cursor.used as usize & (ARGV_WINDOW - 1))
-                .cast::<c_void>(),
-            ARGV_WINDOW as u32,
-            pointer as *const c_void,
-        );
-        if copied <= 0 {
-            cursor.cut = 1;
-            return 1;
-        }
-        if copied as usize == ARGV_WINDOW {
-            // The helper filled the whole window: the argument may have been longer.
-            cursor.cut = 1;
-        }
-        cursor.used += copied as u64;
-    }
-    if cursor.used >= ARGV_WINDOW as u64 {
-        submit_argv_chunk(event, cursor.used, ARGV_CONTINUED);
-        cursor.used = 0;
-    }
-    0
-}
-
-fn read_argv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
-    let head = header(EventKind::ExecArgv);
-    if !is_tracked(head.pid) {
-        return 0;
-    }
-    let Some(event) = ARGV_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: the scratch slot is this CPU's.
-    unsafe { (*event).header = head };
-    let mut cursor = ArgvCursor {
-        argv: field_u64(ctx, layout!(syscalls[syscall as usize].argv)),
-        used: 0,
-        complete: 0,
-        cut: 0,
-    };
-    if cursor.argv != 0 {
-        // SAFETY: the callback and its context follow the bpf_loop contract.
-        unsafe {
-            bpf_loop(
-                MAX_ARGS,
-                read_one_argument as *mut c_void,
-                (&mut cursor as *mut ArgvCursor).cast::<c_void>(),
-                0,
-            )
-        };
-    }
-    let truncated = cursor.complete == 0 || cursor.cut != 0;
-    submit_argv_chunk(
-        event,
-        cursor.used,
-        if truncated { ARGV_TRUNCATED } else { 0 },
-    );
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    read_argv(&ctx, Syscall::Execve)
-}
-
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    read_argv(&ctx, Syscall::Execveat)
-}
-
-// ---------------------------------------------------------------------------------------------
-// File operations: arguments are kept at entry, the event is sent at exit if the call succeeded.
-
-fn enter(ctx: &TracePointContext, syscall: Syscall) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_tracked((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let fields = layout!(syscalls[syscall as usize]);
-    let pending = PendingSyscall {
-        syscall: syscall as u32,
-        dirfd: if fields.dirfd == ABSENT {
-            oci_attest_common::AT_FDCWD
-        } else {
-            field_u64(ctx, fields.dirfd) as i32
-        },
-        dirfd2: if fields.dirfd2 == ABSENT {
-            oci_attest_common::AT_FDCWD
-        } else {
-            field_u64(ctx, fields.dirfd2) as i32
-        },
-        _reserved: 0,
-        flags: if syscall == Syscall::Creat {
-            CREAT_FLAGS
-        } else {
-            field_u64(ctx, fields.flags)
-        },
-        path: field_u64(ctx, fields.path),
-        path2: field_u64(ctx, fields.path2),
-        open_how: field_u64(ctx, fields.open_how),
-    };
-    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
-        count_lost();
-    }
-    0
-}
-
-fn exit(ctx: &TracePointContext, syscall: Syscall, op: FileOp) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }).copied() else {
-        return 0;
-    };
-    let _ = PENDING.remove(&pid_tgid);
-    if pending.syscall != syscall as u32 {
-        return 0;
-    }
-    let result = field_u64(ctx, layout!(syscalls[syscall as usize].ret)) as i64;
-    if result < 0 {
-        return 0;
-    }
-    let Some(event) = FILE_SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: the scratch slot is this CPU's; path reads are bounded to PATH_CAPACITY per slot.
-    unsafe {
-        (*event).header = header(EventKind::FileOp);
-        (*event).op = op as u32;
-        (*event).flags = if pending.open_how != 0 {
-            // openat2: flags are the first member of struct open_how.
-            bpf_probe_read_user(pending.open_how as *const u64).unwrap_or(0) as u32
-        } else {
-            pending.flags as u32
-        };
-        (*event).dirfd = pending.dirfd;
-        (*event).dirfd2 = pending.dirfd2;
-        (*event).result = result;
-        // Paths are read at exit: the kernel has just copied them from these pages, so they
-        // are resident, which they may not have been at entry.
-        let paths = (*event).paths.as_mut_ptr();
-        let path_len = read_user_path(pending.path, paths);
-        (*event).path_len = path_len;
-        let used = if pending.path2 != 0 {
-            (*event).path2_len = read_user_path(pending.path2, paths.add(PATH_CAPACITY));
-            size_of::<FileOpEvent>()
-        } else {
-            (*event).path2_len = 0;
-            core::mem::offset_of!(FileOpEvent, paths) + (path_len as usize & (PATH_CAPACITY - 1))
-        };
-        submit_bytes(event, used);
-    }
-    0
-}
-
-/// One enter and one exit program per syscall; the names are the tracepoint names.
-macro_rules! file_syscall {
-    ($enter:ident, $exit:ident, $syscall:expr, $op:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            enter(&ctx, $syscall)
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            exit(&ctx, $syscall, $op)
-        }
-    };
-}
-
-file_syscall!(sys_enter_open, sys_exit_open, Syscall::Open, FileOp::Open);
-file_syscall!(
-    sys_enter_openat,
-    sys_exit_openat,
-    Syscall::Openat,
-    FileOp::Open
-);
-file_syscall!(
-    sys_enter_openat2,
-    sys_exit_openat2,
-    Syscall::Openat2,
-    FileOp::Open
-);
-file_syscall!(
-    sys_enter_creat,
-    sys_exit_creat,
-    Syscall::Creat,
-    FileOp::Open
-);
-file_syscall!(
-    sys_enter_rename,
-    sys_exit_rename,
-    Syscall::Rename,
-    FileOp::Rename
-);
-file_syscall!(
-    sys_enter_renameat,
-    sys_exit_renameat,
-    Syscall::Renameat,
-    FileOp::Rename
-);
-file_syscall!(
-    sys_enter_renameat2,
-    sys_exit_renameat2,
-    Syscall::Renameat2,
-    FileOp::Rename
-);
-file_syscall!(
-    sys_enter_unlink,
-    sys_exit_unlink,
-    Syscall::Unlink,
-    FileOp::Unlink
-);
-file_syscall!(
-    sys_enter_unlinkat,
-    sys_exit_unlinkat,
-    Syscall::Unlinkat,
-    FileOp::Unlink
-);
-file_syscall!(
-    sys_enter_chdir,
-    sys_exit_chdir,
-    Syscall::Chdir,
-    FileOp::Chdir
-);
-file_syscall!(
-    sys_enter_fchdir,
-    sys_exit_fchdir,
-    Syscall::Fchdir,
-    FileOp::Fchdir
-);
 
 #[cfg(not(test))]
 #[panic_handler]

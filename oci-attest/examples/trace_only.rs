@@ -41,18 +41,22 @@ fn run() -> anyhow::Result<ExitCode> {
         }
     };
     let mut tracer = Tracer::load(&config)?;
-    let load_ms = tracer.load_duration().as_secs_f64() * 1000.0;
     let started = Instant::now();
-    let child = spawn_stopped(&command, &std::env::current_dir()?)?;
+    let working_dir = std::env::current_dir()?;
+    let child = spawn_stopped(&command, &working_dir)?;
     tracer.track(child.pid())?;
     let termination = child.release()?.wait()?;
     let command_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = tracer.finish()?;
+    let outcome = tracer.finish(&working_dir)?;
     let counts = &outcome.counts;
+    let ms = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
     eprintln!(
         "{}",
         serde_json::json!({
-            "loadAttachMs": load_ms,
+            "loadAttachMs": ms(outcome.phases.load + outcome.phases.attach),
+            "loadMs": ms(outcome.phases.load),
+            "attachMs": ms(outcome.phases.attach),
+            "detachMs": ms(outcome.phases.detach),
             "commandMs": command_ms,
             "exitCode": termination.exit_code(),
             "processes": outcome.processes.len(),
@@ -60,6 +64,11 @@ fn run() -> anyhow::Result<ExitCode> {
             "execs": counts.execs,
             "fileOps": counts.file_ops,
             "lost": counts.lost,
+            "incomplete": outcome
+                .incomplete
+                .iter()
+                .map(|gap| format!("{}: {}", gap.reason.code(), gap.detail))
+                .collect::<Vec<_>>(),
         })
     );
     Ok(ExitCode::from(

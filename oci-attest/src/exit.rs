@@ -1,7 +1,10 @@
 //! Exit codes of oci-attest, and the error type that carries one.
 //!
-//! `run` exits with the wrapped command's own code when the command failed; the codes below
-//! are oci-attest's own failures. They are listed in `--help` (see `main.rs`).
+//! `run` exits with the wrapped command's own code, so its own failures use the codes of `env`,
+//! `nohup` and `timeout` (125, 126, 127) that build tools do not use; the one exception is an
+//! incomplete trace (3). `inspect`, `verify` and the other commands use the detailed codes.
+//! Every failure also has a reason name, printed on stderr and in `--json` output. The tables
+//! are in `--help` (see `main.rs`) and `README.md`.
 
 use std::fmt;
 
@@ -10,17 +13,25 @@ use std::fmt;
 macro_rules! exit_codes_help {
     () => {
         "\
-Exit codes:
-  0   success (for `run`: the command succeeded and the attestation was written)
-  N   `run`: the wrapped command's own non-zero exit code (128+signal if it was killed);
+Exit codes of `run`:
+  0   the command succeeded and the attestation was written
+  N   the wrapped command's own non-zero exit code (128+signal if it was killed);
       the attestation recording it is still written
-  1   general error (I/O, output file, invalid arguments)
   2   command-line usage error
-  3   trace incomplete: the kernel lost events (see --allow-incomplete-trace)
-  4   key or signing error (detected before the command starts)
-  5   image archive analysis failed (malformed or tampered archive): nothing is signed
-  6   --trace ebpf requested but eBPF tracing is unavailable on this host
-  7   verify: signature or image does not match"
+  3   trace incomplete: reasons in summary.incomplete (see --allow-incomplete-trace)
+  125 oci-attest itself failed; the reason (key, analysis, trace-unavailable, output, ...)
+      is on stderr and in the --json summary
+  126 the command was found but cannot be executed
+  127 the command was not found
+Exit codes of the other commands:
+  0   success
+  1   general error (I/O, invalid arguments, missing file)
+  2   command-line usage error
+  4   key error
+  5   image archive analysis failed (malformed or tampered archive)
+  7   verify: signature, image or run does not pass; verify -p: the policy does not hold
+  8   verify -p: the policy cannot be used (bad signature, expired, malformed, unsupported
+      feature, broken Rego or Rego over its time/memory limit)"
     };
 }
 
@@ -29,7 +40,8 @@ Exit codes:
 pub enum FailureKind {
     /// Anything not listed below (I/O, output file, bad arguments found after parsing).
     General,
-    /// The trace lost events and `--allow-incomplete-trace` was not given.
+    /// The trace is incomplete (reasons in `summary.incomplete`) and `--allow-incomplete-trace`
+    /// was not given.
     TraceIncomplete,
     /// A key could not be read, parsed, used or a signature could not be made.
     Key,
@@ -37,8 +49,15 @@ pub enum FailureKind {
     Analysis,
     /// `--trace ebpf` was requested and eBPF tracing cannot run on this host.
     TraceUnavailable,
-    /// `verify`: the signature or the image does not match the envelope.
+    /// `verify`: the signature or the image does not match the envelope; `verify -p`: the
+    /// policy does not hold.
     VerificationFailed,
+    /// `verify -p`: the policy itself cannot be used (signature, expiry, format, Rego).
+    PolicyUnusable,
+    /// `run`: the command is not on PATH or its path does not exist.
+    CommandNotFound,
+    /// `run`: the command exists but cannot be executed (permissions, format).
+    CommandNotExecutable,
 }
 
 impl FailureKind {
@@ -50,9 +69,44 @@ impl FailureKind {
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
             FailureKind::VerificationFailed => 7,
+            FailureKind::PolicyUnusable => 8,
+            FailureKind::CommandNotFound => 127,
+            FailureKind::CommandNotExecutable => 126,
+        }
+    }
+
+    /// The code `run` exits with: only an incomplete trace and the command's own start-up
+    /// failures keep a code of their own; everything else is 125.
+    pub const fn run_code(self) -> u8 {
+        match self {
+            FailureKind::TraceIncomplete
+            | FailureKind::CommandNotFound
+            | FailureKind::CommandNotExecutable => self.code(),
+            _ => RUN_FAILED,
+        }
+    }
+
+    /// The name of the reason, on stderr and in `--json` output.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            FailureKind::General => "error",
+            FailureKind::TraceIncomplete => "trace-incomplete",
+            FailureKind::Key => "key-error",
+            FailureKind::Analysis => "analysis-failed",
+            FailureKind::TraceUnavailable => "ebpf-unavailable",
+            FailureKind::VerificationFailed => "verification-failed",
+            FailureKind::CommandNotFound => "command-not-found",
+            FailureKind::CommandNotExecutable => "command-not-executable",
+            FailureKind::PolicyUnusable => "policy-unusable",
         }
     }
 }
+
+/// Command-line usage error (also what the argument parser exits with).
+pub const USAGE: u8 = 2;
+
+/// `run`: oci-attest itself failed (the convention of `env`, `nohup`, `timeout`).
+pub const RUN_FAILED: u8 = 125;
 
 /// An error with the exit code it maps to. Wrap it in `anyhow::Error`; `main` finds it in the
 /// chain and exits with its code.
@@ -84,10 +138,10 @@ pub fn failure(kind: FailureKind, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Failure::new(kind, message))
 }
 
-/// The exit code for an error chain: the first [`Failure`] in it, else `General`.
-pub fn code_for(error: &anyhow::Error) -> u8 {
+/// The kind of an error chain: that of the first [`Failure`] in it, else `General`.
+pub fn kind_of(error: &anyhow::Error) -> FailureKind {
     error
         .chain()
         .find_map(|cause| cause.downcast_ref::<Failure>())
-        .map_or(FailureKind::General.code(), |failure| failure.kind.code())
+        .map_or(FailureKind::General, |failure| failure.kind)
 }

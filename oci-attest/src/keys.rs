@@ -7,7 +7,8 @@
 //! be unusable has its own message, so a CI log says what to fix.
 
 use std::fmt;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read as _};
 use std::path::Path;
 
 use anyhow::Context;
@@ -225,33 +226,69 @@ fn checked_rsa_public(key: rsa::RsaPublicKey) -> Result<PublicKey, KeyProblem> {
     Ok(PublicKey::Rsa(key))
 }
 
-/// RSASSA-PSS with SHA-256 and MGF1-SHA-256, accepting any salt length.
+/// RSASSA-PSS with SHA-256 and MGF1-SHA-256, accepting the salt length the signer chose.
 ///
-/// The rsa crate only verifies one given salt length, and signers differ: we, securesystemslib
-/// and witness use the digest length, Go's default is the maximum, some use none. So the likely
-/// lengths are tried first, then every other one the modulus allows (a public-key operation each,
-/// microseconds, only ever reached for a signature that is about to be rejected).
+/// Signers differ (we, securesystemslib and witness use the digest length, Go's default is the
+/// maximum, some use none) and the rsa crate verifies one given length. Instead of trying every
+/// length the modulus allows (hundreds of public-key operations per hostile signature), the
+/// salt length is read from the signature itself (RFC 8017 EMSA-PSS-VERIFY steps 7-10 give it)
+/// and then checked by the crate: two public-key operations per signature, whatever its salt.
 fn verify_rsa_pss_any_salt(key: &rsa::RsaPublicKey, message: &[u8], signature: &[u8]) -> bool {
     let hashed = Sha256::digest(message);
-    let hash_len = hashed.len();
-    let encoded_len = (key.n().bits() - 1).div_ceil(8);
-    let Some(max_salt) = encoded_len.checked_sub(hash_len + 2) else {
+    let Some(salt_len) = pss_salt_len(key, signature, hashed.len()) else {
         return false;
     };
-    let likely = [hash_len, max_salt, 0];
-    let others = (0..=max_salt).filter(|len| !likely.contains(len));
-    likely
-        .into_iter()
-        .filter(|len| *len <= max_salt)
-        .chain(others)
-        .any(|salt_len| {
-            key.verify(
-                rsa::Pss::new_with_salt::<Sha256>(salt_len),
-                &hashed,
-                signature,
-            )
-            .is_ok()
-        })
+    key.verify(
+        rsa::Pss::new_with_salt::<Sha256>(salt_len),
+        &hashed,
+        signature,
+    )
+    .is_ok()
+}
+
+/// The salt length encoded in an RSA-PSS (SHA-256, MGF1-SHA-256) signature, or `None` when the
+/// signature is not a PSS encoding under `key` at all.
+fn pss_salt_len(key: &rsa::RsaPublicKey, signature: &[u8], hash_len: usize) -> Option<usize> {
+    let modulus = key.n();
+    let signature_value = rsa::BigUint::from_bytes_be(signature);
+    if signature.len() != key.size() || &signature_value >= modulus {
+        return None;
+    }
+    let em_bits = modulus.bits() - 1;
+    let em_len = em_bits.div_ceil(8);
+    let encoded = signature_value.modpow(key.e(), modulus).to_bytes_be();
+    let mut em = vec![0u8; em_len.checked_sub(encoded.len())?];
+    em.extend_from_slice(&encoded);
+    if em.len() != em_len || em_len < hash_len + 2 || em[em_len - 1] != 0xbc {
+        return None;
+    }
+    let (masked_db, rest) = em.split_at(em_len - hash_len - 1);
+    let seed = &rest[..hash_len];
+    let mut db: Vec<u8> = masked_db
+        .iter()
+        .zip(mgf1_sha256(seed, masked_db.len()))
+        .map(|(masked, mask)| masked ^ mask)
+        .collect();
+    db[0] &= 0xff >> (8 * em_len - em_bits);
+    let separator = db.iter().position(|byte| *byte != 0)?;
+    (db[separator] == 0x01).then(|| db.len() - separator - 1)
+}
+
+/// MGF1 with SHA-256 (RFC 8017 B.2.1).
+fn mgf1_sha256(seed: &[u8], len: usize) -> Vec<u8> {
+    let mut mask = Vec::with_capacity(len + 32);
+    let mut counter: u32 = 0;
+    while mask.len() < len {
+        mask.extend_from_slice(
+            &Sha256::new()
+                .chain_update(seed)
+                .chain_update(counter.to_be_bytes())
+                .finalize(),
+        );
+        counter += 1;
+    }
+    mask.truncate(len);
+    mask
 }
 
 enum SecretKey {
@@ -549,11 +586,18 @@ fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
         };
         failure(FailureKind::Key, message)
     };
+    // stat before open: a FIFO would block the open, a device could stream forever.
     let metadata = std::fs::metadata(path).map_err(describe)?;
     if metadata.is_dir() {
         return Err(failure(
             FailureKind::Key,
             format!("{display}: is a directory, not a {what}"),
+        ));
+    }
+    if !metadata.is_file() {
+        return Err(failure(
+            FailureKind::Key,
+            format!("{display}: not a regular file, cannot be a {what}"),
         ));
     }
     if metadata.len() > MAX_KEY_FILE_BYTES {
@@ -565,7 +609,17 @@ fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
             ),
         ));
     }
-    std::fs::read(path).map_err(describe)
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|file| file.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(describe)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(failure(
+            FailureKind::Key,
+            format!("{display}: grew past {MAX_KEY_FILE_BYTES} bytes while read: not a {what}"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The passphrase for an encrypted key: the file's content (one trailing newline removed), else
@@ -748,7 +802,7 @@ mod tests {
         let d = dir.path();
         let error_of = |path: &Path| {
             let error = load_private_key(path, None).unwrap_err();
-            assert_eq!(crate::exit::code_for(&error), FailureKind::Key.code());
+            assert_eq!(crate::exit::kind_of(&error), FailureKind::Key);
             let message = format!("{error:#}");
             assert!(
                 message.starts_with(&path.display().to_string()),

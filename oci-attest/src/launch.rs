@@ -1,10 +1,16 @@
-//! Launching the wrapped command: forked stopped, released on demand, signals forwarded.
+//! Launching the wrapped command: forked stopped, released on demand, signals forwarded, and
+//! its whole process tree waited for.
 //!
 //! The tracer must know the child's pid before the child runs a single instruction of the
 //! wrapped program, or its first exec and opens escape the trace. So the child is forked by hand
 //! and blocks on a pipe; the parent registers the pid (in the BPF map), then releases it to exec.
 //! `std::process::Command` cannot do this: its `pre_exec` runs in the child and `spawn` only
-//! returns after the exec, so a hook that waits for the parent deadlocks.
+//! returns after the exec, so a hook that waits for the parent deadlocks. The child still starts
+//! the way `Command` starts one: SIGPIPE back to its default action, no signal blocked.
+//!
+//! oci-attest is a child subreaper ([`become_subreaper`]): orphans and double-forked daemons of
+//! the command are re-parented to it rather than to init, so [`wait_for_tree`] can wait until
+//! every process of the tree has ended.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -13,18 +19,24 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::errno::Errno;
 use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
+use crate::exit::{failure, FailureKind};
 use crate::observed::Termination;
 use crate::program_path::resolve_program;
 
-/// The child's pid for the signal handler (0: no child to forward to).
-static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// A pidfd of the child for the signal handler (-1: no child to forward to). A pidfd, not a
+/// pid: once the child is reaped its pid may name another process, its pidfd never does.
+static FORWARD_TO: AtomicI32 = AtomicI32::new(-1);
+
+/// The signals forwarded to the child while it runs.
+const FORWARDED: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 
 /// A forked child blocked before exec. Dropping it without [`StoppedChild::release`] makes the
 /// child exit without running anything, and reaps it.
@@ -107,6 +119,9 @@ fn child_wait_and_exec(
             libc::_exit(127);
         }
         if libc::chdir(working_dir.as_ptr()) == 0 {
+            // The Rust runtime ignores SIGPIPE, and an ignored signal stays ignored across
+            // exec: without this, `yes | head -1` in the command never ends by SIGPIPE.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
@@ -141,9 +156,17 @@ impl StoppedChild {
         std::mem::forget(self);
         if failed {
             let _ = waitpid(pid, None);
-            FORWARD_TO.store(0, Ordering::SeqCst);
+            remove_forwarding();
             let error = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            bail!("cannot execute {}: {error}", program.display());
+            let kind = if error.kind() == io::ErrorKind::NotFound {
+                FailureKind::CommandNotFound
+            } else {
+                FailureKind::CommandNotExecutable
+            };
+            return Err(failure(
+                kind,
+                format!("cannot execute {}: {error}", program.display()),
+            ));
         }
         Ok(RunningChild { pid })
     }
@@ -162,7 +185,8 @@ impl RunningChild {
         self.pid.as_raw().unsigned_abs()
     }
 
-    /// Waits for the child to end, forwarding SIGINT/SIGTERM meanwhile.
+    /// Waits for the child to end, forwarding SIGINT/SIGTERM meanwhile. Once it is reaped the
+    /// signals have their default action again: a SIGTERM during the analysis stops oci-attest.
     pub fn wait(self) -> anyhow::Result<Termination> {
         let termination = loop {
             match waitpid(self.pid, None) {
@@ -171,12 +195,101 @@ impl RunningChild {
                     break Termination::Signalled(signal as i32)
                 }
                 Ok(_) | Err(Errno::EINTR) => continue,
-                Err(errno) => return Err(errno).context("waiting for the command failed"),
+                Err(errno) => {
+                    remove_forwarding();
+                    return Err(errno).context("waiting for the command failed");
+                }
             }
         };
-        FORWARD_TO.store(0, Ordering::SeqCst);
+        remove_forwarding();
         Ok(termination)
     }
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`).
+pub fn become_subreaper() -> anyhow::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error()).context("cannot become a child subreaper");
+    }
+    Ok(())
+}
+
+/// A process of the tree still alive when the wait for the tree ran out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StillRunning {
+    pub pid: u32,
+    /// The executable (`/proc/PID/exe`), else the command name.
+    pub program: String,
+}
+
+/// Reaps every remaining child (orphans of the tree are re-parented to this subreaper) until
+/// none is left or `grace` has passed; then names the descendants still alive.
+pub fn wait_for_tree(grace: Duration) -> anyhow::Result<Vec<StillRunning>> {
+    let deadline = Instant::now() + grace;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return Ok(Vec::new()),
+            Err(errno) => return Err(errno).context("waiting for the command's descendants"),
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(descendants(std::process::id()));
+        }
+        // Short first (most trees end with their main process), then at most 50 ms late.
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The live descendants of `ancestor`, found through `/proc/PID/stat` parent links.
+fn descendants(ancestor: u32) -> Vec<StillRunning> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            Some((pid, parent_of(pid)?))
+        })
+        .collect();
+    let mut found: Vec<u32> = Vec::new();
+    let mut frontier = vec![ancestor];
+    while let Some(parent) = frontier.pop() {
+        for &(pid, _) in parents.iter().filter(|(_, ppid)| *ppid == parent) {
+            if !found.contains(&pid) {
+                found.push(pid);
+                frontier.push(pid);
+            }
+        }
+    }
+    found.sort_unstable();
+    found
+        .into_iter()
+        .map(|pid| StillRunning {
+            pid,
+            program: program_of(pid),
+        })
+        .collect()
+}
+
+/// The parent pid from `/proc/PID/stat` (after the command name, which may hold spaces and
+/// parentheses: the last `)` ends it).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn program_of(pid: u32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|path| path.to_string_lossy().into_owned())
+        .or_else(|_| std::fs::read_to_string(format!("/proc/{pid}/comm")))
+        .map(|name| name.trim_end().to_owned())
+        .unwrap_or_default()
 }
 
 /// Reads exactly `buffer.len()` bytes; `Ok(false)` on an immediate EOF (the exec succeeded and
@@ -205,26 +318,53 @@ extern "C" fn forward_signal(
     if !info.is_null() && unsafe { (*info).si_code } == libc::SI_KERNEL {
         return;
     }
-    let pid = FORWARD_TO.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill is async-signal-safe.
-        unsafe { libc::kill(pid, signal) };
+    let pidfd = FORWARD_TO.load(Ordering::SeqCst);
+    if pidfd >= 0 {
+        // SAFETY: a raw syscall, async-signal-safe; a reaped child's pidfd just fails (ESRCH).
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd,
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     }
 }
 
 fn install_forwarding(child: Pid) -> anyhow::Result<()> {
-    FORWARD_TO.store(child.as_raw(), Ordering::SeqCst);
+    // SAFETY: pidfd_open on our own unreaped child.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error()).context("pidfd_open of the command failed");
+    }
+    FORWARD_TO.store(i32::try_from(pidfd)?, Ordering::SeqCst);
     let action = SigAction::new(
         SigHandler::SigAction(forward_signal),
         SaFlags::SA_RESTART | SaFlags::SA_SIGINFO,
         SigSet::empty(),
     );
-    for sig in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only reads an atomic and calls kill.
+    for sig in FORWARDED {
+        // SAFETY: the handler only reads an atomic and makes one syscall.
         unsafe { signal::sigaction(sig, &action) }
             .with_context(|| format!("cannot install a {sig} handler"))?;
     }
     Ok(())
+}
+
+/// Back to the default actions first, so no new handler starts; then the pidfd is closed.
+fn remove_forwarding() {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in FORWARDED {
+        // SAFETY: restoring the default action.
+        let _ = unsafe { signal::sigaction(sig, &default) };
+    }
+    let pidfd = FORWARD_TO.swap(-1, Ordering::SeqCst);
+    if pidfd >= 0 {
+        // SAFETY: the pidfd was opened by install_forwarding and is closed only here.
+        unsafe { libc::close(pidfd) };
+    }
 }
 
 fn c_string(value: &OsStr) -> anyhow::Result<CString> {
@@ -284,6 +424,25 @@ mod tests {
         let child = spawn_stopped(&[script.clone().into_os_string()], dir.path()).unwrap();
         let error = child.release().err().unwrap();
         assert!(error.to_string().starts_with("cannot execute"), "{error}");
+    }
+
+    #[test]
+    fn descendants_are_found_with_their_program() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let found = descendants(std::process::id());
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        let sleep = found
+            .iter()
+            .find(|process| process.pid == sleeper.id())
+            .unwrap_or_else(|| panic!("{found:?}"));
+        assert!(sleep.program.ends_with("/sleep"), "{sleep:?}");
+        assert!(found
+            .iter()
+            .all(|process| process.pid != std::process::id()));
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! [`inspect`]) →
 //! [`collection`] (the collection and in-toto statement) → [`dsse`] and [`keys`] (signing) →
 //! [`output`] (atomic write). [`inspect`] stands alone: it knows nothing of the rest.
+//! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
 
 pub mod attestors;
+pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
 pub mod commands;
@@ -23,9 +25,13 @@ pub mod launch;
 pub mod logging;
 pub mod observed;
 pub mod output;
+pub mod pathtext;
+pub mod policy;
+pub mod product_scope;
 pub mod products;
 pub mod program_path;
 pub mod progress;
+pub mod redact;
 pub mod rfc3339;
 pub mod save_command;
 #[cfg(feature = "tracer")]

@@ -1,7 +1,8 @@
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use oci_attest::{commands, exit, logging::LogArgs};
+use oci_attest::{cli_compat, commands, exit, logging::LogArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a save command under the tracer and write a signed attestation.
-    Run(commands::run::Args),
+    Run(Box<commands::run::Args>),
     /// Analyse an image archive (tar, gzip tar, OCI layout dir) and print what it holds.
     Inspect(commands::inspect::Args),
     /// Check an envelope's signature, optionally against an image archive.
@@ -32,24 +33,58 @@ enum Command {
     Doctor(commands::doctor::Args),
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
+    /// Sign a policy (DSSE) for `verify -p`.
+    Sign(commands::sign::Args),
+    /// Internal: evaluates Rego for `verify -p` inside resource limits.
+    #[command(name = "rego-sandbox", hide = true)]
+    RegoSandbox,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if let Some(message) = cli_compat::unsupported_flag(&args) {
+        eprintln!("oci-attest: {message}");
+        return ExitCode::from(exit::USAGE);
+    }
+    let config = std::env::current_dir()
+        .ok()
+        .and_then(|dir| cli_compat::find_config(&dir));
+    if let Some(config) = config {
+        match cli_compat::apply_config(args, &config) {
+            Ok(rewritten) => args = rewritten,
+            Err(error) => {
+                eprintln!("oci-attest: error: {error:#}");
+                return ExitCode::from(exit::USAGE);
+            }
+        }
+    }
+    let cli = Cli::parse_from(args);
     cli.log.init();
+    let is_run = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
-        Command::Run(args) => commands::run::execute(args),
+        Command::Run(args) => commands::run::execute(*args),
         Command::Inspect(args) => commands::inspect::execute(args),
         Command::Verify(args) => commands::verify::execute(args),
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
         Command::Keygen(args) => commands::keygen::execute(args),
+        Command::Sign(args) => commands::sign::execute(args),
+        Command::RegoSandbox => {
+            oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("oci-attest: error: {error:#}");
-            ExitCode::from(exit::code_for(&error))
+            let kind = exit::kind_of(&error);
+            if is_run {
+                // One exit code (125) covers most of run's failures: name the reason.
+                eprintln!("oci-attest: error: {error:#} (reason: {})", kind.reason());
+                ExitCode::from(kind.run_code())
+            } else {
+                eprintln!("oci-attest: error: {error:#}");
+                ExitCode::from(kind.code())
+            }
         }
     }
 }

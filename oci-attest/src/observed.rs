@@ -34,16 +34,106 @@ pub enum TraceMode {
 pub struct TraceCounts {
     /// Events received from the ring buffer.
     pub events: u64,
-    /// Events the kernel could not queue (sum of the per-CPU lost counters).
+    /// Events the kernel could not queue (sum of the per-CPU counters) or that could not be
+    /// decoded.
     pub lost: u64,
     pub execs: u64,
     pub forks: u64,
+    /// Written files and path operations (rename, link, unlink, truncate).
     pub file_ops: u64,
-    /// Execs whose argv could not be read whole (too long, too many arguments, unreadable).
+    /// Execs whose argv was longer than the kernel side reads.
     pub truncated_argvs: u64,
-    /// File operations whose relative path could not be resolved (unknown cwd or dirfd):
-    /// they are not in the process's lists.
+    /// Execs whose argument area could not be read.
+    pub unreadable_argvs: u64,
+    /// Paths the kernel could not build (unreadable dentry chain, unknown dirfd).
     pub unresolved_paths: u64,
+    /// Paths longer than the kernel-side buffer.
+    pub truncated_paths: u64,
+}
+
+/// Why a trace is incomplete: the codes of `summary.incomplete` (documented in
+/// `docs/tracing.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncompleteReason {
+    LostEvents,
+    PendingMapFull,
+    WrittenSetFull,
+    ArgvTruncated,
+    ArgvUnreadable,
+    UnmodelledSyscall,
+    CompatSyscall,
+    UnresolvedPath,
+    PathTruncated,
+    UnverifiedProduct,
+    ProgramReplaced,
+    /// A process of the tree was still alive when `--wait-for-tree` ran out.
+    TreeStillRunning,
+}
+
+impl IncompleteReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            IncompleteReason::LostEvents => "lost-events",
+            IncompleteReason::PendingMapFull => "pending-map-full",
+            IncompleteReason::WrittenSetFull => "written-set-full",
+            IncompleteReason::ArgvTruncated => "argv-truncated",
+            IncompleteReason::ArgvUnreadable => "argv-unreadable",
+            IncompleteReason::UnmodelledSyscall => "unmodelled-syscall",
+            IncompleteReason::CompatSyscall => "compat-syscall",
+            IncompleteReason::UnresolvedPath => "unresolved-path",
+            IncompleteReason::PathTruncated => "path-truncated",
+            IncompleteReason::UnverifiedProduct => "unverified-product",
+            IncompleteReason::ProgramReplaced => "program-replaced",
+            IncompleteReason::TreeStillRunning => "tree-still-running",
+        }
+    }
+}
+
+/// One gap of the trace: a reason code and one human line.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Incomplete {
+    pub reason: IncompleteReason,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.code(), self.detail)
+    }
+}
+
+/// A regular file whose content a process changed, as the kernel identified it when the
+/// process first changed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Its path then, built in the kernel from the dentry chain.
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Where a written file is at the end of the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// These paths name that very inode now (checked with `lstat`).
+    Present(Vec<PathBuf>),
+    /// Deleted (unlinked by the tree, never linked, or its inode number reused).
+    Deleted,
+    /// On a kernel pseudo-filesystem (/proc, /sys, ...): not a file with lasting content.
+    Pseudo,
+    /// No path found that names it, and not known deleted: the trace is incomplete.
+    Unverified,
+}
+
+/// A written inode and where it ended up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledFile {
+    pub dev: u64,
+    pub ino: u64,
+    /// The path the kernel saw at the first write.
+    pub written_as: PathBuf,
+    pub fate: Fate,
 }
 
 /// One process of the traced tree.
@@ -56,21 +146,27 @@ pub struct ObservedProcess {
     pub started: SystemTime,
     pub ended: Option<SystemTime>,
     pub exit: Option<Termination>,
-    /// Absolute paths opened for writing (O_WRONLY/O_RDWR/O_CREAT/O_TRUNC, or creat), in order.
-    pub writes: Vec<PathBuf>,
-    /// Absolute paths opened read-only.
-    pub reads: Vec<PathBuf>,
-    /// (old, new) absolute paths, in order.
+    /// Files whose content it changed, in order of the first change, wherever they are.
+    pub writes: Vec<WrittenFile>,
+    /// (old, new) paths: the directory built in the kernel, the name as passed.
     pub renames: Vec<(PathBuf, PathBuf)>,
+    /// (existing, new) hard links, same construction.
+    pub links: Vec<(PathBuf, PathBuf)>,
     pub deletes: Vec<PathBuf>,
+    /// Paths truncated with truncate(2).
+    pub truncates: Vec<PathBuf>,
 }
 
 /// One successful exec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecRecord {
-    /// Path of the executable as the kernel resolved it.
+    /// Path of the file the kernel executed, built in the kernel.
     pub program: String,
-    /// argv as read in the kernel, untruncated.
+    /// Its inode (dev, ino) when executed.
+    pub program_id: (u64, u64),
+    /// SHA-256 of the program, only when the file at `program` is still that inode.
+    pub program_digest: Option<String>,
+    /// argv as the new image received it.
     pub argv: Vec<String>,
     pub time: SystemTime,
 }
@@ -99,6 +195,11 @@ pub struct Observation {
     pub counts: TraceCounts,
     /// Sorted by start time. Empty when the trace was off.
     pub processes: Vec<ObservedProcess>,
+    /// Every written inode and where it is now. Empty when the trace was off.
+    pub written: Vec<SettledFile>,
+    /// Everything the observation could not account for; non-empty means exit 3 unless
+    /// `--allow-incomplete-trace`.
+    pub incomplete: Vec<Incomplete>,
 }
 
 impl Observation {

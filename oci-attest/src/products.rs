@@ -2,7 +2,7 @@
 //!
 //! Untraced: a snapshot of the working directory before and after; materials are the regular
 //! files present at the start, products the regular files that are new or changed at the end.
-//! Traced: [`traced_products`] over what the processes wrote and renamed.
+//! Traced: [`traced_products`], the paths that name the inodes the tree wrote.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::digest::sha256_reader;
-use crate::observed::ObservedProcess;
+use crate::observed::{Fate, SettledFile};
+use crate::pathtext;
 
 /// One file of the set: its recorded path and the lowercase hex SHA-256 of its content.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,6 +88,11 @@ impl Snapshot {
         Ok(snapshot)
     }
 
+    /// Keeps only the files for which `keep` is true.
+    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        self.files.retain(|path, _| keep(path));
+    }
+
     pub fn paths(&self) -> impl Iterator<Item = &Path> {
         self.files.keys().map(PathBuf::as_path)
     }
@@ -101,41 +107,18 @@ impl Snapshot {
     }
 }
 
-/// Kernel pseudo-filesystems: writes there (`/proc/self/oom_score_adj`, `/dev/null`) are not
-/// products.
-const PSEUDO_FILESYSTEMS: &[&str] = &["/proc", "/sys", "/dev"];
-
-/// Products of a traced run: every path written, and every rename target, that still exists
-/// as a regular file at the end (`is_regular_file` asks the filesystem; tests pass a fake).
-///
-/// Writes, renames and deletes are kept per process in separate lists, so their interleaving
-/// is not known; the end state decides instead: `docker save -o F` writes `F.tmp` and renames
-/// it, so `F.tmp` is gone and `F` exists; a written-then-deleted file does not exist; a file
-/// deleted and then written again exists and is a product.
-pub fn traced_products(
-    processes: &[ObservedProcess],
-    is_regular_file: impl Fn(&Path) -> bool,
-) -> Vec<PathBuf> {
-    let candidates: BTreeSet<&PathBuf> = processes
+/// Products of a traced run: every path that names, now, an inode the tree wrote (the trace
+/// settled each written inode against the filesystem at the end; deleted and pseudo-filesystem
+/// files have no such path).
+pub fn traced_products(written: &[SettledFile]) -> Vec<PathBuf> {
+    let paths: BTreeSet<&PathBuf> = written
         .iter()
-        .flat_map(|process| {
-            process
-                .writes
-                .iter()
-                .chain(process.renames.iter().map(|(_, new)| new))
+        .flat_map(|file| match &file.fate {
+            Fate::Present(paths) => paths.as_slice(),
+            _ => &[],
         })
-        .filter(|path| !PSEUDO_FILESYSTEMS.iter().any(|root| path.starts_with(root)))
         .collect();
-    candidates
-        .into_iter()
-        .filter(|path| is_regular_file(path))
-        .cloned()
-        .collect()
-}
-
-/// Is `path` a regular file right now (symlinks not followed)?
-pub fn is_regular_file(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_file())
+    paths.into_iter().cloned().collect()
 }
 
 /// OCI layout directories among the products: a directory with both `oci-layout` and
@@ -157,34 +140,64 @@ pub fn layout_dirs(products: &[PathBuf], exists: impl Fn(&Path) -> bool) -> Vec<
 /// How a file is named in the attestation: relative to the working dir when inside it
 /// (as witness records), absolute otherwise.
 pub fn recorded_path(path: &Path, working_dir: &Path) -> String {
-    path.strip_prefix(working_dir)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
+    pathtext::escape(path.strip_prefix(working_dir).unwrap_or(path))
+}
+
+/// How many times a file that changes while it is read is read again before it is left out.
+const HASH_ATTEMPTS: usize = 3;
+
+/// The SHA-256 of `path` as one consistent version of its content, or why there is none: a
+/// busy working directory (a parallel build, another tool's temp files) is normal, so a file
+/// that vanishes, or keeps changing while it is read, is left out with a notice instead of
+/// failing the run.
+fn hash_settled(path: &Path) -> anyhow::Result<Option<String>> {
+    let shown = path.display();
+    for _ in 0..HASH_ATTEMPTS {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(path = %shown, "left out: it vanished before it could be hashed");
+                return Ok(None);
+            }
+            Err(error) => return Err(error).with_context(|| format!("{shown}: cannot hash")),
+        };
+        let stamp = |file: &File| file.metadata().map(|metadata| FileStamp::of(&metadata));
+        let before = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        let digest = sha256_reader(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        let after = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        if before == after {
+            return Ok(Some(digest));
+        }
+        tracing::info!(path = %shown, "changed while it was hashed; reading it again");
+    }
+    tracing::warn!(path = %shown, "left out: it kept changing while it was hashed");
+    Ok(None)
 }
 
 /// SHA-256 of each file, reusing `known` digests (an archive the oci analysis already read)
-/// instead of reading the file again. Files are hashed on all cores.
+/// instead of reading the file again. Files are hashed on all cores; files that vanish or keep
+/// changing meanwhile are left out (see [`hash_settled`]).
 pub fn hash_files(
     paths: &[PathBuf],
     known: &HashMap<PathBuf, String>,
     working_dir: &Path,
 ) -> anyhow::Result<Vec<FileDigest>> {
-    let hash = |path: &PathBuf| -> anyhow::Result<FileDigest> {
+    let hash = |path: &PathBuf| -> anyhow::Result<Option<FileDigest>> {
         let sha256 = match known.get(path) {
             Some(digest) => digest.clone(),
-            None => File::open(path)
-                .and_then(sha256_reader)
-                .with_context(|| format!("{}: cannot hash", path.display()))?,
+            None => match hash_settled(path)? {
+                Some(digest) => digest,
+                None => return Ok(None),
+            },
         };
-        Ok(FileDigest {
+        Ok(Some(FileDigest {
             path: recorded_path(path, working_dir),
             sha256,
-        })
+        }))
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = paths.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
+    let hashed: anyhow::Result<Vec<Option<FileDigest>>> = std::thread::scope(|scope| {
         let workers: Vec<_> = paths
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
@@ -196,70 +209,36 @@ pub fn hash_files(
                 Err(_) => vec![Err(anyhow::anyhow!("a hashing thread panicked"))],
             })
             .collect()
-    })
+    });
+    Ok(hashed?.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use super::*;
     use crate::digest::sha256_hex;
 
-    fn process(writes: &[&str], renames: &[(&str, &str)], deletes: &[&str]) -> ObservedProcess {
-        ObservedProcess {
-            pid: 2,
-            parent_pid: 1,
-            execs: Vec::new(),
-            started: UNIX_EPOCH + Duration::from_secs(1),
-            ended: None,
-            exit: None,
-            writes: writes.iter().map(PathBuf::from).collect(),
-            reads: Vec::new(),
-            renames: renames
-                .iter()
-                .map(|(old, new)| (PathBuf::from(old), PathBuf::from(new)))
-                .collect(),
-            deletes: deletes.iter().map(PathBuf::from).collect(),
-        }
-    }
-
     #[test]
-    fn traced_products_follow_renames_and_drop_deleted_files() {
-        let processes = [
-            // docker save -o /w/img.tar: temp file renamed into place.
-            process(
-                &["/w/.img.tar.tmp"],
-                &[("/w/.img.tar.tmp", "/w/img.tar")],
-                &[],
-            ),
-            // A scratch file written then deleted, a log, and pseudo files.
-            process(
-                &[
-                    "/w/scratch",
-                    "/w/log",
-                    "/dev/null",
-                    "/proc/self/oom_score_adj",
-                ],
-                &[],
-                &["/w/scratch"],
-            ),
-            // Deleted, then written again: exists at the end.
-            process(&["/w/again"], &[], &["/w/again"]),
+    fn traced_products_are_the_present_paths_of_written_inodes() {
+        let settled = |fate| SettledFile {
+            dev: 1,
+            ino: 2,
+            written_as: PathBuf::from("/w/.img.tar.tmp"),
+            fate,
+        };
+        let written = [
+            settled(Fate::Present(vec![
+                PathBuf::from("/w/img.tar"),
+                PathBuf::from("/w/hardlink"),
+            ])),
+            settled(Fate::Deleted),
+            settled(Fate::Pseudo),
+            settled(Fate::Unverified),
+            settled(Fate::Present(vec![PathBuf::from("/w/img.tar")])),
         ];
-        let existing: BTreeSet<PathBuf> = [
-            "/w/img.tar",
-            "/w/log",
-            "/w/again",
-            "/proc/self/oom_score_adj",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
-        let products = traced_products(&processes, |path| existing.contains(path));
         assert_eq!(
-            products,
-            ["/w/again", "/w/img.tar", "/w/log"].map(PathBuf::from)
+            traced_products(&written),
+            ["/w/hardlink", "/w/img.tar"].map(PathBuf::from)
         );
     }
 
@@ -310,5 +289,18 @@ mod tests {
             half.join("index.json"),
         ];
         assert_eq!(layout_dirs(&products, |p| p.exists()), [layout]);
+    }
+
+    /// A busy working directory: a listed file that is gone by the time it is hashed is left
+    /// out, the others are hashed.
+    #[test]
+    fn vanished_files_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("kept"), "k").unwrap();
+        let paths = [d.join("kept"), d.join("vanished.tmp")];
+        let digests = hash_files(&paths, &HashMap::new(), d).unwrap();
+        assert_eq!(digests.len(), 1);
+        assert_eq!(digests[0].path, "kept");
     }
 }

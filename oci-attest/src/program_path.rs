@@ -5,7 +5,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use crate::exit::{failure, FailureKind};
 
 /// Finds `name` the way a shell would: as a path when it contains `/`, else on PATH.
 pub fn resolve_program(name: &OsStr) -> anyhow::Result<PathBuf> {
@@ -16,7 +16,10 @@ pub fn resolve_program(name: &OsStr) -> anyhow::Result<PathBuf> {
     if name.as_bytes().contains(&b'/') {
         let path = PathBuf::from(name);
         if !path.exists() {
-            bail!("command not found: {}", path.display());
+            return Err(failure(
+                FailureKind::CommandNotFound,
+                format!("command not found: {}", path.display()),
+            ));
         }
         return Ok(path);
     }
@@ -24,10 +27,13 @@ pub fn resolve_program(name: &OsStr) -> anyhow::Result<PathBuf> {
     std::env::split_paths(&search)
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
-        .with_context(|| {
-            format!(
-                "command not found: {} (not on PATH; give a path or fix PATH)",
-                name.to_string_lossy()
+        .ok_or_else(|| {
+            failure(
+                FailureKind::CommandNotFound,
+                format!(
+                    "command not found: {} (not on PATH; give a path or fix PATH)",
+                    name.to_string_lossy()
+                ),
             )
         })
 }

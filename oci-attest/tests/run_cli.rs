@@ -200,31 +200,116 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     );
     assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
     let statement = payload(&std::fs::read(d.join("att.json")).unwrap());
-    let command_run = &statement["predicate"]["attestations"][1]["attestation"];
+    let of_type = |type_uri: &str| {
+        statement["predicate"]["attestations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|attestation| attestation["type"] == type_uri)
+            .map(|attestation| attestation["attestation"].clone())
+            .unwrap()
+    };
+    // witness's defaults: environment (and git, skipped outside a work tree) without -a.
+    assert_eq!(
+        of_type("https://aflock.ai/attestations/environment/v0.1")["os"],
+        "linux"
+    );
+    let command_run = &of_type("https://aflock.ai/attestations/command-run/v0.1");
     assert_eq!(command_run["exitcode"], 42);
     assert_eq!(command_run["summary"]["trace"], "off");
     assert_eq!(
         command_run["summary"]["reason"],
         "disabled with --trace off"
     );
-    let products = &statement["predicate"]["attestations"][2]["attestation"]["leaves"];
+    let products = &of_type("https://aflock.ai/attestations/product/v0.3")["leaves"];
     assert_eq!(products[0]["path"], "f");
-    let verified = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
+    // verify tells the truth about the run: a failed, untraced run does not pass by default.
+    let refused = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
+    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    let report = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert!(report.contains("signature: ok"), "{report}");
+    assert!(
+        report
+            .contains("run: command exit code 42, trace off (disabled with --trace off), complete"),
+        "{report}"
+    );
+    assert!(
+        stderr(&refused).contains("--allow-failed-command"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(
+        stderr(&refused).contains("--allow-untraced"),
+        "{}",
+        stderr(&refused)
+    );
+    let verified = oci_attest(
+        d,
+        &[
+            "verify",
+            "--key",
+            "key.pem.pub",
+            "--allow-failed-command",
+            "--allow-untraced",
+            "--json",
+            "att.json",
+        ],
+    );
     assert!(verified.status.success(), "{}", stderr(&verified));
+    let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["run"]["exitcode"], 42);
+    assert_eq!(report["run"]["trace"], "off");
+    assert_eq!(report["problems"], serde_json::json!([]));
+
+    // A statement written with --unsigned is called what it is.
+    let unsigned = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "bare.json",
+            "--",
+            "true",
+        ],
+    );
+    assert!(unsigned.status.success(), "{}", stderr(&unsigned));
+    let output = oci_attest(d, &["verify", "--key", "key.pem.pub", "bare.json"]);
+    assert_eq!(output.status.code(), Some(7));
+    assert!(
+        stderr(&output).contains("unsigned in-toto statement (written with --unsigned)"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
 fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let output = oci_attest(d, &["run", "--trace", "off", "--unsigned", "--", "true"]);
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "/dev/stdout",
+            "--",
+            "true",
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
     assert_eq!(statement["predicate"]["name"], "run");
 
     let output = oci_attest(d, &["run", "--trace", "off", "--", "touch", "ran"]);
-    assert_eq!(output.status.code(), Some(4));
+    assert_eq!(output.status.code(), Some(125));
     assert!(
         stderr(&output).contains("no signing key"),
         "{}",
@@ -275,12 +360,13 @@ fn unusable_keys_fail_before_the_command_starts() {
         let output = oci_attest(d, &args);
         assert_eq!(
             output.status.code(),
-            Some(4),
+            Some(125),
             "{key_args:?}: {}",
             stderr(&output)
         );
         let error = stderr(&output);
         assert!(error.contains(message), "{key_args:?}: {error}");
+        assert!(error.contains("(reason: key-error)"), "{error}");
         assert_eq!(error.trim_end().lines().count(), 1, "{error}");
         assert!(!d.join("ran").exists(), "{key_args:?} ran the command");
         assert!(!d.join("att.json").exists());
@@ -337,8 +423,13 @@ fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
             "out.tar",
         ],
     );
-    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(125), "{}", stderr(&output));
     assert!(stderr(&output).contains("out.tar"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("(reason: analysis-failed)"),
+        "{}",
+        stderr(&output)
+    );
     assert_eq!(std::fs::read(d.join("att.json")).unwrap(), b"previous");
     let leftovers: Vec<_> = std::fs::read_dir(d)
         .unwrap()
@@ -471,6 +562,8 @@ fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
             "--trace",
             "off",
             "--unsigned",
+            "-o",
+            "/dev/stdout",
             "-a",
             "oci",
             "--",
@@ -512,7 +605,7 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
             "ran",
         ],
     );
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(125));
     assert!(
         stderr(&output).contains("does not exist"),
         "{}",
@@ -547,4 +640,229 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(std::fs::read_to_string(d.join("seen")).unwrap(), "[]\n");
+}
+
+/// `run`'s own failures never collide with the command's codes: 127 not found, 126 not
+/// executable, 125 oci-attest failed, the child's own code passed through.
+#[test]
+fn run_exit_codes_follow_env_and_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("not-executable"), "#!/bin/sh\n").unwrap();
+    let base = [
+        "run",
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "att.json",
+        "--",
+    ];
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["no-such-command-xyz"], 127, "(reason: command-not-found)"),
+        (&["./no-such-file"], 127, "(reason: command-not-found)"),
+        (
+            &["./not-executable"],
+            126,
+            "(reason: command-not-executable)",
+        ),
+        (&["sh", "-c", "exit 125"], 125, "exit code 125"),
+    ];
+    for (command, code, message) in cases {
+        let args: Vec<&str> = base.iter().chain(command).copied().collect();
+        let output = oci_attest(d, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(message),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+/// witness/cilock habits: unsupported witness flags get one clear line (exit 2, nothing runs);
+/// a `.witness.yaml` `run:` section supplies options and flags override it.
+#[test]
+fn witness_flags_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for flag in [
+        "--enable-archivista",
+        "--archivista-server=https://archivista.example",
+        "--timestamp-servers",
+        "--signer-fulcio-url",
+        "--signer-kms-ref",
+    ] {
+        let output = oci_attest(d, &["run", "--unsigned", flag, "--", "touch", "ran"]);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {}", stderr(&output));
+        let message = stderr(&output);
+        assert!(
+            message.starts_with("oci-attest: not supported by oci-attest yet: --"),
+            "{message}"
+        );
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(!d.join("ran").exists());
+    }
+
+    std::fs::write(
+        d.join(".witness.yaml"),
+        "run:\n  step: from-config\n  outfile: config.json\n  trace: false\n  unsigned: true\n  \
+         attestations: [environment]\n  env-exclude-sensitive-key: [MY_TOKEN]\n",
+    )
+    .unwrap();
+    let output = Command::new(BIN)
+        .args(["run", "--step", "from-flag", "--", "true"])
+        .current_dir(d)
+        .env("MY_TOKEN", "shown-because-excluded")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let statement: Value =
+        serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    assert_eq!(statement["predicate"]["name"], "from-flag");
+    let environment = &statement["predicate"]["attestations"][0];
+    assert_eq!(
+        environment["type"],
+        "https://aflock.ai/attestations/environment/v0.1"
+    );
+    assert_eq!(
+        environment["attestation"]["variables"]["MY_TOKEN"],
+        "shown-because-excluded"
+    );
+
+    std::fs::write(d.join(".oci-attest.yaml"), "run:\n  no-such-option: 1\n").unwrap();
+    let output = oci_attest(d, &["run", "--unsigned", "--", "touch", "ran"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(".oci-attest.yaml: run.no-such-option: not an option"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!d.join("ran").exists());
+}
+
+/// Machine-readable output: `run --json` (success and failure), `tools --json`, `doctor
+/// --json`, and `inspect` of a missing file is an I/O error (1), not a failed analysis (5).
+#[test]
+fn json_summaries_and_inspect_of_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    keygen(d, "ed25519");
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "key.pem",
+            "-o",
+            "att.json",
+            "--json",
+            "--",
+            "sh",
+            "-c",
+            "echo b > b.txt; echo a > a.txt; exit 3",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["step"], "run");
+    assert_eq!(summary["outfile"], "att.json");
+    assert_eq!(summary["exitcode"], 3);
+    assert_eq!(summary["signed"], true);
+    assert_eq!(summary["products"], serde_json::json!(["a.txt", "b.txt"]));
+    assert_eq!(summary["trace"]["trace"], "off");
+    assert!(summary["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|subject| subject.as_str().unwrap().ends_with("tree:products")));
+
+    let output = oci_attest(
+        d,
+        &[
+            "run",
+            "--trace",
+            "off",
+            "-k",
+            "missing.pem",
+            "-o",
+            "x.json",
+            "--json",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(125));
+    let failure: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(failure["exitcode"], 125);
+    assert_eq!(failure["reason"], "key-error");
+    assert!(failure["error"].as_str().unwrap().contains("missing.pem"));
+
+    for args in [
+        &["tools", "list", "--json"][..],
+        &["tools", "list", "--format", "json"],
+        &["tools", "show", "oci", "--json"],
+        &["doctor", "--json"],
+    ] {
+        let output = oci_attest(d, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice::<Value>(&output.stdout)
+            .unwrap_or_else(|error| panic!("{args:?}: {error}"));
+    }
+
+    let output = oci_attest(d, &["inspect", "no-such.tar"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no-such.tar: cannot read"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// `--log-format json`: one object per line, with the facts as fields, not only in a message.
+#[test]
+fn json_logs_carry_structured_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let output = oci_attest(
+        d,
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--trace",
+            "off",
+            "--unsigned",
+            "-o",
+            "att.json",
+            "--",
+            "sh",
+            "-c",
+            "echo p > p.txt",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = stderr(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect();
+    assert!(
+        events.iter().any(|event| event["path"] == "p.txt"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|event| event["outfile"] == "att.json"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|event| event["exitcode"] == 0),
+        "{events:?}"
+    );
 }

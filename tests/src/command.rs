@@ -14,6 +14,16 @@ pub fn describe(command: &Command) -> String {
         .join(" ")
 }
 
+/// Exit status, stdout and stderr of a finished command, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
+}
+
 /// Runs `command` to completion with captured output; fails unless it exits 0.
 pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     let output = command

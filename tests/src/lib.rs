@@ -8,6 +8,7 @@
 //! plain `cargo test` and then report what is missing (see [`require!`]).
 
 pub mod archive;
+pub mod attack;
 pub mod command;
 pub mod daemons;
 pub mod expect;
@@ -18,31 +19,40 @@ pub mod registry;
 pub mod storage;
 pub mod tamper;
 
-/// True when running in CI (`CI=true`): a missing piece of the environment is then a failure,
-/// never a skip.
+/// Set by `cargo xtask test`: every test that would skip for a missing environment fails.
+pub const REQUIRE_ALL_ENV: &str = "OCI_ATTEST_REQUIRE_ALL";
+
+/// True in CI (`CI=true`) and under `cargo xtask test` ([`REQUIRE_ALL_ENV`]): a missing piece
+/// of the environment is then a failure, never a skip.
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+    let set = |name| std::env::var(name).is_ok_and(|value| value == "true" || value == "1");
+    set("CI") || set(REQUIRE_ALL_ENV)
+}
+
+/// Says that `test` is skipped because of `reason` (the "SKIPPED" line `cargo xtask test`
+/// counts); panics instead when skips are failures ([`in_ci`]).
+pub fn skip(test: &str, reason: &str) {
+    if in_ci() {
+        panic!("{test}: {reason} (CI=true or {REQUIRE_ALL_ENV}=1: not skipping)");
+    }
+    // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and a skip
+    // must be visible.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
 }
 
 /// Unwraps a `Result` describing a piece of the test environment (a daemon, a fixture, the
-/// binary). On error: panics under CI, otherwise prints why the test is skipped and returns.
+/// binary). On error: panics under CI, otherwise reports the test as skipped and returns.
 #[macro_export]
 macro_rules! require {
     ($environment:expr) => {
         match $environment {
             Ok(value) => value,
             Err(error) => {
-                if $crate::in_ci() {
-                    panic!("test environment incomplete (CI=true, not skipping): {error:#}");
-                }
-                // Straight to the stderr handle: libtest captures `eprintln!` of passing tests,
-                // and a skip must be visible.
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {}: test environment incomplete: {error:#}",
+                $crate::skip(
                     // libtest names each test's thread after the test.
-                    std::thread::current().name().unwrap_or(module_path!())
+                    std::thread::current().name().unwrap_or(module_path!()),
+                    &format!("test environment incomplete: {error:#}"),
                 );
                 return;
             }

@@ -2,6 +2,8 @@
 //! `.tools/venv`), the one suite that checks our signatures independently: envelopes it signs
 //! must verify with `oci-attest verify`, envelopes `oci-attest run` signs must verify with it
 //! (and tampered ones must not), and keys `oci-attest keygen` writes must load in OpenSSL.
+//! Signed policies cross the same way: securesystemslib-signed ones pass `oci-attest verify -p`,
+//! and `oci-attest sign` output verifies with securesystemslib.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -230,4 +232,119 @@ fn run_envelopes_verify_with_securesystemslib() {
             );
         }
     }
+}
+
+/// A policy whose one step requires a command-run exiting 0, signed by `functionary_pub`.
+fn exit_zero_policy(functionary_pub: &Path) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let pem = std::fs::read(functionary_pub).expect("functionary key");
+    let keyid = oci_attest_tests::command::sha256sum(functionary_pub).expect("sha256sum");
+    let module = "package interop\ndeny[msg] { input.exitcode != 0; msg := \"failed\" }\n";
+    serde_json::json!({
+        "expires": "2099-01-01T00:00:00Z",
+        "publickeys": {&keyid: {"keyid": &keyid, "key": engine.encode(&pem)}},
+        "steps": {"interop": {
+            "name": "interop",
+            "functionaries": [{"type": "publickey", "publickeyid": &keyid}],
+            "attestations": [{"type": "https://aflock.ai/attestations/command-run/v0.1",
+                              "regopolicies": [{"name": "exit", "module": engine.encode(module)}]}],
+        }},
+    })
+    .to_string()
+}
+
+#[test]
+fn signed_policies_cross_between_securesystemslib_and_oci_attest() {
+    let python = require!(python());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let run = |args: &[&str], cwd: &Path| {
+        let mut command = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+        let output = command
+            .args(args)
+            .current_dir(cwd)
+            .output()
+            .expect("oci-attest");
+        assert!(output.status.success(), "{args:?}: {}", describe(&output));
+    };
+    run(&["keygen", "--out", "functionary.pem"], d);
+    let functionary = d.join("functionary.pem");
+    let attestation = d.join("interop.att.json");
+    run(
+        &[
+            "run",
+            "--step",
+            "interop",
+            "--trace",
+            "off",
+            "-k",
+            functionary.to_str().unwrap(),
+            "-o",
+            attestation.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            "printf built > out.bin",
+        ],
+        &work,
+    );
+    let policy = d.join("policy.json");
+    std::fs::write(&policy, exit_zero_policy(&d.join("functionary.pem.pub"))).unwrap();
+
+    for payload_type in [
+        "https://aflock.ai/policy/v0.1",
+        "https://witness.testifysec.com/policy/v0.1",
+    ] {
+        let (signed, public) = (d.join("policy.ssl.json"), d.join("policy-ssl.pub"));
+        let output = Command::new(&python)
+            .arg(SCRIPT)
+            .args(["sign", "ed25519"])
+            .args([&policy, &signed, &public])
+            .arg(payload_type)
+            .output()
+            .expect("python");
+        assert!(output.status.success(), "{}", describe(&output));
+        let verified = oci_attest::output([
+            Path::new("verify"),
+            Path::new("-p"),
+            &signed,
+            Path::new("-k"),
+            &public,
+            Path::new("-a"),
+            &attestation,
+            Path::new("--artifactfile"),
+            &work.join("out.bin"),
+        ])
+        .unwrap_or_else(|error| panic!("{error:#}"));
+        assert!(
+            verified.status.success(),
+            "{payload_type}: {}",
+            describe(&verified)
+        );
+    }
+
+    run(&["keygen", "--out", "policy-key.pem"], d);
+    let signed = d.join("policy.signed.json");
+    run(
+        &[
+            "sign",
+            "-k",
+            "policy-key.pem",
+            "-f",
+            "policy.json",
+            "-o",
+            signed.to_str().unwrap(),
+        ],
+        d,
+    );
+    let output = Command::new(&python)
+        .arg(SCRIPT)
+        .arg("verify")
+        .args([&d.join("policy-key.pem.pub"), &signed])
+        .arg("https://aflock.ai/policy/v0.1")
+        .output()
+        .expect("python");
+    assert!(output.status.success(), "{}", describe(&output));
 }

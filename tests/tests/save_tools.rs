@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use oci_attest_tests::command::{describe, run};
+use oci_attest_tests::command::{describe, output_text, run};
 use oci_attest_tests::daemons::DaemonEnv;
 use oci_attest_tests::expect::{self, ArchiveExpectation};
 use oci_attest_tests::fixtures::{Fixtures, APP_IMAGE, MULTI_ARCHIVE, OTHER_IMAGE, THIRD_IMAGE};
@@ -101,15 +101,6 @@ impl SaveEnvironment {
             .envs(self.storage.env());
         command
     }
-}
-
-fn output_text(output: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).trim(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    )
 }
 
 fn oci_attest_in(environment: &SaveEnvironment, work: &Path, args: &[&str]) -> Output {

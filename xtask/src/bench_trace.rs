@@ -1,10 +1,14 @@
-//! `cargo xtask bench trace`: the cost of tracing a command with oci-attest's eBPF programs,
-//! against the same command untraced and under strace.
+//! `cargo xtask bench trace`: the cost of tracing a command with oci-attest's eBPF programs.
 //!
-//! Workloads: (b) a loop of 100k file opens; (a) `skopeo copy` of a generated image to a
-//! docker-archive. Modes alternate inside each round (so drifting machine load hits every mode
-//! alike); the table shows medians. The traced mode runs the `trace_only` example of oci-attest
-//! (load + attach + trace, no image analysis), which also reports its load+attach time.
+//! 1. The tracer alone (the `trace_only` example: load + attach + trace + detach, no image
+//!    analysis) against the same command untraced and under strace: a loop of 100k file opens,
+//!    and `skopeo copy` of a generated image to a docker-archive. Modes alternate inside each
+//!    round (drifting machine load hits every mode alike); the table shows medians.
+//! 2. The whole `oci-attest run` process, `--trace ebpf` against `--trace off`, on `true` (the
+//!    fixed cost) and on the skopeo copy (the ratio), with the tracer's load / attach / detach
+//!    phases.
+//! 3. Loss: 100k opens and 20k new files beside two CPU burners must lose nothing; a flood
+//!    into a 4 KiB ring buffer must lose events and make `run` exit 3.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -52,11 +56,16 @@ struct Workload {
 /// What one traced run reported.
 struct TracedRun {
     load_attach_ms: f64,
+    load_ms: f64,
+    attach_ms: f64,
+    detach_ms: f64,
     /// From releasing the child to its exit, measured inside the tracer: the traced run
     /// without the fixed costs (load+attach before, detach after).
     command_ms: f64,
     lost: u64,
     events: u64,
+    /// The reasons of an incomplete trace, joined.
+    incomplete: String,
 }
 
 pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
@@ -151,13 +160,29 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
         ));
     }
 
-    let mut loaded_with_burners = 0;
+    let mut loaded_with_burners = (0, String::new());
     {
         let _burners = [CpuBurner::start()?, CpuBurner::start()?];
-        let (_, traced) = run_once(&tracer, Mode::Traced, &workloads[0])?;
+        let files = scratch.0.join("files");
+        std::fs::create_dir(&files)?;
+        let churn = Workload {
+            name: "opens and new files".into(),
+            command: vec![
+                python.clone(),
+                "-c".into(),
+                format!(
+                    "import os\nfor i in range({OPENS}):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n\
+                     for i in range({NEW_FILES}):\n    os.close(os.open('{}/f%d' % i, os.O_WRONLY | os.O_CREAT, 0o644))\n",
+                    files.display()
+                ),
+            ],
+            cleanup: None,
+        };
+        let (_, traced) = run_once(&tracer, Mode::Traced, &churn)?;
         if let Some(traced) = traced {
-            loaded_with_burners = traced.lost;
+            loaded_with_burners = (traced.lost, traced.incomplete);
         }
+        std::fs::remove_dir_all(&files)?;
     }
     let load = median(&mut load_times);
     println!("{report}");
@@ -166,8 +191,122 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
         load_times.len()
     );
     println!(
-        "lost events, {OPENS} opens beside two CPU-bound processes: {loaded_with_burners} (target 0)"
+        "lost events, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {} (target 0); incomplete: [{}]",
+        loaded_with_burners.0, loaded_with_burners.1
     );
+    let binary = workspace.join("target/release/oci-attest");
+    whole_run(&binary, &tracer, &scratch.0, &workloads, options.rounds)?;
+    flood(&binary, &python, &scratch.0)?;
+    Ok(())
+}
+
+/// New files created beside the burners: each is one event (reads cost none).
+const NEW_FILES: u32 = 20_000;
+
+/// `oci-attest run --trace ebpf` against `--trace off`, whole process, on `true` and on the
+/// workloads; with the phases of the tracer's fixed cost measured by `trace_only` on `true`.
+fn whole_run(
+    binary: &Path,
+    tracer: &Path,
+    scratch: &Path,
+    workloads: &[Workload],
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let truth = Workload {
+        name: "true".into(),
+        command: vec!["true".into()],
+        cleanup: None,
+    };
+    let mut phases = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        if let (_, Some(traced)) = run_once(tracer, Mode::Traced, &truth)? {
+            phases.0.push(traced.load_ms);
+            phases.1.push(traced.attach_ms);
+            phases.2.push(traced.detach_ms);
+        }
+    }
+    println!(
+        "\ntracer phases on `true` (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms",
+        median(&mut phases.0),
+        median(&mut phases.1),
+        median(&mut phases.2)
+    );
+    println!(
+        "\n| `oci-attest run` whole process | --trace off | --trace ebpf | difference | ratio |\n|---|---|---|---|---|"
+    );
+    let outfile = scratch.join("attestation.json");
+    let skopeo = workloads.iter().skip(1);
+    for workload in std::iter::once(&truth).chain(skopeo) {
+        let mut off = Vec::new();
+        let mut ebpf = Vec::new();
+        for _ in 0..rounds {
+            for (trace, samples) in [("off", &mut off), ("ebpf", &mut ebpf)] {
+                let started = Instant::now();
+                let status = Command::new(binary)
+                    .args(["--quiet", "run", "--unsigned", "--trace", trace, "-o"])
+                    .arg(&outfile)
+                    .arg("--")
+                    .args(&workload.command)
+                    .current_dir(scratch)
+                    .stdout(Stdio::null())
+                    .status()
+                    .context("running oci-attest run")?;
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+                ensure!(
+                    status.success(),
+                    "oci-attest run --trace {trace} -- {} failed: {status}",
+                    workload.name
+                );
+                if let Some(cleanup) = &workload.cleanup {
+                    let _ = std::fs::remove_file(cleanup);
+                }
+            }
+        }
+        let (off, ebpf) = (median(&mut off), median(&mut ebpf));
+        println!(
+            "| {} | {off:.0} ms | {ebpf:.0} ms | {:+.0} ms | {:.3}× |",
+            workload.name,
+            ebpf - off,
+            ebpf / off
+        );
+    }
+    println!("targets: `true` ≤ +150 ms; skopeo copy of 400 MiB ≤ 1.05×");
+    Ok(())
+}
+
+/// A flood of new files into a one-page ring buffer must lose events, and `run` must refuse
+/// to sign (exit 3).
+fn flood(binary: &Path, python: &str, scratch: &Path) -> anyhow::Result<()> {
+    let dir = scratch.join("flood");
+    std::fs::create_dir(&dir)?;
+    let status = Command::new(binary)
+        .args([
+            "--quiet",
+            "run",
+            "--unsigned",
+            "--trace",
+            "ebpf",
+            "--trace-buffer-bytes",
+            "4096",
+            "-o",
+        ])
+        .arg(scratch.join("flood.json"))
+        .arg("--")
+        .args([
+            python,
+            "-c",
+            "import os\nfor i in range(20000):\n    os.close(os.open('f%d' % i, os.O_WRONLY | os.O_CREAT, 0o644))\n",
+        ])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("running the flood")?;
+    println!(
+        "flood of 20000 new files into a 4 KiB ring buffer: exit {} (target 3)",
+        status.code().unwrap_or(-1)
+    );
+    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
@@ -191,10 +330,15 @@ fn build_tracer(workspace: &Path) -> anyhow::Result<PathBuf> {
             "oci-attest",
             "--example",
             "trace_only",
+            "--bin",
+            "oci-attest",
         ])
         .status()
         .context("running cargo build")?;
-    ensure!(status.success(), "building the trace_only example failed");
+    ensure!(
+        status.success(),
+        "building oci-attest and the trace_only example failed"
+    );
     Ok(workspace.join("target/release/examples/trace_only"))
 }
 
@@ -253,9 +397,17 @@ fn run_once(
             .with_context(|| format!("no summary from trace_only: {stderr}"))?;
         Some(TracedRun {
             load_attach_ms: json_number(summary, "loadAttachMs")?,
+            load_ms: json_number(summary, "loadMs")?,
+            attach_ms: json_number(summary, "attachMs")?,
+            detach_ms: json_number(summary, "detachMs")?,
             command_ms: json_number(summary, "commandMs")?,
             lost: json_number(summary, "lost")? as u64,
             events: json_number(summary, "events")? as u64,
+            incomplete: summary
+                .split_once("\"incomplete\":[")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(list, _)| list.to_string())
+                .unwrap_or_default(),
         })
     } else {
         None

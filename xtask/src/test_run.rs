@@ -1,6 +1,10 @@
 //! `cargo xtask test`: the README's test command. Sets up the machine, builds oci-attest, starts
 //! private daemons and registries, builds the fixtures, runs every test of the workspace and always stops the
 //! daemons (by pid) and removes its temp dirs, also on failure or Ctrl-C.
+//!
+//! Everything a test needs is prepared here, so no test may skip: `OCI_ATTEST_REQUIRE_ALL=1`
+//! turns every skip into a failure. Should one still say `SKIPPED` (a test that bypasses the
+//! shared check), it is counted as skipped, not passed.
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
@@ -10,7 +14,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use oci_attest_tests::daemons::Daemons;
 use oci_attest_tests::registry::Registries;
 use oci_attest_tests::storage::{remove_tree, ContainersStorage};
-use oci_attest_tests::{fixtures, paths};
+use oci_attest_tests::{fixtures, paths, REQUIRE_ALL_ENV};
 
 pub fn run(cargo_test_args: &[String]) -> anyhow::Result<ExitCode> {
     crate::setup::run()?;
@@ -116,13 +120,15 @@ fn build_fixtures_and_test(
         .args(cargo_test_args)
         .current_dir(paths::workspace_root())
         .env("PATH", paths::search_path())
+        .env(REQUIRE_ALL_ENV, "1")
         .env("OCI_ATTEST_BIN", binary)
         .env("OCI_ATTEST_FIXTURES", &fixtures.dir)
         .env("OCI_ATTEST_PYTHON", paths::venv_python())
         .envs(daemons.env())
         .envs(registries.env())
         .envs(storage.env())
-        .stdout(Stdio::piped());
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut totals = Totals::default();
     let mut status = stream_tests(&mut cargo, &mut totals)?;
     if cargo_test_args.is_empty() && status.success() {
@@ -132,13 +138,16 @@ fn build_fixtures_and_test(
         fuzz.args(["+nightly", "test", "--lib"])
             .current_dir(paths::workspace_root().join("oci-attest/fuzz"))
             .env("PATH", paths::search_path())
-            .stdout(Stdio::piped());
+            .env(REQUIRE_ALL_ENV, "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         status = stream_tests(&mut fuzz, &mut totals)?;
     }
     println!(
-        "test: {} passed, {} failed, {} ignored (exit {})",
-        totals.passed,
+        "test: {} passed, {} failed, {} skipped, {} ignored (exit {})",
+        totals.passed(),
         totals.failed,
+        totals.skipped,
         totals.ignored,
         status
             .code()
@@ -155,23 +164,49 @@ fn build_fixtures_and_test(
 fn stream_tests(cargo: &mut Command, totals: &mut Totals) -> anyhow::Result<ExitStatus> {
     let mut child = cargo.spawn().context("cannot start cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;
+    let stderr = child.stderr.take().context("cargo test stderr")?;
+    // Skips are reported on stderr (libtest does not capture a direct write to it).
+    let skips = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut skipped = 0;
+        for line in BufReader::new(stderr).lines() {
+            let line = line?;
+            eprintln!("{line}");
+            skipped += u64::from(line.starts_with(SKIPPED));
+        }
+        Ok(skipped)
+    });
     for line in BufReader::new(stdout).lines() {
         let line = line.context("reading cargo test output")?;
         println!("{line}");
         totals.add(&line);
     }
-    child.wait().context("waiting for cargo test")
+    let status = child.wait().context("waiting for cargo test")?;
+    totals.skipped += skips
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stderr reader panicked"))?
+        .context("reading cargo test stderr")?;
+    Ok(status)
 }
 
-/// Sums libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines.
+/// How `oci_attest_tests::skip` starts its line.
+const SKIPPED: &str = "SKIPPED ";
+
+/// Sums libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines, and the skips.
 #[derive(Debug, Default, PartialEq)]
 struct Totals {
-    passed: u64,
+    /// As libtest counts them: a skipped test returned early and "passed".
+    ran_ok: u64,
     failed: u64,
     ignored: u64,
+    skipped: u64,
 }
 
 impl Totals {
+    /// Tests that passed and did not skip.
+    fn passed(&self) -> u64 {
+        self.ran_ok.saturating_sub(self.skipped)
+    }
+
     fn add(&mut self, line: &str) {
         let Some(summary) = line.strip_prefix("test result: ") else {
             return;
@@ -185,7 +220,7 @@ impl Totals {
                 continue;
             };
             match kind {
-                "passed" => self.passed += count,
+                "passed" => self.ran_ok += count,
                 "failed" => self.failed += count,
                 "ignored" => self.ignored += count,
                 _ => {}
@@ -205,13 +240,16 @@ mod tests {
         totals.add("running 2 tests");
         totals
             .add("test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        totals.skipped = 1;
         assert_eq!(
             totals,
             Totals {
-                passed: 4,
+                ran_ok: 4,
                 failed: 1,
-                ignored: 1
+                ignored: 1,
+                skipped: 1,
             }
         );
+        assert_eq!(totals.passed(), 3);
     }
 }

@@ -1,77 +1,16 @@
 //! The `command-run` attestor (v0.1): the wrapped argv, its exit code, how it was traced, and
 //! every traced process with its file operations.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::Path;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
-use crate::digest::{sha256_reader, sha256_set, DigestSet};
-use crate::observed::{Observation, ObservedProcess, TraceMode};
+use crate::digest::{sha256_set, DigestSet};
+use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
+use crate::pathtext;
+use crate::redact::Redaction;
 use crate::rfc3339::rfc3339_nano;
-
-/// Parts of environment variable names whose values are treated as secrets.
-const SECRET_NAME_PARTS: &[&str] = &[
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "PASSPHRASE",
-    "CREDENTIAL",
-    "PRIVATE_KEY",
-    "ACCESS_KEY",
-    "API_KEY",
-    "APIKEY",
-    "SIGNING_KEY",
-    "SSH_KEY",
-];
-
-/// Shorter values are too likely to occur by accident (`true`, `1`, a word of a path).
-const MIN_SECRET_LEN: usize = 8;
-
-const REDACTED: &str = "[REDACTED]";
-
-/// Replaces the values of secret-looking environment variables wherever they occur.
-#[derive(Clone, Debug, Default)]
-pub struct Redactor {
-    /// Longest first, so a secret containing another is replaced whole.
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    pub fn from_env(vars: impl IntoIterator<Item = (String, String)>) -> Redactor {
-        let mut secrets: Vec<String> = vars
-            .into_iter()
-            .filter(|(name, value)| {
-                let name = name.to_ascii_uppercase();
-                value.len() >= MIN_SECRET_LEN
-                    && SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
-            })
-            .map(|(_, value)| value)
-            .collect();
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        secrets.dedup();
-        Redactor { secrets }
-    }
-
-    /// The redactor for this process's environment (the wrapped command inherits it).
-    pub fn from_process_env() -> Redactor {
-        Redactor::from_env(std::env::vars_os().map(|(name, value)| {
-            (
-                name.to_string_lossy().into_owned(),
-                value.to_string_lossy().into_owned(),
-            )
-        }))
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret, REDACTED)
-        })
-    }
-}
 
 #[derive(Debug, Serialize)]
 struct CommandRun {
@@ -95,6 +34,8 @@ struct Summary {
     truncatedargvs: u64,
     unresolvedpaths: u64,
     durationms: u64,
+    /// Why the trace is incomplete (empty when it is not).
+    incomplete: Vec<Incomplete>,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +45,8 @@ struct Process {
     parentpid: u32,
     cmdline: String,
     programdigest: Option<DigestSet>,
+    /// Every exec of this process, in order (the fields above are the last one's).
+    execs: Vec<Exec>,
     #[serde(rename = "fileOps")]
     file_ops: FileOps,
     starttime: String,
@@ -112,10 +55,32 @@ struct Process {
 }
 
 #[derive(Debug, Serialize)]
+struct Exec {
+    program: String,
+    cmdline: String,
+    /// The arguments one by one (`cmdline` joins them with spaces).
+    argv: Vec<String>,
+    /// Only when the program's path still names the inode the kernel executed.
+    programdigest: Option<DigestSet>,
+}
+
+/// Every change the process made to files, wherever they are (the products are the subset in
+/// scope). Paths are escaped losslessly (`crate::pathtext`).
+#[derive(Debug, Serialize)]
 struct FileOps {
-    writes: Vec<PathEntry>,
-    renames: Vec<Rename>,
+    writes: Vec<Written>,
+    renames: Vec<PathPair>,
+    links: Vec<PathPair>,
     deletes: Vec<PathEntry>,
+    truncates: Vec<PathEntry>,
+}
+
+#[derive(Debug, Serialize)]
+struct Written {
+    /// The path the kernel built at the first change.
+    path: String,
+    dev: u64,
+    ino: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,38 +89,34 @@ struct PathEntry {
 }
 
 #[derive(Debug, Serialize)]
-struct Rename {
+struct PathPair {
     #[serde(rename = "oldPath")]
     old_path: String,
     #[serde(rename = "newPath")]
     new_path: String,
 }
 
-fn path_entries(paths: &[std::path::PathBuf]) -> Vec<PathEntry> {
+fn path_entries(paths: &[PathBuf]) -> Vec<PathEntry> {
     paths
         .iter()
         .map(|path| PathEntry {
-            path: path.to_string_lossy().into_owned(),
+            path: pathtext::escape(path),
         })
         .collect()
 }
 
-/// SHA-256 of each distinct executable, read once after the run (a program that is gone or
-/// unreadable by then gets `null`).
-fn program_digests(processes: &[ObservedProcess]) -> HashMap<&str, Option<DigestSet>> {
-    let mut digests = HashMap::new();
-    for process in processes {
-        let program = process.program();
-        if program.is_empty() || digests.contains_key(program) {
-            continue;
-        }
-        let digest = File::open(Path::new(program))
-            .and_then(sha256_reader)
-            .ok()
-            .map(sha256_set);
-        digests.insert(program, digest);
-    }
-    digests
+fn path_pairs(pairs: &[(PathBuf, PathBuf)]) -> Vec<PathPair> {
+    pairs
+        .iter()
+        .map(|(old, new)| PathPair {
+            old_path: pathtext::escape(old),
+            new_path: pathtext::escape(new),
+        })
+        .collect()
+}
+
+fn digest_set(digest: &Option<String>) -> Option<DigestSet> {
+    digest.clone().map(sha256_set)
 }
 
 pub const ATTESTOR: Attestor = Attestor {
@@ -171,14 +132,11 @@ pub const ATTESTOR: Attestor = Attestor {
 
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let outcome = run.outcome(ATTESTOR.name)?;
-    Ok(vec![attest(
-        &outcome.observation,
-        &Redactor::from_process_env(),
-    )?])
+    Ok(vec![attest(&outcome.observation, &run.options.redaction)?])
 }
 
-/// The command-run attestation for `observation`; secrets in argv are redacted.
-pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<Attestation> {
+/// The command-run attestation for `observation`; every command line goes through `redaction`.
+pub fn attest(observation: &Observation, redaction: &Redaction) -> anyhow::Result<Attestation> {
     let (trace, reason) = match &observation.trace {
         TraceMode::Ebpf => ("ebpf", None),
         TraceMode::Off { reason } => ("off", Some(reason.clone())),
@@ -187,7 +145,6 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
         .ended
         .duration_since(observation.started)
         .unwrap_or_default();
-    let digests = program_digests(&observation.processes);
     let mut processes: Vec<&ObservedProcess> = observation.processes.iter().collect();
     processes.sort_by_key(|process| (process.started, process.pid));
     let processes = processes
@@ -196,19 +153,37 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             program: process.program().to_owned(),
             processid: process.pid,
             parentpid: process.parent_pid,
-            cmdline: redactor.redact(&process.argv().join(" ")),
-            programdigest: digests.get(process.program()).cloned().flatten(),
+            cmdline: redaction.argv(process.argv()).join(" "),
+            programdigest: digest_set(
+                &process
+                    .execs
+                    .last()
+                    .and_then(|exec| exec.program_digest.clone()),
+            ),
+            execs: process
+                .execs
+                .iter()
+                .map(|exec| Exec {
+                    program: exec.program.clone(),
+                    cmdline: redaction.argv(&exec.argv).join(" "),
+                    argv: redaction.argv(&exec.argv),
+                    programdigest: digest_set(&exec.program_digest),
+                })
+                .collect(),
             file_ops: FileOps {
-                writes: path_entries(&process.writes),
-                renames: process
-                    .renames
+                writes: process
+                    .writes
                     .iter()
-                    .map(|(old, new)| Rename {
-                        old_path: old.to_string_lossy().into_owned(),
-                        new_path: new.to_string_lossy().into_owned(),
+                    .map(|written| Written {
+                        path: pathtext::escape(&written.path),
+                        dev: written.dev,
+                        ino: written.ino,
                     })
                     .collect(),
+                renames: path_pairs(&process.renames),
+                links: path_pairs(&process.links),
                 deletes: path_entries(&process.deletes),
+                truncates: path_entries(&process.truncates),
             },
             starttime: rfc3339_nano(process.started),
             endtime: process.ended.map(rfc3339_nano),
@@ -216,11 +191,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
         })
         .collect();
     let predicate = CommandRun {
-        cmd: observation
-            .argv
-            .iter()
-            .map(|arg| redactor.redact(arg))
-            .collect(),
+        cmd: redaction.argv(&observation.argv),
         exitcode: observation.termination.exit_code(),
         summary: Summary {
             trace,
@@ -233,6 +204,7 @@ pub fn attest(observation: &Observation, redactor: &Redactor) -> anyhow::Result<
             truncatedargvs: observation.counts.truncated_argvs,
             unresolvedpaths: observation.counts.unresolved_paths,
             durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            incomplete: observation.incomplete.clone(),
         },
         processes,
     };
@@ -252,45 +224,58 @@ mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ExecRecord, Termination, TraceCounts};
+    use crate::observed::{
+        ExecRecord, Incomplete, IncompleteReason, Termination, TraceCounts, WrittenFile,
+    };
 
     fn at(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
     }
 
-    fn process(pid: u32, started: u64, program: &str, argv: &[&str]) -> ObservedProcess {
+    fn process(
+        pid: u32,
+        started: u64,
+        program: &str,
+        digest: Option<&str>,
+        argv: &[&str],
+    ) -> ObservedProcess {
         ObservedProcess {
             pid,
             parent_pid: 1,
             execs: vec![ExecRecord {
                 program: program.to_owned(),
+                program_id: (1, 2),
+                program_digest: digest.map(str::to_owned),
                 argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
                 time: at(started),
             }],
             started: at(started),
             ended: Some(at(started + 1)),
             exit: Some(Termination::Exited(0)),
-            writes: vec![PathBuf::from("/w/out.tar.tmp")],
-            reads: Vec::new(),
+            writes: vec![WrittenFile {
+                path: PathBuf::from("/w/out\n.tar.tmp"),
+                dev: 1,
+                ino: 3,
+            }],
             renames: vec![(PathBuf::from("/w/out.tar.tmp"), PathBuf::from("/w/out.tar"))],
+            links: Vec::new(),
             deletes: Vec::new(),
+            truncates: Vec::new(),
         }
     }
 
     #[test]
     fn renders_processes_sorted_with_secrets_redacted() {
-        let redactor = Redactor::from_env([
+        let redaction = Redaction::default().with_secret_values_of(&[
             ("REGISTRY_TOKEN".to_owned(), "s3cr3t-value".to_owned()),
             ("my_password".to_owned(), "short".to_owned()),
             ("HOME".to_owned(), "/root/home-dir".to_owned()),
         ]);
-        let sh = std::env::current_exe().unwrap();
-        let sh = sh.to_str().unwrap();
         let observation = Observation {
             argv: vec![
                 "sh".into(),
                 "-c".into(),
-                "login -p s3cr3t-value short".into(),
+                "login -x s3cr3t-value short".into(),
             ],
             working_dir: PathBuf::from("/w"),
             started: at(0),
@@ -305,39 +290,55 @@ mod tests {
                 file_ops: 3,
                 truncated_argvs: 4,
                 unresolved_paths: 5,
+                ..TraceCounts::default()
             },
             processes: vec![
                 process(
                     20,
                     1,
                     "/nonexistent/login",
-                    &["login", "-p", "s3cr3t-value"],
+                    None,
+                    &["login", "-x", "s3cr3t-value"],
                 ),
-                process(10, 0, sh, &["sh", "-c", "/root/home-dir"]),
+                process(
+                    10,
+                    0,
+                    "/bin/sh",
+                    Some("ab"),
+                    &["sh", "-c", "/root/home-dir"],
+                ),
             ],
+            written: Vec::new(),
+            incomplete: vec![Incomplete {
+                reason: IncompleteReason::TreeStillRunning,
+                detail: "pid 30 (/usr/bin/sleep) still running".into(),
+            }],
         };
-        let attestation = attest(&observation, &redactor).unwrap();
+        let attestation = attest(&observation, &redaction).unwrap();
         let predicate = &attestation.predicate;
         assert_eq!(
             predicate["cmd"],
-            serde_json::json!(["sh", "-c", "login -p [REDACTED] short"])
+            serde_json::json!(["sh", "-c", "login -x ****** short"])
         );
         assert_eq!(predicate["exitcode"], 143);
         assert_eq!(
             crate::gojson::to_string(&predicate["summary"]).unwrap(),
-            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000}"#
+            r#"{"trace":"ebpf","events":10,"lost":1,"execs":2,"forks":1,"fileops":3,"truncatedargvs":4,"unresolvedpaths":5,"durationms":2000,"incomplete":[{"reason":"tree-still-running","detail":"pid 30 (/usr/bin/sleep) still running"}]}"#
         );
         let processes = predicate["processes"].as_array().unwrap();
         assert_eq!(processes[0]["processid"], 10);
         assert_eq!(processes[0]["cmdline"], "sh -c /root/home-dir");
-        let own_digest =
-            sha256_reader(File::open(std::env::current_exe().unwrap()).unwrap()).unwrap();
-        assert_eq!(processes[0]["programdigest"]["sha256"], own_digest.as_str());
-        assert_eq!(processes[1]["cmdline"], "login -p [REDACTED]");
+        assert_eq!(processes[0]["programdigest"]["sha256"], "ab");
+        assert_eq!(processes[0]["execs"][0]["programdigest"]["sha256"], "ab");
+        assert_eq!(
+            processes[1]["execs"][0]["argv"],
+            serde_json::json!(["login", "-x", "******"])
+        );
+        assert_eq!(processes[1]["cmdline"], "login -x ******");
         assert_eq!(processes[1]["programdigest"], serde_json::Value::Null);
         assert_eq!(
             crate::gojson::to_string(&processes[1]["fileOps"]).unwrap(),
-            r#"{"writes":[{"path":"/w/out.tar.tmp"}],"renames":[{"oldPath":"/w/out.tar.tmp","newPath":"/w/out.tar"}],"deletes":[]}"#
+            r#"{"writes":[{"path":"/w/out\\x0a.tar.tmp","dev":1,"ino":3}],"renames":[{"oldPath":"/w/out.tar.tmp","newPath":"/w/out.tar"}],"links":[],"deletes":[],"truncates":[]}"#
         );
         assert_eq!(processes[1]["starttime"], "2023-11-14T22:13:21Z");
     }
@@ -355,10 +356,16 @@ mod tests {
             },
             counts: TraceCounts::default(),
             processes: Vec::new(),
+            written: Vec::new(),
+            incomplete: Vec::new(),
         };
-        let attestation = attest(&observation, &Redactor::default()).unwrap();
+        let attestation = attest(&observation, &Redaction::default()).unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
+        assert_eq!(
+            attestation.predicate["summary"]["incomplete"],
+            serde_json::json!([])
+        );
         assert_eq!(attestation.predicate["processes"], serde_json::json!([]));
     }
 }

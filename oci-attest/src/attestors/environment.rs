@@ -1,13 +1,12 @@
-//! The `environment` attestor (v0.1): OS, host, user and the environment variables, with the
-//! values of sensitive ones replaced by `******`.
+//! The `environment` attestor (v0.1): OS, host, user and the environment variables, redacted
+//! by the run's [`Redaction`] (sensitive values replaced by `******`, URL userinfo removed).
 
 use std::time::SystemTime;
 
-use anyhow::Context;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, ENVIRONMENT_TYPE_URI};
+use crate::redact::Redaction;
 
 pub const ATTESTOR: Attestor = Attestor {
     name: "environment",
@@ -21,88 +20,11 @@ pub const ATTESTOR: Attestor = Attestor {
 };
 
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
-    let policy = SensitivePolicy::new(
-        &run.options.env_add_sensitive_key,
-        &run.options.env_allow_sensitive_key,
-    )?;
-    Ok(vec![attest(
-        process_variables(),
-        &policy,
-        SystemTime::now(),
-    )?])
-}
-
-/// Name globs (matched case-insensitively) whose values are hidden. Unlike cilock there is no
-/// `*PAT*` or `*PWD*`, which hide PATH, PWD and OLDPWD by accident.
-const SENSITIVE_GLOBS: &[&str] = &[
-    "*TOKEN*",
-    "*SECRET*",
-    "*PASSWORD*",
-    "*PASSWD*",
-    "*PASSPHRASE*",
-    "*API_KEY*",
-    "*APIKEY*",
-    "*CREDENTIAL*",
-    "*PRIVATE*",
-    "*SIGNING*",
-    "*ACCESS_KEY*",
-    "*AUTH*",
-    "*BEARER*",
-    "*JWT*",
-    "*DSN*",
-    "*DATABASE_URL*",
-    "*CONNECTION_STRING*",
-    "*WEBHOOK*",
-    "*_KEY",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "GH_TOKEN",
-    "GITHUB_TOKEN",
-    "DOCKER_PASSWORD",
-    "VAULT_TOKEN",
-    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-    "ACTIONS_RUNTIME_TOKEN",
-];
-
-const HIDDEN: &str = "******";
-
-/// Which variable names are sensitive: the built-in globs plus `--env-add-sensitive-key`,
-/// minus `--env-allow-sensitive-key`.
-#[derive(Clone, Debug)]
-pub struct SensitivePolicy {
-    sensitive: GlobSet,
-    allowed: GlobSet,
-}
-
-fn glob_set<'a>(patterns: impl IntoIterator<Item = &'a str>) -> anyhow::Result<GlobSet> {
-    let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        let glob = GlobBuilder::new(pattern)
-            .case_insensitive(true)
-            .build()
-            .with_context(|| format!("invalid environment key pattern {pattern:?}"))?;
-        builder.add(glob);
-    }
-    Ok(builder.build()?)
-}
-
-impl SensitivePolicy {
-    pub fn new(added: &[String], allowed: &[String]) -> anyhow::Result<SensitivePolicy> {
-        Ok(SensitivePolicy {
-            sensitive: glob_set(
-                SENSITIVE_GLOBS
-                    .iter()
-                    .copied()
-                    .chain(added.iter().map(String::as_str)),
-            )?,
-            allowed: glob_set(allowed.iter().map(String::as_str))?,
-        })
-    }
-
-    pub fn is_sensitive(&self, name: &str) -> bool {
-        self.sensitive.is_match(name) && !self.allowed.is_match(name)
-    }
+    let redaction = &run.options.redaction;
+    let variables = process_variables().into_iter().filter(|(name, _)| {
+        !(run.options.env_filter_sensitive_vars && redaction.is_sensitive_name(name))
+    });
+    Ok(vec![attest(variables, redaction, SystemTime::now())?])
 }
 
 #[derive(Debug, Serialize)]
@@ -124,17 +46,13 @@ fn username() -> String {
 /// The environment attestation over `variables` (pass this process's environment).
 pub fn attest(
     variables: impl IntoIterator<Item = (String, String)>,
-    policy: &SensitivePolicy,
+    redaction: &Redaction,
     started: SystemTime,
 ) -> anyhow::Result<Attestation> {
     let variables = variables
         .into_iter()
         .map(|(name, value)| {
-            let value = if policy.is_sensitive(&name) {
-                HIDDEN.to_owned()
-            } else {
-                value
-            };
+            let value = redaction.variable(&name, &value);
             (name, value)
         })
         .collect();
@@ -181,7 +99,7 @@ mod tests {
 
     #[test]
     fn hides_secrets_but_not_path_or_pwd() {
-        let policy = SensitivePolicy::new(&["MY_CUSTOM".into()], &["GITHUB_TOKEN".into()]).unwrap();
+        let policy = Redaction::new(&["MY_CUSTOM".into()], &["GITHUB_TOKEN".into()]).unwrap();
         let names = [
             "PATH",
             "PWD",
@@ -225,11 +143,5 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         assert_eq!(attestation.predicate["os"], "linux");
-    }
-
-    #[test]
-    fn bad_pattern_is_an_error() {
-        let error = SensitivePolicy::new(&["[".into()], &[]).unwrap_err();
-        assert!(format!("{error:#}").contains("invalid environment key pattern"));
     }
 }

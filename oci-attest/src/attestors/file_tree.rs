@@ -40,17 +40,13 @@ pub enum EmptyLeaves {
     Omit,
 }
 
-/// Leaves: paths with `/` separators, sorted by (digest, path), the first per distinct digest;
+/// Leaves: paths as recorded (escaped losslessly, `crate::pathtext`: a backslash is part of
+/// the escaping, not a separator), sorted by (digest, path), the first per distinct digest;
 /// with each leaf its raw leaf hash for the tree.
 fn leaves(files: &[FileDigest]) -> Vec<(Leaf, [u8; 32])> {
     let mut sorted: Vec<(String, String)> = files
         .iter()
-        .map(|file| {
-            (
-                file.sha256.to_ascii_lowercase(),
-                file.path.replace('\\', "/"),
-            )
-        })
+        .map(|file| (file.sha256.to_ascii_lowercase(), file.path.clone()))
         .collect();
     sorted.sort();
     sorted.dedup_by(|next, kept| next.0 == kept.0);

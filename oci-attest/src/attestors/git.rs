@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, GIT_TYPE_URI};
 use crate::digest::{sha256_hex, sha256_reader, sha256_set, DigestSet};
+use crate::redact::without_url_userinfo;
 use crate::rfc3339::rfc3339_nano;
 
 #[derive(Debug, Serialize)]
@@ -217,20 +218,6 @@ fn parse_status(raw: &[u8]) -> BTreeMap<String, FileStatus> {
     status
 }
 
-/// A remote URL without credentials: `https://user:token@host/x` → `https://host/x`.
-/// scp-like addresses (`git@host:path`) carry a login name, never a secret, and are kept.
-pub fn strip_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rfind('@') {
-        Some(at) => format!("{scheme}://{}{path}", &authority[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 pub const ATTESTOR: Attestor = Attestor {
     name: "git",
     predicate_type: GIT_TYPE_URI,
@@ -299,7 +286,7 @@ pub fn attest(dir: &Path, started: SystemTime) -> anyhow::Result<Option<Attestat
         .filter_map(|remote| {
             git.text(&["remote", "get-url", "--all", remote])
                 .ok()
-                .map(|urls| urls.lines().map(strip_credentials).collect::<Vec<_>>())
+                .map(|urls| urls.lines().map(without_url_userinfo).collect::<Vec<_>>())
         })
         .flatten()
         .collect();
@@ -540,15 +527,15 @@ mod tests {
     #[test]
     fn credentials_are_stripped_from_urls() {
         assert_eq!(
-            strip_credentials("https://u:p@h.example/x@y"),
+            without_url_userinfo("https://u:p@h.example/x@y"),
             "https://h.example/x@y"
         );
-        assert_eq!(strip_credentials("ssh://git@h/x"), "ssh://h/x");
+        assert_eq!(without_url_userinfo("ssh://git@h/x"), "ssh://h/x");
         assert_eq!(
-            strip_credentials("git@github.com:o/r"),
+            without_url_userinfo("git@github.com:o/r"),
             "git@github.com:o/r"
         );
-        assert_eq!(strip_credentials("https://h/x"), "https://h/x");
+        assert_eq!(without_url_userinfo("https://h/x"), "https://h/x");
     }
 
     #[test]

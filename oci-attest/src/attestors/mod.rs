@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::digest::DigestSet;
 use crate::observed::Observation;
 use crate::products::Snapshot;
+use crate::redact::Redaction;
 
 pub const COMMAND_RUN_TYPE_URI: &str = "https://aflock.ai/attestations/command-run/v0.1";
 pub const ENVIRONMENT_TYPE_URI: &str = "https://aflock.ai/attestations/environment/v0.1";
@@ -141,10 +142,10 @@ impl clap::ValueEnum for Attestor {
 /// Settings of individual attestors, from the command line.
 #[derive(Clone, Debug, Default)]
 pub struct AttestorOptions {
-    /// Environment variable name globs whose values are hidden too.
-    pub env_add_sensitive_key: Vec<String>,
-    /// Environment variable name globs shown even though they look sensitive.
-    pub env_allow_sensitive_key: Vec<String>,
+    /// Applied to every string an attestor records (environment, command lines, URLs).
+    pub redaction: Redaction,
+    /// Sensitive environment variables are left out rather than shown as `******`.
+    pub env_filter_sensitive_vars: bool,
 }
 
 /// What the command did, known once it has run.

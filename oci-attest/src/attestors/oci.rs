@@ -166,12 +166,18 @@ fn image_archives(product_paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         if layout_dirs.iter().any(|dir| path.starts_with(dir)) {
             continue;
         }
-        let kind = inspect::sniff(path).map_err(|error| {
-            failure(
-                FailureKind::Analysis,
-                format!("{}: cannot read: {error}", path.display()),
-            )
-        })?;
+        let kind = match inspect::sniff(path) {
+            Ok(kind) => kind,
+            // A busy working directory: another tool's temp file is gone already. The product
+            // attestor notes it when it hashes the products.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return Err(failure(
+                    FailureKind::Analysis,
+                    format!("{}: cannot read: {error}", path.display()),
+                ))
+            }
+        };
         if matches!(kind, Some(ArchiveKind::Tar | ArchiveKind::GzipTar)) {
             archives.push(path.clone());
         }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::attestors::{Attach, ATTESTORS};
 use crate::exit::{failure, FailureKind};
-use crate::trace::{layout, Privileges, ProgramStatus, TraceConfig, Tracer};
+use crate::trace::{layout, Privileges, ProgramStatus, TraceConfig, Tracer, MINIMUM_KERNEL};
 use crate::{launch, program_path};
 
 #[derive(Debug, clap::Args)]
@@ -44,7 +44,6 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 /// The report, and the reason tracing is impossible (if it is).
 fn build_report(config: &TraceConfig) -> (Value, Option<String>) {
     let privileges = Privileges::current();
-    let tracefs = layout::tracefs_root();
     let (programs, trace, unavailable) = match Tracer::load(config) {
         Ok(tracer) => {
             let programs = tracer.programs().to_vec();
@@ -92,15 +91,17 @@ fn build_report(config: &TraceConfig) -> (Value, Option<String>) {
             )
         })
         .collect();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_string())
+        .unwrap_or_default();
     let report = json!({
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map(|release| release.trim().to_string())
-            .unwrap_or_default(),
-        "btf": Path::new(layout::VMLINUX_BTF).exists(),
-        "tracefs": match tracefs {
-            Ok(root) => json!({"available": true, "path": root.display().to_string()}),
-            Err(reason) => json!({"available": false, "reason": reason}),
+        "minimumKernel": {
+            "required": MINIMUM_KERNEL,
+            "met": kernel_at_least(&kernel, MINIMUM_KERNEL),
         },
+        "kernel": kernel,
+        "architecture": std::env::consts::ARCH,
+        "btf": Path::new(layout::VMLINUX_BTF).exists(),
         "privileges": {
             "root": privileges.root,
             "capBpf": privileges.cap_bpf,
@@ -134,7 +135,7 @@ fn self_test(mut tracer: Tracer) -> anyhow::Result<Value> {
     let child = launch::spawn_stopped(&argv, &std::env::current_dir()?)?;
     tracer.track(child.pid())?;
     child.release()?.wait()?;
-    let outcome = tracer.finish()?;
+    let outcome = tracer.finish(&std::env::current_dir()?)?;
     let exec_observed = outcome
         .processes
         .iter()
@@ -148,7 +149,23 @@ fn self_test(mut tracer: Tracer) -> anyhow::Result<Value> {
         "execObserved": exec_observed,
         "events": outcome.counts.events,
         "lost": outcome.counts.lost,
+        "incomplete": outcome.incomplete.iter().map(|gap| json!({
+            "reason": gap.reason.code(),
+            "detail": gap.detail,
+        })).collect::<Vec<_>>(),
+        "detachMs": (outcome.phases.detach.as_secs_f64() * 10_000.0).round() / 10.0,
     }))
+}
+
+/// Whether `release` (`6.18.4-foo`) is at least `minimum` (`5.17`).
+fn kernel_at_least(release: &str, minimum: &str) -> bool {
+    let version = |text: &str| -> Vec<u32> {
+        text.split(['.', '-', '+'])
+            .take(2)
+            .map_while(|part| part.parse().ok())
+            .collect()
+    };
+    version(release) >= version(minimum)
 }
 
 fn render_text(report: &Value) -> String {
@@ -165,16 +182,24 @@ fn render_text(report: &Value) -> String {
         "kernel",
         report["kernel"].as_str().unwrap_or("?").to_string(),
     );
-    line("BTF", yes_no(&report["btf"]).to_string());
-    let tracefs = &report["tracefs"];
+    let minimum = &report["minimumKernel"];
     line(
-        "tracefs",
-        tracefs["path"]
-            .as_str()
-            .or(tracefs["reason"].as_str())
-            .unwrap_or("?")
-            .to_string(),
+        "minimum kernel",
+        format!(
+            "{} (bpf_loop): {}",
+            minimum["required"].as_str().unwrap_or("?"),
+            if minimum["met"].as_bool() == Some(true) {
+                "met"
+            } else {
+                "NOT MET"
+            }
+        ),
     );
+    line(
+        "architecture",
+        report["architecture"].as_str().unwrap_or("?").to_string(),
+    );
+    line("BTF", yes_no(&report["btf"]).to_string());
     let privileges = &report["privileges"];
     line(
         "privileges",
@@ -195,8 +220,12 @@ fn render_text(report: &Value) -> String {
         line(
             "eBPF tracing",
             format!(
-                "available (load+attach {} ms, self-test: exec observed, {} events, {} lost)",
-                trace["loadAttachMs"], trace["selfTest"]["events"], trace["selfTest"]["lost"]
+                "available (load+attach {} ms, detach {} ms, self-test: exec observed, {} events, {} lost, {} gaps)",
+                trace["loadAttachMs"],
+                trace["selfTest"]["detachMs"],
+                trace["selfTest"]["events"],
+                trace["selfTest"]["lost"],
+                trace["selfTest"]["incomplete"].as_array().map_or(0, Vec::len)
             ),
         );
     } else {
@@ -241,14 +270,14 @@ mod tests {
         let programs = [
             ProgramStatus {
                 name: "sched_process_exec".into(),
-                tracepoint: "sched/sched_process_exec".into(),
+                tracepoint: "raw_tp/sched_process_exec".into(),
                 loaded: true,
                 attached: true,
                 error: None,
             },
             ProgramStatus {
-                name: "sys_enter_openat".into(),
-                tracepoint: "syscalls/sys_enter_openat".into(),
+                name: "sys_exit".into(),
+                tracepoint: "raw_tp/sys_exit".into(),
                 loaded: true,
                 attached: false,
                 error: Some("EPERM".into()),
@@ -257,34 +286,40 @@ mod tests {
         let report = json!({
             "kernel": "6.1.0",
             "btf": false,
-            "tracefs": {"available": false, "reason": "tracefs is not mounted"},
+            "minimumKernel": {"required": "5.17", "met": true},
+            "architecture": "x86_64",
             "privileges": {"root": true, "capBpf": true, "capPerfmon": true, "capSysAdmin": true},
             "ringBufferBytes": 4096,
-            "trace": {"available": false, "reason": "program sys_enter_openat did not load/attach: EPERM"},
+            "trace": {"available": false, "reason": "program sys_exit did not load/attach: EPERM"},
             "programs": programs.iter().map(program_json).collect::<Vec<_>>(),
             "saveTools": {"docker": null, "skopeo": "/usr/bin/skopeo"},
         });
         let text = render_text(&report);
         assert!(text.contains("BTF               no\n"), "{text}");
         assert!(
-            text.contains("tracefs           tracefs is not mounted\n"),
+            text.contains("minimum kernel    5.17 (bpf_loop): met\n"),
             "{text}"
         );
-        assert!(
-            text.contains("UNAVAILABLE: program sys_enter_openat"),
-            "{text}"
-        );
+        assert!(text.contains("UNAVAILABLE: program sys_exit"), "{text}");
         assert!(
             text.contains("sched_process_exec    loaded, attached\n"),
             "{text}"
         );
         assert!(
-            text.contains("sys_enter_openat      loaded, NOT attached (EPERM)\n"),
+            text.contains("sys_exit              loaded, NOT attached (EPERM)\n"),
             "{text}"
         );
         assert!(text.contains("docker    not on PATH\n"), "{text}");
         assert!(text.contains("skopeo    /usr/bin/skopeo\n"), "{text}");
         assert_eq!(report["programs"][1]["attached"], false);
         assert_eq!(report["programs"][0].get("error"), None);
+    }
+
+    #[test]
+    fn compares_kernel_releases() {
+        assert!(kernel_at_least("6.18.44-fc-v782", "5.17"));
+        assert!(kernel_at_least("5.17.0", "5.17"));
+        assert!(!kernel_at_least("5.15.0-91-generic", "5.17"));
+        assert!(!kernel_at_least("garbage", "5.17"));
     }
 }

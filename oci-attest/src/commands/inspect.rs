@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+
 use crate::attestors::oci;
 use crate::exit::{failure, FailureKind};
 use crate::gojson;
@@ -40,6 +42,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let analysis = if args.path == Path::new("-") {
         inspect::analyze_reader(&args.path, std::io::stdin().lock(), &options)
     } else {
+        // A path that cannot be read is an I/O error, not a failed analysis (exit 1, not 5).
+        std::fs::metadata(&args.path)
+            .with_context(|| format!("{}: cannot read", args.path.display()))?;
         inspect::analyze(&args.path, &options)
     }
     .map_err(|error| failure(FailureKind::Analysis, error.to_string()))?;

@@ -9,15 +9,18 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use crate::attestors::environment;
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::exit::{failure, FailureKind};
 use crate::keys::{self, PrivateKey};
-use crate::observed::{Observation, TraceMode};
+use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
+use crate::product_scope::ProductScope;
 use crate::products::{self, Snapshot};
+use crate::redact::Redaction;
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -40,20 +43,33 @@ pub struct Args {
     /// Write the bare in-toto Statement instead of a signed envelope.
     #[arg(long, conflicts_with_all = ["key", "passphrase"])]
     pub unsigned: bool,
-    /// Where to write the attestation (atomically); default stdout.
+    /// Where to write the attestation: a file is replaced atomically, a symlink written through,
+    /// a device or FIFO written directly. Default: stdout, only when it is a terminal.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub outfile: Option<PathBuf>,
-    /// Extra attestors, comma separated (product, material and command-run are always on;
-    /// oci also attaches automatically when an image save is recognised).
-    #[arg(short = 'a', long = "attestations", value_enum, value_delimiter = ',')]
+    /// Attestors to run besides the always-on product, material and command-run, comma
+    /// separated; the default is environment,git as in witness (`-a command-run` for none).
+    /// oci also attaches by itself when an image save is recognised.
+    #[arg(
+        short = 'a',
+        long = "attestations",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "environment,git"
+    )]
     pub attestations: Vec<Attestor>,
     /// Kernel tracing: auto (eBPF if it loads, else untraced with a warning), ebpf (required),
     /// off.
     #[arg(long, value_enum, default_value = "auto")]
     pub trace: TraceChoice,
-    /// Sign even when the kernel lost trace events (recorded as `lost` in the attestation).
+    /// Sign even when the trace is incomplete (lost events, unmodelled syscalls, unverified
+    /// products...): the reasons are recorded in `summary.incomplete`.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
+    /// After the command exits, how long to wait for the rest of its process tree (orphans,
+    /// daemons); those still running then make the trace incomplete.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub wait_for_tree: u64,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
     pub trace_buffer_bytes: u32,
@@ -64,12 +80,28 @@ pub struct Args {
     /// (default: the current directory).
     #[arg(short = 'd', long, value_name = "DIR")]
     pub workingdir: Option<PathBuf>,
+    /// Also record as products the written files matching this glob, even outside the working
+    /// directory (relative paths inside it, absolute outside; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub attestor_product_include_glob: Vec<String>,
+    /// Do not record as products the files matching this glob (adds to the built-in cache and
+    /// lock patterns; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub attestor_product_exclude_glob: Vec<String>,
     /// Also hide the values of these environment variables (globs, case-insensitive).
     #[arg(long, value_name = "GLOB")]
     pub env_add_sensitive_key: Vec<String>,
     /// Show these variables even though their names look sensitive (globs, case-insensitive).
-    #[arg(long, value_name = "GLOB")]
+    #[arg(long, value_name = "GLOB", alias = "env-exclude-sensitive-key")]
     pub env_allow_sensitive_key: Vec<String>,
+    /// Leave sensitive variables out of the environment attestation instead of showing them
+    /// as `******`.
+    #[arg(long)]
+    pub env_filter_sensitive_vars: bool,
+    /// Print a JSON summary on stdout (step, outfile, exit code, subjects, products, trace
+    /// counters and incomplete reasons; on failure the exit code and reason). Needs -o.
+    #[arg(long)]
+    pub json: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -91,6 +123,9 @@ pub enum HashAlgorithm {
 struct Prepared {
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
+    destination: output::Destination,
+    /// Which written files are products.
+    scope: ProductScope,
     tracer: Result<Tracer, String>,
     /// The attached attestors and what they look at.
     context: RunContext,
@@ -99,28 +134,64 @@ struct Prepared {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let mut prepared = prepare(&args)?;
+    let json = args.json;
+    match attest_run(&args) {
+        Ok((summary, code)) => {
+            if json {
+                println!("{summary}");
+            }
+            Ok(code)
+        }
+        Err(error) => {
+            if json {
+                let kind = crate::exit::kind_of(&error);
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "exitcode": kind.run_code(),
+                        "reason": kind.reason(),
+                        "error": format!("{error:#}"),
+                    })
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The run itself; returns the `--json` summary and the exit code.
+fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
+    let mut prepared = prepare(args)?;
     let observation = observe(
         &args.command,
         &prepared.context.argv,
         &prepared.context.working_dir,
         prepared.tracer,
+        Duration::from_secs(args.wait_for_tree),
     )?;
-    if observation.counts.lost > 0 && !args.allow_incomplete_trace {
+    if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
+        let reasons: Vec<String> = observation
+            .incomplete
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         return Err(failure(
             FailureKind::TraceIncomplete,
             format!(
-                "the kernel lost {} trace events: the products may be incomplete, nothing was \
-                 signed (raise --trace-buffer-bytes or pass --allow-incomplete-trace)",
-                observation.counts.lost
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
+                reasons.join("; ")
             ),
         ));
+    }
+    for entry in &observation.incomplete {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
     }
     let attestations = attest_observation(
         &mut prepared.context,
         observation,
         prepared.early,
-        args.outfile.as_deref(),
+        &prepared.scope,
     )?;
     let context = &prepared.context;
     let observation = &context.outcome("run")?.observation;
@@ -134,20 +205,79 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
         None => statement,
     };
-    output::emit(args.outfile.as_deref(), &document)?;
+    let written = prepared
+        .destination
+        .write(&document, &context.working_dir)?;
     summarise(
         &step,
         &attestations,
         observation,
-        args.outfile.as_deref(),
+        &written,
+        prepared.signer.is_some(),
+    );
+    let summary = json_summary(
+        &step,
+        &attestations,
+        observation,
+        &written,
         prepared.signer.is_some(),
     );
     let code = observation.termination.exit_code();
     if code != 0 {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
-        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)));
+        return Ok((
+            summary,
+            ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
+        ));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok((summary, ExitCode::SUCCESS))
+}
+
+/// The `--json` summary: what a CI script needs without decoding the envelope.
+fn json_summary(
+    step: &str,
+    attestations: &[Attestation],
+    observation: &Observation,
+    written: &output::Written,
+    signed: bool,
+) -> serde_json::Value {
+    let subjects: Vec<String> = attestations
+        .iter()
+        .flat_map(|attestation| {
+            attestation
+                .subjects
+                .iter()
+                .map(|(key, _)| format!("{}/{key}", attestation.type_uri))
+        })
+        .collect();
+    let mut products: Vec<&str> = attestations
+        .iter()
+        .filter(|attestation| attestation.type_uri == attestors::PRODUCT_TYPE_URI)
+        .flat_map(|attestation| {
+            attestation.predicate["leaves"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|leaf| leaf["path"].as_str())
+        .collect();
+    products.sort_unstable();
+    // The command-run summary holds the trace counters and every incomplete reason.
+    let trace = attestations
+        .iter()
+        .find(|attestation| attestation.type_uri == attestors::COMMAND_RUN_TYPE_URI)
+        .map(|attestation| attestation.predicate["summary"].clone())
+        .unwrap_or_default();
+    serde_json::json!({
+        "step": step,
+        "outfile": written.describe(),
+        "fallback": matches!(written, output::Written::Fallback(_)),
+        "signed": signed,
+        "exitcode": observation.termination.exit_code(),
+        "subjects": subjects,
+        "products": products,
+        "trace": trace,
+    })
 }
 
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
@@ -156,17 +286,21 @@ fn summarise(
     step: &str,
     attestations: &[Attestation],
     observation: &Observation,
-    outfile: Option<&Path>,
+    written: &output::Written,
     signed: bool,
 ) {
-    let destination =
-        outfile.map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let destination = written.describe();
     let kind = if signed {
         "signed attestation"
     } else {
         "unsigned statement"
     };
-    tracing::info!("wrote {kind} for step {step:?} to {destination}");
+    tracing::info!(
+        outfile = %destination,
+        step,
+        signed,
+        "wrote {kind} for step {step:?} to {destination}"
+    );
     for attestation in attestations {
         let predicate = &attestation.predicate;
         match attestation.type_uri {
@@ -180,18 +314,31 @@ fn summarise(
                             .join(", ")
                     })
                     .unwrap_or_else(|| "(untagged)".to_owned());
+                let imageid = predicate["imageid"]["sha256"].as_str().unwrap_or("?");
+                let tardigest = predicate["tardigest"]["sha256"].as_str().unwrap_or("-");
+                let layers = predicate["diffids"].as_array().map_or(0, Vec::len);
+                let format = predicate["format"].as_str().unwrap_or("?");
                 tracing::info!(
-                    "  image {} [{}] {} layer(s), archive sha256:{} ({})",
-                    predicate["imageid"]["sha256"].as_str().unwrap_or("?"),
+                    imageid,
                     tags,
-                    predicate["diffids"].as_array().map_or(0, Vec::len),
-                    predicate["tardigest"]["sha256"].as_str().unwrap_or("-"),
-                    predicate["format"].as_str().unwrap_or("?"),
+                    layers,
+                    tardigest,
+                    format,
+                    "  image {imageid} [{tags}] {layers} layer(s), archive sha256:{tardigest} \
+                     ({format})",
                 );
             }
             attestors::PRODUCT_TYPE_URI => {
-                for leaf in predicate["leaves"].as_array().into_iter().flatten() {
-                    tracing::info!("  product {}", leaf["path"].as_str().unwrap_or("?"));
+                // The leaves are in Merkle order (by digest); a reader wants them by path.
+                let mut paths: Vec<&str> = predicate["leaves"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|leaf| leaf["path"].as_str().unwrap_or("?"))
+                    .collect();
+                paths.sort_unstable();
+                for path in paths {
+                    tracing::info!(path, "  product {path}");
                 }
             }
             _ => {}
@@ -206,13 +353,18 @@ fn summarise(
         ),
         TraceMode::Off { reason } => format!("UNTRACED ({reason})"),
     };
+    let exitcode = observation.termination.exit_code();
     tracing::info!(
-        "  command exited {} — {trace}",
-        observation.termination.exit_code()
+        exitcode,
+        events = observation.counts.events,
+        lost = observation.counts.lost,
+        "  command exited {exitcode} — {trace}"
     );
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
+    let mut redaction = Redaction::new(&args.env_add_sensitive_key, &args.env_allow_sensitive_key)?
+        .with_secret_values_of(&environment::process_variables());
     let signer = if args.unsigned {
         None
     } else {
@@ -223,6 +375,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
             ));
         };
         let passphrase = keys::read_passphrase(args.passphrase.as_deref())?;
+        if let Some(passphrase) = &passphrase {
+            redaction = redaction.with_secret(&String::from_utf8_lossy(passphrase));
+        }
         Some(keys::load_private_key(path, passphrase.as_deref())?)
     };
     // The wrapped build has no business with the signing key's passphrase. Still single-threaded
@@ -241,60 +396,51 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
             working_dir.display()
         );
     }
-    if let Some(outfile) = &args.outfile {
-        check_outfile(outfile)?;
+    if args.json
+        && (args.outfile.is_none() || args.outfile.as_deref() == Some(Path::new("/dev/stdout")))
+    {
+        anyhow::bail!(
+            "--json prints the summary on stdout: pass -o/--outfile FILE for the attestation"
+        );
     }
+    let destination = output::Destination::choose(args.outfile.as_deref())?;
     let argv: Vec<String> = args
         .command
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
     let options = AttestorOptions {
-        env_add_sensitive_key: args.env_add_sensitive_key.clone(),
-        env_allow_sensitive_key: args.env_allow_sensitive_key.clone(),
+        redaction,
+        env_filter_sensitive_vars: args.env_filter_sensitive_vars,
     };
-    let before = Snapshot::take(&working_dir)?;
+    let private_files: Vec<&Path> = [
+        args.key.as_deref(),
+        args.passphrase.as_deref(),
+        destination.file_path(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let scope = ProductScope::new(
+        &working_dir,
+        &args.attestor_product_include_glob,
+        &args.attestor_product_exclude_glob,
+        &private_files,
+    )?;
+    let mut before = Snapshot::take(&working_dir)?;
+    before.retain(|path| !scope.is_private(path));
     let context =
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
     let tracer = load_tracer(args)?;
     let early = context.attest()?;
     Ok(Prepared {
         signer,
+        destination,
+        scope,
         tracer,
         context,
         early,
     })
-}
-
-/// The output file's directory must exist and be writable, and the path must not be a
-/// directory: found out now rather than after a long save.
-fn check_outfile(outfile: &Path) -> anyhow::Result<()> {
-    if outfile.is_dir() {
-        anyhow::bail!("{}: --outfile is a directory", outfile.display());
-    }
-    let parent = match outfile.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    if !parent.is_dir() {
-        anyhow::bail!(
-            "{}: --outfile directory {} does not exist",
-            outfile.display(),
-            parent.display()
-        );
-    }
-    // The attestation is written through a temp file in that directory: prove it can be made.
-    tempfile::Builder::new()
-        .prefix(".oci-attest-probe.")
-        .tempfile_in(parent)
-        .map(drop)
-        .with_context(|| {
-            format!(
-                "{}: cannot create files in {}",
-                outfile.display(),
-                parent.display()
-            )
-        })
 }
 
 /// The tracer, or why the run goes untraced. `--trace ebpf` turns unavailability into an error.
@@ -321,28 +467,51 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
     }
 }
 
-/// Runs the command (traced when a tracer is given) and returns what was observed.
+/// Runs the command (traced when a tracer is given) until its whole process tree has ended, or
+/// `wait_for_tree` after the command itself exited, and returns what was observed.
 fn observe(
     command: &[OsString],
     argv: &[String],
     working_dir: &Path,
     tracer: Result<Tracer, String>,
+    wait_for_tree: Duration,
 ) -> anyhow::Result<Observation> {
     let started = SystemTime::now();
+    launch::become_subreaper()?;
     let child = launch::spawn_stopped(command, working_dir)?;
     let mut tracer = tracer;
     if let Ok(active) = &mut tracer {
         active.track(child.pid())?;
     }
     let termination = child.release()?.wait()?;
+    let mut incomplete: Vec<Incomplete> = launch::wait_for_tree(wait_for_tree)?
+        .into_iter()
+        .map(|process| Incomplete {
+            reason: IncompleteReason::TreeStillRunning,
+            detail: format!(
+                "pid {} ({}) still running {}s after the command exited (--wait-for-tree)",
+                process.pid,
+                process.program,
+                wait_for_tree.as_secs()
+            ),
+        })
+        .collect();
     let ended = SystemTime::now();
-    let (trace, counts, processes) = match tracer {
+    let (trace, outcome) = match tracer {
         Ok(active) => {
-            let outcome = active.finish()?;
-            (TraceMode::Ebpf, outcome.counts, outcome.processes)
+            let outcome = active.finish(working_dir)?;
+            tracing::debug!(
+                "eBPF phases: load {:?}, attach {:?}, detach {:?}",
+                outcome.phases.load,
+                outcome.phases.attach,
+                outcome.phases.detach
+            );
+            (TraceMode::Ebpf, Some(outcome))
         }
-        Err(reason) => (TraceMode::Off { reason }, Default::default(), Vec::new()),
+        Err(reason) => (TraceMode::Off { reason }, None),
     };
+    let outcome = outcome.unwrap_or_default();
+    incomplete.extend(outcome.incomplete);
     Ok(Observation {
         argv: argv.to_vec(),
         working_dir: working_dir.to_path_buf(),
@@ -350,8 +519,10 @@ fn observe(
         ended,
         termination,
         trace,
-        counts,
-        processes,
+        counts: outcome.counts,
+        processes: outcome.processes,
+        written: outcome.written,
+        incomplete,
     })
 }
 
@@ -362,23 +533,17 @@ fn attest_observation(
     context: &mut RunContext,
     observation: Observation,
     early: Vec<Attestation>,
-    outfile: Option<&Path>,
+    scope: &ProductScope,
 ) -> anyhow::Result<Vec<Attestation>> {
-    let mut products = match observation.trace {
-        TraceMode::Ebpf => {
-            products::traced_products(&observation.processes, products::is_regular_file)
-        }
+    let written = match observation.trace {
+        TraceMode::Ebpf => products::traced_products(&observation.written),
         TraceMode::Off { .. } => {
             Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
         }
     };
-    // The previous attestation at the output path is not something the command produced.
-    if let Some(outfile) = outfile.and_then(|path| path.canonicalize().ok()) {
-        products.retain(|path| *path != outfile);
-    }
     context.command_ran(Outcome {
         observation,
-        products,
+        products: scope.products(written),
     });
     let mut attestations = early;
     attestations.extend(context.attest()?);
@@ -390,11 +555,11 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
-    use crate::observed::{ObservedProcess, Termination, TraceCounts};
+    use crate::observed::{Fate, SettledFile, Termination, TraceCounts};
 
-    /// The traced path: products come from the processes' writes and renames, not a scan.
+    /// The traced path: products are the paths that name the written inodes now.
     #[test]
-    fn traced_observation_yields_products_after_renames() {
+    fn traced_observation_yields_the_settled_products() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().canonicalize().unwrap();
         std::fs::write(d.join("input"), "in").unwrap();
@@ -410,18 +575,14 @@ mod tests {
             termination: Termination::Exited(0),
             trace: TraceMode::Ebpf,
             counts: TraceCounts::default(),
-            processes: vec![ObservedProcess {
-                pid: 7,
-                parent_pid: 1,
-                execs: Vec::new(),
-                started: at(0),
-                ended: Some(at(1)),
-                exit: Some(Termination::Exited(0)),
-                writes: vec![d.join(".image.tar.tmp")],
-                reads: Vec::new(),
-                renames: vec![(d.join(".image.tar.tmp"), d.join("image.tar"))],
-                deletes: Vec::new(),
+            processes: Vec::new(),
+            written: vec![SettledFile {
+                dev: 1,
+                ino: 2,
+                written_as: d.join(".image.tar.tmp"),
+                fate: Fate::Present(vec![d.join("image.tar")]),
             }],
+            incomplete: Vec::new(),
         };
         let mut context = RunContext::before_command(
             d.clone(),
@@ -430,7 +591,9 @@ mod tests {
             before,
             &[],
         );
-        let attestations = attest_observation(&mut context, observation, Vec::new(), None).unwrap();
+        let scope = ProductScope::new(&d, &[], &[], &[]).unwrap();
+        let attestations =
+            attest_observation(&mut context, observation, Vec::new(), &scope).unwrap();
         assert_eq!(context.reason(attestors::oci::ATTESTOR.name), None);
         let product = attestations
             .iter()

@@ -24,6 +24,9 @@ enum Action {
     List {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// Same as --format json.
+        #[arg(long)]
+        json: bool,
     },
     /// One attestor in full: its rules and (for oci) the predicate's fields.
     Show {
@@ -31,6 +34,9 @@ enum Action {
         name: String,
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// Same as --format json.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -86,14 +92,15 @@ impl CatalogueEntry {
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let entries: Vec<CatalogueEntry> = catalogue().into_iter().map(CatalogueEntry::of).collect();
+    let as_json = |format: Format, json: bool| json || matches!(format, Format::Json);
     let text = match args.action {
-        Action::List {
-            format: Format::Json,
-        } => json(&entries)?,
-        Action::List {
-            format: Format::Text,
-        } => list_text(&entries),
-        Action::Show { name, format } => {
+        Action::List { format, json: flag } if as_json(format, flag) => json(&entries)?,
+        Action::List { .. } => list_text(&entries),
+        Action::Show {
+            name,
+            format,
+            json: flag,
+        } => {
             let entry = entries
                 .iter()
                 .find(|entry| entry.name == name)
@@ -101,9 +108,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     let names: Vec<_> = entries.iter().map(|entry| entry.name).collect();
                     format!("no attestor named {name:?}; known: {}", names.join(", "))
                 })?;
-            match format {
-                Format::Json => json(entry)?,
-                Format::Text => show_text(entry),
+            if as_json(format, flag) {
+                json(entry)?
+            } else {
+                show_text(entry)
             }
         }
     };

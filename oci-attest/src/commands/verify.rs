@@ -3,13 +3,16 @@
 //! the archive and compares them with what the attestation claims.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::attestors;
+use crate::commands::verify_policy;
 use crate::digest::DigestSet;
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
@@ -19,73 +22,252 @@ use crate::keys;
 /// Largest envelope read: attestations of even huge images are a few MiB.
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 
+/// The statement and collection types oci-attest writes (and witness/cilock read).
+const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
+const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
+
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
-                        oci-attest verify --key key.pem.pub att.json --image image.tar"
+                        oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
+                        oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
+                        -a att.json --artifactfile image.tar\n\n\
+                        Exit codes: 0 verified; 7 signature, statement, run or image does not \
+                        pass; 1 unreadable input; 4 unusable key."
 )]
 pub struct Args {
-    /// Public key (PEM) the envelope must be signed with.
-    #[arg(long, value_name = "PUB.pem")]
+    /// Public key (PEM) the envelope must be signed with; with -p, the key of the policy.
+    #[arg(short = 'k', long, value_name = "PUB.pem")]
     pub key: PathBuf,
     /// The DSSE envelope written by `oci-attest run`.
-    #[arg(value_name = "ENVELOPE")]
-    pub envelope: PathBuf,
+    #[arg(
+        value_name = "ENVELOPE",
+        required_unless_present = "policy",
+        conflicts_with = "policy"
+    )]
+    pub envelope: Option<PathBuf>,
     /// Image archive (tar, gzip tar, OCI layout dir) to compare with the attested facts.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "policy")]
     pub image: Option<PathBuf>,
+    /// Accept an attestation whose command exited non-zero.
+    #[arg(long)]
+    pub allow_failed_command: bool,
+    /// Accept an attestation of a run that was not traced (`--trace off`, no eBPF).
+    #[arg(long)]
+    pub allow_untraced: bool,
+    /// Accept an attestation whose trace lost events or is otherwise incomplete.
+    #[arg(long)]
+    pub allow_incomplete_trace: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub policy: verify_policy::PolicyArgs,
+}
+
+/// What `verify` found, printed as text or (`--json`) as one object.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    envelope: String,
+    verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keyid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+    subjects: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<RunFacts>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    image: Vec<String>,
+    problems: Vec<String>,
+}
+
+/// What the attestation says about the wrapped command (its command-run predicate).
+#[derive(Debug, Serialize)]
+struct RunFacts {
+    exitcode: Option<i64>,
+    trace: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    lost: u64,
+    incomplete: Vec<String>,
+}
+
+impl Report {
+    fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+            return Ok(());
+        }
+        if let (Some(signature), Some(keyid)) = (&self.signature, &self.keyid) {
+            println!("signature: ok ({signature} key {keyid})");
+        }
+        if let Some(step) = &self.step {
+            println!("statement: step {step:?}, {} subjects", self.subjects);
+        }
+        if let Some(run) = &self.run {
+            let exit = run
+                .exitcode
+                .map_or_else(|| "unknown".to_owned(), |code| code.to_string());
+            let trace = match &run.reason {
+                Some(reason) => format!("{} ({reason})", run.trace),
+                None => run.trace.clone(),
+            };
+            let completeness = if run.lost == 0 && run.incomplete.is_empty() {
+                "complete".to_owned()
+            } else {
+                let mut reasons = run.incomplete.clone();
+                if run.lost > 0 {
+                    reasons.insert(0, format!("{} events lost", run.lost));
+                }
+                format!("INCOMPLETE ({})", reasons.join(", "))
+            };
+            println!("run: command exit code {exit}, trace {trace}, {completeness}");
+        }
+        if !self.image.is_empty() {
+            for line in &self.image {
+                println!("  {line}");
+            }
+        }
+        for problem in &self.problems {
+            println!("FAILED: {problem}");
+        }
+        Ok(())
+    }
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(policy) = &args.policy.policy {
+        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
+    }
+    // clap requires ENVELOPE when -p is absent.
+    let envelope = args
+        .envelope
+        .as_deref()
+        .context("verify needs an ENVELOPE or -p POLICY")?;
     let key = keys::load_public_key(&args.key)?;
-    let envelope_path = args.envelope.display();
-    let size = std::fs::metadata(&args.envelope)
-        .with_context(|| format!("{envelope_path}: cannot read"))?
-        .len();
-    if size > MAX_ENVELOPE_BYTES {
+    let envelope_path = envelope.display().to_string();
+    let bytes = read_envelope(envelope)?;
+    let mut report = Report {
+        envelope: envelope_path.clone(),
+        ..Report::default()
+    };
+    let outcome = check(&args, &key, &bytes, &mut report);
+    report.verified = outcome.is_ok() && report.problems.is_empty();
+    report.print(args.json)?;
+    outcome?;
+    if !report.problems.is_empty() {
         return Err(failure(
             FailureKind::VerificationFailed,
-            format!("{envelope_path}: {size} bytes is too large for an envelope"),
+            format!("{envelope_path}: {}", report.problems.join("; ")),
         ));
     }
-    let bytes =
-        std::fs::read(&args.envelope).with_context(|| format!("{envelope_path}: cannot read"))?;
-    let verified = dsse::parse(&bytes).and_then(|envelope| dsse::verify(&envelope, &key));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the envelope: a regular file of bounded size (a FIFO or a device is refused before it
+/// is opened, so it can neither block nor stream forever).
+fn read_envelope(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let display = path.display();
+    let metadata = std::fs::metadata(path).with_context(|| format!("{display}: cannot read"))?;
+    if !metadata.is_file() {
+        anyhow::bail!("{display}: not a regular file");
+    }
+    if metadata.len() > MAX_ENVELOPE_BYTES {
+        return Err(failure(
+            FailureKind::VerificationFailed,
+            format!(
+                "{display}: {} bytes is too large for an envelope",
+                metadata.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_ENVELOPE_BYTES + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("{display}: cannot read"))?;
+    if bytes.len() as u64 > MAX_ENVELOPE_BYTES {
+        return Err(failure(
+            FailureKind::VerificationFailed,
+            format!("{display}: too large for an envelope"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Fills `report`; an `Err` is a failure that stops the checks (bad signature, unreadable
+/// statement), `report.problems` the ones found while reading a good statement.
+fn check(
+    args: &Args,
+    key: &keys::PublicKey,
+    bytes: &[u8],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let envelope_path = report.envelope.clone();
+    let verified = dsse::parse(bytes).and_then(|envelope| dsse::verify(&envelope, key));
     let payload = match verified {
         Ok(payload) => payload,
         Err(error) => {
-            println!("signature: FAILED: {error}");
+            let unsigned = serde_json::from_slice::<Value>(bytes)
+                .is_ok_and(|value| value.get("_type").is_some() && value.get("payload").is_none());
+            let message = if unsigned {
+                "this is an unsigned in-toto statement (written with --unsigned): it carries no \
+                 signature, so nothing in it is verified"
+                    .to_owned()
+            } else {
+                error.to_string()
+            };
+            report.problems.push(message.clone());
             return Err(failure(
                 FailureKind::VerificationFailed,
-                format!("{envelope_path}: {error}"),
+                format!("{envelope_path}: {message}"),
             ));
         }
     };
-    println!("signature: ok ({} key {})", key.algorithm(), key.keyid());
+    report.signature = Some(key.algorithm().to_string());
+    report.keyid = Some(key.keyid());
     let statement: Value = serde_json::from_slice(&payload).map_err(|error| {
         failure(
             FailureKind::VerificationFailed,
             format!("{envelope_path}: the signed payload is not JSON: {error}"),
         )
     })?;
+    for (field, expected) in [
+        ("_type", STATEMENT_TYPE),
+        ("predicateType", COLLECTION_TYPE),
+    ] {
+        if statement[field] != expected {
+            report.problems.push(format!(
+                "{field} is {}, expected {expected:?}",
+                statement[field]
+            ));
+        }
+    }
     let subjects = statement_subjects(&statement);
-    println!(
-        "statement: step {:?}, {} subjects",
-        statement["predicate"]["name"].as_str().unwrap_or(""),
-        subjects.len()
+    report.step = Some(
+        statement["predicate"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
     );
-    let Some(image) = args.image else {
-        return Ok(ExitCode::SUCCESS);
+    report.subjects = subjects.len();
+    report.run = run_facts(&statement);
+    if let Some(run) = &report.run {
+        judge_run(args, run, &mut report.problems);
+    }
+    let Some(image) = &args.image else {
+        return Ok(());
     };
-
     let options = inspect::Options {
         progress: crate::progress::archive_bar(),
         ..inspect::Options::default()
     };
-    let analysis = match inspect::analyze(&image, &options) {
+    let analysis = match inspect::analyze(image, &options) {
         Ok(analysis) => analysis,
         Err(error) => {
-            println!("image: FAILED: {error}");
+            report.problems.push(format!("image: {error}"));
             return Err(failure(
                 FailureKind::VerificationFailed,
                 format!("{}: the image does not verify: {error}", image.display()),
@@ -95,21 +277,63 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let now = std::time::SystemTime::now();
     let derived = attestors::oci::attest(&analysis, now, now);
     let comparison = compare(&statement, &subjects, &derived);
-    println!("image {}:", image.display());
-    for line in &comparison.lines {
-        println!("  {line}");
-    }
+    report.image.push(format!("image {}:", image.display()));
+    report.image.extend(comparison.lines);
     if comparison.mismatches > 0 {
-        return Err(failure(
-            FailureKind::VerificationFailed,
-            format!(
-                "{}: {} of the attested image facts do not match {envelope_path}",
-                image.display(),
-                comparison.mismatches
-            ),
+        report.problems.push(format!(
+            "{} of the attested image facts do not match {}",
+            comparison.mismatches,
+            image.display()
         ));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
+}
+
+/// The facts of the command-run predicate, if the collection has one.
+fn run_facts(statement: &Value) -> Option<RunFacts> {
+    let command_run = statement["predicate"]["attestations"]
+        .as_array()?
+        .iter()
+        .find(|attestation| attestation["type"] == attestors::COMMAND_RUN_TYPE_URI)?;
+    let predicate = &command_run["attestation"];
+    let summary = &predicate["summary"];
+    Some(RunFacts {
+        exitcode: predicate["exitcode"].as_i64(),
+        trace: summary["trace"].as_str().unwrap_or("unknown").to_owned(),
+        reason: summary["reason"].as_str().map(str::to_owned),
+        lost: summary["lost"].as_u64().unwrap_or(0),
+        incomplete: summary["incomplete"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|reason| match reason.as_str() {
+                Some(text) => text.to_owned(),
+                None => reason.to_string(),
+            })
+            .collect(),
+    })
+}
+
+/// A signed attestation of a failed, untraced or incompletely traced run is not what a
+/// pipeline should accept by default.
+fn judge_run(args: &Args, run: &RunFacts, problems: &mut Vec<String>) {
+    if run.exitcode != Some(0) && !args.allow_failed_command {
+        problems.push(format!(
+            "the command failed (exit code {}); pass --allow-failed-command to accept it",
+            run.exitcode
+                .map_or_else(|| "unknown".to_owned(), |code| code.to_string())
+        ));
+    }
+    if run.trace != "ebpf" && !args.allow_untraced {
+        problems.push(format!(
+            "the run was not traced (trace {}); pass --allow-untraced to accept it",
+            run.trace
+        ));
+    }
+    if (run.lost > 0 || !run.incomplete.is_empty()) && !args.allow_incomplete_trace {
+        problems
+            .push("the trace is incomplete; pass --allow-incomplete-trace to accept it".to_owned());
+    }
 }
 
 /// The statement's subjects, name → digest set (entries that are not well-formed are ignored;
@@ -171,13 +395,13 @@ fn oci_predicates(statement: &Value) -> Vec<&Value> {
         .collect()
 }
 
-const COMPARED_FIELDS: [(&str, &str); 5] = [
-    ("tardigest", "tardigest"),
-    ("imageid", "imageid"),
-    ("diffids", "diffids"),
-    ("tags", "imagetags"),
-    ("manifestdigest", "manifestdigest"),
-];
+/// Labels for the fields whose predicate key reads badly; every other field is shown by its key.
+fn label(key: &str) -> &str {
+    match key {
+        "imagetags" => "tags",
+        other => other,
+    }
+}
 
 /// Compares the re-derived facts with the attested oci predicate describing the same archive
 /// (the one sharing most fields with it), then checks every re-derived subject is signed.
@@ -188,10 +412,16 @@ fn compare(
 ) -> Comparison {
     let mut comparison = Comparison::default();
     let candidates = oci_predicates(statement);
+    // Every field the archive lets us derive again is compared, none is skipped.
+    let fields: Vec<&str> = derived
+        .predicate
+        .as_object()
+        .map(|fields| fields.keys().map(String::as_str).collect())
+        .unwrap_or_default();
     let agreement = |attested: &&&Value| {
-        COMPARED_FIELDS
+        fields
             .iter()
-            .filter(|(_, key)| attested[*key] == derived.predicate[*key])
+            .filter(|key| attested[**key] == derived.predicate[**key])
             .count()
     };
     let Some(attested) = candidates.iter().max_by_key(agreement) else {
@@ -201,8 +431,8 @@ fn compare(
             .push("the attestation holds no oci attestation to compare with".to_owned());
         return comparison;
     };
-    for (label, key) in COMPARED_FIELDS {
-        comparison.check(label, &attested[key], &derived.predicate[key]);
+    for key in &fields {
+        comparison.check(label(key), &attested[*key], &derived.predicate[*key]);
     }
     for (key, digest) in &derived.subjects {
         let name = format!("{}/{key}", derived.type_uri);

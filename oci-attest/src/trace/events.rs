@@ -6,8 +6,8 @@
 use std::mem::offset_of;
 
 use oci_attest_common::{
-    EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FileOp, FileOpEvent, ForkEvent,
-    ARGV_CONTINUED, ARGV_TRUNCATED, PATH_CAPACITY,
+    EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, ForkEvent, InodeId, PathOp,
+    PathOpEvent, WrittenEvent, PATH_CAPACITY,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,33 +17,62 @@ pub struct Header {
     pub time_ns: u64,
 }
 
+/// A file identity as userspace `stat` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    /// `st_dev` encoding.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// Converts the kernel's `s_dev` (major << 20 | minor) into the `st_dev` encoding.
+    pub fn from_kernel(inode: &InodeId) -> FileId {
+        FileId {
+            dev: libc::makedev((inode.dev >> 20) as u32, (inode.dev & 0xf_ffff) as u32),
+            ino: inode.ino,
+        }
+    }
+}
+
+/// A path built in the kernel, with its `PATH_*` flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelPath {
+    pub bytes: Vec<u8>,
+    pub flags: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Fork {
         child_pid: u32,
     },
-    /// One chunk of an exec's argv; `continued` when more chunks follow.
-    ExecArgv {
-        argv: Vec<String>,
-        truncated: bool,
-        continued: bool,
-    },
     Exec {
         old_tid: u32,
-        filename: String,
+        program: FileId,
+        path: KernelPath,
+    },
+    /// One chunk of the argument area of the exec just reported.
+    ExecArgv {
+        bytes: Vec<u8>,
+        flags: u32,
     },
     Exit {
         /// wait(2) status, `None` when the kernel could not read it.
         status: Option<i32>,
     },
-    FileOp {
-        op: FileOp,
-        flags: u32,
-        dirfd: i32,
-        dirfd2: i32,
-        result: i64,
-        path: Vec<u8>,
-        path2: Vec<u8>,
+    Written {
+        how: u32,
+        file: FileId,
+        generation: u32,
+        fs_magic: u64,
+        nlink: u32,
+        path: KernelPath,
+    },
+    PathOp {
+        op: PathOp,
+        /// Directory and name of each operand (the second is empty for one-operand ops).
+        operands: [(KernelPath, Vec<u8>); 2],
     },
 }
 
@@ -75,10 +104,6 @@ impl Record<'_> {
             .ok_or_else(|| self.malformed("truncated fixed fields"))
     }
 
-    fn i32_at(&self, offset: usize) -> Result<i32, MalformedRecord> {
-        self.u32_at(offset).map(|value| value as i32)
-    }
-
     fn u64_at(&self, offset: usize) -> Result<u64, MalformedRecord> {
         self.bytes
             .get(offset..offset + 8)
@@ -88,9 +113,22 @@ impl Record<'_> {
     }
 
     fn bytes_at(&self, offset: usize, len: u32) -> Result<&[u8], MalformedRecord> {
+        if len as usize > PATH_CAPACITY.max(oci_attest_common::ARGV_CHUNK) {
+            return Err(self.malformed("string longer than its buffer"));
+        }
         self.bytes
             .get(offset..offset + len as usize)
             .ok_or_else(|| self.malformed("string longer than the record"))
+    }
+
+    fn inode_at(&self, offset: usize) -> Result<(FileId, u32), MalformedRecord> {
+        let inode = InodeId {
+            dev: self.u64_at(offset + offset_of!(InodeId, dev))?,
+            ino: self.u64_at(offset + offset_of!(InodeId, ino))?,
+            generation: self.u32_at(offset + offset_of!(InodeId, generation))?,
+            _reserved: 0,
+        };
+        Ok((FileId::from_kernel(&inode), inode.generation))
     }
 }
 
@@ -107,67 +145,70 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Event), MalformedRecord> {
         EventKind::Fork => Event::Fork {
             child_pid: record.u32_at(offset_of!(ForkEvent, child_pid))?,
         },
-        EventKind::ExecArgv => {
-            let len = record.u32_at(offset_of!(ExecArgvEvent, argv_len))?;
-            let block = record.bytes_at(offset_of!(ExecArgvEvent, argv), len)?;
-            let flags = record.u32_at(offset_of!(ExecArgvEvent, flags))?;
-            Event::ExecArgv {
-                argv: split_argv(block),
-                truncated: flags & ARGV_TRUNCATED != 0,
-                continued: flags & ARGV_CONTINUED != 0,
-            }
-        }
         EventKind::Exec => {
-            let len = record.u32_at(offset_of!(ExecEvent, filename_len))?;
+            let len = record.u32_at(offset_of!(ExecEvent, path_len))?;
             Event::Exec {
                 old_tid: record.u32_at(offset_of!(ExecEvent, old_tid))?,
-                filename: String::from_utf8_lossy(
-                    record.bytes_at(offset_of!(ExecEvent, filename), len)?,
-                )
-                .into_owned(),
+                program: record.inode_at(offset_of!(ExecEvent, program))?.0,
+                path: KernelPath {
+                    bytes: record.bytes_at(offset_of!(ExecEvent, path), len)?.to_vec(),
+                    flags: record.u32_at(offset_of!(ExecEvent, path_flags))?,
+                },
+            }
+        }
+        EventKind::ExecArgv => {
+            let len = record.u32_at(offset_of!(ExecArgvEvent, argv_len))?;
+            Event::ExecArgv {
+                bytes: record
+                    .bytes_at(offset_of!(ExecArgvEvent, argv), len)?
+                    .to_vec(),
+                flags: record.u32_at(offset_of!(ExecArgvEvent, flags))?,
             }
         }
         EventKind::Exit => {
-            let status = record.i32_at(offset_of!(ExitEvent, status))?;
+            let status = record.u32_at(offset_of!(ExitEvent, status))? as i32;
             Event::Exit {
                 status: (status >= 0).then_some(status),
             }
         }
-        EventKind::FileOp => {
-            let op = FileOp::from_u32(record.u32_at(offset_of!(FileOpEvent, op))?)
-                .ok_or_else(|| record.malformed("unknown file operation"))?;
-            let paths = offset_of!(FileOpEvent, paths);
-            let path_len = record.u32_at(offset_of!(FileOpEvent, path_len))?;
-            let path2_len = record.u32_at(offset_of!(FileOpEvent, path2_len))?;
-            let path2 = if path2_len > 0 {
-                record.bytes_at(paths + PATH_CAPACITY, path2_len)?.to_vec()
-            } else {
-                Vec::new()
+        EventKind::Written => {
+            let len = record.u32_at(offset_of!(WrittenEvent, path_len))?;
+            let (file, generation) = record.inode_at(offset_of!(WrittenEvent, inode))?;
+            Event::Written {
+                how: record.u32_at(offset_of!(WrittenEvent, how))?,
+                file,
+                generation,
+                fs_magic: record.u64_at(offset_of!(WrittenEvent, fs_magic))?,
+                nlink: record.u32_at(offset_of!(WrittenEvent, nlink))?,
+                path: KernelPath {
+                    bytes: record
+                        .bytes_at(offset_of!(WrittenEvent, path), len)?
+                        .to_vec(),
+                    flags: record.u32_at(offset_of!(WrittenEvent, path_flags))?,
+                },
+            }
+        }
+        EventKind::PathOp => {
+            let op = PathOp::from_u32(record.u32_at(offset_of!(PathOpEvent, op))?)
+                .ok_or_else(|| record.malformed("unknown path operation"))?;
+            let slot = |index: usize| -> Result<(Vec<u8>, u32), MalformedRecord> {
+                let len = record.u32_at(offset_of!(PathOpEvent, lens) + 4 * index)?;
+                let flags = record.u32_at(offset_of!(PathOpEvent, flags) + 4 * index)?;
+                let start = offset_of!(PathOpEvent, paths) + index * PATH_CAPACITY;
+                Ok((record.bytes_at(start, len)?.to_vec(), flags))
             };
-            Event::FileOp {
+            let operand = |index: usize| -> Result<(KernelPath, Vec<u8>), MalformedRecord> {
+                let (dir, flags) = slot(2 * index)?;
+                let (name, _) = slot(2 * index + 1)?;
+                Ok((KernelPath { bytes: dir, flags }, name))
+            };
+            Event::PathOp {
                 op,
-                flags: record.u32_at(offset_of!(FileOpEvent, flags))?,
-                dirfd: record.i32_at(offset_of!(FileOpEvent, dirfd))?,
-                dirfd2: record.i32_at(offset_of!(FileOpEvent, dirfd2))?,
-                result: record.u64_at(offset_of!(FileOpEvent, result))? as i64,
-                path: record.bytes_at(paths, path_len)?.to_vec(),
-                path2,
+                operands: [operand(0)?, operand(1)?],
             }
         }
     };
     Ok((header, event))
-}
-
-/// The kernel's argv block: each argument followed by a NUL.
-fn split_argv(block: &[u8]) -> Vec<String> {
-    let block = block.strip_suffix(b"\0").unwrap_or(block);
-    if block.is_empty() {
-        return Vec::new();
-    }
-    block
-        .split(|&byte| byte == 0)
-        .map(|arg| String::from_utf8_lossy(arg).into_owned())
-        .collect()
 }
 
 #[cfg(test)]
@@ -185,10 +226,10 @@ mod tests {
     }
 
     #[test]
-    fn decodes_argv_with_empty_arguments() {
+    fn decodes_an_argv_chunk() {
         let mut bytes = header_bytes(EventKind::ExecArgv, 7);
         let argv = b"tar\0cf\0\0x.tar\0";
-        bytes.extend(ARGV_CONTINUED.to_ne_bytes());
+        bytes.extend(1u32.to_ne_bytes());
         bytes.extend((argv.len() as u32).to_ne_bytes());
         bytes.extend(argv);
         let (header, event) = decode(&bytes).unwrap();
@@ -203,17 +244,38 @@ mod tests {
         assert_eq!(
             event,
             Event::ExecArgv {
-                argv: vec!["tar".into(), "cf".into(), "".into(), "x.tar".into()],
-                truncated: false,
-                continued: true,
+                bytes: argv.to_vec(),
+                flags: 1,
             }
         );
     }
 
     #[test]
+    fn decodes_a_written_file_with_its_kernel_identity() {
+        let mut bytes = header_bytes(EventKind::Written, 7);
+        bytes.extend(4u32.to_ne_bytes()); // how
+        bytes.extend(0u32.to_ne_bytes()); // path flags
+        bytes.extend(((8u64 << 20) | 1).to_ne_bytes()); // dev 8:1
+        bytes.extend(99u64.to_ne_bytes()); // ino
+        bytes.extend(5u32.to_ne_bytes()); // generation
+        bytes.extend(0u32.to_ne_bytes());
+        bytes.extend(0xef53u64.to_ne_bytes()); // ext4
+        bytes.extend(1u32.to_ne_bytes()); // nlink
+        bytes.extend(6u32.to_ne_bytes()); // path len
+        bytes.extend(b"/w/a\nb");
+        let (_, event) = decode(&bytes).unwrap();
+        let Event::Written { file, path, .. } = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(file.dev, libc::makedev(8, 1));
+        assert_eq!(file.ino, 99);
+        assert_eq!(path.bytes, b"/w/a\nb");
+    }
+
+    #[test]
     fn rejects_a_string_longer_than_the_record() {
-        let mut bytes = header_bytes(EventKind::Exec, 7);
-        bytes.extend(7u32.to_ne_bytes());
+        let mut bytes = header_bytes(EventKind::ExecArgv, 7);
+        bytes.extend(0u32.to_ne_bytes());
         bytes.extend(100u32.to_ne_bytes());
         bytes.extend(b"/bin/sh");
         assert!(decode(&bytes).is_err());

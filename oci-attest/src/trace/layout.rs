@@ -1,381 +1,270 @@
-//! Where the kernel programs find their data on the running kernel: tracepoint field offsets
-//! from the tracefs `format` files, and the offset of `task_struct.exit_code` from BTF.
+//! Where the kernel programs find their data on the running kernel: byte offsets of the
+//! kernel struct members they read, from the kernel's BTF (`/sys/kernel/btf/vmlinux`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use oci_attest_common::{Layout, Syscall, SyscallFields, ABSENT};
-
-/// The tracefs mount points, in the order the kernel documentation prefers them.
-const TRACEFS_MOUNTS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
-
-/// The mounted, readable tracefs, or why there is none.
-pub fn tracefs_root() -> Result<PathBuf, String> {
-    if let Some(root) = TRACEFS_MOUNTS
-        .iter()
-        .map(PathBuf::from)
-        .find(|root| root.join("events").is_dir())
-    {
-        return Ok(root);
-    }
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    match mounts
-        .lines()
-        .filter_map(|line| line.split(' ').nth(1).zip(line.split(' ').nth(2)))
-        .find(|(_, kind)| *kind == "tracefs")
-    {
-        Some((mount_point, _)) => Err(format!(
-            "tracefs at {mount_point} is not readable by this user"
-        )),
-        None => Err("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)".into()),
-    }
-}
-
-/// Fields of one tracepoint record: name → byte offset.
-#[derive(Debug, Default)]
-pub struct TracepointFormat {
-    offsets: HashMap<String, i32>,
-}
-
-impl TracepointFormat {
-    pub fn read(tracefs: &Path, category: &str, name: &str) -> anyhow::Result<Self> {
-        let path = tracefs
-            .join("events")
-            .join(category)
-            .join(name)
-            .join("format");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-        Self::parse(&text).map_err(|problem| anyhow::anyhow!("{}: {problem}", path.display()))
-    }
-
-    /// Parses lines like `field:const char * filename; offset:24; size:8; signed:0;` (tab-separated).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let mut offsets = HashMap::new();
-        for line in text.lines().map(str::trim) {
-            let Some(declaration) = line.strip_prefix("field:") else {
-                continue;
-            };
-            let mut parts = declaration.split(';').map(str::trim);
-            let declaration = parts.next().unwrap_or_default();
-            let name = declaration
-                .rsplit([' ', '*'])
-                .next()
-                .map(|name| name.split('[').next().unwrap_or(name))
-                .filter(|name| !name.is_empty())
-                .ok_or_else(|| format!("no field name in `{line}`"))?;
-            let offset = parts
-                .find_map(|part| part.strip_prefix("offset:"))
-                .ok_or_else(|| format!("no offset in `{line}`"))?
-                .parse::<i32>()
-                .map_err(|_| format!("bad offset in `{line}`"))?;
-            offsets.insert(name.to_string(), offset);
-        }
-        if offsets.is_empty() {
-            return Err("no fields".to_string());
-        }
-        Ok(TracepointFormat { offsets })
-    }
-
-    pub fn offset(&self, field: &str) -> Option<i32> {
-        self.offsets.get(field).copied()
-    }
-
-    fn require(&self, tracepoint: &str, field: &str) -> anyhow::Result<i32> {
-        self.offset(field)
-            .ok_or_else(|| anyhow::anyhow!("tracepoint {tracepoint} has no field `{field}`"))
-    }
-}
-
-/// The field names each syscall program reads, as the kernel's `SYSCALL_DEFINE`s name them.
-pub struct SyscallSpec {
-    pub syscall: Syscall,
-    pub name: &'static str,
-    pub dirfd: Option<&'static str>,
-    pub path: Option<&'static str>,
-    pub dirfd2: Option<&'static str>,
-    pub path2: Option<&'static str>,
-    pub flags: Option<&'static str>,
-    pub open_how: Option<&'static str>,
-    pub argv: Option<&'static str>,
-    /// Only some architectures have it (arm64 lacks open, creat, rename, unlink, ...).
-    pub legacy: bool,
-}
-
-const NONE: SyscallSpec = SyscallSpec {
-    syscall: Syscall::Open,
-    name: "",
-    dirfd: None,
-    path: None,
-    dirfd2: None,
-    path2: None,
-    flags: None,
-    open_how: None,
-    argv: None,
-    legacy: false,
-};
-
-pub const SYSCALLS: [SyscallSpec; oci_attest_common::SYSCALL_COUNT] = [
-    SyscallSpec {
-        syscall: Syscall::Open,
-        name: "open",
-        path: Some("filename"),
-        flags: Some("flags"),
-        legacy: true,
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Openat,
-        name: "openat",
-        dirfd: Some("dfd"),
-        path: Some("filename"),
-        flags: Some("flags"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Openat2,
-        name: "openat2",
-        dirfd: Some("dfd"),
-        path: Some("filename"),
-        open_how: Some("how"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Creat,
-        name: "creat",
-        path: Some("pathname"),
-        legacy: true,
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Rename,
-        name: "rename",
-        path: Some("oldname"),
-        path2: Some("newname"),
-        legacy: true,
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Renameat,
-        name: "renameat",
-        dirfd: Some("olddfd"),
-        path: Some("oldname"),
-        dirfd2: Some("newdfd"),
-        path2: Some("newname"),
-        legacy: true,
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Renameat2,
-        name: "renameat2",
-        dirfd: Some("olddfd"),
-        path: Some("oldname"),
-        dirfd2: Some("newdfd"),
-        path2: Some("newname"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Unlink,
-        name: "unlink",
-        path: Some("pathname"),
-        legacy: true,
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Unlinkat,
-        name: "unlinkat",
-        dirfd: Some("dfd"),
-        path: Some("pathname"),
-        flags: Some("flag"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Chdir,
-        name: "chdir",
-        path: Some("filename"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Fchdir,
-        name: "fchdir",
-        dirfd: Some("fd"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Execve,
-        name: "execve",
-        argv: Some("argv"),
-        ..NONE
-    },
-    SyscallSpec {
-        syscall: Syscall::Execveat,
-        name: "execveat",
-        argv: Some("argv"),
-        ..NONE
-    },
-];
-
-impl SyscallSpec {
-    fn fields(&self, tracefs: &Path) -> anyhow::Result<SyscallFields> {
-        let enter_name = format!("sys_enter_{}", self.name);
-        let exit_name = format!("sys_exit_{}", self.name);
-        let enter = TracepointFormat::read(tracefs, "syscalls", &enter_name)?;
-        let exit = TracepointFormat::read(tracefs, "syscalls", &exit_name)?;
-        let field = |name: Option<&str>| -> anyhow::Result<i32> {
-            name.map_or(Ok(ABSENT), |name| enter.require(&enter_name, name))
-        };
-        Ok(SyscallFields {
-            dirfd: field(self.dirfd)?,
-            path: field(self.path)?,
-            dirfd2: field(self.dirfd2)?,
-            path2: field(self.path2)?,
-            flags: field(self.flags)?,
-            open_how: field(self.open_how)?,
-            argv: field(self.argv)?,
-            ret: exit.require(&exit_name, "ret")?,
-        })
-    }
-
-    /// Whether this kernel has the syscall's tracepoints.
-    pub fn present(&self, tracefs: &Path) -> bool {
-        tracefs
-            .join("events/syscalls")
-            .join(format!("sys_enter_{}", self.name))
-            .is_dir()
-    }
-}
-
-/// Reads the layout of every tracepoint the programs use. Syscalls this architecture lacks
-/// (legacy ones) keep [`ABSENT`] fields; everything else must be present.
-pub fn read_layout(tracefs: &Path) -> anyhow::Result<Layout> {
-    let mut layout = Layout::ABSENT;
-    for spec in &SYSCALLS {
-        if spec.legacy && !spec.present(tracefs) {
-            continue;
-        }
-        layout.syscalls[spec.syscall as usize] = spec.fields(tracefs)?;
-    }
-    let fork = TracepointFormat::read(tracefs, "sched", "sched_process_fork")?;
-    layout.fork_child_pid = fork.require("sched_process_fork", "child_pid")?;
-    let exec = TracepointFormat::read(tracefs, "sched", "sched_process_exec")?;
-    layout.exec_filename = exec.require("sched_process_exec", "filename")?;
-    layout.exec_old_pid = exec.require("sched_process_exec", "old_pid")?;
-    let exit = TracepointFormat::read(tracefs, "sched", "sched_process_exit")?;
-    layout.exit_group_dead = exit.offset("group_dead").unwrap_or(ABSENT);
-    layout.task_exit_code = task_exit_code_offset().unwrap_or(ABSENT);
-    Ok(layout)
-}
+use anyhow::{anyhow, bail, Context as _};
+use oci_attest_common::Layout;
 
 /// The kernel's BTF, where member offsets of kernel structs are published.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
-/// Byte offset of `task_struct.exit_code`, from the kernel's BTF; `None` without BTF.
-fn task_exit_code_offset() -> Option<i32> {
-    let btf = std::fs::read(VMLINUX_BTF).ok()?;
-    struct_member_offset(&btf, "task_struct", "exit_code")
+/// The layout of the running kernel, from its BTF.
+pub fn read_layout() -> anyhow::Result<Layout> {
+    let raw = std::fs::read(VMLINUX_BTF)
+        .with_context(|| format!("{VMLINUX_BTF}: kernel BTF unreadable (CONFIG_DEBUG_INFO_BTF)"))?;
+    let btf = Btf::parse(&raw).map_err(|problem| anyhow!("{VMLINUX_BTF}: {problem}"))?;
+    layout_from(&btf)
 }
 
-/// Byte offset of a direct member of a struct in raw BTF data.
-///
-/// Written by hand because aya parses BTF but keeps member offsets private; this walks the
-/// type section once (format: Documentation/bpf/btf.rst), which is all that is needed here.
-pub fn struct_member_offset(btf: &[u8], struct_name: &str, member: &str) -> Option<i32> {
-    const KIND_STRUCT: u32 = 4;
-    let u32_at = |offset: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(
-            btf.get(offset..offset + 4)?.try_into().ok()?,
-        ))
+/// Every offset the programs need; a missing member is an error naming it.
+pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
+    let at = |spec: &str| -> anyhow::Result<u32> {
+        let (structure, member) = spec
+            .split_once(':')
+            .ok_or_else(|| anyhow!("bad member spec {spec}"))?;
+        btf.member_offset(structure, member)
+            .ok_or_else(|| anyhow!("kernel BTF has no member {member} in struct {structure}"))
     };
-    if btf.get(0..2)? != [0x9f, 0xeb] {
-        return None;
-    }
-    let header_len = u32_at(4)? as usize;
-    let types_start = header_len + u32_at(8)? as usize;
-    let types_end = types_start + u32_at(12)? as usize;
-    let strings_start = header_len + u32_at(16)? as usize;
-    let strings_end = strings_start + u32_at(20)? as usize;
-    let name_at = |name_offset: u32| -> Option<&[u8]> {
-        let start = strings_start + name_offset as usize;
-        let rest = btf.get(start..strings_end)?;
-        Some(&rest[..rest.iter().position(|&byte| byte == 0)?])
-    };
+    Ok(Layout {
+        task_pid: at("task_struct:pid")?,
+        task_tgid: at("task_struct:tgid")?,
+        task_files: at("task_struct:files")?,
+        task_fs: at("task_struct:fs")?,
+        task_mm: at("task_struct:mm")?,
+        task_signal: at("task_struct:signal")?,
+        task_exit_code: at("task_struct:exit_code")?,
+        task_thread_status: at("task_struct:thread_info.status")?,
+        signal_live: at("signal_struct:live")?,
+        files_fdt: at("files_struct:fdt")?,
+        fdt_max_fds: at("fdtable:max_fds")?,
+        fdt_fd: at("fdtable:fd")?,
+        file_path: at("file:f_path")?,
+        file_inode: at("file:f_inode")?,
+        file_mode: at("file:f_mode")?,
+        path_mnt: at("path:mnt")?,
+        path_dentry: at("path:dentry")?,
+        dentry_parent: at("dentry:d_parent")?,
+        dentry_name: at("dentry:d_name")?,
+        qstr_len: at("qstr:len")?,
+        qstr_name: at("qstr:name")?,
+        inode_ino: at("inode:i_ino")?,
+        inode_sb: at("inode:i_sb")?,
+        inode_mode: at("inode:i_mode")?,
+        inode_nlink: at("inode:i_nlink")?,
+        inode_generation: at("inode:i_generation")?,
+        inode_size: at("inode:i_size")?,
+        sb_dev: at("super_block:s_dev")?,
+        sb_magic: at("super_block:s_magic")?,
+        mount_mnt: at("mount:mnt")?,
+        mount_parent: at("mount:mnt_parent")?,
+        mount_mountpoint: at("mount:mnt_mountpoint")?,
+        vfsmount_root: at("vfsmount:mnt_root")?,
+        fs_root: at("fs_struct:root")?,
+        fs_pwd: at("fs_struct:pwd")?,
+        mm_arg_start: at("mm_struct:arg_start")?,
+        mm_arg_end: at("mm_struct:arg_end")?,
+        binprm_file: at("linux_binprm:file")?,
+    })
+}
 
-    let mut cursor = types_start;
-    while cursor + 12 <= types_end {
-        let name_offset = u32_at(cursor)?;
-        let info = u32_at(cursor + 4)?;
-        let kind = (info >> 24) & 0x1f;
-        let kind_flag = info >> 31 == 1;
-        let vlen = (info & 0xffff) as usize;
-        cursor += 12;
-        let trailing = match kind {
-            1 | 14 | 17 => 4,          // int, var, decl_tag
-            3 => 12,                   // array
-            4 | 5 => 12 * vlen,        // struct, union: members
-            6 | 13 => 8 * vlen,        // enum, func_proto
-            15 | 19 => 12 * vlen,      // datasec, enum64
-            2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag
-            _ => return None,
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+struct Member {
+    name: u32,
+    type_id: u32,
+    offset_bits: u32,
+}
+
+struct Type {
+    kind: u32,
+    /// The referenced type of a typedef/const/volatile/...
+    target: u32,
+    members: Vec<Member>,
+}
+
+/// The types of a raw BTF blob (format: the kernel's Documentation/bpf/btf.rst), enough to
+/// find member offsets, including members nested in anonymous structs and unions.
+///
+/// Written here because aya parses BTF but keeps member offsets private.
+pub struct Btf<'a> {
+    strings: &'a [u8],
+    /// Type id n is `types[n - 1]`.
+    types: Vec<Type>,
+    structs: HashMap<&'a [u8], u32>,
+}
+
+impl<'a> Btf<'a> {
+    pub fn parse(raw: &'a [u8]) -> Result<Btf<'a>, String> {
+        let u32_at = |offset: usize| -> Result<u32, String> {
+            raw.get(offset..offset + 4)
+                .and_then(|bytes| bytes.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| format!("truncated at byte {offset}"))
         };
-        if kind == KIND_STRUCT && name_at(name_offset)? == struct_name.as_bytes() {
-            for index in 0..vlen {
-                let entry = cursor + 12 * index;
-                if name_at(u32_at(entry)?)? == member.as_bytes() {
-                    let raw = u32_at(entry + 8)?;
-                    let bits = if kind_flag { raw & 0x00ff_ffff } else { raw };
-                    return i32::try_from(bits / 8).ok();
+        if raw.get(0..2) != Some(&[0x9f, 0xeb]) {
+            return Err("not BTF (bad magic)".into());
+        }
+        let header_len = u32_at(4)? as usize;
+        let types_start = header_len + u32_at(8)? as usize;
+        let types_end = types_start + u32_at(12)? as usize;
+        let strings_start = header_len + u32_at(16)? as usize;
+        let strings_end = strings_start + u32_at(20)? as usize;
+        let strings = raw
+            .get(strings_start..strings_end)
+            .ok_or("string section out of bounds")?;
+        let mut btf = Btf {
+            strings,
+            types: Vec::new(),
+            structs: HashMap::new(),
+        };
+        let mut cursor = types_start;
+        while cursor + 12 <= types_end {
+            let name = u32_at(cursor)?;
+            let info = u32_at(cursor + 4)?;
+            let size_or_type = u32_at(cursor + 8)?;
+            let kind = (info >> 24) & 0x1f;
+            let bitfields = info >> 31 == 1;
+            let vlen = (info & 0xffff) as usize;
+            cursor += 12;
+            let trailing = match kind {
+                1 | 14 | 17 => 4,          // int, var, decl_tag
+                3 => 12,                   // array
+                4 | 5 => 12 * vlen,        // struct, union: members
+                6 | 13 => 8 * vlen,        // enum, func_proto
+                15 | 19 => 12 * vlen,      // datasec, enum64
+                2 | 7..=12 | 16 | 18 => 0, // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag
+                other => return Err(format!("unknown BTF kind {other}")),
+            };
+            let mut members = Vec::new();
+            if kind == KIND_STRUCT || kind == KIND_UNION {
+                for index in 0..vlen {
+                    let entry = cursor + 12 * index;
+                    let offset = u32_at(entry + 8)?;
+                    members.push(Member {
+                        name: u32_at(entry)?,
+                        type_id: u32_at(entry + 4)?,
+                        offset_bits: if bitfields {
+                            offset & 0x00ff_ffff
+                        } else {
+                            offset
+                        },
+                    });
+                }
+                if kind == KIND_STRUCT && name != 0 {
+                    let id = btf.types.len() as u32 + 1;
+                    let type_name = btf.name(name);
+                    // The first definition wins: later ones are rare same-named duplicates.
+                    btf.structs.entry(type_name).or_insert(id);
                 }
             }
+            btf.types.push(Type {
+                kind,
+                target: size_or_type,
+                members,
+            });
+            cursor += trailing;
+        }
+        Ok(btf)
+    }
+
+    fn name(&self, offset: u32) -> &'a [u8] {
+        let rest = self.strings.get(offset as usize..).unwrap_or_default();
+        &rest[..rest
+            .iter()
+            .position(|&byte| byte == 0)
+            .unwrap_or(rest.len())]
+    }
+
+    fn get(&self, id: u32) -> Option<&Type> {
+        self.types.get((id as usize).checked_sub(1)?)
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let found = self.get(id)?;
+            match found.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = found.target
+                }
+                _ => return Some(found),
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `member` (dotted for nested members: `thread_info.status`) in
+    /// `struct name`, looking through anonymous structs and unions.
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        let mut current = self.get(*self.structs.get(name.as_bytes())?)?;
+        let mut total_bits = 0;
+        let mut parts = member.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (bits, type_id) = self.find_member(current, part.as_bytes(), 0)?;
+            total_bits += bits;
+            if parts.peek().is_some() {
+                current = self.resolve(type_id)?;
+            }
+        }
+        (total_bits % 8 == 0).then_some(total_bits / 8)
+    }
+
+    fn find_member(&self, within: &Type, name: &[u8], depth: u32) -> Option<(u32, u32)> {
+        if depth > 8 || !(within.kind == KIND_STRUCT || within.kind == KIND_UNION) {
             return None;
         }
-        cursor += trailing;
+        if let Some(found) = within.members.iter().find(|m| self.name(m.name) == name) {
+            return Some((found.offset_bits, found.type_id));
+        }
+        within
+            .members
+            .iter()
+            .filter(|m| m.name == 0)
+            .find_map(|anonymous| {
+                let inner = self.resolve(anonymous.type_id)?;
+                let (bits, type_id) = self.find_member(inner, name, depth + 1)?;
+                Some((anonymous.offset_bits + bits, type_id))
+            })
     }
-    None
+}
+
+/// Fails unless this is x86_64: the syscall table and the saved-register layout are x86_64's.
+pub fn check_architecture() -> anyhow::Result<()> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(())
+    } else {
+        bail!("the kernel programs model x86_64 syscalls only")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const OPENAT_FORMAT: &str = "name: sys_enter_openat\nID: 1\nformat:\n\
-        \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
-        \tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\
-        \tfield:int dfd;\toffset:16;\tsize:8;\tsigned:0;\n\
-        \tfield:const char * filename;\toffset:24;\tsize:8;\tsigned:0;\n\
-        \tfield:char comm[16];\toffset:40;\tsize:16;\tsigned:0;\n\
-        \tfield:__data_loc char[] parent_comm;\toffset:56;\tsize:4;\tsigned:0;\n\
-        \nprint fmt: \"...\"\n";
-
-    #[test]
-    fn parses_tracefs_format_fields() {
-        let format = TracepointFormat::parse(OPENAT_FORMAT).unwrap();
-        assert_eq!(format.offset("dfd"), Some(16));
-        assert_eq!(format.offset("filename"), Some(24));
-        assert_eq!(format.offset("comm"), Some(40));
-        assert_eq!(format.offset("parent_comm"), Some(56));
-        assert_eq!(format.offset("flags"), None);
-    }
-
-    #[test]
-    fn rejects_a_format_without_fields() {
-        assert!(TracepointFormat::parse("name: x\nprint fmt: \"\"\n").is_err());
-    }
-
-    #[test]
-    fn rejects_a_field_without_offset() {
-        assert!(TracepointFormat::parse("\tfield:int dfd;\tsize:8;\n").is_err());
-    }
-
-    #[test]
-    fn finds_a_struct_member_in_btf() {
-        // A minimal BTF blob: int, then struct pair { int first; int second; } (second at 32 bits).
-        let strings = b"\0int\0pair\0first\0second\0";
+    /// A BTF blob: int; struct pair { int first; union { int a; struct { int b; } ; }; }
+    /// and a typedef of the inner struct, to exercise anonymous members.
+    fn blob() -> Vec<u8> {
+        let strings = b"\0int\0pair\0first\0a\0b\0outer\0inner\0";
         let mut types = Vec::new();
         let mut push = |words: &[u32]| words.iter().for_each(|w| types.extend(w.to_le_bytes()));
-        push(&[1, 1 << 24, 4, 32]); // [1] int, 4 bytes, 32 bits
-        push(&[5, (4 << 24) | 2, 8]); // [2] struct pair, 2 members
-        push(&[10, 1, 0]); // first: int at bit 0
-        push(&[16, 1, 32]); // second: int at bit 32
+        push(&[1, 1 << 24, 4, 32]); // [1] int
+        push(&[0, (4 << 24) | 1, 4]); // [2] anonymous struct { int b; }
+        push(&[18, 1, 0]); //    b at 0
+        push(&[0, (5 << 24) | 2, 4]); // [3] anonymous union { int a; struct [2]; }
+        push(&[16, 1, 0]); //    a at 0
+        push(&[0, 2, 0]); //     anonymous [2] at 0
+        push(&[5, (4 << 24) | 2, 8]); // [4] struct pair
+        push(&[10, 1, 0]); //    first at 0
+        push(&[0, 3, 32]); //    anonymous [3] at 32 bits
+        push(&[20, (4 << 24) | 1, 8]); // [5] struct outer { struct pair inner at 64 bits }
+        push(&[26, 4, 64]);
         let mut btf = vec![0x9f, 0xeb, 1, 0];
         for word in [
             24u32,
@@ -388,10 +277,38 @@ mod tests {
         }
         btf.extend(&types);
         btf.extend(strings);
-        assert_eq!(struct_member_offset(&btf, "pair", "second"), Some(4));
-        assert_eq!(struct_member_offset(&btf, "pair", "first"), Some(0));
-        assert_eq!(struct_member_offset(&btf, "pair", "third"), None);
-        assert_eq!(struct_member_offset(&btf, "other", "first"), None);
-        assert_eq!(struct_member_offset(&btf[..10], "pair", "first"), None);
+        btf
+    }
+
+    #[test]
+    fn finds_direct_anonymous_and_nested_members() {
+        let raw = blob();
+        let btf = Btf::parse(&raw).unwrap();
+        assert_eq!(btf.member_offset("pair", "first"), Some(0));
+        assert_eq!(btf.member_offset("pair", "a"), Some(4));
+        assert_eq!(btf.member_offset("pair", "b"), Some(4));
+        assert_eq!(btf.member_offset("outer", "inner.b"), Some(12));
+        assert_eq!(btf.member_offset("pair", "third"), None);
+        assert_eq!(btf.member_offset("other", "first"), None);
+    }
+
+    #[test]
+    fn rejects_truncated_or_foreign_blobs() {
+        let raw = blob();
+        assert!(Btf::parse(&raw[..10]).is_err());
+        assert!(Btf::parse(b"\x7fELF").is_err());
+    }
+
+    #[test]
+    fn the_running_kernel_has_every_member() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{VMLINUX_BTF} missing (CI=true: the layout must be checked)");
+            }
+            eprintln!("SKIPPED the_running_kernel_has_every_member: no {VMLINUX_BTF}");
+            return;
+        }
+        let layout = read_layout().unwrap();
+        assert!(layout.task_tgid > 0 && layout.inode_sb > 0 && layout.mm_arg_end > 0);
     }
 }

@@ -1,14 +1,16 @@
-//! eBPF tracing of the wrapped command's process tree (docs/tracing.md).
+//! eBPF tracing of the wrapped command's process tree (design: `docs/tracing.md`).
 //!
-//! [`Tracer::load`] loads and attaches the kernel programs of `oci-attest-ebpf`;
-//! [`Tracer::track`] puts the stopped child's pid in the tracked set (before it is released)
-//! and starts a thread that drains the ring buffer into a [`model::ProcessTree`];
-//! [`Tracer::finish`] (after the child exited) drains what is left and returns the processes
-//! and counters, including the events the kernel could not queue.
+//! [`Tracer::load`] loads the kernel programs of `oci-attest-ebpf` and attaches them to four
+//! raw tracepoints; [`Tracer::track`] puts the stopped child's pid in the tracked set (before
+//! it is released) and starts a thread that drains the ring buffer into a
+//! [`model::ProcessTree`]; [`Tracer::finish`] (after the tree ended) drains what is left,
+//! settles every written inode and executed program, and lists every gap of the trace.
 
 pub mod events;
 pub mod layout;
 pub mod model;
+pub mod settle;
+pub mod syscalls;
 
 use std::io::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,19 +19,30 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::trace_point::TracePointLink;
-use aya::programs::TracePoint;
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::raw_trace_point::RawTracePointLink;
+use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
-use aya_log::EbpfLogger;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use oci_attest_common::{DropReason, FlaggedSyscall, SyscallRule};
 
-use crate::observed::{ObservedProcess, TraceCounts};
+use crate::observed::{Incomplete, IncompleteReason, ObservedProcess, SettledFile, TraceCounts};
 use model::{BootClock, ProcessTree};
 
-/// Ring buffer size when not configured: 100k opens/s under CPU load lost nothing at 4 MiB
-/// (docs/tracing.md); twice that leaves room for exec bursts with long argv.
+/// Ring buffer size when not configured: 100k opens/s under CPU load lost nothing at 4 MiB;
+/// twice that leaves room for exec bursts with long argv.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
+
+/// The oldest kernel the programs run on: `bpf_loop` (path walks, argv copy) came in 5.17.
+pub const MINIMUM_KERNEL: &str = "5.17";
+
+/// The raw tracepoints, by program name (the program names are the tracepoint names).
+const TRACEPOINTS: [&str; 4] = [
+    "sys_exit",
+    "sched_process_fork",
+    "sched_process_exec",
+    "sched_process_exit",
+];
 
 #[derive(Clone, Debug)]
 pub struct TraceConfig {
@@ -66,9 +79,9 @@ impl TraceUnavailable {
 /// One kernel program and whether it loaded and attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramStatus {
-    /// The program's name, which is also its tracepoint's name.
+    /// The program's name, which is also its raw tracepoint's name.
     pub name: String,
-    /// `category/name` under tracefs `events/`.
+    /// `raw_tp/<name>`.
     pub tracepoint: String,
     pub loaded: bool,
     pub attached: bool,
@@ -76,27 +89,42 @@ pub struct ProgramStatus {
     pub error: Option<String>,
 }
 
+/// Time spent in each phase of the tracer's own cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// BTF read, object loaded (maps created, programs verified).
+    pub load: Duration,
+    pub attach: Duration,
+    /// Links closed, in [`Tracer::finish`].
+    pub detach: Duration,
+}
+
 /// What the trace saw, returned by [`Tracer::finish`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TraceOutcome {
     /// Sorted by start time.
     pub processes: Vec<ObservedProcess>,
     pub counts: TraceCounts,
+    /// Every written inode and where it is now.
+    pub written: Vec<SettledFile>,
+    /// Every gap of the trace (empty when complete).
+    pub incomplete: Vec<Incomplete>,
+    pub phases: Phases,
 }
 
 /// Loaded and attached kernel programs, and (once tracking) the ring-buffer consumer.
 pub struct Tracer {
     programs: Vec<ProgramStatus>,
-    /// Detached in parallel on drop (see the Drop impl).
-    links: Vec<TracePointLink>,
+    links: Vec<RawTracePointLink>,
     tracked: BpfHashMap<MapData, u32, u8>,
-    lost: PerCpuArray<MapData, u64>,
+    dropped: PerCpuArray<MapData, u64>,
+    flagged: BpfHashMap<MapData, FlaggedSyscall, u8>,
     /// What the consumer thread takes over once `track` starts it.
-    consumer_inputs: Option<(RingBuf<MapData>, EbpfLogger<&'static dyn log::Log>)>,
+    consumer_inputs: Option<RingBuf<MapData>>,
     consumer: Option<Consumer>,
-    load_duration: Duration,
+    phases: Phases,
     ring_buffer_bytes: u32,
-    // Dropped last: detaches and unloads the programs.
+    // Dropped last: unloads the programs.
     _ebpf: Ebpf,
 }
 
@@ -112,7 +140,7 @@ struct Drained {
 
 impl Tracer {
     /// Loads and attaches every kernel program. Fails with the reason when tracing cannot run
-    /// (no privileges, tracefs missing, verifier rejection, ...).
+    /// (no privileges, no BTF, verifier rejection, ...).
     pub fn load(config: &TraceConfig) -> Result<Tracer, TraceUnavailable> {
         let started = Instant::now();
         let size = config.ring_buffer_bytes;
@@ -121,16 +149,14 @@ impl Tracer {
                 "ring buffer size {size} is not a power of two of at least 4096 bytes"
             )));
         }
+        layout::check_architecture().map_err(|error| TraceUnavailable::new(error.to_string()))?;
         if !Privileges::current().can_trace() {
             return Err(TraceUnavailable::new(
                 "not root and without CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN): cannot load eBPF programs",
             ));
         }
-        let tracefs = layout::tracefs_root().map_err(TraceUnavailable::new)?;
-        let layout = layout::read_layout(&tracefs)
-            .map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
-
-        let layout_read = started.elapsed();
+        let layout =
+            layout::read_layout().map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
         let mut ebpf = EbpfLoader::new()
             .override_global("LAYOUT", &layout, true)
             .override_global("WAKEUP_BYTES", &u64::from(size / 4), true)
@@ -144,21 +170,23 @@ impl Tracer {
                     "loading the eBPF object failed: {error}"
                 )))
             })?;
-        // The logger owns the log map the programs write to: it must exist before they load.
-        let logger = EbpfLogger::init(&mut ebpf).map_err(|error| {
-            TraceUnavailable::new(format!("aya-log initialisation failed: {error}"))
-        })?;
-        let object_loaded = started.elapsed();
-        let (programs, links) = attach_all(&mut ebpf, &tracefs);
-        tracing::debug!(
-            "eBPF: layouts read in {layout_read:?}, object loaded at {object_loaded:?}, \
-             programs attached at {:?}",
-            started.elapsed()
-        );
-        if let Some(failed) = programs
-            .iter()
-            .find(|program| !program.attached && program.error.is_some())
-        {
+        let mut rules: Array<MapData, SyscallRule> =
+            Array::try_from(ebpf.take_map("RULES").ok_or_else(|| missing_map("RULES"))?)
+                .map_err(|error| TraceUnavailable::new(format!("map RULES: {error}")))?;
+        for (nr, rule) in syscalls::table().into_iter().enumerate() {
+            rules
+                .set(nr as u32, rule, 0)
+                .map_err(|error| TraceUnavailable::new(format!("filling RULES: {error}")))?;
+        }
+        let before_programs = started.elapsed();
+        let (programs, links, verify, attach) = attach_all(&mut ebpf);
+        let phases = Phases {
+            load: before_programs + verify,
+            attach,
+            detach: Duration::ZERO,
+        };
+        tracing::debug!("eBPF: load {:?}, attach {:?}", phases.load, phases.attach);
+        if let Some(failed) = programs.iter().find(|program| !program.attached) {
             return Err(TraceUnavailable {
                 reason: with_privilege_hint(format!(
                     "program {} did not load/attach: {}",
@@ -168,24 +196,24 @@ impl Tracer {
                 programs,
             });
         }
-        let mut map = |name: &str| {
-            ebpf.take_map(name)
-                .ok_or_else(|| TraceUnavailable::new(format!("map {name} missing from the object")))
-        };
+        let mut map = |name: &str| ebpf.take_map(name).ok_or_else(|| missing_map(name));
         let tracked = BpfHashMap::try_from(map("TRACKED")?)
             .map_err(|error| TraceUnavailable::new(format!("map TRACKED: {error}")))?;
-        let lost = PerCpuArray::try_from(map("LOST")?)
-            .map_err(|error| TraceUnavailable::new(format!("map LOST: {error}")))?;
+        let dropped = PerCpuArray::try_from(map("DROPPED")?)
+            .map_err(|error| TraceUnavailable::new(format!("map DROPPED: {error}")))?;
+        let flagged = BpfHashMap::try_from(map("FLAGGED")?)
+            .map_err(|error| TraceUnavailable::new(format!("map FLAGGED: {error}")))?;
         let events = RingBuf::try_from(map("EVENTS")?)
             .map_err(|error| TraceUnavailable::new(format!("map EVENTS: {error}")))?;
         Ok(Tracer {
             programs,
             links,
             tracked,
-            lost,
-            consumer_inputs: Some((events, logger)),
+            dropped,
+            flagged,
+            consumer_inputs: Some(events),
             consumer: None,
-            load_duration: started.elapsed(),
+            phases,
             ring_buffer_bytes: size,
             _ebpf: ebpf,
         })
@@ -195,9 +223,9 @@ impl Tracer {
         &self.programs
     }
 
-    /// Time spent reading layouts, loading and attaching.
+    /// Time spent reading BTF, loading and attaching.
     pub fn load_duration(&self) -> Duration {
-        self.load_duration
+        self.phases.load + self.phases.attach
     }
 
     pub fn ring_buffer_bytes(&self) -> u32 {
@@ -205,28 +233,28 @@ impl Tracer {
     }
 
     /// Traces `pid` and its descendants from now on. Call it while the child is stopped before
-    /// its exec; the child was forked from this process, so it starts in our cwd. Once only.
+    /// its exec. Once only.
     pub fn track(&mut self, pid: u32) -> anyhow::Result<()> {
-        let Some((events, logger)) = self.consumer_inputs.take() else {
+        let Some(events) = self.consumer_inputs.take() else {
             bail!("the tracer already tracks a process");
         };
-        let cwd = std::env::current_dir().context("current directory")?;
         self.tracked
             .insert(pid, 1, 0)
             .with_context(|| format!("adding pid {pid} to the tracked set"))?;
-        let tree = ProcessTree::new(pid, std::process::id(), cwd, BootClock::now());
+        let tree = ProcessTree::new(pid, std::process::id(), BootClock::now());
         let (stop_read, stop) = nix::unistd::pipe().context("creating the stop pipe")?;
         let thread = std::thread::Builder::new()
             .name("trace-events".into())
-            .spawn(move || consume(events, logger, tree, stop_read))
+            .spawn(move || consume(events, tree, stop_read))
             .context("starting the trace consumer thread")?;
         self.consumer = Some(Consumer { stop, thread });
         Ok(())
     }
 
-    /// Drains the remaining events (call after the tracked child exited) and returns what was
-    /// observed. `counts.lost` sums the kernel's per-CPU counters.
-    pub fn finish(mut self) -> anyhow::Result<TraceOutcome> {
+    /// Drains the remaining events (call after the tracked tree ended), then settles what
+    /// was written and executed against the filesystem as it is now; `working_dir` is walked
+    /// to find written inodes that moved.
+    pub fn finish(mut self, working_dir: &Path) -> anyhow::Result<TraceOutcome> {
         let consumer = self
             .consumer
             .take()
@@ -238,86 +266,176 @@ impl Tracer {
             .thread
             .join()
             .map_err(|_| anyhow!("the trace consumer thread panicked"))??;
-        let kernel_lost: u64 = self
-            .lost
-            .get(&0, 0)
-            .context("reading the lost-event counters")?
-            .iter()
-            .sum();
+        let dropped = |reason: DropReason| -> anyhow::Result<u64> {
+            Ok(self
+                .dropped
+                .get(&(reason as u32), 0)
+                .context("reading the drop counters")?
+                .iter()
+                .sum())
+        };
         // A record we could not decode is an event lost as surely as one never queued.
-        let (processes, counts) = drained.tree.finish(kernel_lost + drained.malformed);
-        // Detaching takes about a second (see Drop): let it overlap with what the caller does
-        // next (hashing, signing). If the process exits first, the kernel finishes the job.
-        std::thread::spawn(move || drop(self));
-        Ok(TraceOutcome { processes, counts })
-    }
-}
-
-impl Drop for Tracer {
-    /// Detaching a tracepoint program waits for RCU grace periods (30-70 ms here, under a
-    /// kernel mutex): 29 programs took 1.5-2 s one after the other, about 1 s concurrently.
-    fn drop(&mut self) {
-        std::thread::scope(|scope| {
-            for link in self.links.drain(..) {
-                scope.spawn(move || drop(link));
+        let lost = dropped(DropReason::RingBufferFull)? + drained.malformed;
+        let drops = [
+            (
+                IncompleteReason::LostEvents,
+                lost,
+                "events lost (ring buffer full: raise --trace-buffer-bytes)",
+            ),
+            (
+                IncompleteReason::LostEvents,
+                dropped(DropReason::TrackedSetFull)?,
+                "child processes not traced (tracked-process map full)",
+            ),
+            (
+                IncompleteReason::WrittenSetFull,
+                dropped(DropReason::WrittenSetFull)?,
+                "written files not recorded (written-inode map full)",
+            ),
+            (
+                IncompleteReason::UnresolvedPath,
+                dropped(DropReason::UnreadableFile)?,
+                "file objects the kernel programs could not read",
+            ),
+        ];
+        let flagged: Vec<FlaggedSyscall> = self
+            .flagged
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading the flagged syscalls")?;
+        let detaching = Instant::now();
+        // Raw tracepoint links detach in well under a millisecond each.
+        drop(std::mem::take(&mut self.links));
+        let phases = Phases {
+            detach: detaching.elapsed(),
+            ..self.phases
+        };
+        let recorded = drained.tree.finish(lost);
+        let counts = recorded.counts;
+        let mut incomplete = Vec::new();
+        let observed_gaps = [
+            (
+                IncompleteReason::ArgvTruncated,
+                counts.truncated_argvs,
+                "execs with an argv longer than the kernel side reads",
+            ),
+            (
+                IncompleteReason::ArgvUnreadable,
+                counts.unreadable_argvs,
+                "execs whose argument area could not be read",
+            ),
+            (
+                IncompleteReason::UnresolvedPath,
+                counts.unresolved_paths,
+                "paths the kernel could not build",
+            ),
+            (
+                IncompleteReason::PathTruncated,
+                counts.truncated_paths,
+                "paths longer than the kernel buffer (4096 bytes)",
+            ),
+        ];
+        for (reason, count, what) in drops.into_iter().chain(observed_gaps) {
+            if count > 0 {
+                incomplete.push(Incomplete {
+                    reason,
+                    detail: format!("{count} {what}"),
+                });
             }
-        });
+        }
+        incomplete.extend(flagged.iter().map(flagged_reason));
+        let mut processes = recorded.processes;
+        let written =
+            settle::settle_written(&recorded.written, &processes, working_dir, &mut incomplete);
+        settle::settle_programs(&mut processes, &mut incomplete);
+        for file in &written {
+            tracing::debug!(
+                "written {} (inode {}:{}): {:?}",
+                crate::pathtext::escape(&file.written_as),
+                file.dev,
+                file.ino,
+                file.fate
+            );
+        }
+        incomplete.sort();
+        incomplete.dedup();
+        Ok(TraceOutcome {
+            processes,
+            counts,
+            written,
+            incomplete,
+            phases,
+        })
     }
 }
 
-/// Loads and attaches each program to the tracepoint of the same name. Syscalls this
-/// architecture lacks are reported as not loaded, without error.
-fn attach_all(ebpf: &mut Ebpf, tracefs: &Path) -> (Vec<ProgramStatus>, Vec<TracePointLink>) {
+fn flagged_reason(syscall: &FlaggedSyscall) -> Incomplete {
+    if syscall.compat != 0 {
+        Incomplete {
+            reason: IncompleteReason::CompatSyscall,
+            detail: format!(
+                "32-bit compat syscall {} (int $0x80 or a 32-bit program) is not modelled",
+                syscall.nr
+            ),
+        }
+    } else {
+        let name = syscalls::name(syscall.nr).unwrap_or("unknown syscall");
+        Incomplete {
+            reason: IncompleteReason::UnmodelledSyscall,
+            detail: format!("{name}: can change files in ways the trace does not follow"),
+        }
+    }
+}
+
+fn missing_map(name: &str) -> TraceUnavailable {
+    TraceUnavailable::new(format!("map {name} missing from the object"))
+}
+
+/// Loads and attaches each program to the raw tracepoint of the same name; returns the
+/// statuses, the links, and the time spent loading (verifying) and attaching.
+fn attach_all(
+    ebpf: &mut Ebpf,
+) -> (
+    Vec<ProgramStatus>,
+    Vec<RawTracePointLink>,
+    Duration,
+    Duration,
+) {
     let mut statuses = Vec::new();
     let mut links = Vec::new();
-    for (name, program) in ebpf.programs_mut() {
-        let category = if name.starts_with("sched_") {
-            "sched"
-        } else {
-            "syscalls"
-        };
+    let (mut load, mut attach) = (Duration::ZERO, Duration::ZERO);
+    for name in TRACEPOINTS {
         let mut status = ProgramStatus {
             name: name.to_string(),
-            tracepoint: format!("{category}/{name}"),
+            tracepoint: format!("raw_tp/{name}"),
             loaded: false,
             attached: false,
             error: None,
         };
-        if !tracefs.join("events").join(category).join(name).is_dir() {
-            let legacy = layout::SYSCALLS.iter().any(|spec| {
-                spec.legacy
-                    && name
-                        .strip_prefix("sys_enter_")
-                        .or(name.strip_prefix("sys_exit_"))
-                        == Some(spec.name)
-            });
-            if !legacy {
-                status.error = Some(format!("tracepoint {category}/{name} does not exist"));
-            }
-            statuses.push(status);
-            continue;
-        }
-        let program_started = Instant::now();
         let result = (|| -> Result<(), String> {
-            let tracepoint: &mut TracePoint = program
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or("missing from the object")?
                 .try_into()
-                .map_err(|error| format!("not a tracepoint program: {error}"))?;
-            tracepoint.load().map_err(|error| format!("{error:#}"))?;
+                .map_err(|error| format!("not a raw tracepoint program: {error}"))?;
+            let loading = Instant::now();
+            program.load().map_err(|error| format!("{error:#}"))?;
+            load += loading.elapsed();
             status.loaded = true;
-            let link = tracepoint
-                .attach(category, name)
-                .and_then(|link| tracepoint.take_link(link))
+            let attaching = Instant::now();
+            let link = program
+                .attach(name)
+                .and_then(|link| program.take_link(link))
                 .map_err(|error| format!("{error:#}"))?;
+            attach += attaching.elapsed();
             links.push(link);
             status.attached = true;
             Ok(())
         })();
         status.error = result.err();
-        tracing::trace!("eBPF: {name} in {:?}", program_started.elapsed());
         statuses.push(status);
     }
-    statuses.sort_by(|a, b| a.name.cmp(&b.name));
-    (statuses, links)
+    (statuses, links, load, attach)
 }
 
 /// Appends the likely cause when the process lacks the privileges eBPF needs.
@@ -371,17 +489,14 @@ const DRAIN_INTERVAL_MS: u16 = 10;
 /// left (everything the tree produced before its exit is queued by then).
 fn consume(
     mut events: RingBuf<MapData>,
-    mut logger: EbpfLogger<&'static dyn log::Log>,
     mut tree: ProcessTree,
     stop: OwnedFd,
 ) -> anyhow::Result<Drained> {
     let mut malformed = 0;
     loop {
         malformed += drain(&mut events, &mut tree);
-        logger.flush();
         let mut fds = [
             PollFd::new(events.as_fd(), PollFlags::POLLIN),
-            PollFd::new(logger.as_fd(), PollFlags::POLLIN),
             PollFd::new(stop.as_fd(), PollFlags::POLLIN),
         ];
         // The kernel wakes us only when the ring is a quarter full; otherwise we drain on
@@ -390,10 +505,9 @@ fn consume(
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(error) => return Err(anyhow!("polling the trace ring buffer: {error}")),
         }
-        let stopping = fds[2].revents().is_some_and(|events| !events.is_empty());
+        let stopping = fds[1].revents().is_some_and(|events| !events.is_empty());
         if stopping {
             malformed += drain(&mut events, &mut tree);
-            logger.flush();
             return Ok(Drained { tree, malformed });
         }
     }

@@ -1,24 +1,22 @@
-//! The process tree and file-operation log rebuilt from the kernel events.
+//! The process tree and file log rebuilt from the kernel events.
 //!
-//! Relative paths are resolved here, not in the kernel (tracepoint programs cannot call
-//! `d_path`): each process has a cwd (inherited at fork, followed through chdir/fchdir) and a
-//! table of the paths its open fds refer to (inherited at fork, filled by successful opens), so
-//! `*at` calls with a directory fd resolve too. Paths are normalised lexically.
+//! Nothing is resolved here against a cwd or an fd table: written files come with their inode
+//! and a path built in the kernel; path operations come with their directory built in the
+//! kernel and the name the process passed, joined here.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use oci_attest_common::{FileOp, AT_FDCWD};
+use oci_attest_common::{
+    PathOp, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE, PATH_TRUNCATED, PATH_UNRESOLVED,
+};
 
-use crate::observed::{ExecRecord, ObservedProcess, Termination, TraceCounts};
-use crate::trace::events::{Event, Header};
-
-/// unlinkat flag: the call removed a directory, not a file.
-const AT_REMOVEDIR: u32 = 0x200;
-const WRITE_INTENT: u32 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u32;
+use crate::observed::{ExecRecord, ObservedProcess, Termination, TraceCounts, WrittenFile};
+use crate::pathtext;
+use crate::trace::events::{Event, FileId, Header, KernelPath};
 
 /// Converts the kernel's boot-time clock into wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -45,40 +43,48 @@ impl BootClock {
     }
 }
 
-#[derive(Default)]
-struct PendingArgv {
-    argv: Vec<String>,
-    truncated: bool,
-    /// More chunks of this argv are to come.
-    continued: bool,
+/// What the settling step needs to know about a written inode besides its path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WrittenInode {
+    pub file: FileId,
+    pub generation: u32,
+    pub path: PathBuf,
+    pub path_flags: u32,
+    pub fs_magic: u64,
+    /// Link count at the first write: 0 for an O_TMPFILE or an already unlinked file.
+    pub nlink: u32,
 }
 
 struct Process {
     observed: ObservedProcess,
-    cwd: Option<PathBuf>,
-    fds: HashMap<i32, PathBuf>,
-    /// argv read at execve entry, per calling thread, until the exec succeeds.
-    pending_argv: HashMap<u32, PendingArgv>,
-    /// Seen acting as a process (an event with this pid as thread-group id). A fork event
-    /// alone may be a new thread: `sched_process_fork` does not tell them apart.
-    confirmed: bool,
+    /// The argument area of the last exec, until its last chunk arrives.
+    argv_bytes: Option<Vec<u8>>,
 }
 
 pub struct ProcessTree {
     live: HashMap<u32, Process>,
     finished: Vec<ObservedProcess>,
+    /// Every written inode, in order of the first change.
+    written: Vec<WrittenInode>,
     counts: TraceCounts,
     clock: BootClock,
 }
 
+/// Everything the tree recorded, for the settling step.
+pub struct Recorded {
+    /// Sorted by start time.
+    pub processes: Vec<ObservedProcess>,
+    pub written: Vec<WrittenInode>,
+    pub counts: TraceCounts,
+}
+
 impl ProcessTree {
-    /// The tree of one wrapped child, which starts in `cwd` (it was forked from this process).
-    pub fn new(root_pid: u32, parent_pid: u32, cwd: PathBuf, clock: BootClock) -> Self {
-        let mut root = Process::new(root_pid, parent_pid, SystemTime::now(), Some(cwd));
-        root.confirmed = true;
+    pub fn new(root_pid: u32, parent_pid: u32, clock: BootClock) -> Self {
+        let root = Process::new(root_pid, parent_pid, SystemTime::now());
         ProcessTree {
             live: HashMap::from([(root_pid, root)]),
             finished: Vec::new(),
+            written: Vec::new(),
             counts: TraceCounts::default(),
             clock,
         }
@@ -89,148 +95,154 @@ impl ProcessTree {
         let time = self.clock.at(header.time_ns);
         if let Event::Fork { child_pid } = event {
             self.counts.forks += 1;
-            self.fork(header.pid, child_pid, time);
+            live_process(&mut self.live, header.pid, time);
+            if let Some(reused) = self
+                .live
+                .insert(child_pid, Process::new(child_pid, header.pid, time))
+            {
+                // Its exit event was lost (the lost counter says so): keep what it did.
+                self.finished.push(reused.observed);
+            }
             return;
         }
         let process = live_process(&mut self.live, header.pid, time);
-        process.confirmed = true;
         match event {
             Event::Fork { .. } => {}
-            Event::ExecArgv {
-                argv,
-                truncated,
-                continued,
-            } => {
-                let pending = process.pending_argv.entry(header.tid).or_default();
-                if !pending.continued {
-                    // A new execve of this thread (the previous one failed, e.g. a PATH search).
-                    *pending = PendingArgv::default();
-                }
-                pending.argv.extend(argv);
-                pending.truncated |= truncated;
-                pending.continued = continued;
-            }
-            Event::Exec { old_tid, filename } => {
+            Event::Exec { program, path, .. } => {
                 self.counts.execs += 1;
-                let argv = process
-                    .pending_argv
-                    .remove(&old_tid)
-                    .unwrap_or(PendingArgv {
-                        truncated: true,
-                        ..PendingArgv::default()
-                    });
-                if argv.truncated || argv.continued {
-                    self.counts.truncated_argvs += 1;
-                }
-                process.pending_argv.clear();
-                // execve("./tool") reports the path as given: make it absolute like the rest.
-                let program = process
-                    .resolve(AT_FDCWD, filename.as_bytes())
-                    .map_or(filename, |path| path.to_string_lossy().into_owned());
+                count_path_flags(&mut self.counts, &path);
+                process.argv_bytes = Some(Vec::new());
                 process.observed.execs.push(ExecRecord {
-                    program,
-                    argv: argv.argv,
+                    program: pathtext::escape_bytes(&path.bytes),
+                    program_id: (program.dev, program.ino),
+                    program_digest: None,
+                    argv: Vec::new(),
                     time,
                 });
+            }
+            Event::ExecArgv { bytes, flags } => {
+                let Some(buffer) = process.argv_bytes.as_mut() else {
+                    return;
+                };
+                buffer.extend_from_slice(&bytes);
+                if flags & ARGV_TRUNCATED != 0 {
+                    self.counts.truncated_argvs += 1;
+                }
+                if flags & ARGV_UNREADABLE != 0 {
+                    self.counts.unreadable_argvs += 1;
+                }
+                if flags & ARGV_CONTINUED == 0 {
+                    let area = process.argv_bytes.take().unwrap_or_default();
+                    if let Some(exec) = process.observed.execs.last_mut() {
+                        exec.argv = split_argv(&area);
+                    }
+                }
             }
             Event::Exit { status } => {
                 process.observed.ended = Some(time);
                 process.observed.exit = status.map(termination_from_wait_status);
+                if process.argv_bytes.is_some() {
+                    // The exec's last argv chunk never arrived.
+                    self.counts.unreadable_argvs += 1;
+                }
                 if let Some(process) = self.live.remove(&header.pid) {
                     self.finished.push(process.observed);
                 }
             }
-            Event::FileOp {
-                op,
-                flags,
-                dirfd,
-                dirfd2,
-                result,
+            Event::Written {
+                file,
+                generation,
+                fs_magic,
+                nlink,
                 path,
-                path2,
+                ..
             } => {
                 self.counts.file_ops += 1;
-                let resolved = process.resolve(dirfd, &path);
+                count_path_flags(&mut self.counts, &path);
+                let as_path = PathBuf::from(OsStr::from_bytes(&path.bytes));
+                process.observed.writes.push(WrittenFile {
+                    path: as_path.clone(),
+                    dev: file.dev,
+                    ino: file.ino,
+                });
+                self.written.push(WrittenInode {
+                    file,
+                    generation,
+                    path: as_path,
+                    path_flags: path.flags,
+                    fs_magic,
+                    nlink,
+                });
+            }
+            Event::PathOp { op, operands } => {
+                self.counts.file_ops += 1;
+                let [(dir, name), (dir2, name2)] = operands;
+                let first = operand_path(&mut self.counts, &dir, &name);
+                let observed = &mut process.observed;
                 match op {
-                    FileOp::Open => {
-                        if let Some(path) = &resolved {
-                            if let Ok(fd) = i32::try_from(result) {
-                                process.fds.insert(fd, path.clone());
-                            }
-                        }
-                        let list = if flags & WRITE_INTENT != 0 {
-                            &mut process.observed.writes
+                    PathOp::Rename | PathOp::Link => {
+                        let second = operand_path(&mut self.counts, &dir2, &name2);
+                        let list = if op == PathOp::Rename {
+                            &mut observed.renames
                         } else {
-                            &mut process.observed.reads
+                            &mut observed.links
                         };
-                        list.extend(resolved.clone());
+                        list.push((first, second));
                     }
-                    FileOp::Rename => {
-                        let resolved2 = process.resolve(dirfd2, &path2);
-                        if let (Some(old), Some(new)) = (&resolved, resolved2) {
-                            process.observed.renames.push((old.clone(), new));
-                        } else {
-                            self.counts.unresolved_paths += 1;
-                        }
-                    }
-                    FileOp::Unlink => {
-                        if flags & AT_REMOVEDIR == 0 {
-                            process.observed.deletes.extend(resolved.clone());
-                        }
-                    }
-                    FileOp::Chdir => process.cwd = resolved.clone(),
-                    FileOp::Fchdir => process.cwd = process.fds.get(&dirfd).cloned(),
-                }
-                let unresolved = match op {
-                    FileOp::Fchdir => process.cwd.is_none(),
-                    FileOp::Rename => false,
-                    _ => resolved.is_none(),
-                };
-                if unresolved {
-                    self.counts.unresolved_paths += 1;
+                    PathOp::Unlink => observed.deletes.push(first),
+                    PathOp::Truncate => observed.truncates.push(first),
                 }
             }
         }
     }
 
-    fn fork(&mut self, parent_pid: u32, child_pid: u32, time: SystemTime) {
-        let parent = live_process(&mut self.live, parent_pid, time);
-        parent.confirmed = true;
-        let mut child = Process::new(child_pid, parent_pid, time, parent.cwd.clone());
-        child.fds = parent.fds.clone();
-        if let Some(reused) = self.live.insert(child_pid, child) {
-            // The pid was a thread of a tracked process (threads exit silently) or a process
-            // whose exit event was lost: keep what it did.
-            if reused.confirmed {
-                self.finished.push(reused.observed);
-            }
-        }
-    }
-
-    /// The processes (sorted by start) and the counters. `lost` comes from the kernel.
-    pub fn finish(mut self, lost: u64) -> (Vec<ObservedProcess>, TraceCounts) {
+    /// The processes (sorted by start), the written inodes and the counters.
+    pub fn finish(mut self, lost: u64) -> Recorded {
         let mut processes = self.finished;
-        processes.extend(
-            self.live
-                .into_values()
-                .filter(|process| process.confirmed)
-                .map(|process| process.observed),
-        );
+        processes.extend(self.live.into_values().map(|process| process.observed));
         processes.sort_by_key(|process| (process.started, process.pid));
         self.counts.lost = lost;
-        (processes, self.counts)
+        Recorded {
+            processes,
+            written: self.written,
+            counts: self.counts,
+        }
     }
 }
 
-/// The live process `pid`; created with unknown parent and cwd when its fork event was lost
-/// (the lost counter already says so).
+fn count_path_flags(counts: &mut TraceCounts, path: &KernelPath) {
+    if path.flags & PATH_TRUNCATED != 0 {
+        counts.truncated_paths += 1;
+    }
+    if path.flags & PATH_UNRESOLVED != 0 {
+        counts.unresolved_paths += 1;
+    }
+}
+
+/// `dir/name`, or `dir` alone for an empty name (linkat with AT_EMPTY_PATH names the fd's
+/// file). For an absolute name `dir` is the process's root, so a chrooted process's
+/// `/out` is `<root>/out`.
+fn operand_path(counts: &mut TraceCounts, dir: &KernelPath, name: &[u8]) -> PathBuf {
+    count_path_flags(counts, dir);
+    let dir = Path::new(OsStr::from_bytes(&dir.bytes));
+    let name = Path::new(OsStr::from_bytes(name));
+    let relative = name.strip_prefix("/").unwrap_or(name);
+    if relative.as_os_str().is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(relative)
+    }
+}
+
+/// The live process `pid`; created with unknown parent when its fork event was lost (the
+/// lost counter already says so).
 fn live_process(live: &mut HashMap<u32, Process>, pid: u32, time: SystemTime) -> &mut Process {
     live.entry(pid)
-        .or_insert_with(|| Process::new(pid, 0, time, None))
+        .or_insert_with(|| Process::new(pid, 0, time))
 }
 
 impl Process {
-    fn new(pid: u32, parent_pid: u32, started: SystemTime, cwd: Option<PathBuf>) -> Self {
+    fn new(pid: u32, parent_pid: u32, started: SystemTime) -> Self {
         Process {
             observed: ObservedProcess {
                 pid,
@@ -240,47 +252,29 @@ impl Process {
                 ended: None,
                 exit: None,
                 writes: Vec::new(),
-                reads: Vec::new(),
                 renames: Vec::new(),
+                links: Vec::new(),
                 deletes: Vec::new(),
+                truncates: Vec::new(),
             },
-            cwd,
-            fds: HashMap::new(),
-            pending_argv: HashMap::new(),
-            confirmed: false,
+            argv_bytes: None,
         }
-    }
-
-    /// The absolute path `path` names when relative to `dirfd` (or the cwd); `None` when the
-    /// base is unknown.
-    fn resolve(&self, dirfd: i32, path: &[u8]) -> Option<PathBuf> {
-        let path = Path::new(OsStr::from_bytes(path));
-        if path.is_absolute() {
-            return Some(normalize(path));
-        }
-        let base = if dirfd == AT_FDCWD {
-            self.cwd.as_ref()?
-        } else {
-            self.fds.get(&dirfd)?
-        };
-        Some(normalize(&base.join(path)))
     }
 }
 
-/// Removes `.` and resolves `..` lexically (the kernel resolved symlinks; we cannot without
-/// racing the filesystem).
-fn normalize(path: &Path) -> PathBuf {
-    let mut normal = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::ParentDir => {
-                normal.pop();
-            }
-            Component::Normal(part) => normal.push(part),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
+/// The argument area: each argument followed by a NUL. Arguments are shown escaped
+/// (`crate::pathtext`), so no byte is lost.
+fn split_argv(area: &[u8]) -> Vec<String> {
+    let area = area.strip_suffix(b"\0").unwrap_or(area);
+    if area.is_empty() {
+        return Vec::new();
     }
-    normal
+    area.split(|&byte| byte == 0)
+        .map(|arg| match std::str::from_utf8(arg) {
+            Ok(text) => text.to_owned(),
+            Err(_) => pathtext::escape_bytes(arg),
+        })
+        .collect()
 }
 
 fn termination_from_wait_status(status: i32) -> Termination {
@@ -294,180 +288,129 @@ fn termination_from_wait_status(status: i32) -> Termination {
 mod tests {
     use super::*;
 
-    fn header(pid: u32, tid: u32) -> Header {
+    fn header(pid: u32) -> Header {
         Header {
             pid,
-            tid,
+            tid: pid,
             time_ns: 1,
         }
     }
 
-    fn open(dirfd: i32, path: &str, flags: i32, fd: i64) -> Event {
-        Event::FileOp {
-            op: FileOp::Open,
-            flags: flags as u32,
-            dirfd,
-            dirfd2: AT_FDCWD,
-            result: fd,
-            path: path.as_bytes().to_vec(),
-            path2: Vec::new(),
-        }
-    }
-
-    fn path_op(op: FileOp, path: &str, path2: &str) -> Event {
-        Event::FileOp {
-            op,
+    fn kernel_path(path: &str) -> KernelPath {
+        KernelPath {
+            bytes: path.as_bytes().to_vec(),
             flags: 0,
-            dirfd: AT_FDCWD,
-            dirfd2: AT_FDCWD,
-            result: 0,
-            path: path.as_bytes().to_vec(),
-            path2: path2.as_bytes().to_vec(),
         }
     }
 
-    fn tree() -> ProcessTree {
-        ProcessTree::new(10, 1, PathBuf::from("/work"), BootClock::now())
+    fn written(path: &str, ino: u64) -> Event {
+        Event::Written {
+            how: 4,
+            file: FileId { dev: 1, ino },
+            generation: 0,
+            fs_magic: 0xef53,
+            nlink: 1,
+            path: kernel_path(path),
+        }
     }
 
     #[test]
-    fn resolves_paths_against_cwd_chdir_and_dirfds() {
-        let mut tree = tree();
+    fn exec_argv_arrives_in_chunks_after_the_exec() {
+        let mut tree = ProcessTree::new(10, 1, BootClock::now());
         tree.apply(
-            header(10, 10),
-            open(AT_FDCWD, "out/../a.tar", libc::O_CREAT, 3),
+            header(10),
+            Event::Exec {
+                old_tid: 10,
+                program: FileId { dev: 1, ino: 2 },
+                path: kernel_path("/usr/bin/tar"),
+            },
         );
-        tree.apply(header(10, 10), path_op(FileOp::Chdir, "sub", ""));
-        tree.apply(header(10, 10), open(AT_FDCWD, "./b", libc::O_WRONLY, 4));
-        tree.apply(
-            header(10, 10),
-            open(AT_FDCWD, "/tmp/d", libc::O_DIRECTORY, 5),
-        );
-        tree.apply(header(10, 10), open(5, "c", libc::O_RDWR, 6));
-        tree.apply(header(10, 10), open(AT_FDCWD, "r", libc::O_RDONLY, 7));
-        let (processes, counts) = tree.finish(0);
-        let writes: Vec<_> = processes[0]
-            .writes
-            .iter()
-            .map(|p| p.to_str().unwrap())
-            .collect();
-        assert_eq!(writes, ["/work/a.tar", "/work/sub/b", "/tmp/d/c"]);
-        assert_eq!(
-            processes[0].reads,
-            [PathBuf::from("/tmp/d"), "/work/sub/r".into()]
-        );
-        assert_eq!(counts.file_ops, 6);
-        assert_eq!(counts.unresolved_paths, 0);
+        for (bytes, flags) in [(&b"tar\0c"[..], ARGV_CONTINUED), (b"f\0x.tar\0", 0)] {
+            tree.apply(
+                header(10),
+                Event::ExecArgv {
+                    bytes: bytes.to_vec(),
+                    flags,
+                },
+            );
+        }
+        let recorded = tree.finish(0);
+        assert_eq!(recorded.processes[0].argv(), ["tar", "cf", "x.tar"]);
+        assert_eq!(recorded.processes[0].program(), "/usr/bin/tar");
+        assert_eq!(recorded.processes[0].execs[0].program_id, (1, 2));
+        assert_eq!(recorded.counts.truncated_argvs, 0);
     }
 
     #[test]
-    fn children_inherit_cwd_and_fds_and_fchdir_follows_the_fd() {
-        let mut tree = tree();
+    fn every_exec_of_a_pid_is_kept_and_unreadable_argv_is_counted() {
+        let mut tree = ProcessTree::new(10, 1, BootClock::now());
+        for program in ["/bin/sh", "/bin/true"] {
+            tree.apply(
+                header(10),
+                Event::Exec {
+                    old_tid: 10,
+                    program: FileId { dev: 1, ino: 2 },
+                    path: kernel_path(program),
+                },
+            );
+        }
         tree.apply(
-            header(10, 10),
-            open(AT_FDCWD, "/data", libc::O_DIRECTORY, 3),
-        );
-        tree.apply(header(10, 10), Event::Fork { child_pid: 11 });
-        tree.apply(
-            header(11, 11),
-            Event::FileOp {
-                op: FileOp::Fchdir,
-                flags: 0,
-                dirfd: 3,
-                dirfd2: AT_FDCWD,
-                result: 0,
-                path: Vec::new(),
-                path2: Vec::new(),
+            header(10),
+            Event::ExecArgv {
+                bytes: Vec::new(),
+                flags: ARGV_UNREADABLE,
             },
         );
-        tree.apply(header(11, 11), path_op(FileOp::Rename, "tmp.1", "final"));
-        tree.apply(header(11, 11), path_op(FileOp::Unlink, "gone", ""));
-        tree.apply(header(11, 11), Event::Exit { status: Some(9) });
+        let recorded = tree.finish(0);
+        assert_eq!(recorded.processes[0].execs.len(), 2);
+        assert_eq!(recorded.counts.unreadable_argvs, 1);
+    }
+
+    #[test]
+    fn forks_writes_and_path_operations_build_the_tree() {
+        let mut tree = ProcessTree::new(10, 1, BootClock::now());
+        tree.apply(header(10), Event::Fork { child_pid: 11 });
+        tree.apply(header(11), written("/w/out.tmp", 7));
         tree.apply(
-            header(10, 10),
-            Event::Exit {
-                status: Some(2 << 8),
+            header(11),
+            Event::PathOp {
+                op: PathOp::Rename,
+                operands: [
+                    (kernel_path("/w"), b"out.tmp".to_vec()),
+                    (kernel_path("/chroot"), b"/out".to_vec()),
+                ],
             },
         );
-        let (processes, counts) = tree.finish(3);
-        assert_eq!(processes.len(), 2);
-        let child = processes.iter().find(|p| p.pid == 11).unwrap();
+        tree.apply(
+            header(11),
+            Event::PathOp {
+                op: PathOp::Link,
+                operands: [
+                    (kernel_path("/w/#12"), Vec::new()),
+                    (kernel_path("/w"), b"linked".to_vec()),
+                ],
+            },
+        );
+        tree.apply(header(11), Event::Exit { status: Some(9) });
+        let recorded = tree.finish(3);
+        let child = recorded.processes.iter().find(|p| p.pid == 11).unwrap();
         assert_eq!(child.parent_pid, 10);
+        assert_eq!(child.writes[0].path, PathBuf::from("/w/out.tmp"));
         assert_eq!(
             child.renames,
-            [(PathBuf::from("/data/tmp.1"), PathBuf::from("/data/final"))]
+            [(PathBuf::from("/w/out.tmp"), PathBuf::from("/chroot/out"))]
         );
-        assert_eq!(child.deletes, [PathBuf::from("/data/gone")]);
+        assert_eq!(
+            child.links,
+            [(PathBuf::from("/w/#12"), PathBuf::from("/w/linked"))]
+        );
         assert_eq!(child.exit, Some(Termination::Signalled(9)));
-        let root = processes.iter().find(|p| p.pid == 10).unwrap();
-        assert_eq!(root.exit, Some(Termination::Exited(2)));
-        assert_eq!(counts.lost, 3);
-        assert_eq!(counts.forks, 1);
+        assert_eq!(recorded.written.len(), 1);
+        assert_eq!(recorded.counts.lost, 3);
     }
 
     #[test]
-    fn exec_takes_the_argv_of_the_successful_call_from_its_chunks() {
-        let mut tree = tree();
-        let chunk = |args: &[&str], continued: bool| Event::ExecArgv {
-            argv: args.iter().map(|arg| arg.to_string()).collect(),
-            truncated: false,
-            continued,
-        };
-        tree.apply(header(10, 12), chunk(&["failed", "attempt"], false));
-        tree.apply(header(10, 12), chunk(&["tar", "cf"], true));
-        tree.apply(header(10, 10), chunk(&["other", "thread"], false));
-        tree.apply(header(10, 12), chunk(&["x.tar"], false));
-        tree.apply(
-            header(10, 10),
-            Event::Exec {
-                old_tid: 12,
-                filename: "bin/../tar".into(),
-            },
-        );
-        let (processes, counts) = tree.finish(0);
-        assert_eq!(processes[0].program(), "/work/tar");
-        assert_eq!(processes[0].argv(), ["tar", "cf", "x.tar"]);
-        assert_eq!(counts.execs, 1);
-        assert_eq!(counts.truncated_argvs, 0);
-    }
-
-    #[test]
-    fn an_exec_without_its_argv_counts_as_truncated() {
-        let mut tree = tree();
-        let exec = || Event::Exec {
-            old_tid: 10,
-            filename: "/bin/true".into(),
-        };
-        tree.apply(header(10, 10), exec());
-        let cut = Event::ExecArgv {
-            argv: vec!["echo".into()],
-            truncated: true,
-            continued: false,
-        };
-        tree.apply(header(10, 10), cut);
-        tree.apply(header(10, 10), exec());
-        let (processes, counts) = tree.finish(0);
-        assert_eq!(processes[0].execs.len(), 2);
-        assert_eq!(processes[0].argv(), ["echo"]);
-        assert_eq!(counts.truncated_argvs, 2);
-    }
-
-    #[test]
-    fn a_forked_thread_without_activity_is_not_a_process() {
-        let mut tree = tree();
-        tree.apply(header(10, 10), Event::Fork { child_pid: 15 });
-        tree.apply(header(10, 15), open(AT_FDCWD, "x", libc::O_WRONLY, 3));
-        let (processes, _) = tree.finish(0);
-        assert_eq!(processes.len(), 1);
-        assert_eq!(processes[0].writes, [PathBuf::from("/work/x")]);
-    }
-
-    #[test]
-    fn an_unknown_dirfd_is_counted_not_guessed() {
-        let mut tree = tree();
-        tree.apply(header(10, 10), open(42, "x", libc::O_WRONLY, 3));
-        let (processes, counts) = tree.finish(0);
-        assert!(processes[0].writes.is_empty());
-        assert_eq!(counts.unresolved_paths, 1);
+    fn non_utf8_arguments_are_escaped_not_replaced() {
+        assert_eq!(split_argv(b"a\0\xff\n\0"), ["a", "\\xff\\x0a"]);
     }
 }

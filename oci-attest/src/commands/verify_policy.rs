@@ -1,0 +1,187 @@
+//! `oci-attest verify -p policy.signed.json -k POLICY-PUB.pem -a ATT… (--artifactfile FILE |
+//! -s sha256:HEX…)`: checks the policy's signature and expiry, then the policy against the
+//! attestations; prints a summary per step (or `--json`) and exits 0 only if the policy holds.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use chrono::Utc;
+
+use crate::commands::sign::MAX_POLICY_BYTES;
+use crate::digest::sha256_reader;
+use crate::dsse;
+use crate::exit::{failure, FailureKind};
+use crate::keys::PublicKey;
+use crate::policy::evidence::{self, Evidence};
+use crate::policy::model::{self, Policy};
+use crate::policy::verification::{self, Rejected, Report};
+use crate::policy::{self, rego};
+
+/// Largest attestation read, as for `verify --key`.
+const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
+
+/// The policy form of `verify` (flattened into its arguments).
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// Signed policy (DSSE, from `oci-attest sign`, `witness sign` or `cilock sign`).
+    #[arg(short = 'p', long, value_name = "POLICY", requires = "attestations")]
+    pub policy: Option<PathBuf>,
+    /// Attestation envelope to check against the policy (repeatable).
+    #[arg(
+        short = 'a',
+        long = "attestations",
+        value_name = "ATT",
+        requires = "policy"
+    )]
+    pub attestations: Vec<PathBuf>,
+    /// The artifact the policy is about: its SHA-256 must be a subject or product of a step.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "policy",
+        conflicts_with = "subjects"
+    )]
+    pub artifactfile: Option<PathBuf>,
+    /// The artifact's digest instead of the file (`sha256:HEX`, repeatable).
+    #[arg(
+        short = 's',
+        long = "subjects",
+        value_name = "sha256:HEX",
+        requires = "policy"
+    )]
+    pub subjects: Vec<String>,
+}
+
+pub fn execute(
+    key_path: &Path,
+    policy_path: &Path,
+    args: &PolicyArgs,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let unusable = |message: String| failure(FailureKind::PolicyUnusable, message);
+    let key = crate::keys::load_public_key(key_path)?;
+    let artifacts = artifact_digests(args)?;
+    let policy = load_policy(policy_path, &key).map_err(|error| unusable(format!("{error:#}")))?;
+    if Utc::now() > policy.expires {
+        return Err(unusable(format!(
+            "{}: the policy expired at {}",
+            policy_path.display(),
+            policy.expires.to_rfc3339()
+        )));
+    }
+    let mut rejected = Vec::new();
+    let mut evidence: Vec<Evidence> = Vec::new();
+    for path in &args.attestations {
+        let source = path.display().to_string();
+        let loaded = policy::read_capped(path, MAX_ENVELOPE_BYTES)
+            .and_then(|bytes| evidence::load(&source, &bytes, &policy.keys));
+        match loaded {
+            Ok(item) => evidence.push(item),
+            Err(error) => rejected.push(Rejected {
+                source,
+                reason: format!("{error:#}"),
+            }),
+        }
+    }
+    let mut report = verification::verify(&policy, &evidence, &artifacts, &rego::evaluate_isolated)
+        .map_err(|error| unusable(format!("{}: {error}", policy_path.display())))?;
+    report.rejected = rejected;
+    if json {
+        println!("{:#}", serde_json::to_value(&report)?);
+    } else {
+        print_summary(&report);
+    }
+    if report.holds {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        let failed: Vec<&str> = report
+            .steps
+            .iter()
+            .filter(|step| !step.passed)
+            .map(|step| step.name.as_str())
+            .collect();
+        Err(failure(
+            FailureKind::VerificationFailed,
+            format!(
+                "{}: the policy does not hold (failed steps: {})",
+                policy_path.display(),
+                failed.join(", ")
+            ),
+        ))
+    }
+}
+
+fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<Policy> {
+    let name = path.display();
+    let bytes = policy::read_capped(path, MAX_POLICY_BYTES)?;
+    let envelope = dsse::parse(&bytes).with_context(|| format!("{name}"))?;
+    let payload = dsse::verify_as(
+        &[
+            model::POLICY_PAYLOAD_TYPE,
+            model::LEGACY_POLICY_PAYLOAD_TYPE,
+        ],
+        &envelope,
+        key,
+    )
+    .with_context(|| format!("{name}: the policy signature does not verify"))?;
+    model::parse(&payload).with_context(|| format!("{name}"))
+}
+
+fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<String>> {
+    if let Some(path) = &args.artifactfile {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("{}: cannot open the artifact", path.display()))?;
+        let digest = sha256_reader(std::io::BufReader::new(file))
+            .with_context(|| format!("{}: cannot read the artifact", path.display()))?;
+        return Ok(vec![digest]);
+    }
+    anyhow::ensure!(
+        !args.subjects.is_empty(),
+        "verify -p needs the artifact: --artifactfile FILE or -s sha256:HEX"
+    );
+    args.subjects
+        .iter()
+        .map(|subject| {
+            let hex = subject.strip_prefix("sha256:").unwrap_or(subject);
+            anyhow::ensure!(
+                hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()),
+                "-s {subject:?} is not a sha256:HEX digest"
+            );
+            Ok(hex.to_ascii_lowercase())
+        })
+        .collect()
+}
+
+fn print_summary(report: &Report) {
+    for rejected in &report.rejected {
+        println!(
+            "attestation {}: REJECTED: {}",
+            rejected.source, rejected.reason
+        );
+    }
+    for source in &report.unused {
+        println!("attestation {source}: not a step of the policy, not used");
+    }
+    for step in &report.steps {
+        println!(
+            "step {}: {}",
+            step.name,
+            if step.passed { "PASS" } else { "FAIL" }
+        );
+        for reason in &step.reasons {
+            println!("  - {reason}");
+        }
+        for collection in &step.collections {
+            println!(
+                "  {} {}",
+                if collection.passed { "ok  " } else { "FAIL" },
+                collection.source
+            );
+            for reason in &collection.reasons {
+                println!("      - {reason}");
+            }
+        }
+    }
+    println!("policy: {}", if report.holds { "PASS" } else { "FAIL" });
+}

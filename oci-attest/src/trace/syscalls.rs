@@ -1,0 +1,148 @@
+//! The syscall table the kernel programs dispatch on: for each x86_64 syscall that can create
+//! or change a file's content, how it is followed, or that it makes the trace incomplete.
+//! Syscalls not listed cannot change file content (reads, stat, close, sockets, ...).
+//! A new syscall is one more row.
+
+use oci_attest_common::{PathOp, SyscallClass, SyscallRule, NO_ARG, SYSCALL_TABLE_SIZE};
+
+/// One row: number, name, rule.
+pub struct Row {
+    pub nr: u32,
+    pub name: &'static str,
+    pub rule: SyscallRule,
+}
+
+const fn rule(class: SyscallClass, op: u8, args: [u8; 5]) -> SyscallRule {
+    SyscallRule {
+        class: class as u8,
+        op,
+        arg_a: args[0],
+        arg_b: args[1],
+        arg_c: args[2],
+        arg_d: args[3],
+        arg_e: args[4],
+        _reserved: 0,
+    }
+}
+
+const N: u8 = NO_ARG;
+
+/// Opens: `flags` is the argument register holding the open flags.
+const fn open(flags: u8, implies_truncate: bool) -> SyscallRule {
+    rule(
+        SyscallClass::Open,
+        implies_truncate as u8,
+        [flags, N, N, N, N],
+    )
+}
+const fn write_fd(fd: u8) -> SyscallRule {
+    rule(SyscallClass::WriteFd, 0, [fd, N, N, N, N])
+}
+const fn resize_fd(fd: u8) -> SyscallRule {
+    rule(SyscallClass::ResizeFd, 0, [fd, N, N, N, N])
+}
+/// Path operations: (dirfd, name) of each operand, then the flags argument.
+const fn path_op(op: PathOp, args: [u8; 5]) -> SyscallRule {
+    rule(SyscallClass::PathOp, op as u8, args)
+}
+const UNMODELLED: SyscallRule = rule(SyscallClass::Unmodelled, 0, [N; 5]);
+
+const fn row(nr: u32, name: &'static str, rule: SyscallRule) -> Row {
+    Row { nr, name, rule }
+}
+
+pub const X86_64: &[Row] = &[
+    row(1, "write", write_fd(0)),
+    row(2, "open", open(1, false)),
+    row(9, "mmap", rule(SyscallClass::Mmap, 0, [4, 3, N, N, N])),
+    row(16, "ioctl", rule(SyscallClass::Ioctl, 0, [0, 1, N, N, N])),
+    row(18, "pwrite64", write_fd(0)),
+    row(20, "writev", write_fd(0)),
+    row(40, "sendfile", write_fd(0)),
+    row(76, "truncate", path_op(PathOp::Truncate, [N, 0, N, N, N])),
+    row(77, "ftruncate", resize_fd(0)),
+    row(82, "rename", path_op(PathOp::Rename, [N, 0, N, 1, N])),
+    row(85, "creat", open(N, true)),
+    row(86, "link", path_op(PathOp::Link, [N, 0, N, 1, N])),
+    row(87, "unlink", path_op(PathOp::Unlink, [N, 0, N, N, N])),
+    row(101, "ptrace", UNMODELLED),
+    row(133, "mknod", rule(SyscallClass::Mknod, 0, [1, N, N, N, N])),
+    row(163, "acct", UNMODELLED),
+    row(167, "swapon", UNMODELLED),
+    row(209, "io_submit", UNMODELLED),
+    row(216, "remap_file_pages", UNMODELLED),
+    row(257, "openat", open(2, false)),
+    row(
+        259,
+        "mknodat",
+        rule(SyscallClass::Mknod, 0, [2, N, N, N, N]),
+    ),
+    row(263, "unlinkat", path_op(PathOp::Unlink, [0, 1, N, N, 2])),
+    row(264, "renameat", path_op(PathOp::Rename, [0, 1, 2, 3, N])),
+    row(265, "linkat", path_op(PathOp::Link, [0, 1, 2, 3, 4])),
+    row(275, "splice", write_fd(2)),
+    row(285, "fallocate", resize_fd(0)),
+    row(296, "pwritev", write_fd(0)),
+    row(304, "open_by_handle_at", open(2, false)),
+    row(311, "process_vm_writev", UNMODELLED),
+    row(316, "renameat2", path_op(PathOp::Rename, [0, 1, 2, 3, N])),
+    row(326, "copy_file_range", write_fd(2)),
+    row(328, "pwritev2", write_fd(0)),
+    row(425, "io_uring_setup", UNMODELLED),
+    row(426, "io_uring_enter", UNMODELLED),
+    row(427, "io_uring_register", UNMODELLED),
+    // openat2's flags are in user memory: only the kernel-side emptiness test applies.
+    row(437, "openat2", open(N, false)),
+];
+
+/// The rules by syscall number, for the kernel's `RULES` array.
+pub fn table() -> Vec<SyscallRule> {
+    let mut table = vec![SyscallRule::IGNORED; SYSCALL_TABLE_SIZE as usize];
+    for row in X86_64 {
+        table[row.nr as usize] = row.rule;
+    }
+    table
+}
+
+/// The syscall's name, for the reasons of an incomplete trace.
+pub fn name(nr: u32) -> Option<&'static str> {
+    X86_64.iter().find(|row| row.nr == nr).map(|row| row.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_unique_sorted_and_fit_the_table() {
+        for pair in X86_64.windows(2) {
+            assert!(
+                pair[0].nr < pair[1].nr,
+                "{} / {}",
+                pair[0].name,
+                pair[1].name
+            );
+        }
+        assert!(X86_64.iter().all(|row| row.nr < SYSCALL_TABLE_SIZE));
+        let table = table();
+        assert_eq!(table[426].class, SyscallClass::Unmodelled as u8);
+        assert_eq!(table[0], SyscallRule::IGNORED);
+        assert_eq!(name(304), Some("open_by_handle_at"));
+    }
+
+    /// The numbers are the kernel's (libc carries the same uapi values).
+    #[test]
+    fn numbers_match_libc() {
+        for (nr, expected) in [
+            (libc::SYS_write, "write"),
+            (libc::SYS_openat2, "openat2"),
+            (libc::SYS_io_uring_enter, "io_uring_enter"),
+            (libc::SYS_copy_file_range, "copy_file_range"),
+            (libc::SYS_linkat, "linkat"),
+            (libc::SYS_truncate, "truncate"),
+            (libc::SYS_process_vm_writev, "process_vm_writev"),
+        ] {
+            assert_eq!(name(nr as u32), Some(expected));
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The example policies of `examples/policies/` against real traced saves: `skopeo copy` from
+//! podman's storage under `oci-attest run --trace ebpf`, the policy filled in with
+//! `fill-key.sh`, signed with `oci-attest sign` and checked with `oci-attest verify -p`.
+//!
+//! Needs root (eBPF), skopeo and the private storage and fixtures `cargo xtask test` prepares.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use oci_attest_tests::command::{describe, output_text, run};
+use oci_attest_tests::fixtures::{Fixtures, APP_IMAGE, MULTI_ARCHIVE};
+use oci_attest_tests::storage::ContainersStorage;
+use oci_attest_tests::{oci_attest, paths, require};
+use serde_json::Value;
+
+/// Podman's private storage with the fixture images loaded, once per test process.
+fn storage() -> anyhow::Result<&'static ContainersStorage> {
+    static STORAGE: OnceLock<Result<ContainersStorage, String>> = OnceLock::new();
+    STORAGE
+        .get_or_init(|| {
+            let prepare = || -> anyhow::Result<ContainersStorage> {
+                oci_attest::binary()?;
+                let storage = ContainersStorage::from_env()?;
+                let fixtures = Fixtures::from_env()?;
+                let images = fixtures.path(fixtures.get(MULTI_ARCHIVE)?);
+                run(storage
+                    .command("podman")
+                    .args(["load", "-q", "-i"])
+                    .arg(&images))?;
+                Ok(storage)
+            };
+            prepare().map_err(|error| format!("{error:#}"))
+        })
+        .as_ref()
+        .map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+fn examples() -> PathBuf {
+    paths::workspace_root().join("examples/policies")
+}
+
+/// oci-attest with the storage in its environment, in `dir`.
+fn oci_attest_in(storage: &ContainersStorage, dir: &Path, args: &[&str]) -> Output {
+    let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
+    let mut command = Command::new(binary);
+    command
+        .env("PATH", paths::search_path())
+        .envs(storage.env())
+        .args(args)
+        .current_dir(dir);
+    command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(&command)))
+}
+
+/// A fresh working directory (where the saves run) and a directory for keys, attestations and
+/// policies (never materials or products of the saves).
+struct Setup {
+    storage: &'static ContainersStorage,
+    work: tempfile::TempDir,
+    out: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(storage: &'static ContainersStorage) -> Setup {
+        let setup = Setup {
+            storage,
+            work: tempfile::tempdir().expect("temp dir"),
+            out: tempfile::tempdir().expect("temp dir"),
+        };
+        let output = setup.oci_attest(&["keygen", "--out", &setup.out("key.pem")]);
+        assert!(output.status.success(), "{}", output_text(&output));
+        setup
+    }
+
+    fn out(&self, name: &str) -> String {
+        self.out.path().join(name).display().to_string()
+    }
+
+    fn oci_attest(&self, args: &[&str]) -> Output {
+        oci_attest_in(self.storage, self.work.path(), args)
+    }
+
+    /// `oci-attest run --step STEP --trace TRACE -- COMMAND…`, attestation in `STEP.att.json`.
+    fn run(&self, step: &str, trace: &str, command: &[&str]) -> Output {
+        let (key, outfile) = (self.out("key.pem"), self.out(&format!("{step}.att.json")));
+        let mut args = vec![
+            "run", "--step", step, "--trace", trace, "-k", &key, "-o", &outfile, "--",
+        ];
+        args.extend(command);
+        self.oci_attest(&args)
+    }
+
+    /// Fills `template` with the public key (`fill-key.sh`) and signs it.
+    fn sign(&self, template: &str) -> String {
+        let filled = Command::new("sh")
+            .arg(examples().join("fill-key.sh"))
+            .arg(self.out("key.pem.pub"))
+            .arg(examples().join(template))
+            .output()
+            .expect("run fill-key.sh");
+        assert!(filled.status.success(), "{}", output_text(&filled));
+        std::fs::write(self.out("policy.json"), &filled.stdout).unwrap();
+        let signed = self.out("policy.signed.json");
+        let output = self.oci_attest(&[
+            "sign",
+            "-k",
+            &self.out("key.pem"),
+            "--infile",
+            &self.out("policy.json"),
+            "--outfile",
+            &signed,
+        ]);
+        assert!(output.status.success(), "{}", output_text(&output));
+        signed
+    }
+
+    fn verify(&self, policy: &str, steps: &[&str], artifact: &str) -> Output {
+        let key = self.out("key.pem.pub");
+        let attestations: Vec<String> = steps
+            .iter()
+            .map(|step| self.out(&format!("{step}.att.json")))
+            .collect();
+        let mut args = vec!["verify", "-p", policy, "-k", &key];
+        for attestation in &attestations {
+            args.extend(["-a", attestation.as_str()]);
+        }
+        let artifact = self.work.path().join(artifact).display().to_string();
+        args.extend(["--artifactfile", &artifact]);
+        self.oci_attest(&args)
+    }
+}
+
+fn skopeo_save<'a>(archive: &'a str, source: &'a str) -> [&'a str; 4] {
+    ["skopeo", "copy", source, archive]
+}
+
+#[test]
+fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
+    let storage = require!(storage());
+    let setup = Setup::new(storage);
+    let source = format!("containers-storage:{APP_IMAGE}");
+    let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
+    let policy = setup.sign("traced-save.policy.json");
+
+    let traced = setup.run("save", "ebpf", &skopeo_save(&archive, &source));
+    assert!(traced.status.success(), "{}", output_text(&traced));
+    let verified = setup.verify(&policy, &["save"], "app.tar");
+    let report = output_text(&verified);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("step save: PASS"), "{report}");
+
+    // The same save untraced.
+    std::fs::remove_file(setup.work.path().join("app.tar")).unwrap();
+    let untraced = setup.run("save", "off", &skopeo_save(&archive, &source));
+    assert!(untraced.status.success(), "{}", output_text(&untraced));
+    let verified = setup.verify(&policy, &["save"], "app.tar");
+    let report = output_text(&verified);
+    assert_eq!(verified.status.code(), Some(7), "{report}");
+    assert!(
+        report.contains("not traced with eBPF (summary.trace: off)"),
+        "{report}"
+    );
+
+    // A save whose command then exits 1: the archive exists, the attestation records exit 1.
+    std::fs::remove_file(setup.work.path().join("app.tar")).unwrap();
+    let script = format!("skopeo copy {source} {archive} && exit 1");
+    let failed = setup.run("save", "ebpf", &["sh", "-c", &script]);
+    assert_eq!(failed.status.code(), Some(1), "{}", output_text(&failed));
+    let verified = setup.verify(&policy, &["save"], "app.tar");
+    let report = output_text(&verified);
+    assert_eq!(verified.status.code(), Some(7), "{report}");
+    assert!(report.contains("the command exited with 1"), "{report}");
+}
+
+#[test]
+fn build_then_save_policy_follows_the_chain() {
+    let storage = require!(storage());
+    let setup = Setup::new(storage);
+    let source = format!("containers-storage:{APP_IMAGE}");
+    let build = setup.run(
+        "build",
+        "ebpf",
+        &["skopeo", "copy", &source, "oci:layout:app"],
+    );
+    assert!(build.status.success(), "{}", output_text(&build));
+    let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
+    let save = setup.run("save", "ebpf", &skopeo_save(&archive, "oci:layout:app"));
+    assert!(save.status.success(), "{}", output_text(&save));
+    let policy = setup.sign("build-then-save.policy.json");
+    let verified = setup.verify(&policy, &["build", "save"], "app.tar");
+    let report = output_text(&verified);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("step build: PASS"), "{report}");
+
+    // A layout blob changed after the build: the save's materials no longer match.
+    let index = setup.work.path().join("layout/index.json");
+    let mut text = std::fs::read_to_string(&index).unwrap();
+    text.push('\n');
+    std::fs::write(&index, text).unwrap();
+    std::fs::remove_file(setup.work.path().join("app.tar")).unwrap();
+    let save = setup.run("save", "ebpf", &skopeo_save(&archive, "oci:layout:app"));
+    assert!(save.status.success(), "{}", output_text(&save));
+    let verified = setup.verify(&policy, &["build", "save"], "app.tar");
+    let report = output_text(&verified);
+    assert_eq!(verified.status.code(), Some(7), "{report}");
+    assert!(
+        report.contains("material \"layout/index.json\""),
+        "{report}"
+    );
+}
+
+/// The policy templates embed their Rego modules (base64); they must be the `.rego` files.
+#[test]
+fn example_policies_embed_the_rego_files_next_to_them() {
+    for template in ["traced-save.policy.json", "build-then-save.policy.json"] {
+        let text = std::fs::read_to_string(examples().join(template)).unwrap();
+        let policy: Value = serde_json::from_str(&text).unwrap();
+        for step in policy["steps"].as_object().unwrap().values() {
+            for attestation in step["attestations"].as_array().unwrap() {
+                for module in attestation["regopolicies"].as_array().unwrap() {
+                    let name = module["name"].as_str().unwrap();
+                    let embedded = base64::engine::general_purpose::STANDARD
+                        .decode(module["module"].as_str().unwrap())
+                        .unwrap();
+                    let file = std::fs::read(examples().join(format!("{name}.rego"))).unwrap();
+                    assert!(
+                        embedded == file,
+                        "{template}: module {name} differs from {name}.rego"
+                    );
+                }
+            }
+        }
+    }
+}
