@@ -11,6 +11,7 @@
 //! [`policy`] checks witness/cilock policies against attestations (`verify -p`).
 
 pub mod attestors;
+#[cfg(feature = "tracer")]
 pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
