@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use oci_attest_tests::archive::{ustar_header, Archive, Member};
+use oci_attest_tests::archive::{
+    self, config_json, descriptor, gzip, sample_text, sha256_hex, ustar_header, Archive, Member,
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
+};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 // ---------------------------------------------------------------------------------------------
 // Running the binary
@@ -162,61 +164,15 @@ fn assert_accepted(path: &Path) -> Value {
 // ---------------------------------------------------------------------------------------------
 // Building archives
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn write_file(dir: &Path, file: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(file);
     std::fs::write(&path, bytes).unwrap();
     path
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
-/// Deterministic text-like bytes (compress like a real layer, not like zeros).
-fn sample_text(len: usize, seed: u32) -> Vec<u8> {
-    let mut state = 0x9e37_79b9_u32 ^ seed.wrapping_mul(0x85eb_ca6b) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            b"etc/usr/bin lib share \n"[(state % 23) as usize]
-        })
-        .collect()
-}
-
 /// A real, small layer tar holding one file.
 fn layer_tar(seed: u32) -> Vec<u8> {
-    let content = sample_text(30_000, seed);
-    let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_ustar();
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    builder
-        .append_data(
-            &mut header,
-            format!("usr/share/file{seed}"),
-            content.as_slice(),
-        )
-        .unwrap();
-    builder.into_inner().unwrap()
-}
-
-fn config_json(diff_ids: &[String]) -> Vec<u8> {
-    let diff_ids: Vec<String> = diff_ids.iter().map(|hex| format!("sha256:{hex}")).collect();
-    serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap()
+    archive::layer_tar(&format!("usr/share/file{seed}"), &sample_text(30_000, seed))
 }
 
 /// The `docker save` shape: `layerN/layer.tar`, `<config hex>.json`, manifest.json last.
@@ -260,15 +216,6 @@ fn with_manifest(image: &DockerImage, manifest: &Value) -> Archive {
     archive.replace("manifest.json", serde_json::to_vec(manifest).unwrap());
     archive
 }
-
-fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
-    json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
-}
-
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 fn blob_name(bytes: &[u8]) -> String {
     format!("blobs/sha256/{}", sha256_hex(bytes))

@@ -1,9 +1,75 @@
-//! An in-memory tar archive built member by member, for tests that craft image archives
-//! (well-formed or hostile): the reader's unit tests and the binary-level adversarial suite.
+//! Image archives built in memory, for tests and tools that craft them (well-formed or
+//! hostile): the reader's unit tests, the binary-level adversarial suite, the fuzz seeds and
+//! the inspect benchmark. An [`Archive`] is built member by member; the functions below make
+//! the blobs that go into one (layers, configs, descriptors).
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// The content of an OCI layout's `oci-layout` file.
+pub const LAYOUT_MARKER: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Gzip at the fastest level (what the save tools write is irrelevant to the digests).
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("writing to memory");
+    encoder.finish().expect("writing to memory")
+}
+
+/// Deterministic text-like bytes: they compress like a real layer, not like zeros.
+pub fn sample_text(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_u32 ^ seed.wrapping_mul(0x85eb_ca6b) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            b"etc/usr/bin lib share \n"[(state % 23) as usize]
+        })
+        .collect()
+}
+
+/// A layer tar (uncompressed) holding one regular file.
+pub fn layer_tar(name: &str, content: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    builder
+        .append_data(&mut header, name, content)
+        .expect("writing a tar to memory");
+    builder.into_inner().expect("writing a tar to memory")
+}
+
+/// An image config (linux/amd64) whose `rootfs.diff_ids` are the given hex digests.
+pub fn config_json(diff_ids: &[String]) -> Vec<u8> {
+    let diff_ids: Vec<String> = diff_ids.iter().map(|hex| format!("sha256:{hex}")).collect();
+    serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("serialising a json! literal")
+}
+
+/// An OCI descriptor of `bytes`.
+pub fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
+    json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
+}
 
 #[derive(Clone, Debug)]
 pub enum Member {

@@ -56,6 +56,23 @@ fn verify(public_key: &Path, envelope: &Path) -> Output {
     .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
+/// `oci-attest keygen --algorithm ALGORITHM --out KEY`, which must succeed.
+fn keygen(algorithm: &str, key: &Path) {
+    let keygen = oci_attest::output([
+        Path::new("keygen"),
+        Path::new("--algorithm"),
+        Path::new(algorithm),
+        Path::new("--out"),
+        key,
+    ])
+    .unwrap_or_else(|error| panic!("{error:#}"));
+    assert!(
+        keygen.status.success(),
+        "keygen {algorithm}: {}",
+        describe(&keygen)
+    );
+}
+
 /// The same envelope with one word of the payload changed and the signature kept.
 fn with_altered_payload(envelope: &Path, out: &Path) {
     let mut document: serde_json::Value =
@@ -124,19 +141,7 @@ fn keygen_private_keys_load_in_openssl() {
     let mut unreadable = Vec::new();
     for algorithm in ALGORITHMS {
         let key = dir.path().join(format!("{algorithm}.pem"));
-        let keygen = oci_attest::output([
-            Path::new("keygen"),
-            Path::new("--algorithm"),
-            Path::new(algorithm),
-            Path::new("--out"),
-            &key,
-        ])
-        .unwrap_or_else(|error| panic!("{error:#}"));
-        assert!(
-            keygen.status.success(),
-            "keygen {algorithm}: {}",
-            describe(&keygen)
-        );
+        keygen(algorithm, &key);
         // docs/format.md: the .pub file is byte-identical to `openssl pkey -pubout` of the private key.
         let derived = Command::new("openssl")
             .args(["pkey", "-pubout", "-in"])
@@ -167,15 +172,7 @@ fn run_envelopes_verify_with_securesystemslib() {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("key.pem");
         let envelope = dir.path().join("att.json");
-        let keygen = oci_attest::output([
-            Path::new("keygen"),
-            Path::new("--algorithm"),
-            Path::new(algorithm),
-            Path::new("--out"),
-            &key,
-        ])
-        .unwrap_or_else(|error| panic!("{error:#}"));
-        assert!(keygen.status.success(), "keygen: {}", describe(&keygen));
+        keygen(algorithm, &key);
         let mut run = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
         // Characters Go's JSON escapes, so the payload bytes are what witness would sign.
         let wrapped = run

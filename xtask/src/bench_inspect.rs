@@ -17,6 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use oci_attest_tests::archive::{
+    descriptor, sha256_hex, LAYOUT_MARKER, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST,
+};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, clap::Args)]
@@ -525,7 +528,7 @@ impl Image {
             "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(|hex| format!("sha256:{hex}")).collect::<Vec<_>>()},
         }))?;
-        let config_hex = hex::encode(Sha256::digest(&config));
+        let config_hex = sha256_hex(&config);
 
         // docker-archive: `<diffID>/layer.tar`, `<config>.json`, manifest.json.
         let mut builder =
@@ -558,11 +561,10 @@ impl Image {
 
         // OCI archive with gzip layers.
         let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, File::create(&oci)?));
-        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         builder.append_data(
-            &mut file_header(layout.len() as u64),
+            &mut file_header(LAYOUT_MARKER.len() as u64),
             "oci-layout",
-            &layout[..],
+            LAYOUT_MARKER,
         )?;
         let mut descriptors = Vec::new();
         let mut oci_layers = Vec::new();
@@ -573,7 +575,7 @@ impl Image {
             let size = std::fs::metadata(compressed)?.len();
             let name = format!("blobs/sha256/{hex}");
             builder.append_data(&mut file_header(size), &name, File::open(compressed)?)?;
-            descriptors.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": format!("sha256:{hex}"), "size": size}));
+            descriptors.push(serde_json::json!({"mediaType": OCI_LAYER_GZIP, "digest": format!("sha256:{hex}"), "size": size}));
             oci_layers.push(name);
         }
         builder.append_data(
@@ -583,11 +585,11 @@ impl Image {
         )?;
         let oci_manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{config_hex}"), "size": config.len()},
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor(OCI_CONFIG, &config),
             "layers": descriptors,
         }))?;
-        let manifest_hex = hex::encode(Sha256::digest(&oci_manifest));
+        let manifest_hex = sha256_hex(&oci_manifest);
         builder.append_data(
             &mut file_header(oci_manifest.len() as u64),
             format!("blobs/sha256/{manifest_hex}"),
@@ -595,7 +597,7 @@ impl Image {
         )?;
         let index = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{manifest_hex}"), "size": oci_manifest.len(),
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": format!("sha256:{manifest_hex}"), "size": oci_manifest.len(),
                 "annotations": {"org.opencontainers.image.ref.name": format!("bench:{size_mib}m")}}],
         }))?;
         builder.append_data(

@@ -4,13 +4,15 @@
 //! Fuzzing runs from two corpus directories: `corpus/<target>` (git-ignored, grows as the
 //! fuzzer finds new paths) and the committed `seeds/<target>`, read-only to the fuzzer.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, ensure, Context as _};
+use oci_attest_tests::archive::{
+    config_json, descriptor, gzip, layer_tar, sha256_hex, Archive, Member, LAYOUT_MARKER,
+    OCI_CONFIG, OCI_INDEX, OCI_LAYER_GZIP, OCI_MANIFEST,
+};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 
 pub const TARGETS: [&str; 2] = ["archive", "documents"];
 
@@ -137,50 +139,12 @@ fn write_seeds(seeds: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(bytes).expect("writing to memory");
-    encoder.finish().expect("writing to memory")
-}
-
 fn to_json(value: &Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("serialising a json! literal")
 }
 
-enum Entry {
-    File(Vec<u8>),
-    Symlink(&'static str),
-    Hardlink(&'static str),
-}
-
-fn tar(members: Vec<(String, Entry)>) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (name, entry) in members {
-        let mut header = tar::Header::new_ustar();
-        header.set_mode(0o644);
-        let data: &[u8] = match &entry {
-            Entry::File(bytes) => bytes,
-            Entry::Symlink(_) | Entry::Hardlink(_) => &[],
-        };
-        header.set_size(data.len() as u64);
-        let result = match entry {
-            Entry::File(_) => builder.append_data(&mut header, &name, data),
-            Entry::Symlink(target) => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                builder.append_link(&mut header, &name, target)
-            }
-            Entry::Hardlink(target) => {
-                header.set_entry_type(tar::EntryType::Link);
-                builder.append_link(&mut header, &name, target)
-            }
-        };
-        result.expect("writing a tar to memory");
-    }
-    builder.into_inner().expect("writing a tar to memory")
+fn tar(members: Vec<(String, Member)>) -> Vec<u8> {
+    Archive { members }.tar()
 }
 
 /// GNU headers: paths over 100 bytes become long-name (`L`) members, and a PAX extended
@@ -205,43 +169,27 @@ fn gnu_tar(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// A one-file layer tar (uncompressed).
 fn layer(seed: u8) -> Vec<u8> {
-    tar(vec![(
-        format!("etc/file{seed}"),
-        Entry::File(format!("content of layer {seed}\n").repeat(4).into_bytes()),
-    )])
-}
-
-fn config(diff_ids: &[&[u8]]) -> Vec<u8> {
-    let diff_ids: Vec<String> = diff_ids
-        .iter()
-        .map(|plain| format!("sha256:{}", sha256_hex(plain)))
-        .collect();
-    to_json(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-}
-
-fn descriptor(media_type: &str, bytes: &[u8]) -> Value {
-    json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
-}
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const LAYOUT_MARKER: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-
-fn blob(bytes: &[u8]) -> (String, Entry) {
-    (
-        format!("blobs/sha256/{}", sha256_hex(bytes)),
-        Entry::File(bytes.to_vec()),
+    layer_tar(
+        &format!("etc/file{seed}"),
+        format!("content of layer {seed}\n").repeat(4).as_bytes(),
     )
 }
 
-fn file(name: &str, bytes: Vec<u8>) -> (String, Entry) {
-    (name.to_owned(), Entry::File(bytes))
+/// The config of an image made of these uncompressed layers.
+fn config(plain_layers: &[&[u8]]) -> Vec<u8> {
+    let diff_ids: Vec<String> = plain_layers.iter().map(|plain| sha256_hex(plain)).collect();
+    config_json(&diff_ids)
+}
+
+fn blob(bytes: &[u8]) -> (String, Member) {
+    (
+        format!("blobs/sha256/{}", sha256_hex(bytes)),
+        Member::File(bytes.to_vec()),
+    )
+}
+
+fn file(name: &str, bytes: Vec<u8>) -> (String, Member) {
+    (name.to_owned(), Member::File(bytes))
 }
 
 /// Real archive shapes (docs/format.md), small: docker save, gzip-wrapped, OCI layout with a
@@ -318,9 +266,15 @@ fn archive_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
     let links = tar(vec![
         file("./blobs/one", gzip1.clone()),
-        ("./1/layer.tar".to_owned(), Entry::Symlink("../blobs/one")),
+        (
+            "./1/layer.tar".to_owned(),
+            Member::Symlink("../blobs/one".to_owned()),
+        ),
         file("./blobs/two", plain2.clone()),
-        ("./2/layer.tar".to_owned(), Entry::Hardlink("blobs/two")),
+        (
+            "./2/layer.tar".to_owned(),
+            Member::Hardlink("blobs/two".to_owned()),
+        ),
         file(&format!("./{config_hex}.json"), image_config.clone()),
         file("./manifest.json", docker_manifest),
     ]);

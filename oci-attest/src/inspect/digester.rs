@@ -464,7 +464,7 @@ fn hash_decoded(
 
 #[cfg(test)]
 pub mod tests {
-    use std::io::Write;
+    use oci_attest_tests::archive::{gzip, sample_text};
 
     use super::*;
 
@@ -495,28 +495,9 @@ pub mod tests {
         })
     }
 
-    pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(bytes).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    /// Text-like bytes that compress about as well as a real layer does.
-    pub fn sample_content(len: usize) -> Vec<u8> {
-        let mut state: u32 = 0x2545_f491;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                b"abcdefghij klmnop\n"[(state % 18) as usize]
-            })
-            .collect()
-    }
-
     #[test]
     fn hashes_gzip_multi_member_zstd_and_plain() {
-        let content = sample_content(3 << 20);
+        let content = sample_text(3 << 20, 0);
         let expected = crate::digest::sha256_hex(&content);
         let half = content.len() / 2;
         let mut multi = gzip(&content[..half]);

@@ -6,35 +6,22 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::digester::tests::{gzip, sample_content};
 use super::{
     analyze, analyze_reader, Analysis, DecompressionLimits, Options, Progress, ReadProgress,
 };
 use crate::attestors::oci::predicate as oci_predicate;
 use crate::digest::sha256_hex;
-use oci_attest_tests::archive::{ustar_header, Archive, Member};
+use oci_attest_tests::archive::{
+    self, config_json, descriptor, gzip, sample_text, ustar_header, Archive, Member, OCI_INDEX,
+    OCI_LAYER_GZIP, OCI_MANIFEST,
+};
 
 /// A small but real layer tar.
 fn layer_tar(seed: usize) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    let content = sample_content(20_000 + seed * 1000);
-    let mut header = tar::Header::new_ustar();
-    header.set_size(content.len() as u64);
-    header.set_mode(0o644);
-    builder
-        .append_data(&mut header, format!("file{seed}.txt"), content.as_slice())
-        .unwrap();
-    builder.into_inner().unwrap()
-}
-
-fn config_json(diff_ids: &[String]) -> Vec<u8> {
-    let diff_ids: Vec<String> = diff_ids.iter().map(|hex| format!("sha256:{hex}")).collect();
-    serde_json::to_vec(&json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap()
+    archive::layer_tar(
+        &format!("file{seed}.txt"),
+        &sample_text(20_000 + seed * 1000, 0),
+    )
 }
 
 /// (stored bytes, diffID hex) of layer `seed` in the given compression.
@@ -72,14 +59,6 @@ fn docker_archive(layers: &[(Vec<u8>, String)], tags: &[&str]) -> Archive {
     fixture
 }
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
-    json!({"mediaType": media_type, "digest": format!("sha256:{}", sha256_hex(bytes)), "size": bytes.len()})
-}
-
-const LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-
 /// Adds one image's blobs; returns the manifest blob bytes.
 fn oci_image(fixture: &mut Archive, prefix: &str, layers: &[(Vec<u8>, String)]) -> Vec<u8> {
     let diff_ids: Vec<String> = layers.iter().map(|(_, diff_id)| diff_id.clone()).collect();
@@ -91,7 +70,7 @@ fn oci_image(fixture: &mut Archive, prefix: &str, layers: &[(Vec<u8>, String)]) 
             stored.clone(),
         );
         // Real tools label plain and zstd layers tar+gzip too: the label must not matter.
-        layer_descriptors.push(descriptor(LAYER_GZIP, stored));
+        layer_descriptors.push(descriptor(OCI_LAYER_GZIP, stored));
     }
     fixture.file(
         format!("{prefix}blobs/sha256/{}", sha256_hex(&config)),
@@ -99,7 +78,7 @@ fn oci_image(fixture: &mut Archive, prefix: &str, layers: &[(Vec<u8>, String)]) 
     );
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": MANIFEST_TYPE,
+        "mediaType": OCI_MANIFEST,
         "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
         "layers": layer_descriptors,
     }))
@@ -112,7 +91,7 @@ fn oci_image(fixture: &mut Archive, prefix: &str, layers: &[(Vec<u8>, String)]) 
 }
 
 fn oci_index(fixture: &mut Archive, prefix: &str, manifests: Vec<serde_json::Value>) {
-    let index = json!({"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests});
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     fixture.file(
         format!("{prefix}oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
@@ -126,7 +105,7 @@ fn oci_index(fixture: &mut Archive, prefix: &str, manifests: Vec<serde_json::Val
 fn oci_archive(layers: &[(Vec<u8>, String)], tag: &str, prefix: &str) -> (Archive, Vec<u8>) {
     let mut fixture = Archive::default();
     let manifest = oci_image(&mut fixture, prefix, layers);
-    let mut top = descriptor(MANIFEST_TYPE, &manifest);
+    let mut top = descriptor(OCI_MANIFEST, &manifest);
     top["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
     oci_index(&mut fixture, prefix, vec![top]);
     (fixture, manifest)
@@ -319,7 +298,7 @@ fn hybrid_docker_and_oci_archive() {
     let layers = [layer(1, "none"), layer(2, "none")];
     let mut fixture = Archive::default();
     let manifest = oci_image(&mut fixture, "", &layers);
-    let mut top = descriptor(MANIFEST_TYPE, &manifest);
+    let mut top = descriptor(OCI_MANIFEST, &manifest);
     top["annotations"] = json!({"io.containerd.image.name": "docker.io/library/app:3"});
     oci_index(&mut fixture, "", vec![top]);
     let config_hex = sha256_hex(&config_json(&[layers[0].1.clone(), layers[1].1.clone()]));
@@ -346,7 +325,7 @@ fn hybrid_docker_and_oci_archive() {
     );
     assert_eq!(images[0]["manifestdigest"]["sha256"], sha256_hex(&manifest));
     assert_eq!(images[0]["tags"], json!(["app:3"]));
-    assert_eq!(images[0]["layers"][0]["mediatype"], LAYER_GZIP);
+    assert_eq!(images[0]["layers"][0]["mediatype"], OCI_LAYER_GZIP);
 }
 
 #[test]
@@ -459,12 +438,12 @@ fn nested_index_multi_platform_and_zero_layer_image() {
     let mut fixture = Archive::default();
     let amd64 = oci_image(&mut fixture, "", &[layer(1, "gzip")]);
     let empty = oci_image(&mut fixture, "", &[]);
-    let mut amd64_descriptor = descriptor(MANIFEST_TYPE, &amd64);
+    let mut amd64_descriptor = descriptor(OCI_MANIFEST, &amd64);
     amd64_descriptor["platform"] = json!({"os": "linux", "architecture": "amd64"});
-    let mut arm_descriptor = descriptor(MANIFEST_TYPE, &empty);
+    let mut arm_descriptor = descriptor(OCI_MANIFEST, &empty);
     arm_descriptor["platform"] = json!({"os": "linux", "architecture": "arm64", "variant": "v8"});
     let inner = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": INDEX_TYPE,
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
         "manifests": [amd64_descriptor, arm_descriptor],
     }))
     .unwrap();
@@ -472,7 +451,7 @@ fn nested_index_multi_platform_and_zero_layer_image() {
         format!("blobs/sha256/{}", sha256_hex(&inner)),
         inner.clone(),
     );
-    let mut top = descriptor(INDEX_TYPE, &inner);
+    let mut top = descriptor(OCI_INDEX, &inner);
     top["annotations"] = json!({"org.opencontainers.image.ref.name": "multi:1"});
     oci_index(&mut fixture, "", vec![top]);
     let analysis = analyze_fixture(&fixture).unwrap();
@@ -495,8 +474,8 @@ fn nested_index_multi_platform_and_zero_layer_image() {
     let mut cyclic = fixture.clone();
     let inner_name = format!("blobs/sha256/{}", sha256_hex(&inner));
     let self_reference = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": INDEX_TYPE,
-        "manifests": [descriptor(INDEX_TYPE, &inner)],
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [descriptor(OCI_INDEX, &inner)],
     }))
     .unwrap();
     cyclic.replace(&inner_name, self_reference.clone());
@@ -772,9 +751,9 @@ fn truncated_and_non_archives() {
     let not_archive =
         "not an image archive (neither a tar, a gzip-compressed tar nor an OCI layout directory)";
     assert_eq!(check("empty.tar", b""), not_archive);
-    assert_eq!(check("random.tar", &sample_content(4096)), not_archive);
+    assert_eq!(check("random.tar", &sample_text(4096, 0)), not_archive);
     let mut gzip_garbage = vec![0x1f, 0x8b];
-    gzip_garbage.extend(sample_content(1000));
+    gzip_garbage.extend(sample_text(1000, 0));
     assert_eq!(check("garbage.tar.gz", &gzip_garbage), not_archive);
     let lone = ustar_header("manifest.json", tar::EntryType::Regular, 8 << 30, "");
     assert_eq!(
@@ -897,7 +876,7 @@ fn tar_level_bombs_and_forged_lines() {
 fn corrupt_layer_streams_and_bombs() {
     let mut garbage = well_formed();
     let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
-    bytes.extend(sample_content(1000));
+    bytes.extend(sample_text(1000, 0));
     garbage.replace("layer0/layer.tar", bytes);
     assert!(analyze_fixture(&garbage)
         .unwrap_err()
