@@ -65,6 +65,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args);
     cli.log.init();
     let is_run = matches!(cli.command, Command::Run(_));
+    if !is_run {
+        restore_default_sigpipe();
+    }
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(*args),
         Command::Inspect(args) => commands::inspect::execute(args),
@@ -93,4 +96,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// A reader that stops early (`oci-attest tools list | head`) ends the command quietly, as it
+/// ends other Unix tools: Rust ignores SIGPIPE, which would turn it into a panic at the next
+/// print. `run` keeps ignoring it, so a closed stdout never stops it before the attestation is
+/// written (its child gets the default disposition back in `launch.rs`).
+fn restore_default_sigpipe() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: installs the default disposition, no handler code runs.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }

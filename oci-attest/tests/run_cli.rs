@@ -866,3 +866,21 @@ fn json_logs_carry_structured_fields() {
         "{events:?}"
     );
 }
+
+/// `oci-attest tools list | head -1`: when the reader has gone, the listing ends quietly by
+/// SIGPIPE, as other Unix tools do; it does not panic on the broken pipe.
+#[test]
+fn listing_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    // The reading end is closed before the listing starts: its first write meets a broken pipe.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(BIN)
+        .args(["tools", "list"])
+        .stdout(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    let text = stderr(&output);
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{text}");
+}
