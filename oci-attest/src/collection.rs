@@ -106,6 +106,23 @@ pub fn statement_json(step: &str, attestations: &[Attestation]) -> anyhow::Resul
     Ok(crate::gojson::to_vec(&statement(step, attestations))?)
 }
 
+/// The subjects of a statement read back (`verify -p`, `discover`) that carry a sha256 digest:
+/// (name, hex) in statement order; subjects without one are left out.
+pub fn sha256_subjects(
+    statement: &serde_json::Value,
+) -> impl Iterator<Item = (String, String)> + '_ {
+    statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|subject| {
+            Some((
+                subject["name"].as_str()?.to_owned(),
+                subject["digest"]["sha256"].as_str()?.to_owned(),
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};

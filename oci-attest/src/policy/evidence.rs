@@ -85,16 +85,8 @@ pub fn load(
             Ok((type_uri.to_owned(), entry["attestation"].clone()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let subjects = statement["subject"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|subject| {
-            Some((
-                subject["name"].as_str()?.to_owned(),
-                subject["digest"]["sha256"].as_str()?.to_ascii_lowercase(),
-            ))
-        })
+    let subjects = crate::collection::sha256_subjects(&statement)
+        .map(|(name, hex)| (name, hex.to_ascii_lowercase()))
         .collect();
     let backrefs = collection["backrefs"]
         .as_object()

@@ -84,17 +84,7 @@ impl EnvelopeSummary {
                 .filter_map(|value| value[key].as_str().map(str::to_owned))
                 .collect()
         };
-        let subjects = statement["subject"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|subject| {
-                Some((
-                    subject["name"].as_str()?.to_owned(),
-                    subject["digest"]["sha256"].as_str()?.to_owned(),
-                ))
-            })
-            .collect();
+        let subjects = crate::collection::sha256_subjects(&statement).collect();
         Ok(EnvelopeSummary {
             predicate_type: statement["predicateType"]
                 .as_str()
