@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
+use oci_attest::identity::CommandIdentity;
 use oci_attest::launch::spawn_stopped;
 use oci_attest::trace::{TraceConfig, Tracer};
 
@@ -43,7 +44,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let mut tracer = Tracer::load(&config)?;
     let started = Instant::now();
     let working_dir = std::env::current_dir()?;
-    let child = spawn_stopped(&command, &working_dir)?;
+    let child = spawn_stopped(&command, &working_dir, &CommandIdentity::current())?;
     tracer.track(child.pid())?;
     let termination = child.release()?.wait()?;
     let command_ms = started.elapsed().as_secs_f64() * 1000.0;

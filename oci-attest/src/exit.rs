@@ -19,8 +19,9 @@ Exit codes of `run`:
       the attestation recording it is still written
   2   command-line usage error
   3   trace incomplete: reasons in summary.incomplete (see --allow-incomplete-trace)
-  125 oci-attest itself failed; the reason (key, analysis, trace-unavailable, output, ...)
-      is on stderr and in the --json summary
+  125 oci-attest itself failed; the reason (key, analysis, trace-unavailable, output,
+      command-would-run-as-root, key-readable-by-command, ...) is on stderr and in the
+      --json summary
   126 the command was found but cannot be executed
   127 the command was not found
   9   --attach: the attestation was signed and written, but attaching it to the image failed
@@ -63,6 +64,11 @@ pub enum FailureKind {
     CommandNotExecutable,
     /// A registry could not be reached or refused an operation (attach, discover, fetch).
     Registry,
+    /// `run`: oci-attest is root and neither sudo nor `--run-as` says whom to run the command
+    /// as.
+    CommandWouldRunAsRoot,
+    /// `run`: the command's identity can open the signing key or its passphrase file.
+    KeyReadableByCommand,
 }
 
 impl FailureKind {
@@ -76,6 +82,7 @@ impl FailureKind {
             FailureKind::VerificationFailed => 7,
             FailureKind::PolicyUnusable => 8,
             FailureKind::Registry => 9,
+            FailureKind::CommandWouldRunAsRoot | FailureKind::KeyReadableByCommand => RUN_FAILED,
             FailureKind::CommandNotFound => 127,
             FailureKind::CommandNotExecutable => 126,
         }
@@ -106,6 +113,8 @@ impl FailureKind {
             FailureKind::CommandNotExecutable => "command-not-executable",
             FailureKind::PolicyUnusable => "policy-unusable",
             FailureKind::Registry => "registry-error",
+            FailureKind::CommandWouldRunAsRoot => "command-would-run-as-root",
+            FailureKind::KeyReadableByCommand => "key-readable-by-command",
         }
     }
 }

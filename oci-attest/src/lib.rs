@@ -21,6 +21,7 @@ pub mod digest;
 pub mod dsse;
 pub mod exit;
 pub mod gojson;
+pub mod identity;
 pub mod inspect;
 pub mod keys;
 pub mod launch;

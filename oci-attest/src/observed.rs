@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::identity::CommandIdentity;
+
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Termination {
@@ -204,6 +206,8 @@ impl ObservedProcess {
 #[derive(Clone, Debug)]
 pub struct Observation {
     pub argv: Vec<String>,
+    /// Who the command ran as.
+    pub identity: CommandIdentity,
     pub working_dir: PathBuf,
     pub started: SystemTime,
     pub ended: SystemTime,

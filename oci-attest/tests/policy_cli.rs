@@ -141,10 +141,10 @@ fn sign_policy(work: &Path, keys: &Keys, signer: &str, document: &Value) -> Path
 }
 
 fn run_step(work: &Path, keys: &Keys, signer: &str, step: &str, outfile: &Path, script: &str) {
-    let output = oci_attest(
-        work,
-        &[
-            "run",
+    let output = oci_attest_tests::oci_attest::run_command(Path::new(BIN))
+        .expect("checked by Chain::run")
+        .current_dir(work)
+        .args([
             "--trace",
             "off",
             "--step",
@@ -157,8 +157,9 @@ fn run_step(work: &Path, keys: &Keys, signer: &str, step: &str, outfile: &Path, 
             "sh",
             "-c",
             script,
-        ],
-    );
+        ])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", text(&output));
 }
 
@@ -171,8 +172,9 @@ struct Chain {
 }
 
 impl Chain {
-    fn run(keys: &Keys, signer: &str, between: &str) -> Chain {
-        let work = tempfile::tempdir().unwrap();
+    /// `Err` when root or the test user is missing (a skip outside CI).
+    fn run(keys: &Keys, signer: &str, between: &str) -> anyhow::Result<Chain> {
+        let work = oci_attest_tests::oci_attest::user_dir()?;
         let out = tempfile::tempdir().unwrap();
         let w = work.path();
         std::fs::write(w.join("main.c"), "int main(void) { return 0; }\n").unwrap();
@@ -201,7 +203,7 @@ impl Chain {
             &save_out,
             "tar -cf image.tar app.bin",
         );
-        Chain { work, out }
+        Ok(Chain { work, out })
     }
 
     fn attestation(&self, step: &str) -> String {
@@ -226,7 +228,7 @@ fn verify(dir: &Path, policy: &Path, key: &str, attestations: &[String], extra: 
 #[test]
 fn the_build_then_save_chain_passes() {
     let keys = Keys::new(&["policy", "build"]);
-    let chain = Chain::run(&keys, "build", "");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", ""));
     let policy = sign_policy(
         chain.out.path(),
         &keys,
@@ -337,7 +339,7 @@ fn assert_fails(output: &Output, code: i32, expected: &str) {
 #[test]
 fn a_material_that_differs_from_the_upstream_product_fails() {
     let keys = Keys::new(&["policy", "build"]);
-    let chain = Chain::run(&keys, "build", "printf 'evil' > app.bin");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", "printf 'evil' > app.bin"));
     let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
     assert_fails(&output, 7, "material \"app.bin\" has sha256:");
     assert!(
@@ -365,7 +367,7 @@ fn a_forged_leaf_that_no_longer_reproduces_the_merkle_root_fails() {
     let keys = Keys::new(&["policy", "build"]);
     // app.bin changed between the steps; the signer then rewrites the save step's material
     // leaf to the digest the build produced, so that the chain would look intact.
-    let chain = Chain::run(&keys, "build", "printf 'evil' > app.bin");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", "printf 'evil' > app.bin"));
     let produced = hex::encode(Sha256::digest(b"binary"));
     resign(
         &chain.attestation("save"),
@@ -394,7 +396,7 @@ fn a_forged_leaf_that_no_longer_reproduces_the_merkle_root_fails() {
 #[test]
 fn attestations_signed_by_a_key_that_is_not_the_functionary_fail() {
     let keys = Keys::new(&["policy", "build", "intruder"]);
-    let chain = Chain::run(&keys, "intruder", "");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "intruder", ""));
     // The intruder's key is in the policy, but not a functionary of the steps.
     let mut document = chain_policy(&keys, "build");
     let intruder = keys.keyid("intruder");
@@ -411,7 +413,7 @@ fn attestations_signed_by_a_key_that_is_not_the_functionary_fail() {
 #[test]
 fn an_expired_policy_fails() {
     let keys = Keys::new(&["policy", "build"]);
-    let chain = Chain::run(&keys, "build", "");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", ""));
     let mut document = chain_policy(&keys, "build");
     document["expires"] = json!("2020-01-01T00:00:00Z");
     let output = chain.check(&keys, "policy", &document);
@@ -421,7 +423,7 @@ fn an_expired_policy_fails() {
 #[test]
 fn a_policy_signed_by_another_key_fails() {
     let keys = Keys::new(&["policy", "build", "other"]);
-    let chain = Chain::run(&keys, "build", "");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", ""));
     let output = chain.check(&keys, "other", &chain_policy(&keys, "build"));
     assert_fails(&output, 8, "the policy signature does not verify");
 }
@@ -429,7 +431,7 @@ fn a_policy_signed_by_another_key_fails() {
 #[test]
 fn rego_denials_fail_with_their_message_and_modules_without_deny_fail_closed() {
     let keys = Keys::new(&["policy", "build"]);
-    let chain = Chain::run(&keys, "build", "");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", ""));
     let v1_deny = module(
         "cmd",
         "package policy.cmd\nimport rego.v1\ndeny contains msg if {\n  input.cmd[2] != \"make\"\n  msg := sprintf(\"unexpected build command %v\", [input.cmd[2]])\n}\n",
@@ -511,7 +513,7 @@ fn children_max_rss_bytes() -> u64 {
 #[test]
 fn hostile_policies_fail_within_time_and_memory_limits() {
     let keys = Keys::new(&["policy", "build"]);
-    let chain = Chain::run(&keys, "build", "");
+    let chain = oci_attest_tests::require!(Chain::run(&keys, "build", ""));
     let dir = chain.out.path();
 
     // Larger than the policy cap: refused before it is read.
@@ -574,6 +576,7 @@ fn example_rego_modules_deny_each_documented_condition() {
     let traced = [load("traced-save")];
     let good = json!({
         "cmd": ["skopeo", "copy", "a", "b"], "exitcode": 0,
+        "identity": {"user": "builder", "uid": 1000, "root": false, "keyreadable": false},
         "summary": {"trace": "ebpf", "lost": 0},
         "processes": [{"program": "/usr/bin/skopeo", "processid": 10}]
     });
@@ -590,6 +593,15 @@ fn example_rego_modules_deny_each_documented_condition() {
     let mut no_summary = good.clone();
     no_summary.as_object_mut().unwrap().remove("summary");
     cases.push((no_summary, "summary.trace: missing"));
+    let mut root = good.clone();
+    root["identity"] = json!({"user": "root", "uid": 0, "root": true, "keyreadable": true});
+    cases.push((root, "the command ran as root"));
+    let mut anonymous = good.clone();
+    anonymous.as_object_mut().unwrap().remove("identity");
+    cases.push((anonymous, "does not say whom it ran as"));
+    let mut readable = good.clone();
+    readable["identity"]["keyreadable"] = json!(true);
+    cases.push((readable, "builder could read the signing key"));
     let mut lost = good.clone();
     lost["summary"]["lost"] = json!(3);
     cases.push((lost, "the kernel lost 3 trace events"));

@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -102,6 +103,9 @@ pub struct Scenario {
     inherited: Option<(i32, PathBuf)>,
     steps: Vec<OsString>,
     options: Vec<OsString>,
+    /// Why the command must run as root (`--run-as root`), if it must; else it runs as the
+    /// test user, as every command should.
+    as_root: Option<&'static str>,
 }
 
 impl Scenario {
@@ -117,6 +121,7 @@ impl Scenario {
             inherited: None,
             steps: steps.iter().map(|step| step.as_ref().to_owned()).collect(),
             options: Vec::new(),
+            as_root: None,
         })
     }
 
@@ -139,9 +144,18 @@ impl Scenario {
     }
 
     /// `path` (a file of the working directory) opened read-write by the test and passed down
-    /// to the command as fd `fd`: the traced tree never opens it.
+    /// to the command as fd `fd` (0, 1 or 2: oci-attest closes the others before the command
+    /// starts): the traced tree never opens it.
     pub fn inherit(mut self, fd: i32, path: impl AsRef<Path>) -> Self {
         self.inherited = Some((fd, path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Runs the command as root (`--run-as root`) because of `why`: the attack needs a
+    /// privilege (chroot, mounts, file handles) the test user does not have. The trace must see
+    /// through it all the same.
+    pub fn as_root(mut self, why: &'static str) -> Self {
+        self.as_root = Some(why);
         self
     }
 
@@ -189,14 +203,19 @@ impl Scenario {
             .prefix("oci-attest-attack-")
             .tempdir()
             .context("cannot create a temp dir")?;
+        // The command's user may pass through to its working directory, nothing more.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
         let work = dir.path().canonicalize()?.join("work");
         self.prepare(&work)?;
         let outfile = dir.path().join("att.json");
-        let mut command = Command::new(&self.binary);
+        let mut command = crate::oci_attest::run_command(&self.binary)?;
         command
-            .args(["run", "--trace", "ebpf", "--unsigned", "-o"])
+            .args(["--trace", "ebpf", "--unsigned", "-o"])
             .arg(&outfile)
             .args(&self.options);
+        if self.as_root.is_some() {
+            command.arg("--run-as").arg("root");
+        }
         if allow_incomplete {
             command.arg("--allow-incomplete-trace");
         }
@@ -205,8 +224,7 @@ impl Scenario {
             .arg(&self.attacker)
             .args(self.steps.iter().map(|step| self.substitute(step, &work)))
             .current_dir(&work)
-            .stdin(Stdio::null())
-            .env("PATH", crate::paths::search_path());
+            .stdin(Stdio::null());
         let inherited = match &self.inherited {
             Some((fd, path)) => {
                 let file = File::options()
@@ -290,7 +308,9 @@ impl Scenario {
             std::fs::copy(&self.attacker, work.join(program))
                 .with_context(|| format!("cannot copy the attacker to {}", program.display()))?;
         }
-        Ok(())
+        // The working directory is the command's; outside it (the temp dir holding it, the
+        // statement) is root's.
+        crate::oci_attest::give_to_test_user(work)
     }
 }
 

@@ -1,55 +1,36 @@
-//! The example policies of `examples/policies/` against real traced saves: `skopeo copy` from
-//! podman's storage under `oci-attest run --trace ebpf`, the policy filled in with
-//! `fill-key.sh`, signed with `oci-attest sign` and checked with `oci-attest verify -p`.
+//! The example policies of `examples/policies/` against real traced saves: `skopeo copy` of the
+//! fixture archive by the unprivileged test user under `oci-attest run --trace ebpf` (the
+//! policies deny a root command), the policy filled in with `fill-key.sh`, signed with
+//! `oci-attest sign` and checked with `oci-attest verify -p`.
 //!
-//! Needs root (eBPF), skopeo and the private storage and fixtures `cargo xtask test` prepares.
+//! Needs root (eBPF), the test user, skopeo and the fixtures `cargo xtask test` prepares.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use base64::Engine as _;
-use oci_attest_tests::command::{describe, output_text, run};
-use oci_attest_tests::fixtures::{Fixtures, APP_IMAGE, MULTI_ARCHIVE};
-use oci_attest_tests::storage::ContainersStorage;
+use oci_attest_tests::command::{describe, output_text};
+use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE, APP_IMAGE};
 use oci_attest_tests::{oci_attest, paths, require};
 use serde_json::Value;
 
-/// Podman's private storage with the fixture images loaded, once per test process.
-fn storage() -> anyhow::Result<&'static ContainersStorage> {
-    static STORAGE: OnceLock<Result<ContainersStorage, String>> = OnceLock::new();
-    STORAGE
-        .get_or_init(|| {
-            let prepare = || -> anyhow::Result<ContainersStorage> {
-                oci_attest::binary()?;
-                let storage = ContainersStorage::from_env()?;
-                let fixtures = Fixtures::from_env()?;
-                let images = fixtures.path(fixtures.get(MULTI_ARCHIVE)?);
-                run(storage
-                    .command("podman")
-                    .args(["load", "-q", "-i"])
-                    .arg(&images))?;
-                Ok(storage)
-            };
-            prepare().map_err(|error| format!("{error:#}"))
-        })
-        .as_ref()
-        .map_err(|error| anyhow::anyhow!("{error}"))
+/// The fixture docker-archive (written by skopeo), as the source of the saves.
+fn source() -> anyhow::Result<String> {
+    oci_attest::binary()?;
+    let fixtures = Fixtures::from_env()?;
+    Ok(format!(
+        "docker-archive:{}",
+        fixtures.path(fixtures.get(APP_ARCHIVE)?).display()
+    ))
 }
 
 fn examples() -> PathBuf {
     paths::workspace_root().join("examples/policies")
 }
 
-/// oci-attest with the storage in its environment, in `dir`.
-fn oci_attest_in(storage: &ContainersStorage, dir: &Path, args: &[&str]) -> Output {
-    let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
-    let mut command = Command::new(binary);
-    command
-        .env("PATH", paths::search_path())
-        .envs(storage.env())
-        .args(args)
-        .current_dir(dir);
+/// `command` with `args` in `dir`, run to its end.
+fn output_in(mut command: Command, dir: &Path, args: &[&str]) -> Output {
+    command.args(args).current_dir(dir);
     command
         .output()
         .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(&command)))
@@ -58,21 +39,22 @@ fn oci_attest_in(storage: &ContainersStorage, dir: &Path, args: &[&str]) -> Outp
 /// A fresh working directory (where the saves run) and a directory for keys, attestations and
 /// policies (never materials or products of the saves).
 struct Setup {
-    storage: &'static ContainersStorage,
+    /// The command's user owns it.
     work: tempfile::TempDir,
+    /// Root's: out of the command's reach.
     out: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(storage: &'static ContainersStorage) -> Setup {
+    /// `Err` when root or the test user is missing (a skip outside CI).
+    fn new() -> anyhow::Result<Setup> {
         let setup = Setup {
-            storage,
-            work: tempfile::tempdir().expect("temp dir"),
-            out: tempfile::tempdir().expect("temp dir"),
+            work: oci_attest::user_dir()?,
+            out: tempfile::tempdir()?,
         };
         let output = setup.oci_attest(&["keygen", "--out", &setup.out("key.pem")]);
         assert!(output.status.success(), "{}", output_text(&output));
-        setup
+        Ok(setup)
     }
 
     fn out(&self, name: &str) -> String {
@@ -80,17 +62,19 @@ impl Setup {
     }
 
     fn oci_attest(&self, args: &[&str]) -> Output {
-        oci_attest_in(self.storage, self.work.path(), args)
+        let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
+        output_in(Command::new(binary), self.work.path(), args)
     }
 
     /// `oci-attest run --step STEP --trace TRACE -- COMMAND…`, attestation in `STEP.att.json`.
     fn run(&self, step: &str, trace: &str, command: &[&str]) -> Output {
         let (key, outfile) = (self.out("key.pem"), self.out(&format!("{step}.att.json")));
         let mut args = vec![
-            "run", "--step", step, "--trace", trace, "-k", &key, "-o", &outfile, "--",
+            "--step", step, "--trace", trace, "-k", &key, "-o", &outfile, "--",
         ];
         args.extend(command);
-        self.oci_attest(&args)
+        let run = oci_attest::run().unwrap_or_else(|error| panic!("{error:#}"));
+        output_in(run, self.work.path(), &args)
     }
 
     /// Fills `template` with the public key (`fill-key.sh`) and signs it.
@@ -139,9 +123,8 @@ fn skopeo_save<'a>(archive: &'a str, source: &'a str) -> [&'a str; 4] {
 
 #[test]
 fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
-    let storage = require!(storage());
-    let setup = Setup::new(storage);
-    let source = format!("containers-storage:{APP_IMAGE}");
+    let source = require!(source());
+    let setup = require!(Setup::new());
     let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
     let policy = setup.sign("traced-save.policy.json");
 
@@ -177,9 +160,8 @@ fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
 
 #[test]
 fn build_then_save_policy_follows_the_chain() {
-    let storage = require!(storage());
-    let setup = Setup::new(storage);
-    let source = format!("containers-storage:{APP_IMAGE}");
+    let source = require!(source());
+    let setup = require!(Setup::new());
     let build = setup.run(
         "build",
         "ebpf",

@@ -53,7 +53,8 @@ impl Environment {
         oci_attest::binary()?;
         let registries = RegistryEnv::from_env()?;
         let fixtures = Fixtures::from_env()?;
-        let work = tempfile::tempdir()?;
+        // The command's user writes here; the key in it is root's (mode 0600).
+        let work = oci_attest::user_dir()?;
         let key = work.path().join("key.pem");
         let out = oci_attest::output([Path::new("keygen"), Path::new("--out"), &key])?;
         anyhow::ensure!(out.status.success(), "keygen failed: {}", text(&out));
@@ -126,7 +127,16 @@ impl Environment {
     }
 
     fn oci_attest(&self, args: &[String]) -> Output {
-        let mut command = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+        self.output(oci_attest::command(), args)
+    }
+
+    /// `oci-attest run ARGS` as the tests start it (the command runs as the test user).
+    fn run(&self, args: &[String]) -> Output {
+        self.output(oci_attest::run(), args)
+    }
+
+    fn output(&self, command: anyhow::Result<Command>, args: &[String]) -> Output {
+        let mut command = command.unwrap_or_else(|error| panic!("{error:#}"));
         command
             .args(args)
             .current_dir(self.work.path())
@@ -195,7 +205,7 @@ fn skopeo_push_under_run_attach_is_found_by_discover_verify_and_skopeo() {
     let image = format!("{registry}/{}:1", repository("app"));
     let out = env.work.path().join("push.att.json");
 
-    let mut args = strings(&["run", "-k"]);
+    let mut args = strings(&["-k"]);
     args.push(env.key.display().to_string());
     args.push("-o".to_owned());
     args.push(out.display().to_string());
@@ -203,7 +213,7 @@ fn skopeo_push_under_run_attach_is_found_by_discover_verify_and_skopeo() {
     args.extend(env.tls_options());
     args.push("--".to_owned());
     args.extend(env.skopeo_push_args("skopeo-docker-archive", &image, true));
-    let result = env.oci_attest(&args);
+    let result = env.run(&args);
     assert!(result.status.success(), "{}", text(&result));
 
     // The subject is the digest of the manifest bytes as skopeo reads them back.
@@ -325,13 +335,13 @@ fn attach_refuses_an_image_the_attestation_does_not_name() {
     let app = format!("{registry}/{}:1", repository("named"));
     let zero = format!("{registry}/{}:1", repository("unnamed"));
     let out = env.work.path().join("named.att.json");
-    let mut args = strings(&["run", "--plain-http", "-k"]);
+    let mut args = strings(&["--plain-http", "-k"]);
     args.push(env.key.display().to_string());
     args.push("-o".to_owned());
     args.push(out.display().to_string());
     args.push("--".to_owned());
     args.extend(env.skopeo_push_args("skopeo-docker-archive", &app, false));
-    let result = env.oci_attest(&args);
+    let result = env.run(&args);
     assert!(result.status.success(), "{}", text(&result));
     env.push("zero-layer-docker-archive", &zero, false);
 
@@ -443,7 +453,7 @@ fn a_failed_attach_after_run_keeps_the_signed_envelope() {
     let image = format!("{}/{}:1", env.registries.tls, repository("kept"));
     let out = env.work.path().join("kept.att.json");
     // skopeo pushes with the right credentials; oci-attest's own are wrong, so attach fails.
-    let mut args = strings(&["run", "--attach", "-k"]);
+    let mut args = strings(&["--attach", "-k"]);
     args.push(env.key.display().to_string());
     args.push("-o".to_owned());
     args.push(out.display().to_string());
@@ -451,7 +461,7 @@ fn a_failed_attach_after_run_keeps_the_signed_envelope() {
     args.push(format!("--ca-file={}", env.registries.ca.display()));
     args.push("--".to_owned());
     args.extend(env.skopeo_push_args("skopeo-docker-archive", &image, true));
-    let result = env.oci_attest(&args);
+    let result = env.run(&args);
     assert_eq!(
         result.status.code(),
         Some(EXIT_REGISTRY),
@@ -489,11 +499,13 @@ fn podman_and_buildah_pushes_are_subjects() {
     for tool in ["podman", "buildah"] {
         let image = format!("{}/{}:1", env.registries.plain, repository(tool));
         let out = env.work.path().join(format!("{tool}.att.json"));
-        let mut command = oci_attest::command().unwrap();
+        // The image is in root's containers-storage (loaded above), so the push runs as root,
+        // said explicitly.
+        let mut command = oci_attest::run().unwrap();
         command
             .envs(storage.env())
             .current_dir(env.work.path())
-            .args(["run", "-k"])
+            .args(["--run-as", "root", "-k"])
             .arg(&env.key)
             .arg("-o")
             .arg(&out)
@@ -538,13 +550,13 @@ fn a_push_inside_a_script_is_a_subject() {
     let script = env
         .skopeo_push_args("skopeo-docker-archive", &image, false)
         .join(" ");
-    let mut args = strings(&["run", "--trace", "ebpf", "--plain-http", "-k"]);
+    let mut args = strings(&["--trace", "ebpf", "--plain-http", "-k"]);
     args.push(env.key.display().to_string());
     args.push("-o".to_owned());
     args.push(out.display().to_string());
     args.extend(strings(&["--", "sh", "-c"]));
     args.push(format!("true && {script}"));
-    let result = env.oci_attest(&args);
+    let result = env.run(&args);
     assert!(result.status.success(), "{}", text(&result));
     let digest = sha256(&env.inspect_raw(&image, false));
     let statement = statement(&out);
@@ -572,7 +584,7 @@ fn a_push_without_a_digest_fails_unless_allowed() {
     let image = format!("{}/{}:1", env.registries.plain, repository("missing"));
     let out = env.work.path().join("missing.att.json");
     let attempt = |allow: bool| {
-        let mut args = strings(&["run", "--trace", "off", "--plain-http", "-k"]);
+        let mut args = strings(&["--trace", "off", "--plain-http", "-k"]);
         args.push(env.key.display().to_string());
         args.push("-o".to_owned());
         args.push(out.display().to_string());
@@ -582,7 +594,7 @@ fn a_push_without_a_digest_fails_unless_allowed() {
         args.push("--".to_owned());
         args.push(crane.display().to_string());
         args.extend(strings(&["push", "image.tar", &image]));
-        env.oci_attest(&args)
+        env.run(&args)
     };
     let refused = attempt(false);
     assert_ne!(refused.status.code(), Some(0), "{}", text(&refused));

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _};
+use oci_attest_tests::oci_attest::{give_to_test_user, run_command};
 
 pub struct Options {
     /// Rounds per workload (≥ 3).
@@ -195,6 +196,9 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
         loaded_with_burners.0, loaded_with_burners.1
     );
     let binary = workspace.join("target/release/oci-attest");
+    // `run` runs the commands as the unprivileged test user, as the tests do: the scratch dir
+    // is theirs.
+    give_to_test_user(&scratch.0)?;
     whole_run(&binary, &tracer, &scratch.0, &workloads, options.rounds)?;
     flood(&binary, &python, &scratch.0)?;
     Ok(())
@@ -242,8 +246,8 @@ fn whole_run(
         for _ in 0..rounds {
             for (trace, samples) in [("off", &mut off), ("ebpf", &mut ebpf)] {
                 let started = Instant::now();
-                let status = Command::new(binary)
-                    .args(["--quiet", "run", "--unsigned", "--trace", trace, "-o"])
+                let status = run_command(binary)?
+                    .args(["--quiet", "--unsigned", "--trace", trace, "-o"])
                     .arg(&outfile)
                     .arg("--")
                     .args(&workload.command)
@@ -279,10 +283,9 @@ fn whole_run(
 fn flood(binary: &Path, python: &str, scratch: &Path) -> anyhow::Result<()> {
     let dir = scratch.join("flood");
     std::fs::create_dir(&dir)?;
-    let status = Command::new(binary)
+    let status = run_command(binary)?
         .args([
             "--quiet",
-            "run",
             "--unsigned",
             "--trace",
             "ebpf",

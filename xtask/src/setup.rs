@@ -29,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "make",
     "openssl",
     "time",
+    "acl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -41,13 +42,14 @@ type Step = fn() -> anyhow::Result<Option<String>>;
 
 pub fn run() -> anyhow::Result<()> {
     let mut actions = Vec::new();
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("Debian packages", apt_packages),
         ("rust-src for nightly", rust_src),
         ("bpf-linker", bpf_linker),
         ("tracefs", tracefs),
         ("docker.io (unpacked)", docker),
         ("python venv", python_venv),
+        ("test user", test_user),
     ];
     for (name, step) in steps {
         if let Some(action) = step().with_context(|| format!("setup step `{name}` failed"))? {
@@ -74,7 +76,7 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a command with inherited output (long installs show their progress), failing loudly.
-fn run_visible(command: &mut Command) -> anyhow::Result<()> {
+pub fn run_visible(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot start `{}`", describe(command)))?;
@@ -286,4 +288,50 @@ fn python_venv() -> anyhow::Result<Option<String>> {
         venv.display(),
         PYTHON_PACKAGES.join(" ")
     )))
+}
+
+/// First id of the subordinate ranges given to the test user when useradd gave none.
+const SUBORDINATE_START: u32 = 100_000;
+/// Size of the subordinate uid and gid ranges (rootless podman maps 65536 ids).
+const SUBORDINATE_COUNT: u32 = 65_536;
+
+/// The unprivileged user the tests run commands as (oci_attest_tests::oci_attest::TEST_USER),
+/// with a home and subordinate uid/gid ranges for rootless podman and buildah.
+fn test_user() -> anyhow::Result<Option<String>> {
+    let name = oci_attest_tests::oci_attest::TEST_USER;
+    let mut actions = Vec::new();
+    if nix::unistd::User::from_name(name)?.is_none() {
+        require_root(&format!("creating the test user {name}"))?;
+        command::run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]))?;
+        actions.push(format!("created user {name}"));
+    }
+    for (file, flag) in [
+        ("/etc/subuid", "--add-subuids"),
+        ("/etc/subgid", "--add-subgids"),
+    ] {
+        let ranges = std::fs::read_to_string(file).unwrap_or_default();
+        if ranges
+            .lines()
+            .any(|line| line.split(':').next() == Some(name))
+        {
+            continue;
+        }
+        require_root(&format!("giving {name} subordinate ids in {file}"))?;
+        // After every range already given, so none overlaps.
+        let start = ranges
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(':').skip(1);
+                let first: u32 = fields.next()?.parse().ok()?;
+                let count: u32 = fields.next()?.parse().ok()?;
+                first.checked_add(count)
+            })
+            .max()
+            .unwrap_or(SUBORDINATE_START)
+            .max(SUBORDINATE_START);
+        let range = format!("{start}-{}", start + SUBORDINATE_COUNT - 1);
+        command::run(Command::new("usermod").args([flag, &range, name]))?;
+        actions.push(format!("{file}: {name} {range}"));
+    }
+    Ok((!actions.is_empty()).then(|| actions.join("; ")))
 }

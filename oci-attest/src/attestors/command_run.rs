@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
 use crate::digest::{sha256_set, DigestSet};
+use crate::identity::CommandIdentity;
 use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
 use crate::pathtext;
 use crate::redact::Redaction;
@@ -16,6 +17,8 @@ use crate::rfc3339::rfc3339_nano;
 struct CommandRun {
     cmd: Vec<String>,
     exitcode: i32,
+    /// Who the command ran as (docs/format.md).
+    identity: CommandIdentity,
     summary: Summary,
     processes: Vec<Process>,
 }
@@ -193,6 +196,7 @@ pub fn attest(observation: &Observation, redaction: &Redaction) -> anyhow::Resul
     let predicate = CommandRun {
         cmd: redaction.argv(&observation.argv),
         exitcode: observation.termination.exit_code(),
+        identity: observation.identity.clone(),
         summary: Summary {
             trace,
             reason,
@@ -272,6 +276,7 @@ mod tests {
             ("HOME".to_owned(), "/root/home-dir".to_owned()),
         ]);
         let observation = Observation {
+            identity: crate::identity::CommandIdentity::current(),
             argv: vec![
                 "sh".into(),
                 "-c".into(),
@@ -346,6 +351,7 @@ mod tests {
     #[test]
     fn untraced_summary_records_the_reason() {
         let observation = Observation {
+            identity: crate::identity::CommandIdentity::current(),
             argv: vec!["true".into()],
             working_dir: PathBuf::from("/"),
             started: at(0),

@@ -16,6 +16,7 @@ use anyhow::Context;
 use crate::attestors::environment;
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::exit::{failure, FailureKind};
+use crate::identity::{self, CommandIdentity, IdentitySource};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::product_scope::ProductScope;
@@ -116,10 +117,34 @@ pub struct Args {
     #[arg(long)]
     pub allow_missing_subjects: bool,
     #[command(flatten)]
+    pub isolation: IsolationArgs,
+    #[command(flatten)]
     pub registry: RegistryArgs,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+}
+
+/// Who the command runs as, and what it may reach (SECURITY.md).
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Command identity")]
+pub struct IsolationArgs {
+    /// Run the command as USER (a name or uid), with GROUP as its primary group if given. By
+    /// default the command runs as the user who started oci-attest through sudo
+    /// (SUDO_UID/SUDO_GID), or as oci-attest's own user when oci-attest is not root.
+    /// `--run-as root` runs it as root: it could then read the key and tamper with the tracer,
+    /// and `verify` rejects the attestation unless given --allow-root-command.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub run_as: Option<String>,
+    /// Do not set no_new_privs on the command, so setuid programs inside it work (rootless
+    /// podman and buildah need the setuid newuidmap/newgidmap). Recorded as
+    /// identity.nonewprivs=false.
+    #[arg(long)]
+    pub allow_new_privileges: bool,
+    /// Start the command even when its user can read the signing key or the passphrase file
+    /// (it could sign a statement of its own); recorded as identity.keyreadable=true.
+    #[arg(long)]
+    pub allow_readable_key: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -136,6 +161,8 @@ pub enum HashAlgorithm {
 
 /// What `run` knows before the command starts.
 struct Prepared {
+    /// Who the command runs as.
+    identity: CommandIdentity,
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
     destination: output::Destination,
@@ -178,11 +205,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     let mut prepared = prepare(args)?;
     let mut command = args.command.clone();
-    let push = PushPlan::prepare(&mut command, &mut prepared.context.argv)?;
+    let push = PushPlan::prepare(&mut command, &mut prepared.context.argv, &prepared.identity)?;
     let observation = observe(
         &command,
         &prepared.context.argv,
         &prepared.context.working_dir,
+        &prepared.identity,
         prepared.tracer,
         Duration::from_secs(args.wait_for_tree),
     )?;
@@ -321,6 +349,7 @@ impl PushPlan {
     fn prepare(
         command: &mut Vec<OsString>,
         argv: &mut Vec<String>,
+        identity: &CommandIdentity,
     ) -> anyhow::Result<Option<Self>> {
         let Some(push) = push::recognise(argv) else {
             return Ok(None);
@@ -335,6 +364,13 @@ impl PushPlan {
                 .prefix("oci-attest-push.")
                 .tempdir()
                 .context("cannot create a temp dir for the pushed digest")?;
+            // The push tool writes the digest file as the command's user.
+            nix::unistd::chown(
+                dir.path(),
+                Some(nix::unistd::Uid::from_raw(identity.uid)),
+                Some(nix::unistd::Gid::from_raw(identity.gid)),
+            )
+            .context("cannot give the pushed-digest temp dir to the command's user")?;
             let path = dir.path().join(Self::DIGESTFILE_NAME);
             for (offset, word) in [OsString::from("--digestfile"), path.into()]
                 .into_iter()
@@ -558,6 +594,7 @@ fn summarise(
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
+    let mut identity = command_identity(args)?;
     let mut redaction = Redaction::new(&args.env_add_sensitive_key, &args.env_allow_sensitive_key)?
         .with_secret_values_of(&environment::process_variables());
     let signer = if args.unsigned {
@@ -573,7 +610,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         if let Some(passphrase) = &passphrase {
             redaction = redaction.with_secret(&String::from_utf8_lossy(passphrase));
         }
-        Some(keys::load_private_key(path, passphrase.as_deref())?)
+        let key = keys::load_private_key(path, passphrase.as_deref())?;
+        keep_key_out_of_reach(&mut identity, args)?;
+        Some(key)
     };
     // The wrapped build has no business with the signing key's passphrase. Still single-threaded
     // here (the tracer's thread starts later), so changing the environment is sound.
@@ -628,7 +667,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
     let tracer = load_tracer(args)?;
     let early = context.attest()?;
+    announce(&identity);
     Ok(Prepared {
+        identity,
         signer,
         destination,
         scope,
@@ -636,6 +677,86 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         context,
         early,
     })
+}
+
+/// Who the command runs as; refuses (exit 125) a root command nobody asked for.
+fn command_identity(args: &Args) -> anyhow::Result<CommandIdentity> {
+    let request = identity::Request {
+        run_as: args.isolation.run_as.clone(),
+        allow_new_privileges: args.isolation.allow_new_privileges,
+    };
+    identity::resolve(&request, &identity::Invoker::current())
+}
+
+/// Says on stderr whom the command runs as, loudly when that weakens the attestation.
+fn announce(identity: &CommandIdentity) {
+    let privileges = if identity.nonewprivs {
+        "no capabilities, no_new_privs"
+    } else {
+        "no capabilities, new privileges allowed (--allow-new-privileges)"
+    };
+    match identity.source {
+        _ if identity.root => tracing::warn!(
+            "the command runs as ROOT (--run-as root): it can read the signing key and tamper \
+             with the tracer; verify rejects this attestation unless --allow-root-command"
+        ),
+        IdentitySource::SameUser => tracing::warn!(
+            "oci-attest is not root: the command runs as its own user {} ({privileges}); that \
+             user can reach oci-attest and what it can read",
+            identity.describe()
+        ),
+        IdentitySource::Sudo | IdentitySource::RunAs => {
+            tracing::info!("the command runs as {} ({privileges})", identity.describe())
+        }
+    }
+    if let Some(docker) = identity.docker_group() {
+        tracing::warn!(
+            "{} is in the docker group (gid {docker}), which is root-equivalent: through the \
+             docker daemon the command can read any file, the signing key included (SECURITY.md)",
+            identity.user
+        );
+    }
+}
+
+/// Refuses (exit 125, `key-readable-by-command`) a signing key or passphrase file the command's
+/// user can open, unless `--allow-readable-key` (then recorded). A root command can read
+/// anything: that was accepted with `--run-as root`.
+fn keep_key_out_of_reach(identity: &mut CommandIdentity, args: &Args) -> anyhow::Result<()> {
+    if identity.root {
+        return Ok(());
+    }
+    let mut readable = Vec::new();
+    for path in [args.key.as_deref(), args.passphrase.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if identity.can_open(path)? {
+            readable.push(path.display().to_string());
+        }
+    }
+    if readable.is_empty() {
+        return Ok(());
+    }
+    let readable = readable.join(" and ");
+    if args.isolation.allow_readable_key {
+        tracing::warn!(
+            "{} can read {readable}: the command could sign a statement of its own \
+             (--allow-readable-key; recorded as identity.keyreadable)",
+            identity.user
+        );
+        identity.keyreadable = true;
+        return Ok(());
+    }
+    Err(failure(
+        FailureKind::KeyReadableByCommand,
+        format!(
+            "{readable} can be read by {}, who runs the command: it could sign a statement of \
+             its own. Put the key out of that user's reach: owned by root with mode 0600 \
+             (`sudo chown root: KEY && sudo chmod 600 KEY`), or in a directory the user cannot \
+             enter; the command was not started",
+            identity.describe()
+        ),
+    ))
 }
 
 /// The tracer, or why the run goes untraced. `--trace ebpf` turns unavailability into an error.
@@ -668,12 +789,13 @@ fn observe(
     command: &[OsString],
     argv: &[String],
     working_dir: &Path,
+    identity: &CommandIdentity,
     tracer: Result<Tracer, String>,
     wait_for_tree: Duration,
 ) -> anyhow::Result<Observation> {
     let started = SystemTime::now();
     launch::become_subreaper()?;
-    let child = launch::spawn_stopped(command, working_dir)?;
+    let child = launch::spawn_stopped(command, working_dir, identity)?;
     let mut tracer = tracer;
     if let Ok(active) = &mut tracer {
         active.track(child.pid())?;
@@ -709,6 +831,7 @@ fn observe(
     incomplete.extend(outcome.incomplete);
     Ok(Observation {
         argv: argv.to_vec(),
+        identity: identity.clone(),
         working_dir: working_dir.to_path_buf(),
         started,
         ended,
@@ -764,6 +887,7 @@ mod tests {
         let at = |seconds: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds);
         let observation = Observation {
             argv: vec!["save".into()],
+            identity: crate::identity::CommandIdentity::current(),
             working_dir: d.clone(),
             started: at(0),
             ended: at(1),

@@ -58,6 +58,14 @@ pub struct Args {
     /// Accept an attestation whose trace lost events or is otherwise incomplete.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
+    /// Accept an attestation whose command ran as root (`run --run-as root`), or that does not
+    /// say whom it ran as: such a command could have read the key and forged the attestation.
+    #[arg(long)]
+    pub allow_root_command: bool,
+    /// Accept an attestation whose command's user could read the signing key
+    /// (`run --allow-readable-key`).
+    #[arg(long)]
+    pub allow_readable_key: bool,
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -99,6 +107,8 @@ struct RunFacts {
     reason: Option<String>,
     lost: u64,
     incomplete: Vec<String>,
+    /// `identity` of the command-run predicate (null when the attestor did not record it).
+    identity: Value,
 }
 
 impl Report {
@@ -131,6 +141,7 @@ impl Report {
                 format!("INCOMPLETE ({})", reasons.join(", "))
             };
             println!("run: command exit code {exit}, trace {trace}, {completeness}");
+            println!("run: {}", describe_identity(&run.identity));
         }
         if !self.image.is_empty() {
             for line in &self.image {
@@ -321,7 +332,42 @@ fn run_facts(statement: &Value) -> Option<RunFacts> {
                 None => reason.to_string(),
             })
             .collect(),
+        identity: predicate["identity"].clone(),
     })
+}
+
+/// `command ran as alice (uid 1000, gid 1000, groups 1000,27), no_new_privs`.
+fn describe_identity(identity: &Value) -> String {
+    if identity.is_null() {
+        return "the attestation does not say whom the command ran as".to_owned();
+    }
+    let groups: Vec<String> = identity["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    let mut text = format!(
+        "command ran as {}{} (uid {}, gid {}, groups {})",
+        if identity["root"] == true {
+            "ROOT "
+        } else {
+            ""
+        },
+        identity["user"].as_str().unwrap_or("?"),
+        identity["uid"],
+        identity["gid"],
+        groups.join(",")
+    );
+    text.push_str(if identity["nonewprivs"] == true {
+        ", no_new_privs"
+    } else {
+        ", new privileges allowed"
+    });
+    if identity["keyreadable"] == true {
+        text.push_str(", the signing key was readable by it");
+    }
+    text
 }
 
 /// A signed attestation of a failed, untraced or incompletely traced run is not what a
@@ -339,6 +385,26 @@ fn judge_run(args: &Args, run: &RunFacts, problems: &mut Vec<String>) {
             "the run was not traced (trace {}); pass --allow-untraced to accept it",
             run.trace
         ));
+    }
+    // A missing `root` field proves nothing either way: treated as root.
+    let root = run.identity["root"] != false;
+    if root && !args.allow_root_command {
+        problems.push(format!(
+            "{}: it could have read the signing key and forged this attestation; pass \
+             --allow-root-command to accept it",
+            if run.identity.is_null() {
+                "the attestation does not say whom the command ran as".to_owned()
+            } else {
+                "the command ran as root".to_owned()
+            }
+        ));
+    }
+    if !root && run.identity["keyreadable"] != false && !args.allow_readable_key {
+        problems.push(
+            "the command's user could read the signing key (run --allow-readable-key): it could \
+             have forged this attestation; pass --allow-readable-key to accept it"
+                .to_owned(),
+        );
     }
     if (run.lost > 0 || !run.incomplete.is_empty()) && !args.allow_incomplete_trace {
         problems
