@@ -31,7 +31,9 @@ use crate::{collection, dsse, launch, output};
 #[command(after_help = concat!("Examples:\n  \
     oci-attest run -k key.pem -o att.json -- docker save -o image.tar app:1\n  \
     oci-attest run -k key.pem -o att.json -a environment,git -- make image\n  \
-    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar\n\n", crate::exit_codes_help!()))]
+    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar\n  \
+    oci-attest run -k key.pem -o att.json --json -- skopeo copy ... | jq .products\n  \
+    oci-attest run -k key.pem -o att.json --json-out summary.json -a github -- docker save -o app.tar app:1\n\n", crate::exit_codes_help!()))]
 pub struct Args {
     /// Step name recorded in the collection (default: `oci-save` when an image save was
     /// recognised, else `run`).

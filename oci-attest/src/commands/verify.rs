@@ -32,7 +32,8 @@ const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
                         oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
                         oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
-                        -a att.json --artifactfile image.tar\n\n\
+                        -a att.json --artifactfile image.tar\n  \
+                        oci-attest verify -k key.pem.pub --image-ref reg.example/app:1 --json\n\n\
                         Exit codes: 0 verified; 7 signature, statement, run or image does not \
                         pass; 1 unreadable input; 4 unusable key."
 )]
