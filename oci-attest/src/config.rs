@@ -253,10 +253,10 @@ fn explicit_config(args: &[OsString]) -> anyhow::Result<Option<PathBuf>> {
             )
         } else if let Some(path) = text.strip_prefix("--config=") {
             Some(PathBuf::from(path))
-        } else if let Some(path) = text.strip_prefix("-c").filter(|rest| !rest.is_empty()) {
-            Some(PathBuf::from(path))
         } else {
-            None
+            text.strip_prefix("-c")
+                .filter(|rest| !rest.is_empty())
+                .map(PathBuf::from)
         };
         if let Some(value) = value {
             if found.replace(value).is_some() {
