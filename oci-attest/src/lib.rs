@@ -40,5 +40,6 @@ pub mod redact;
 pub mod registry;
 pub mod rfc3339;
 pub mod save_command;
+pub mod strict_json;
 #[cfg(feature = "tracer")]
 pub mod trace;
