@@ -56,13 +56,15 @@ pub fn resolve_trusted_program(name: &str) -> Result<PathBuf, String> {
             continue;
         }
         // The resolved path is what runs: a symlink swapped after the check changes nothing.
-        match candidate.canonicalize() {
+        let reason = match candidate.canonicalize() {
             Ok(resolved) => match untrusted_part(&resolved) {
                 None => return Ok(resolved),
-                Some(reason) => refused.push(format!("{}: {reason}", candidate.display())),
+                Some(reason) => reason,
             },
-            Err(error) => refused.push(format!("{}: {error}", candidate.display())),
-        }
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!("not running {}: {reason}", candidate.display());
+        refused.push(format!("{}: {reason}", candidate.display()));
     }
     Err(if refused.is_empty() {
         format!("no `{name}` on PATH")

@@ -190,6 +190,9 @@ struct Run<'a> {
     accepted: Vec<bool>,
     /// From the last round: why a collection was not tied, its chain failed, or Rego denied it.
     round_reasons: Vec<Vec<String>>,
+    /// Tied to the artifact in some round (so, if not in the last, only through collections
+    /// that failed).
+    ever_tied: Vec<bool>,
     /// Rego results by (collection, required attestation, predicate, SHA-256 of the
     /// input.steps document).
     rego_cache: HashMap<RegoKey, Result<Vec<String>, EvaluationError>>,
@@ -224,6 +227,7 @@ impl<'a> Run<'a> {
             structural,
             accepted,
             round_reasons: vec![Vec::new(); evidence.len()],
+            ever_tied: vec![false; evidence.len()],
             rego_cache: HashMap::new(),
         }
     }
@@ -243,14 +247,14 @@ impl<'a> Run<'a> {
                     }
                     match &tied[index] {
                         Tie::Not => {
-                            reasons[index].push(self.untied_reason());
+                            reasons[index].push(self.untied_reason(index));
                             continue;
                         }
                         Tie::ChainBroken(why) => {
                             reasons[index].extend(why.iter().cloned());
                             continue;
                         }
-                        Tie::Tied => {}
+                        Tie::Tied => self.ever_tied[index] = true,
                     }
                     let denials = self.rego(step, index, &next, evaluator)?;
                     next[index] = denials.is_empty();
@@ -269,7 +273,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn untied_reason(&self) -> String {
+    fn untied_reason(&self, index: usize) -> String {
+        if self.ever_tied[index] {
+            return "tied to the artifact only through attestations that failed (see the steps \
+                    that link to it)"
+                .to_owned();
+        }
         let artifacts: Vec<String> = self
             .artifacts
             .iter()
@@ -412,16 +421,14 @@ impl<'a> Run<'a> {
                             .as_deref()
                             .map(|text| sha2::Sha256::digest(text.as_bytes()).into()),
                     );
-                    if !self.rego_cache.contains_key(&key) {
+                    let result = self.rego_cache.entry(key).or_insert_with(|| {
                         let what = format!(
                             "step {:?}, {} of {}",
                             step.name, required.type_uri, item.source
                         );
-                        let result =
-                            evaluator.evaluate(&required.modules, json, context.as_deref(), &what);
-                        self.rego_cache.insert(key, result);
-                    }
-                    match &self.rego_cache[&key] {
+                        evaluator.evaluate(&required.modules, json, context.as_deref(), &what)
+                    });
+                    match result {
                         Ok(found) => denials.extend(
                             found
                                 .iter()
