@@ -861,7 +861,10 @@ mod tests {
         let report = verify(&policy, &items, &[digest("image")], &mut fake(exit_zero)).unwrap();
         assert!(!report.holds);
         assert!(!report.steps[0].passed, "{report:?}");
-        assert!(reasons(&report, 0, 0)[0].contains("not tied"), "{report:?}");
+        assert!(
+            reasons(&report, 0, 0)[0].contains("only through attestations that failed"),
+            "{report:?}"
+        );
         assert!(reasons(&report, 1, 0)[0].contains("exit 1"), "{report:?}");
     }
 
