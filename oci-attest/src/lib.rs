@@ -18,6 +18,8 @@ pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
 pub mod commands;
+#[cfg(feature = "tracer")]
+pub mod config;
 pub mod digest;
 pub mod dsse;
 pub mod exit;
@@ -40,6 +42,7 @@ pub mod redact;
 #[cfg(feature = "tracer")]
 pub mod registry;
 pub mod rfc3339;
+pub mod run_options;
 pub mod save_command;
 pub mod strict_json;
 #[cfg(feature = "tracer")]
