@@ -45,5 +45,6 @@ pub mod registry;
 pub mod rfc3339;
 pub mod run_options;
 pub mod save_command;
+pub mod strict_json;
 #[cfg(feature = "tracer")]
 pub mod trace;
