@@ -41,7 +41,23 @@ pub struct Signature {
     pub keyid: String,
     /// Standard base64 (with padding) of the signature bytes.
     pub sig: String,
+    /// RFC 3161 timestamps over the signature bytes, as witness stores them
+    /// (`crate::timestamp`); left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timestamps: Vec<SignatureTimestamp>,
 }
+
+/// One trusted timestamp of a signature: `type` `tsp`, `data` the base64 of the DER
+/// TimeStampToken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureTimestamp {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: String,
+}
+
+/// Gets the timestamp tokens for a signature's bytes (one per timestamp server).
+pub type Stamper<'a> = &'a dyn Fn(&[u8]) -> anyhow::Result<Vec<Vec<u8>>>;
 
 /// Signs `payload` as an in-toto statement; returns the envelope's JSON bytes.
 pub fn sign(payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
@@ -50,13 +66,31 @@ pub fn sign(payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
 
 /// Signs `payload` under `payload_type`; returns the envelope's JSON bytes.
 pub fn sign_as(payload_type: &str, payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
+    sign_stamped(payload_type, payload, key, &|_| Ok(Vec::new()))
+}
+
+/// Signs `payload` under `payload_type` and timestamps the signature with `stamp`.
+pub fn sign_stamped(
+    payload_type: &str,
+    payload: &[u8],
+    key: &PrivateKey,
+    stamp: Stamper<'_>,
+) -> anyhow::Result<Vec<u8>> {
     let signature = key.sign(&pae(payload_type, payload))?;
+    let timestamps = stamp(&signature)?
+        .into_iter()
+        .map(|token| SignatureTimestamp {
+            kind: crate::timestamp::TIMESTAMP_TYPE.to_owned(),
+            data: BASE64.encode(token),
+        })
+        .collect();
     let envelope = Envelope {
         payload: BASE64.encode(payload),
         payload_type: payload_type.to_owned(),
         signatures: vec![Signature {
             keyid: key.keyid(),
             sig: BASE64.encode(signature),
+            timestamps,
         }],
     };
     Ok(crate::gojson::to_vec(&envelope)?)
@@ -96,6 +130,25 @@ pub fn verify_as(
     envelope: &Envelope,
     key: &PublicKey,
 ) -> Result<Vec<u8>, VerifyError> {
+    verify_signature(payload_types, envelope, key).map(|verified| verified.payload)
+}
+
+/// What [`verify_signature`] found.
+#[derive(Debug)]
+pub struct Verified {
+    pub payload: Vec<u8>,
+    /// The raw bytes of the signature that verified (what its timestamps are over).
+    pub signature: Vec<u8>,
+    /// The DER tokens of its `tsp` timestamps (undecodable ones left out).
+    pub timestamps: Vec<Vec<u8>>,
+}
+
+/// [`verify_as`], also returning the signature that verified and its timestamps.
+pub fn verify_signature(
+    payload_types: &[&str],
+    envelope: &Envelope,
+    key: &PublicKey,
+) -> Result<Verified, VerifyError> {
     if !payload_types.contains(&envelope.payload_type.as_str()) {
         return Err(VerifyError::PayloadType {
             found: envelope.payload_type.clone(),
@@ -137,15 +190,22 @@ pub fn verify_as(
     let verified = candidates
         .iter()
         .take(MAX_SIGNATURES_PER_KEY)
-        .any(|signature| {
-            BASE64
-                .decode(&signature.sig)
-                .is_ok_and(|sig| key.verify(&message, &sig))
+        .find_map(|signature| {
+            let sig = BASE64.decode(&signature.sig).ok()?;
+            key.verify(&message, &sig).then_some((sig, *signature))
         });
-    if verified {
-        Ok(payload)
-    } else {
-        Err(VerifyError::BadSignature(keyid))
+    match verified {
+        Some((sig, signature)) => Ok(Verified {
+            payload,
+            signature: sig,
+            timestamps: signature
+                .timestamps
+                .iter()
+                .filter(|timestamp| timestamp.kind == crate::timestamp::TIMESTAMP_TYPE)
+                .filter_map(|timestamp| BASE64.decode(&timestamp.data).ok())
+                .collect(),
+        }),
+        None => Err(VerifyError::BadSignature(keyid)),
     }
 }
 

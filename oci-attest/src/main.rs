@@ -26,7 +26,7 @@ enum Command {
     /// Analyse an image archive (tar, gzip tar, OCI layout dir) and print what it holds.
     Inspect(commands::inspect::Args),
     /// Check an envelope's signature, optionally against an image archive.
-    Verify(commands::verify::Args),
+    Verify(Box<commands::verify::Args>),
     /// The attestor catalogue: which attestors exist and when they attach.
     Tools(commands::tools::Args),
     /// What this host supports: eBPF programs, BTF, tracefs, privileges, save tools.
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(*args),
         Command::Inspect(args) => commands::inspect::execute(args),
-        Command::Verify(args) => commands::verify::execute(args),
+        Command::Verify(args) => commands::verify::execute(*args),
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
         Command::Keygen(args) => commands::keygen::execute(args),

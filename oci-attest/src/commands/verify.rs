@@ -25,6 +25,11 @@ const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 /// The statement and collection types oci-attest writes (and witness/cilock read).
 const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
 const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
+/// The Statement v1 predicates oci-attest writes beside the collection.
+const STATEMENT_V1_PREDICATES: [&str; 2] = [
+    crate::attest::slsa::PROVENANCE_TYPE,
+    crate::verify::vsa::VSA_TYPE,
+];
 
 #[derive(Debug, clap::Args)]
 #[command(
@@ -63,6 +68,8 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub policy: verify_policy::PolicyArgs,
+    #[command(flatten)]
+    pub timestamps: crate::timestamp::TrustArgs,
     /// Verify the attestations attached to this image in its registry instead of a file
     /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
     #[arg(long, value_name = "IMAGE-REF", conflicts_with_all = ["image", "policy"])]
@@ -87,7 +94,17 @@ struct Report {
     run: Option<RunFacts>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     image: Vec<String>,
+    /// RFC 3161 timestamps of the verified signature that verified under `--tsa-ca`/`--tsa-cert`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    timestamps: Vec<crate::timestamp::Verified>,
+    /// Timestamps present but not checked (no TSA trust given).
+    #[serde(skip_serializing_if = "is_zero")]
+    unchecked_timestamps: usize,
     problems: Vec<String>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// What the attestation says about the wrapped command (its command-run predicate).
@@ -109,6 +126,18 @@ impl Report {
         }
         if let (Some(signature), Some(keyid)) = (&self.signature, &self.keyid) {
             println!("signature: ok ({signature} key {keyid})");
+        }
+        for timestamp in &self.timestamps {
+            println!(
+                "timestamp: {} (TSA {}, policy {})",
+                timestamp.time, timestamp.tsa, timestamp.policy
+            );
+        }
+        if self.unchecked_timestamps > 0 {
+            println!(
+                "timestamp: {} present, not checked (give --tsa-ca or --tsa-cert)",
+                self.unchecked_timestamps
+            );
         }
         if let Some(step) = &self.step {
             println!("statement: step {step:?}, {} subjects", self.subjects);
@@ -145,8 +174,12 @@ impl Report {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let trust = args
+        .timestamps
+        .load()
+        .map_err(|error| failure(FailureKind::Key, format!("{error:#}")))?;
     if let Some(policy) = &args.policy.policy {
-        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
+        return verify_policy::execute(&args.key, policy, &args.policy, trust.as_ref(), args.json);
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;
@@ -164,7 +197,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         envelope: envelope_path.clone(),
         ..Report::default()
     };
-    let outcome = check(&args, &key, &bytes, &mut report);
+    let outcome = check(&args, &key, trust.as_ref(), &bytes, &mut report);
     report.verified = outcome.is_ok() && report.problems.is_empty();
     report.print(args.json)?;
     outcome?;
@@ -212,13 +245,18 @@ fn read_envelope(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn check(
     args: &Args,
     key: &keys::PublicKey,
+    trust: Option<&crate::timestamp::Trust>,
     bytes: &[u8],
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let envelope_path = report.envelope.clone();
-    let verified = dsse::parse(bytes).and_then(|envelope| dsse::verify(&envelope, key));
+    let verified = dsse::parse(bytes)
+        .and_then(|envelope| dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key));
     let payload = match verified {
-        Ok(payload) => payload,
+        Ok(verified) => {
+            check_timestamps(&verified, trust, report);
+            verified.payload
+        }
         Err(error) => {
             let unsigned = serde_json::from_slice::<Value>(bytes)
                 .is_ok_and(|value| value.get("_type").is_some() && value.get("payload").is_none());
@@ -244,6 +282,23 @@ fn check(
             format!("{envelope_path}: the signed payload is not JSON: {error}"),
         )
     })?;
+    if statement["_type"] == crate::attest::statement::STATEMENT_V1_TYPE {
+        // Provenance and VSAs (Statement v1) carry no collection: their signature, timestamps
+        // and subjects are what `verify` checks.
+        let predicate_type = statement["predicateType"].as_str().unwrap_or_default();
+        if !STATEMENT_V1_PREDICATES.contains(&predicate_type) {
+            report.problems.push(format!(
+                "predicateType {predicate_type:?} is not one oci-attest writes"
+            ));
+        }
+        report.subjects = statement_subjects(&statement).len();
+        if args.image.is_some() {
+            report.problems.push(format!(
+                "--image compares a collection's image facts; this is a {predicate_type} statement"
+            ));
+        }
+        return Ok(());
+    }
     for (field, expected) in [
         ("_type", STATEMENT_TYPE),
         ("predicateType", COLLECTION_TYPE),
@@ -297,6 +352,34 @@ fn check(
         ));
     }
     Ok(())
+}
+
+/// With TSA trust, at least one timestamp of the verified signature must verify (each is
+/// reported); without it, timestamps are only counted.
+fn check_timestamps(
+    verified: &dsse::Verified,
+    trust: Option<&crate::timestamp::Trust>,
+    report: &mut Report,
+) {
+    let Some(trust) = trust else {
+        report.unchecked_timestamps = verified.timestamps.len();
+        return;
+    };
+    let mut refused = Vec::new();
+    for token in &verified.timestamps {
+        match crate::timestamp::verify(token, &verified.signature, trust) {
+            Ok(timestamp) => report.timestamps.push(timestamp),
+            Err(error) => refused.push(error.to_string()),
+        }
+    }
+    if report.timestamps.is_empty() {
+        report.problems.push(if refused.is_empty() {
+            "the signature carries no RFC 3161 timestamp (--tsa-ca/--tsa-cert require one)"
+                .to_owned()
+        } else {
+            format!("no timestamp verifies: {}", refused.join("; "))
+        });
+    }
 }
 
 /// The facts of the command-run predicate, if the collection has one.

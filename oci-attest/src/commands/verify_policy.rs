@@ -8,15 +8,19 @@ use std::process::ExitCode;
 use anyhow::Context;
 use chrono::Utc;
 
+use crate::attest::statement::ResourceDescriptor;
 use crate::commands::sign::MAX_POLICY_BYTES;
-use crate::digest::sha256_reader;
+use crate::digest::{sha256_hex, sha256_reader, sha256_set};
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::keys::PublicKey;
+use crate::output;
 use crate::policy::evidence::{self, Evidence};
 use crate::policy::model::{self, Policy};
 use crate::policy::verification::{self, Rejected, Report};
 use crate::policy::{self, rego};
+use crate::timestamp::Trust;
+use crate::verify::vsa;
 
 /// Largest attestation read, as for `verify --key`.
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
@@ -51,18 +55,58 @@ pub struct PolicyArgs {
         requires = "policy"
     )]
     pub subjects: Vec<String>,
+    #[command(flatten)]
+    pub vsa: VsaArgs,
+}
+
+/// `--vsa-outfile`: a signed SLSA verification summary of the decision.
+#[derive(Debug, clap::Args)]
+pub struct VsaArgs {
+    /// Also write a signed SLSA verification summary (VSA v1) of the result, PASSED or FAILED,
+    /// to PATH (needs --signer-file-key-path).
+    #[arg(long, value_name = "PATH", requires_all = ["policy", "vsa_key"])]
+    pub vsa_outfile: Option<PathBuf>,
+    /// Private key that signs the VSA.
+    #[arg(
+        long = "signer-file-key-path",
+        value_name = "KEY.pem",
+        requires = "vsa_outfile"
+    )]
+    pub vsa_key: Option<PathBuf>,
+    /// Passphrase file of an encrypted --signer-file-key-path.
+    #[arg(
+        long = "signer-file-key-passphrase-path",
+        value_name = "FILE",
+        requires = "vsa_key"
+    )]
+    pub vsa_passphrase: Option<PathBuf>,
+    /// The VSA's `verifier.id`.
+    #[arg(long, value_name = "URI", default_value = vsa::DEFAULT_VERIFIER_ID, requires = "vsa_outfile")]
+    pub vsa_verifier_id: String,
+    /// The SLSA level a PASSED summary claims (`verifiedLevels`).
+    #[arg(long, value_name = "LEVEL", default_value = vsa::DEFAULT_LEVEL, requires = "vsa_outfile")]
+    pub vsa_level: String,
+    /// The VSA's `resourceUri` (default: the --artifactfile path, else the first -s digest).
+    #[arg(long, value_name = "URI", requires = "vsa_outfile")]
+    pub vsa_resource_uri: Option<String>,
+    /// The VSA's `policy.uri` (default: the -p path as given).
+    #[arg(long, value_name = "URI", requires = "vsa_outfile")]
+    pub vsa_policy_uri: Option<String>,
 }
 
 pub fn execute(
     key_path: &Path,
     policy_path: &Path,
     args: &PolicyArgs,
+    trust: Option<&Trust>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let unusable = |message: String| failure(FailureKind::PolicyUnusable, message);
     let key = crate::keys::load_public_key(key_path)?;
     let artifacts = artifact_digests(args)?;
-    let policy = load_policy(policy_path, &key).map_err(|error| unusable(format!("{error:#}")))?;
+    let vsa_signer = prepare_vsa(&args.vsa)?;
+    let (policy, policy_payload) =
+        load_policy(policy_path, &key).map_err(|error| unusable(format!("{error:#}")))?;
     if Utc::now() > policy.expires {
         return Err(unusable(format!(
             "{}: the policy expired at {}",
@@ -72,10 +116,27 @@ pub fn execute(
     }
     let mut rejected = Vec::new();
     let mut evidence: Vec<Evidence> = Vec::new();
+    let mut inputs = Vec::new();
     for path in &args.attestations {
         let source = path.display().to_string();
-        let loaded = policy::read_capped(path, MAX_ENVELOPE_BYTES)
-            .and_then(|bytes| evidence::load(&source, &bytes, &policy.keys));
+        let loaded = policy::read_capped(path, MAX_ENVELOPE_BYTES).and_then(|bytes| {
+            inputs.push(ResourceDescriptor {
+                uri: Some(source.clone()),
+                digest: sha256_set(sha256_hex(&bytes)),
+                ..ResourceDescriptor::default()
+            });
+            let item = evidence::load(&source, &bytes, &policy.keys)?;
+            if let Some(trust) = trust {
+                let timestamp = timestamped_within(&bytes, &item, &policy, trust)?;
+                if !json {
+                    println!(
+                        "attestation {source}: timestamped {} by {}",
+                        timestamp.time, timestamp.tsa
+                    );
+                }
+            }
+            Ok(item)
+        });
         match loaded {
             Ok(item) => evidence.push(item),
             Err(error) => rejected.push(Rejected {
@@ -91,6 +152,37 @@ pub fn execute(
         println!("{:#}", serde_json::to_value(&report)?);
     } else {
         print_summary(&report);
+    }
+    if let (Some(outfile), Some(signer)) = (&args.vsa.vsa_outfile, &vsa_signer) {
+        let verification = vsa::Verification {
+            subjects: artifact_subjects(args, &artifacts),
+            resource_uri: args.vsa.vsa_resource_uri.clone().unwrap_or_else(|| {
+                args.artifactfile.as_ref().map_or_else(
+                    || format!("sha256:{}", artifacts[0]),
+                    |path| path.display().to_string(),
+                )
+            }),
+            verifier_id: &args.vsa.vsa_verifier_id,
+            time: std::time::SystemTime::now(),
+            policy_uri: args
+                .vsa
+                .vsa_policy_uri
+                .clone()
+                .unwrap_or_else(|| policy_path.display().to_string()),
+            policy_digest: sha256_set(sha256_hex(&policy_payload)),
+            inputs,
+            passed: report.holds,
+            levels: vec![args.vsa.vsa_level.clone()],
+        };
+        let envelope = dsse::sign(&vsa::statement_json(&verification)?, signer)?;
+        output::Destination::choose(Some(outfile))?.write(&envelope, Path::new("."))?;
+        if !json {
+            println!(
+                "wrote verification summary ({}) to {}",
+                if report.holds { "PASSED" } else { "FAILED" },
+                outfile.display()
+            );
+        }
     }
     if report.holds {
         Ok(ExitCode::SUCCESS)
@@ -112,7 +204,78 @@ pub fn execute(
     }
 }
 
-fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<Policy> {
+/// The VSA's signing key, loaded (and the level checked) before anything is verified.
+fn prepare_vsa(args: &VsaArgs) -> anyhow::Result<Option<crate::keys::PrivateKey>> {
+    let Some(path) = &args.vsa_key else {
+        return Ok(None);
+    };
+    vsa::check_level(&args.vsa_level)?;
+    let passphrase = crate::keys::read_passphrase(args.vsa_passphrase.as_deref())?;
+    Ok(Some(crate::keys::load_private_key(
+        path,
+        passphrase.as_deref(),
+    )?))
+}
+
+/// The artifact as VSA subjects: the file's name, else each `-s` digest.
+fn artifact_subjects(args: &PolicyArgs, artifacts: &[String]) -> Vec<ResourceDescriptor> {
+    artifacts
+        .iter()
+        .map(|hex| {
+            let name = args.artifactfile.as_ref().map_or_else(
+                || format!("sha256:{hex}"),
+                |path| {
+                    path.file_name().map_or_else(
+                        || path.display().to_string(),
+                        |name| name.to_string_lossy().into_owned(),
+                    )
+                },
+            );
+            ResourceDescriptor::named(name, sha256_set(hex))
+        })
+        .collect()
+}
+
+/// With TSA trust: the signature of a policy signer carries a timestamp that verifies, and it
+/// was made before the policy expired. Returns the first such timestamp.
+fn timestamped_within(
+    bytes: &[u8],
+    item: &Evidence,
+    policy: &Policy,
+    trust: &Trust,
+) -> anyhow::Result<crate::timestamp::Verified> {
+    let envelope = dsse::parse(bytes)?;
+    let mut refused = Vec::new();
+    for keyid in &item.signers {
+        let Some(key) = policy.keys.get(keyid) else {
+            continue;
+        };
+        let Ok(verified) = dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
+        else {
+            continue;
+        };
+        for token in &verified.timestamps {
+            match crate::timestamp::verify(token, &verified.signature, trust) {
+                Ok(timestamp) if chrono::DateTime::<Utc>::from(timestamp.at) <= policy.expires => {
+                    return Ok(timestamp)
+                }
+                Ok(timestamp) => refused.push(format!(
+                    "timestamped {}, after the policy expired ({})",
+                    timestamp.time,
+                    policy.expires.to_rfc3339()
+                )),
+                Err(error) => refused.push(error.to_string()),
+            }
+        }
+    }
+    anyhow::ensure!(
+        !refused.is_empty(),
+        "no RFC 3161 timestamp on a policy signer's signature (--tsa-ca/--tsa-cert require one)"
+    );
+    anyhow::bail!("no trusted timestamp: {}", refused.join("; "))
+}
+
+fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<(Policy, Vec<u8>)> {
     let name = path.display();
     let bytes = policy::read_capped(path, MAX_POLICY_BYTES)?;
     let envelope = dsse::parse(&bytes).with_context(|| format!("{name}"))?;
@@ -125,7 +288,8 @@ fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<Policy> {
         key,
     )
     .with_context(|| format!("{name}: the policy signature does not verify"))?;
-    model::parse(&payload).with_context(|| format!("{name}"))
+    let policy = model::parse(&payload).with_context(|| format!("{name}"))?;
+    Ok((policy, payload))
 }
 
 fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<String>> {
