@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::certificate::CertChain;
 use crate::keys::{PrivateKey, PublicKey};
 
 /// The payload type of an in-toto statement.
@@ -41,6 +42,12 @@ pub struct Signature {
     pub keyid: String,
     /// Standard base64 (with padding) of the signature bytes.
     pub sig: String,
+    /// Standard base64 of the signer certificate's PEM (witness's `certificate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// Standard base64 of each intermediate certificate's PEM (witness's `intermediates`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediates: Vec<String>,
     /// RFC 3161 timestamps over the signature bytes, as witness stores them
     /// (`crate::timestamp`); left out when there are none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -56,8 +63,29 @@ pub struct SignatureTimestamp {
     pub data: String,
 }
 
+impl Signature {
+    /// The raw signature bytes (what its timestamps are over), if `sig` is base64.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        BASE64.decode(&self.sig).ok()
+    }
+
+    /// The DER tokens of its `tsp` timestamps (undecodable ones left out).
+    pub fn timestamp_tokens(&self) -> Vec<Vec<u8>> {
+        self.timestamps
+            .iter()
+            .filter(|timestamp| timestamp.kind == crate::timestamp::TIMESTAMP_TYPE)
+            .filter_map(|timestamp| BASE64.decode(&timestamp.data).ok())
+            .collect()
+    }
+}
+
 /// Gets the timestamp tokens for a signature's bytes (one per timestamp server).
 pub type Stamper<'a> = &'a dyn Fn(&[u8]) -> anyhow::Result<Vec<Vec<u8>>>;
+
+/// A [`Stamper`] that adds no timestamp.
+pub fn no_timestamps(_: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(Vec::new())
+}
 
 /// Signs `payload` as an in-toto statement; returns the envelope's JSON bytes.
 pub fn sign(payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
@@ -66,14 +94,16 @@ pub fn sign(payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
 
 /// Signs `payload` under `payload_type`; returns the envelope's JSON bytes.
 pub fn sign_as(payload_type: &str, payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
-    sign_stamped(payload_type, payload, key, &|_| Ok(Vec::new()))
+    sign_with_chain(payload_type, payload, key, None, &no_timestamps)
 }
 
-/// Signs `payload` under `payload_type` and timestamps the signature with `stamp`.
-pub fn sign_stamped(
+/// Signs `payload` under `payload_type`, recording the key's certificate chain (if any) in the
+/// signature and the timestamps `stamp` gets for it; returns the envelope's JSON bytes.
+pub fn sign_with_chain(
     payload_type: &str,
     payload: &[u8],
     key: &PrivateKey,
+    chain: Option<&CertChain>,
     stamp: Stamper<'_>,
 ) -> anyhow::Result<Vec<u8>> {
     let signature = key.sign(&pae(payload_type, payload))?;
@@ -90,6 +120,16 @@ pub fn sign_stamped(
         signatures: vec![Signature {
             keyid: key.keyid(),
             sig: BASE64.encode(signature),
+            certificate: chain.map(|chain| BASE64.encode(&chain.leaf)),
+            intermediates: chain
+                .map(|chain| {
+                    chain
+                        .intermediates
+                        .iter()
+                        .map(|pem| BASE64.encode(pem))
+                        .collect()
+                })
+                .unwrap_or_default(),
             timestamps,
         }],
     };
@@ -130,25 +170,16 @@ pub fn verify_as(
     envelope: &Envelope,
     key: &PublicKey,
 ) -> Result<Vec<u8>, VerifyError> {
-    verify_signature(payload_types, envelope, key).map(|verified| verified.payload)
+    verify_signature(payload_types, envelope, key).map(|(payload, _)| payload)
 }
 
-/// What [`verify_signature`] found.
-#[derive(Debug)]
-pub struct Verified {
-    pub payload: Vec<u8>,
-    /// The raw bytes of the signature that verified (what its timestamps are over).
-    pub signature: Vec<u8>,
-    /// The DER tokens of its `tsp` timestamps (undecodable ones left out).
-    pub timestamps: Vec<Vec<u8>>,
-}
-
-/// [`verify_as`], also returning the signature that verified and its timestamps.
-pub fn verify_signature(
+/// As [`verify_as`], also returning the signature that verified (its certificate, if any, is
+/// what the signer recorded).
+pub fn verify_signature<'a>(
     payload_types: &[&str],
-    envelope: &Envelope,
+    envelope: &'a Envelope,
     key: &PublicKey,
-) -> Result<Verified, VerifyError> {
+) -> Result<(Vec<u8>, &'a Signature), VerifyError> {
     if !payload_types.contains(&envelope.payload_type.as_str()) {
         return Err(VerifyError::PayloadType {
             found: envelope.payload_type.clone(),
@@ -188,23 +219,15 @@ pub fn verify_signature(
     // An envelope stuffed with signatures under our keyid must not cost a public-key operation
     // each: signers add one signature per key, a few at most.
     let verified = candidates
-        .iter()
+        .into_iter()
         .take(MAX_SIGNATURES_PER_KEY)
-        .find_map(|signature| {
-            let sig = BASE64.decode(&signature.sig).ok()?;
-            key.verify(&message, &sig).then_some((sig, *signature))
+        .find(|signature| {
+            BASE64
+                .decode(&signature.sig)
+                .is_ok_and(|sig| key.verify(&message, &sig))
         });
     match verified {
-        Some((sig, signature)) => Ok(Verified {
-            payload,
-            signature: sig,
-            timestamps: signature
-                .timestamps
-                .iter()
-                .filter(|timestamp| timestamp.kind == crate::timestamp::TIMESTAMP_TYPE)
-                .filter_map(|timestamp| BASE64.decode(&timestamp.data).ok())
-                .collect(),
-        }),
+        Some(signature) => Ok((payload, signature)),
         None => Err(VerifyError::BadSignature(keyid)),
     }
 }

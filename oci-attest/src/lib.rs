@@ -16,6 +16,7 @@
 
 pub mod attest;
 pub mod attestors;
+pub mod certificate;
 #[cfg(feature = "tracer")]
 pub mod cli_compat;
 pub mod collection;

@@ -156,7 +156,7 @@ fn hash_settled(path: &Path) -> anyhow::Result<Option<String>> {
         let file = match File::open(path) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %shown, "left out: it vanished before it could be hashed");
+                tracing::warn!(path = %shown, "{shown}: left out: it vanished before it could be hashed");
                 return Ok(None);
             }
             Err(error) => return Err(error).with_context(|| format!("{shown}: cannot hash")),
@@ -168,9 +168,9 @@ fn hash_settled(path: &Path) -> anyhow::Result<Option<String>> {
         if before == after {
             return Ok(Some(digest));
         }
-        tracing::info!(path = %shown, "changed while it was hashed; reading it again");
+        tracing::info!(path = %shown, "{shown}: changed while it was hashed; reading it again");
     }
-    tracing::warn!(path = %shown, "left out: it kept changing while it was hashed");
+    tracing::warn!(path = %shown, "{shown}: left out: it kept changing while it was hashed");
     Ok(None)
 }
 

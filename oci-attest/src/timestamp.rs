@@ -110,26 +110,15 @@ pub fn read_pem_certificates(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     pem_certificates(&text).with_context(|| format!("{}", path.display()))
 }
 
-/// Every `CERTIFICATE` block of a PEM text.
+/// Every `CERTIFICATE` block of a PEM text, as DER.
 pub fn pem_certificates(text: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
-    let text = std::str::from_utf8(text).context("not a PEM file (not UTF-8)")?;
-    let mut certificates = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
-        let end_marker = "-----END CERTIFICATE-----";
-        let end = rest[start..]
-            .find(end_marker)
-            .map(|offset| start + offset + end_marker.len())
-            .context("a CERTIFICATE block has no END line")?;
-        let (label, der) = pem_rfc7468::decode_vec(&rest.as_bytes()[start..end])
-            .map_err(|error| anyhow::anyhow!("a CERTIFICATE block does not decode: {error}"))?;
-        ensure!(label == "CERTIFICATE", "unexpected PEM label {label}");
-        Certificate::from_der(&der).context("a CERTIFICATE block is not an X.509 certificate")?;
-        certificates.push(der);
-        rest = &rest[end..];
-    }
+    let certificates = Certificate::load_pem_chain(text)
+        .map_err(|error| anyhow::anyhow!("not PEM certificates: {error}"))?;
     ensure!(!certificates.is_empty(), "no CERTIFICATE block");
-    Ok(certificates)
+    certificates
+        .iter()
+        .map(|certificate| Ok(certificate.to_der()?))
+        .collect()
 }
 
 /// What a verified token says.

@@ -25,11 +25,18 @@ use crate::verify::vsa;
 /// Largest attestation read, as for `verify --key`.
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 
-/// The policy form of `verify` (flattened into its arguments).
+/// The policy form of `verify` (flattened into its arguments). `-p` without the artifact
+/// (`-f FILE` or `-s sha256:HEX`) is a usage error, as in witness.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("artifact").args(["artifactfile", "subjects"])))]
 pub struct PolicyArgs {
     /// Signed policy (DSSE, from `oci-attest sign`, `witness sign` or `cilock sign`).
-    #[arg(short = 'p', long, value_name = "POLICY", requires = "attestations")]
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "POLICY",
+        requires_all = ["attestations", "artifact"]
+    )]
     pub policy: Option<PathBuf>,
     /// Attestation envelope to check against the policy (repeatable).
     #[arg(
@@ -41,6 +48,7 @@ pub struct PolicyArgs {
     pub attestations: Vec<PathBuf>,
     /// The artifact the policy is about: its SHA-256 must be a subject or product of a step.
     #[arg(
+        short = 'f',
         long,
         value_name = "FILE",
         requires = "policy",
@@ -150,7 +158,7 @@ pub fn execute(
     report.rejected = rejected;
     if json {
         println!("{:#}", serde_json::to_value(&report)?);
-    } else {
+    } else if !crate::logging::quiet() {
         print_summary(&report);
     }
     if let (Some(outfile), Some(signer)) = (&args.vsa.vsa_outfile, &vsa_signer) {
@@ -250,12 +258,14 @@ fn timestamped_within(
         let Some(key) = policy.keys.get(keyid) else {
             continue;
         };
-        let Ok(verified) = dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
+        let Ok((_, signature)) =
+            dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
         else {
             continue;
         };
-        for token in &verified.timestamps {
-            match crate::timestamp::verify(token, &verified.signature, trust) {
+        let signed = signature.bytes().unwrap_or_default();
+        for token in &signature.timestamp_tokens() {
+            match crate::timestamp::verify(token, &signed, trust) {
                 Ok(timestamp) if chrono::DateTime::<Utc>::from(timestamp.at) <= policy.expires => {
                     return Ok(timestamp)
                 }
