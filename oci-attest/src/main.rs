@@ -35,6 +35,8 @@ enum Command {
     Doctor(commands::doctor::Args),
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
+    /// Write and check policies: `policy new`, `policy from-attestations`, `policy check`.
+    Policy(commands::policy::Args),
     /// Sign a policy (DSSE) for `verify -p`.
     Sign(commands::sign::Args),
     /// Internal: evaluates Rego for `verify -p` inside resource limits.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
         Command::Keygen(args) => commands::keygen::execute(args),
+        Command::Policy(args) => commands::policy::execute(args),
         Command::Sign(args) => commands::sign::execute(args),
         Command::RegoSandbox => {
             oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)

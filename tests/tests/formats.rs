@@ -264,6 +264,92 @@ fn slsa_provenance_of_a_traced_push_validates_and_is_attached() {
         .filter_map(|layer| layer["annotations"]["predicateType"].as_str())
         .collect();
     assert!(predicate_types.contains(&PROVENANCE), "{cosign_layers:#}");
+
+    // A policy drafted from this very run gates the image straight from the registry: the
+    // attached collection is the evidence, the image's manifest digest the artifact.
+    let (public, policy) = (space.arg("key.pem.pub"), space.arg("policy.json"));
+    let drafted = oci_attest_in(
+        &space.work(),
+        &[
+            "policy",
+            "from-attestations",
+            "--key",
+            &public,
+            &att,
+            "-o",
+            &policy,
+        ],
+    );
+    assert!(drafted.status.success(), "{}", output_text(&drafted));
+    let signed_policy = space.arg("policy.signed.json");
+    let sign = oci_attest_in(
+        &space.work(),
+        &["sign", "-k", &key, "-f", &policy, "-o", &signed_policy],
+    );
+    assert!(sign.status.success(), "{}", output_text(&sign));
+    let gate = oci_attest_in(
+        &space.work(),
+        &[
+            "verify",
+            "-p",
+            &signed_policy,
+            "-k",
+            &public,
+            "--image-ref",
+            &image,
+            "--plain-http",
+        ],
+    );
+    assert!(gate.status.success(), "{}", output_text(&gate));
+    assert!(
+        output_text(&gate).contains("policy: PASS"),
+        "{}",
+        output_text(&gate)
+    );
+    // Another image (the same content as an OCI manifest: another digest) is not what these
+    // attestations describe, even with them attached to it.
+    let other = format!("{}/slsa-other-{}:1", registries.plain, std::process::id());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!(
+            "oci-archive:{}",
+            fixtures
+                .path(require!(fixtures.get("skopeo-oci-archive")))
+                .display()
+        ),
+        &format!("docker://{other}"),
+    ]))
+    .unwrap_or_else(|error| panic!("{error:#}"));
+    let attach_elsewhere = oci_attest_in(
+        &space.work(),
+        &["attach", "--force", "--plain-http", &att, &other],
+    );
+    assert!(
+        attach_elsewhere.status.success(),
+        "{}",
+        output_text(&attach_elsewhere)
+    );
+    let refused = oci_attest_in(
+        &space.work(),
+        &[
+            "verify",
+            "-p",
+            &signed_policy,
+            "-k",
+            &public,
+            "--image-ref",
+            &other,
+            "--plain-http",
+        ],
+    );
+    assert_eq!(
+        refused.status.code(),
+        Some(EXIT_MISMATCH),
+        "{}",
+        output_text(&refused)
+    );
 }
 
 /// witness's spelling writes `<OUTFILE>-slsa.json`; a save to an OCI archive names the image's

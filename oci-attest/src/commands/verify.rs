@@ -33,11 +33,19 @@ const STATEMENT_V1_PREDICATES: [&str; 2] = [
 ];
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("evidence").args(["attestations", "image_ref"]).multiple(true)))]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .args(["artifactfile", "subjects", "image_ref"])
+        .multiple(true)
+))]
 #[command(
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
                         oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
                         oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
                         -a att.json --artifactfile image.tar\n  \
+                        oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
+                        --image-ref reg.example/app:1\n  \
                         oci-attest verify -k key.pem.pub --image-ref reg.example/app:1 --json\n\n\
                         Exit codes: 0 verified; 7 signature, statement, run or image does not \
                         pass; 1 unreadable input; 4 unusable key."
@@ -74,8 +82,9 @@ pub struct Args {
     #[command(flatten)]
     pub timestamps: crate::timestamp::TrustArgs,
     /// Verify the attestations attached to this image in its registry instead of a file
-    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
-    #[arg(long, value_name = "IMAGE-REF", conflicts_with_all = ["image", "policy"])]
+    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…); with -p, check the policy against them
+    /// (and any -a files), the image's manifest digest being the artifact unless -f/-s say.
+    #[arg(long, value_name = "IMAGE-REF", conflicts_with = "image")]
     pub image_ref: Option<String>,
     #[command(flatten)]
     pub registry: crate::registry::RegistryArgs,
@@ -234,7 +243,21 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .load()
         .map_err(|error| failure(FailureKind::Key, format!("{error:#}")))?;
     if let Some(policy) = &args.policy.policy {
-        return verify_policy::execute(&args.key, policy, &args.policy, trust.as_ref(), args.json);
+        let image = args
+            .image_ref
+            .as_deref()
+            .map(|image| verify_policy::ImageSource {
+                image,
+                registry: &args.registry,
+            });
+        return verify_policy::execute(
+            &args.key,
+            policy,
+            &args.policy,
+            image,
+            trust.as_ref(),
+            args.json,
+        );
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;

@@ -1,6 +1,8 @@
-//! `oci-attest verify -p policy.signed.json -k POLICY-PUB.pem -a ATT… (--artifactfile FILE |
-//! -s sha256:HEX…)`: checks the policy's signature and expiry, then the policy against the
-//! attestations; prints a summary per step (or `--json`) and exits 0 only if the policy holds.
+//! `oci-attest verify -p policy.signed.json -k POLICY-PUB.pem (-a ATT… | --image-ref REF)
+//! (--artifactfile FILE | -s sha256:HEX…)`: checks the policy's signature and expiry, then the
+//! policy against the attestations (files, or those attached to the image in its registry, the
+//! image's manifest digest then being the artifact by default); prints a summary per step (or
+//! `--json`) and exits 0 only if the policy holds.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,7 +28,7 @@ use crate::verify::vsa;
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 
 /// The policy form of `verify` (flattened into its arguments). `-p` without the artifact
-/// (`-f FILE` or `-s sha256:HEX`) is a usage error, as in witness.
+/// (`-f FILE`, `-s sha256:HEX`, or `--image-ref`) is a usage error, as in witness.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("artifact").args(["artifactfile", "subjects"])))]
 pub struct PolicyArgs {
@@ -35,7 +37,7 @@ pub struct PolicyArgs {
         short = 'p',
         long,
         value_name = "POLICY",
-        requires_all = ["attestations", "artifact"]
+        requires_all = ["evidence", "target"]
     )]
     pub policy: Option<PathBuf>,
     /// Attestation envelope to check against the policy (repeatable).
@@ -102,16 +104,48 @@ pub struct VsaArgs {
     pub vsa_policy_uri: Option<String>,
 }
 
+/// Where `verify -p` takes attestations from besides `-a` files.
+pub struct ImageSource<'a> {
+    pub image: &'a str,
+    pub registry: &'a crate::registry::RegistryArgs,
+}
+
 pub fn execute(
     key_path: &Path,
     policy_path: &Path,
     args: &PolicyArgs,
+    image: Option<ImageSource<'_>>,
     trust: Option<&Trust>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let unusable = |message: String| failure(FailureKind::PolicyUnusable, message);
     let key = crate::keys::load_public_key(key_path)?;
-    let artifacts = artifact_digests(args)?;
+    let mut envelopes: Vec<(String, anyhow::Result<Vec<u8>>)> = args
+        .attestations
+        .iter()
+        .map(|path| {
+            (
+                path.display().to_string(),
+                policy::read_capped(path, MAX_ENVELOPE_BYTES),
+            )
+        })
+        .collect();
+    let mut image_digest = None;
+    if let Some(source) = &image {
+        let (subject, attached) = attached_envelopes(source)?;
+        envelopes.extend(attached.into_iter().map(|(name, bytes)| (name, Ok(bytes))));
+        image_digest = Some(subject);
+    }
+    let artifacts = match (
+        &image_digest,
+        args.artifactfile.is_none() && args.subjects.is_empty(),
+    ) {
+        (Some(subject), true) => vec![subject
+            .strip_prefix("sha256:")
+            .unwrap_or(subject)
+            .to_ascii_lowercase()],
+        _ => artifact_digests(args)?,
+    };
     let vsa_signer = prepare_vsa(&args.vsa)?;
     let (policy, policy_payload) =
         load_policy(policy_path, &key).map_err(|error| unusable(format!("{error:#}")))?;
@@ -125,9 +159,8 @@ pub fn execute(
     let mut rejected = Vec::new();
     let mut evidence: Vec<Evidence> = Vec::new();
     let mut inputs = Vec::new();
-    for path in &args.attestations {
-        let source = path.display().to_string();
-        let loaded = policy::read_capped(path, MAX_ENVELOPE_BYTES).and_then(|bytes| {
+    for (source, read) in envelopes {
+        let loaded = read.and_then(|bytes| {
             inputs.push(ResourceDescriptor {
                 uri: Some(source.clone()),
                 digest: sha256_set(sha256_hex(&bytes)),
@@ -162,14 +195,14 @@ pub fn execute(
         print_summary(&report);
     }
     if let (Some(outfile), Some(signer)) = (&args.vsa.vsa_outfile, &vsa_signer) {
+        let resource_uri = match (&args.artifactfile, &image) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(source)) if args.subjects.is_empty() => source.image.to_owned(),
+            _ => format!("sha256:{}", artifacts[0]),
+        };
         let verification = vsa::Verification {
-            subjects: artifact_subjects(args, &artifacts),
-            resource_uri: args.vsa.vsa_resource_uri.clone().unwrap_or_else(|| {
-                args.artifactfile.as_ref().map_or_else(
-                    || format!("sha256:{}", artifacts[0]),
-                    |path| path.display().to_string(),
-                )
-            }),
+            subjects: artifact_subjects(args, image.as_ref(), &artifacts),
+            resource_uri: args.vsa.vsa_resource_uri.clone().unwrap_or(resource_uri),
             verifier_id: &args.vsa.vsa_verifier_id,
             time: std::time::SystemTime::now(),
             policy_uri: args
@@ -225,20 +258,50 @@ fn prepare_vsa(args: &VsaArgs) -> anyhow::Result<Option<crate::keys::PrivateKey>
     )?))
 }
 
-/// The artifact as VSA subjects: the file's name, else each `-s` digest.
-fn artifact_subjects(args: &PolicyArgs, artifacts: &[String]) -> Vec<ResourceDescriptor> {
+/// The envelopes attached to the image (named `IMAGE@<envelope digest>`) and the image's
+/// manifest digest.
+fn attached_envelopes(
+    source: &ImageSource<'_>,
+) -> anyhow::Result<(String, Vec<(String, Vec<u8>)>)> {
+    let image = crate::registry::ImageRef::parse(source.image)?;
+    let (subject, attachments) =
+        crate::registry::discover(&image, source.registry).map_err(|error| {
+            super::attach::as_registry_failure(
+                error,
+                &format!("{}: cannot fetch the attestations", image.text),
+            )
+        })?;
+    let envelopes = attachments
+        .into_iter()
+        .map(|found| {
+            (
+                format!("{}@{}", image.text, found.envelope_digest),
+                found.envelope,
+            )
+        })
+        .collect();
+    Ok((subject, envelopes))
+}
+
+/// The artifact as VSA subjects: the file's name, the image's repository, else each `-s` digest.
+fn artifact_subjects(
+    args: &PolicyArgs,
+    image: Option<&ImageSource<'_>>,
+    artifacts: &[String],
+) -> Vec<ResourceDescriptor> {
     artifacts
         .iter()
         .map(|hex| {
-            let name = args.artifactfile.as_ref().map_or_else(
-                || format!("sha256:{hex}"),
-                |path| {
-                    path.file_name().map_or_else(
-                        || path.display().to_string(),
-                        |name| name.to_string_lossy().into_owned(),
-                    )
-                },
-            );
+            let fallback = || match image {
+                Some(source) if args.subjects.is_empty() => source.image.to_owned(),
+                _ => format!("sha256:{hex}"),
+            };
+            let name = args.artifactfile.as_ref().map_or_else(fallback, |path| {
+                path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |name| name.to_string_lossy().into_owned(),
+                )
+            });
             ResourceDescriptor::named(name, sha256_set(hex))
         })
         .collect()
