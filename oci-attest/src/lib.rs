@@ -22,6 +22,8 @@ pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
 pub mod commands;
+#[cfg(feature = "tracer")]
+pub mod config;
 pub mod digest;
 pub mod dsse;
 pub mod exit;
@@ -44,6 +46,7 @@ pub mod redact;
 #[cfg(feature = "tracer")]
 pub mod registry;
 pub mod rfc3339;
+pub mod run_options;
 pub mod save_command;
 pub mod timestamp;
 #[cfg(feature = "tracer")]

@@ -28,8 +28,6 @@ pub struct Run<'a> {
     pub step: &'a str,
     /// The collection's attestations (their predicates are read, never re-derived).
     pub attestations: &'a [Attestation],
-    /// oci-attest's settings that shaped the run (trace mode and options).
-    pub internal_parameters: Value,
     pub builder_id: &'a str,
     pub invocation_id: &'a str,
     /// The collection as written (envelope, or bare statement with `--unsigned`).
@@ -95,7 +93,11 @@ pub fn statement_json(run: &Run<'_>) -> anyhow::Result<Vec<u8>> {
                 "command": command_run.predicate["cmd"],
                 "step": run.step,
             }),
-            internal_parameters: run.internal_parameters.clone(),
+            // The trace summary and the signed options record of the command-run predicate.
+            internal_parameters: serde_json::json!({
+                "trace": command_run.predicate["summary"],
+                "options": command_run.predicate["options"],
+            }),
             resolved_dependencies: resolved_dependencies(run.attestations),
         },
         run_details: RunDetails {
@@ -288,7 +290,8 @@ mod tests {
             ),
             attestation(
                 attestors::COMMAND_RUN_TYPE_URI,
-                json!({"cmd": ["skopeo", "copy", "a", "b"], "processes": [
+                json!({"cmd": ["skopeo", "copy", "a", "b"], "summary": {"trace": "ebpf"},
+                       "options": {"settings": {"trace": {"value": "ebpf"}}}, "processes": [
                     {"execs": [{"program": "/usr/bin/skopeo", "programdigest": {"sha256": hex('2')}}]},
                     {"execs": [{"program": "/usr/bin/skopeo", "programdigest": {"sha256": hex('2')}},
                                {"program": "/tmp/gone", "programdigest": null}]}]}),
@@ -316,7 +319,6 @@ mod tests {
         let run = Run {
             step: "save",
             attestations: &attestations,
-            internal_parameters: json!({"trace": "ebpf"}),
             builder_id: "https://ci.example/job/1",
             invocation_id: "inv-1",
             collection: b"envelope",
@@ -351,6 +353,11 @@ mod tests {
         assert_eq!(
             definition["externalParameters"],
             json!({"command": ["skopeo", "copy", "a", "b"], "step": "save"})
+        );
+        assert_eq!(definition["internalParameters"]["trace"]["trace"], "ebpf");
+        assert_eq!(
+            definition["internalParameters"]["options"]["settings"]["trace"]["value"],
+            "ebpf"
         );
         let dependencies = definition["resolvedDependencies"].as_array().unwrap();
         assert_eq!(dependencies.len(), 3, "{dependencies:?}");

@@ -26,6 +26,7 @@ use crate::digest::DigestSet;
 use crate::observed::Observation;
 use crate::products::Snapshot;
 use crate::redact::Redaction;
+use crate::run_options::RunOptions;
 
 pub const COMMAND_RUN_TYPE_URI: &str = "https://aflock.ai/attestations/command-run/v0.1";
 pub const ENVIRONMENT_TYPE_URI: &str = "https://aflock.ai/attestations/environment/v0.1";
@@ -151,6 +152,10 @@ pub struct AttestorOptions {
     pub redaction: Redaction,
     /// Sensitive environment variables are left out rather than shown as `******`.
     pub env_filter_sensitive_vars: bool,
+    /// Command lines are recorded only as digests of their redacted words.
+    pub argv_digests: bool,
+    /// Every option that shaped the run, with its source: signed by command-run.
+    pub run_options: Option<RunOptions>,
     /// Claims of the job's OIDC token, for `github` (`--attestor-github-jwt-path`).
     pub github_jwt: Option<ci_job::Claims>,
     /// Claims of the job's ID token, for `gitlab` (`--attestor-gitlab-jwt-path`).

@@ -25,6 +25,7 @@ use crate::products::{self, Snapshot};
 use crate::push::{self, Push};
 use crate::redact::Redaction;
 use crate::registry::{ImageRef, RegistryArgs};
+use crate::run_options::{self, DirIdentity, RunOptions, Setting, Settings};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -102,7 +103,7 @@ pub struct Args {
     pub allow_incomplete_trace: bool,
     /// After the command exits, how long to wait for the rest of its process tree (orphans,
     /// daemons); those still running then make the trace incomplete.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = run_options::DEFAULT_WAIT_FOR_TREE)]
     pub wait_for_tree: u64,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
@@ -132,6 +133,18 @@ pub struct Args {
     /// as `******`.
     #[arg(long)]
     pub env_filter_sensitive_vars: bool,
+    /// Hide only the variables named by --env-add-sensitive-key, not the built-in list of
+    /// secret-looking names (witness's flag; recorded as weakening the run).
+    #[arg(long)]
+    pub env_disable_default_sensitive_vars: bool,
+    /// Also hide every match of this regular expression in every recorded string (only the
+    /// capture groups, if it has any; repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub redact_regex: Vec<String>,
+    /// Record the command lines (`cmd`, every exec's argv and cmdline) only as sha256 digests
+    /// of their redacted words, never as text.
+    #[arg(long)]
+    pub argv_digests: bool,
     /// Print a JSON summary (step, outfile, exit code, subjects, products, trace counters and
     /// incomplete reasons; on failure the exit code and reason) as the only thing on stdout:
     /// the wrapped command's own stdout goes to stderr instead. Needs -o. To leave the
@@ -169,6 +182,9 @@ pub struct Args {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    /// Where each option came from (command line, environment, config file).
+    #[arg(skip)]
+    pub provenance: crate::config::Provenance,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -619,15 +635,9 @@ fn write_provenance(
         .or_else(|| ci_job.clone())
         .unwrap_or_else(|| slsa::DEFAULT_BUILDER_ID.to_owned());
     let invocation_id = ci_job.unwrap_or_else(random_invocation_id);
-    let trace = attestations
-        .iter()
-        .find(|attestation| attestation.type_uri == attestors::COMMAND_RUN_TYPE_URI)
-        .map(|attestation| attestation.predicate["summary"].clone())
-        .unwrap_or_default();
     let run = slsa::Run {
         step,
         attestations,
-        internal_parameters: serde_json::json!({"trace": trace, "options": shaping_options(args)}),
         builder_id: &builder_id,
         invocation_id: &invocation_id,
         collection,
@@ -678,24 +688,6 @@ fn random_invocation_id() -> String {
     let mut bytes = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     hex::encode(bytes)
-}
-
-/// The options of this `run` that change what is attested, for the provenance's
-/// `internalParameters` (paths and globs as given; secrets never appear among them).
-fn shaping_options(args: &Args) -> serde_json::Value {
-    serde_json::json!({
-        "attestations": args.attestations.iter().map(|attestor| attestor.name).collect::<Vec<_>>(),
-        "trace": format!("{:?}", args.trace).to_lowercase(),
-        "allowIncompleteTrace": args.allow_incomplete_trace,
-        "waitForTreeSeconds": args.wait_for_tree,
-        "hashes": args.hashes.iter().map(|hash| format!("{hash:?}").to_lowercase()).collect::<Vec<_>>(),
-        "productIncludeGlobs": args.attestor_product_include_glob,
-        "productExcludeGlobs": args.attestor_product_exclude_glob,
-        "envAddSensitiveKeys": args.env_add_sensitive_key,
-        "envAllowSensitiveKeys": args.env_allow_sensitive_key,
-        "envFilterSensitiveVars": args.env_filter_sensitive_vars,
-        "allowMissingSubjects": args.allow_missing_subjects,
-    })
 }
 
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
@@ -794,8 +786,13 @@ fn summarise(
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
-    let mut redaction = Redaction::new(&args.env_add_sensitive_key, &args.env_allow_sensitive_key)?
-        .with_secret_values_of(&environment::process_variables());
+    let mut redaction = Redaction::new(
+        &args.env_add_sensitive_key,
+        &args.env_allow_sensitive_key,
+        !args.env_disable_default_sensitive_vars,
+    )?
+    .with_patterns(&args.redact_regex)?
+    .with_secret_values_of(&environment::process_variables());
     let signer = if args.unsigned {
         None
     } else {
@@ -872,6 +869,8 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     let options = AttestorOptions {
         redaction,
         env_filter_sensitive_vars: args.env_filter_sensitive_vars,
+        argv_digests: args.argv_digests,
+        run_options: Some(run_options(args, &working_dir)?),
         github_jwt: github_jwt?,
         gitlab_jwt: gitlab_jwt?,
     };
@@ -922,6 +921,100 @@ fn provenance_path(args: &Args) -> Option<PathBuf> {
     let mut name = outfile.as_os_str().to_owned();
     name.push("-slsa.json");
     Some(PathBuf::from(name))
+}
+
+/// Every option that shapes the statement, with its source, as signed in the command-run
+/// predicate. A step left to the default is filled in by the command-run attestor, once the
+/// attestors' rules have fired.
+fn run_options(args: &Args, working_dir: &Path) -> anyhow::Result<RunOptions> {
+    fn setting<T>(args: &Args, working_dir: &Path, long: &str, value: T) -> Setting<T> {
+        Setting::new(value, args.provenance.source(long, working_dir))
+    }
+    let s = |long: &str, value| setting(args, working_dir, long, value);
+    let list = |long: &str, values: &[String]| setting(args, working_dir, long, values.to_vec());
+    let invocation = std::env::current_dir()
+        .and_then(|dir| dir.canonicalize())
+        .context("cannot determine the current directory")?;
+    let settings = Settings {
+        step: setting(
+            args,
+            working_dir,
+            "step",
+            args.step.clone().unwrap_or_default(),
+        ),
+        workingdir: setting(
+            args,
+            working_dir,
+            "workingdir",
+            DirIdentity::of(working_dir)?,
+        ),
+        trace: setting(args, working_dir, "trace", value_name(&args.trace)),
+        allow_incomplete_trace: s("allow-incomplete-trace", args.allow_incomplete_trace),
+        allow_missing_subjects: s("allow-missing-subjects", args.allow_missing_subjects),
+        wait_for_tree: setting(args, working_dir, "wait-for-tree", args.wait_for_tree),
+        trace_buffer_bytes: setting(
+            args,
+            working_dir,
+            "trace-buffer-bytes",
+            args.trace_buffer_bytes,
+        ),
+        hashes: setting(
+            args,
+            working_dir,
+            "hashes",
+            args.hashes.iter().map(value_name).collect(),
+        ),
+        attestations: setting(
+            args,
+            working_dir,
+            "attestations",
+            args.attestations
+                .iter()
+                .map(|attestor| attestor.name.to_owned())
+                .collect(),
+        ),
+        attestor_product_include_glob: list(
+            "attestor-product-include-glob",
+            &args.attestor_product_include_glob,
+        ),
+        attestor_product_exclude_glob: list(
+            "attestor-product-exclude-glob",
+            &args.attestor_product_exclude_glob,
+        ),
+        env_add_sensitive_key: list("env-add-sensitive-key", &args.env_add_sensitive_key),
+        env_allow_sensitive_key: list("env-allow-sensitive-key", &args.env_allow_sensitive_key),
+        env_filter_sensitive_vars: s("env-filter-sensitive-vars", args.env_filter_sensitive_vars),
+        env_disable_default_sensitive_vars: s(
+            "env-disable-default-sensitive-vars",
+            args.env_disable_default_sensitive_vars,
+        ),
+        redact_regex: list("redact-regex", &args.redact_regex),
+        argv_digests: s("argv-digests", args.argv_digests),
+    };
+    let options = RunOptions::new(
+        DirIdentity::of(&invocation)?,
+        args.provenance.records(working_dir),
+        settings,
+        trace::DEFAULT_RING_BUFFER_BYTES,
+    );
+    for weakening in &options.weakening {
+        tracing::warn!(
+            "{} = {} ({}): {}",
+            weakening.option,
+            weakening.value,
+            weakening.source.describe(),
+            weakening.why
+        );
+    }
+    Ok(options)
+}
+
+/// The name clap knows a value-enum value by.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// The claims of the CI token in `path` for `attestor`, which must be requested with `-a`; the

@@ -19,6 +19,7 @@ use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::inspect;
 use crate::keys;
+use crate::run_options::{RunOptions, Weakening};
 
 /// Largest envelope read: attestations of even huge images are a few MiB.
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
@@ -158,6 +159,9 @@ struct RunFacts {
     reason: Option<String>,
     lost: u64,
     incomplete: Vec<String>,
+    /// The options that weakened the run, from the signed options record; `None` when the
+    /// attestation has none (another tool, an older oci-attest).
+    weakening: Option<Vec<Weakening>>,
 }
 
 impl Report {
@@ -224,6 +228,24 @@ impl Report {
                 format!("INCOMPLETE ({})", reasons.join(", "))
             };
             println!("run: command exit code {exit}, trace {trace}, {completeness}");
+            match &run.weakening {
+                None => println!("options: not recorded (no signed options record)"),
+                Some(weakening) if weakening.is_empty() => {
+                    println!("options: defaults for tracing, products and secrets");
+                }
+                Some(weakening) => {
+                    println!("options that weakened the run:");
+                    for entry in weakening {
+                        println!(
+                            "  {} = {} from {}: {}",
+                            entry.option,
+                            entry.value,
+                            entry.source.describe(),
+                            entry.why
+                        );
+                    }
+                }
+            }
         }
         if let Some(image) = &self.image {
             for line in image.lines() {
@@ -497,7 +519,13 @@ fn run_facts(statement: &Value) -> Option<RunFacts> {
         .find(|attestation| attestation["type"] == attestors::COMMAND_RUN_TYPE_URI)?;
     let predicate = &command_run["attestation"];
     let summary = &predicate["summary"];
+    // Recomputed from the signed settings rather than read from `weakening`, so the judgement is
+    // this verifier's.
+    let weakening = serde_json::from_value::<RunOptions>(predicate["options"].clone())
+        .ok()
+        .map(|options| options.weakening(crate::trace::DEFAULT_RING_BUFFER_BYTES));
     Some(RunFacts {
+        weakening,
         exitcode: predicate["exitcode"].as_i64(),
         trace: summary["trace"].as_str().unwrap_or("unknown").to_owned(),
         reason: summary["reason"].as_str().map(str::to_owned),
