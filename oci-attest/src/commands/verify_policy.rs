@@ -258,11 +258,12 @@ fn prepare_vsa(args: &VsaArgs) -> anyhow::Result<Option<crate::keys::PrivateKey>
     )?))
 }
 
+/// Envelope bytes with the name messages give them.
+type NamedEnvelope = (String, Vec<u8>);
+
 /// The envelopes attached to the image (named `IMAGE@<envelope digest>`) and the image's
 /// manifest digest.
-fn attached_envelopes(
-    source: &ImageSource<'_>,
-) -> anyhow::Result<(String, Vec<(String, Vec<u8>)>)> {
+fn attached_envelopes(source: &ImageSource<'_>) -> anyhow::Result<(String, Vec<NamedEnvelope>)> {
     let image = crate::registry::ImageRef::parse(source.image)?;
     let (subject, attachments) =
         crate::registry::discover(&image, source.registry).map_err(|error| {
