@@ -1,5 +1,7 @@
 //! Credentials as real CLIs take them, one command line per form, each with a secret of its own
-//! that must never reach a statement; and harmless look-alikes that must stay readable. The
+//! that must never reach a statement; and harmless look-alikes that must stay readable. No form
+//! pushes (a push seen in a run is resolved against its registry), and every address is
+//! 127.0.0.1 or a name that is never looked up. The
 //! unit test of the redaction rules and the traced end-to-end test (`tests/ci_secrets.rs`) read
 //! this one table.
 
@@ -58,12 +60,12 @@ pub fn forms() -> Vec<Form> {
         ("podman: login -p", "podman login -u ci -p {} registry.example"),
         ("podman: --env NAME=value", "podman run --env GITHUB_TOKEN={} alpine"),
         ("podman: login --password", "podman login --password {} registry.example"),
-        ("skopeo: --src-creds", "skopeo copy --src-creds u:{} docker://a/b oci:c"),
-        ("skopeo: --dest-creds=", "skopeo copy --dest-creds=u:{} oci:c docker://a/b"),
-        ("skopeo: --dest-registry-token", "skopeo copy --dest-registry-token {} oci:c docker://a/b"),
+        ("skopeo: --src-creds", "skopeo copy --src-creds u:{} docker://127.0.0.1:9/a/b oci:c"),
+        ("skopeo: --creds=", "skopeo inspect --creds=u:{} docker://127.0.0.1:9/a/b"),
+        ("skopeo: --src-registry-token", "skopeo copy --src-registry-token {} docker://127.0.0.1:9/a/b oci:c"),
         ("skopeo: login -p", "skopeo login -u u -p {} registry.example"),
         ("buildah: login -p", "buildah login -p {} -u u registry.example"),
-        ("buildah: push --creds", "buildah push --creds u:{} img docker://r.example/img"),
+        ("buildah: pull --creds", "buildah pull --creds u:{} 127.0.0.1:9/img"),
         ("helm: registry login -p", "helm registry login r.example -u u -p {}"),
         ("helm: repo add --password", "helm repo add n https://charts.example --username u --password {}"),
         ("helm: --set db.password", "helm install app ./chart --set db.password={}"),

@@ -156,6 +156,8 @@ fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
             "--rego",
             "traced-save.rego",
             "--rego",
+            "run-options.rego",
+            "--rego",
             "oci=image-tag.rego",
             &tag,
         ],

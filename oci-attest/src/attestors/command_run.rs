@@ -412,10 +412,36 @@ mod tests {
         assert_eq!(processes[1]["starttime"], "2023-11-14T22:13:21Z");
     }
 
+    /// `--argv-digests`: no argv text at all, only digests of the redacted words and lines.
     #[test]
-    fn untraced_summary_records_the_reason() {
-        let observation = Observation {
-            argv: vec!["true".into()],
+    fn argv_digests_replace_every_command_line() {
+        let mut observation = untraced(&["login", "--password", "pw-value-1", "reg"]);
+        observation.processes = vec![process(10, 0, "/bin/login", None, &["login", "x"])];
+        let options = AttestorOptions {
+            argv_digests: true,
+            ..AttestorOptions::default()
+        };
+        let predicate = attest(&observation, &options, "run").unwrap().predicate;
+        let digest = |text: &str| format!("sha256:{}", sha256_hex(text.as_bytes()));
+        assert_eq!(
+            predicate["cmd"],
+            serde_json::json!([
+                digest("login"),
+                digest("--password"),
+                digest("******"),
+                digest("reg")
+            ])
+        );
+        let process = &predicate["processes"][0];
+        assert_eq!(process["cmdline"], digest("login x").as_str());
+        assert_eq!(process["execs"][0]["cmdline"], digest("login x").as_str());
+        assert_eq!(process["execs"][0]["argv"][1], digest("x").as_str());
+        assert!(!predicate.to_string().contains("pw-value-1"));
+    }
+
+    fn untraced(argv: &[&str]) -> Observation {
+        Observation {
+            argv: argv.iter().map(|word| (*word).to_owned()).collect(),
             working_dir: PathBuf::from("/"),
             started: at(0),
             ended: at(0),
@@ -427,7 +453,12 @@ mod tests {
             processes: Vec::new(),
             written: Vec::new(),
             incomplete: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn untraced_summary_records_the_reason() {
+        let observation = untraced(&["true"]);
         let attestation = attest(&observation, &AttestorOptions::default(), "run").unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");

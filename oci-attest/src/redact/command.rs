@@ -93,7 +93,7 @@ const LITERAL_FLAGS: &[&str] = &["--from-literal", "--literal"];
 /// What the rules have decided about the words so far.
 #[derive(Default)]
 struct Context {
-    /// Lowercased file names of the words seen (programs and subcommands).
+    /// The positional words seen, lowercased (a program run by its path: its file name).
     seen: Vec<String>,
     login: bool,
     set: bool,
@@ -233,7 +233,12 @@ pub fn secrets(
         // A positional word: a program, a subcommand, an argument.
         let lower = word.to_ascii_lowercase();
         let base = lower.rsplit('/').next().unwrap_or(&lower).to_owned();
-        if context.set && super::names::is_credential(word) {
+        if context.set
+            && matches!(
+                classify(word),
+                Some(Credential::Secret | Credential::KeyOrPath)
+            )
+        {
             // `aws configure set aws_secret_access_key VALUE`, `npm config set
             // //registry/:_authToken VALUE`, `redis-cli CONFIG SET requirepass VALUE`.
             pending = Some(Hide::Whole);
@@ -241,23 +246,27 @@ pub fn secrets(
         // `vault login TOKEN`, `vault operator unseal KEY`.
         if context.seen(&["vault"])
             && context.seen(&["login", "unseal"])
-            && !["login", "unseal"].contains(&base.as_str())
+            && !["login", "unseal"].contains(&lower.as_str())
         {
             hide(index, Hide::Whole.range(word));
         }
-        match base.as_str() {
+        // Subcommands are bare words; a path ending in `/login` is not one.
+        match lower.as_str() {
             "login" => context.login = true,
             "set" | "config" | "configure" => context.set = true,
             "secret" | "secrets" => context.storing_secret = true,
-            // `vault kv put|patch PATH k=v…`, `vault write PATH k=v…`: every value is stored.
+            // `vault kv put|patch PATH k=v…`: every value is a stored secret.
             "put" | "patch" if context.seen(&["kv"]) && context.seen(&["vault"]) => {
                 context.storing_secret = true;
             }
-            "write" if context.seen(&["vault"]) => context.storing_secret = true,
             _ => {}
         }
         positionals.push(index);
-        context.seen.push(base);
+        // A program run by its path counts by its file name.
+        let program_path = lower.starts_with('/') || lower.starts_with("./");
+        context
+            .seen
+            .push(if program_path { base } else { lower.clone() });
         // `redis-cli AUTH [user] password`: the last word is the password.
         if context.seen(&["redis-cli", "keydb-cli", "valkey-cli"])
             && context.seen(&["auth"])
