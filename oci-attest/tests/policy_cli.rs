@@ -642,7 +642,12 @@ fn example_rego_modules_deny_each_documented_condition() {
         );
     }
 
-    let tag = [load("image-tag")];
+    // The tag is the policy's parameter (`policy new --param image_tag=…`).
+    let mut tag_rule = load("image-tag");
+    tag_rule.source = tag_rule
+        .source
+        .replace("${image_tag}", "localhost/fx/app:1");
+    let tag = [tag_rule];
     let tagged = json!({"imagetags": ["localhost/fx/app:1"]});
     assert!(evaluate(&tag, &tagged.to_string(), TIME_LIMIT)
         .unwrap()
