@@ -48,6 +48,7 @@ pub mod registry;
 pub mod rfc3339;
 pub mod run_options;
 pub mod save_command;
+pub mod strict_json;
 pub mod timestamp;
 #[cfg(feature = "tracer")]
 pub mod trace;

@@ -2,7 +2,6 @@
 //! with the `git` binary. Outside a work tree it is skipped with a notice (cilock fails the run).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -237,10 +236,6 @@ fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     )
 }
 
-fn find_git() -> Option<PathBuf> {
-    crate::program_path::resolve_program(OsStr::new("git")).ok()
-}
-
 /// The git attestation for the work tree containing `dir`, or `None` (with a logged notice)
 /// when `dir` is not in a git work tree, it has no commit yet, or git is not installed.
 /// Remotes and messages go through `redaction` (credentials in remote URLs are removed, so the
@@ -250,9 +245,12 @@ pub fn attest(
     started: SystemTime,
     redaction: &Redaction,
 ) -> anyhow::Result<Option<Attestation>> {
-    let Some(binary) = find_git() else {
-        tracing::warn!("git attestor skipped: no `git` binary on PATH");
-        return Ok(None);
+    let binary = match crate::program_path::resolve_trusted_program("git") {
+        Ok(binary) => binary,
+        Err(reason) => {
+            tracing::warn!("git attestor skipped: {reason}");
+            return Ok(None);
+        }
     };
     let git = Git {
         binary,

@@ -198,7 +198,9 @@ fn from_attestations(args: &FromArgs) -> anyhow::Result<ExitCode> {
     for path in &args.attestations {
         let source = path.display().to_string();
         let bytes = policy::read_capped(path, MAX_ENVELOPE_BYTES)?;
-        evidence.push(evidence::load(&source, &bytes, &keys).with_context(|| source.clone())?);
+        let keep = |_: &str, _: &str| false;
+        evidence
+            .push(evidence::load(&source, bytes, &keys, &keep).with_context(|| source.clone())?);
     }
     let steps = authoring::steps_from_evidence(&evidence, &keys)?;
     for step in &steps {
@@ -248,6 +250,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let order = parsed
         .dependency_order()
         .map_err(|error| unusable(format!("{name}: {error:#}")))?;
+    let mut sandbox = rego::Sandbox::default();
     for step_name in order {
         let step = &parsed.steps[step_name];
         println!(
@@ -268,12 +271,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             if attestation.modules.is_empty() {
                 continue;
             }
-            rego::evaluate_isolated(&attestation.modules, "{}").map_err(|error| {
-                unusable(format!(
-                    "{name}: step {step_name:?}, {}: {error}",
-                    attestation.type_uri
-                ))
-            })?;
+            let what = format!("step {step_name:?}, {}", attestation.type_uri);
+            sandbox
+                .evaluate(&attestation.modules, "{}", None, &what)
+                .map_err(|error| {
+                    unusable(format!(
+                        "{name}: step {step_name:?}, {}: {error}",
+                        attestation.type_uri
+                    ))
+                })?;
             println!(
                 "  {}: {} Rego module(s) compile and evaluate",
                 attestation.type_uri,

@@ -297,7 +297,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         envelope: envelope_path.clone(),
         ..Report::default()
     };
-    let outcome = check(&args, &key, trust.as_ref(), &bytes, &mut report);
+    let outcome = check(&args, &key, trust.as_ref(), bytes, &mut report);
     report.verified = outcome.is_ok() && report.problems.is_empty();
     report.print(args.json)?;
     outcome?;
@@ -346,19 +346,18 @@ fn check(
     args: &Args,
     key: &keys::PublicKey,
     trust: Option<&crate::timestamp::Trust>,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let envelope_path = report.envelope.clone();
-    let verified = dsse::parse(bytes).and_then(|envelope| {
-        dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
-            .map(|(payload, signature)| (payload, signature.clone()))
+    let unsigned = is_unsigned_statement(&bytes);
+    let verified = dsse::OpenedEnvelope::open(bytes).and_then(|envelope| {
+        let signature = envelope.verify(&[dsse::IN_TOTO_PAYLOAD_TYPE], key)?.clone();
+        Ok((envelope.into_payload(), signature))
     });
     let (payload, signature) = match verified {
         Ok(verified) => verified,
         Err(error) => {
-            let unsigned = serde_json::from_slice::<Value>(bytes)
-                .is_ok_and(|value| value.get("_type").is_some() && value.get("payload").is_none());
             let message = if unsigned {
                 "this is an unsigned in-toto statement (written with --unsigned): it carries no \
                  signature, so nothing in it is verified"
@@ -398,12 +397,13 @@ fn check(
         certificate,
     });
     check_timestamps(&signature, trust, report);
-    let statement: Value = serde_json::from_slice(&payload).map_err(|error| {
+    let statement = slim_statement(&payload).map_err(|error| {
         failure(
             FailureKind::VerificationFailed,
-            format!("{envelope_path}: the signed payload is not JSON: {error}"),
+            format!("{envelope_path}: the signed payload is not a readable statement: {error}"),
         )
     })?;
+    drop(payload);
     if statement["_type"] == crate::attest::statement::STATEMENT_V1_TYPE {
         // Provenance and VSAs (Statement v1) carry no collection: their signature, timestamps
         // and subjects are what `verify` checks.
@@ -509,6 +509,80 @@ fn check_timestamps(
             format!("no timestamp verifies: {}", refused.join("; "))
         });
     }
+}
+
+/// Whether `bytes` is an in-toto statement rather than an envelope (read without building a
+/// JSON tree: an envelope may be hundreds of MB).
+fn is_unsigned_statement(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "_type")]
+        statement_type: Option<serde::de::IgnoredAny>,
+        payload: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(bytes)
+        .is_ok_and(|probe| probe.statement_type.is_some() && probe.payload.is_none())
+}
+
+/// The statement with only the predicates `verify` reads (command-run, oci) parsed; the others
+/// (file trees, environment: most of a large statement) are `null`. A repeated object key
+/// anywhere is an error (`crate::strict_json`).
+fn slim_statement(payload: &[u8]) -> anyhow::Result<Value> {
+    #[derive(serde::Deserialize)]
+    struct Statement<'a> {
+        #[serde(rename = "_type", default)]
+        statement_type: Value,
+        #[serde(default)]
+        subject: Value,
+        #[serde(rename = "predicateType", default)]
+        predicate_type: Value,
+        #[serde(borrow)]
+        predicate: Option<Collection<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Collection<'a> {
+        #[serde(default)]
+        name: Value,
+        #[serde(borrow, default)]
+        attestations: Option<Vec<Entry<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(rename = "type", default)]
+        type_uri: Value,
+        #[serde(borrow)]
+        attestation: Option<&'a serde_json::value::RawValue>,
+    }
+    let statement: Statement = crate::strict_json::from_slice(payload)?;
+    let predicate = match statement.predicate {
+        None => Value::Null,
+        Some(collection) => {
+            let attestations = match collection.attestations {
+                None => Value::Null,
+                Some(entries) => entries
+                    .into_iter()
+                    .map(|entry| {
+                        let read = [attestors::COMMAND_RUN_TYPE_URI, attestors::oci::TYPE_URI]
+                            .iter()
+                            .any(|type_uri| entry.type_uri == *type_uri);
+                        let attestation = match entry.attestation {
+                            Some(raw) if read => serde_json::from_str(raw.get())?,
+                            _ => Value::Null,
+                        };
+                        Ok(serde_json::json!({"type": entry.type_uri, "attestation": attestation}))
+                    })
+                    .collect::<serde_json::Result<Vec<Value>>>()?
+                    .into(),
+            };
+            serde_json::json!({"name": collection.name, "attestations": attestations})
+        }
+    };
+    Ok(serde_json::json!({
+        "_type": statement.statement_type,
+        "subject": statement.subject,
+        "predicateType": statement.predicate_type,
+        "predicate": predicate,
+    }))
 }
 
 /// The facts of the command-run predicate, if the collection has one.

@@ -2,7 +2,7 @@
 //! (--artifactfile FILE | -s sha256:HEX…)`: checks the policy's signature and expiry, then the
 //! policy against the attestations (files, or those attached to the image in its registry, the
 //! image's manifest digest then being the artifact by default); prints a summary per step (or
-//! `--json`) and exits 0 only if the policy holds.
+//! `--json`) and exits 0 only if the policy holds; `--vsa-outfile` signs a summary of the result.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,8 +16,7 @@ use crate::digest::{sha256_hex, sha256_reader, sha256_set};
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::keys::PublicKey;
-use crate::output;
-use crate::policy::evidence::{self, Evidence};
+use crate::policy::evidence::{self, Digest, Evidence};
 use crate::policy::model::{self, Policy};
 use crate::policy::verification::{self, Rejected, Report};
 use crate::policy::{self, rego};
@@ -120,6 +119,7 @@ pub fn execute(
 ) -> anyhow::Result<ExitCode> {
     let unusable = |message: String| failure(FailureKind::PolicyUnusable, message);
     let key = crate::keys::load_public_key(key_path)?;
+    let vsa_signer = prepare_vsa(&args.vsa)?;
     let mut envelopes: Vec<(String, anyhow::Result<Vec<u8>>)> = args
         .attestations
         .iter()
@@ -136,17 +136,20 @@ pub fn execute(
         envelopes.extend(attached.into_iter().map(|(name, bytes)| (name, Ok(bytes))));
         image_digest = Some(subject);
     }
-    let artifacts = match (
-        &image_digest,
-        args.artifactfile.is_none() && args.subjects.is_empty(),
-    ) {
-        (Some(subject), true) => vec![subject
-            .strip_prefix("sha256:")
-            .unwrap_or(subject)
-            .to_ascii_lowercase()],
+    let artifacts = match image_digest {
+        Some(subject) if args.artifactfile.is_none() && args.subjects.is_empty() => {
+            let hex = subject.strip_prefix("sha256:").unwrap_or(&subject);
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(hex, &mut digest).with_context(|| {
+                format!(
+                    "{}: manifest digest {subject}",
+                    image.as_ref().map_or("", |source| source.image)
+                )
+            })?;
+            vec![digest]
+        }
         _ => artifact_digests(args)?,
     };
-    let vsa_signer = prepare_vsa(&args.vsa)?;
     let (policy, policy_payload) =
         load_policy(policy_path, &key).map_err(|error| unusable(format!("{error:#}")))?;
     if Utc::now() > policy.expires {
@@ -156,39 +159,29 @@ pub fn execute(
             policy.expires.to_rfc3339()
         )));
     }
-    let mut rejected = Vec::new();
-    let mut evidence: Vec<Evidence> = Vec::new();
     let mut inputs = Vec::new();
-    for (source, read) in envelopes {
-        let loaded = read.and_then(|bytes| {
+    let attestations = envelopes.into_iter().map(|(source, read)| {
+        let checked = read.and_then(|bytes| {
             inputs.push(ResourceDescriptor {
                 uri: Some(source.clone()),
                 digest: sha256_set(sha256_hex(&bytes)),
                 ..ResourceDescriptor::default()
             });
-            let item = evidence::load(&source, &bytes, &policy.keys)?;
             if let Some(trust) = trust {
-                let timestamp = timestamped_within(&bytes, &item, &policy, trust)?;
-                if !json {
+                let timestamp = timestamped_within(&bytes, &policy, trust)?;
+                if !json && !crate::logging::quiet() {
                     println!(
                         "attestation {source}: timestamped {} by {}",
                         timestamp.time, timestamp.tsa
                     );
                 }
             }
-            Ok(item)
+            Ok(bytes)
         });
-        match loaded {
-            Ok(item) => evidence.push(item),
-            Err(error) => rejected.push(Rejected {
-                source,
-                reason: format!("{error:#}"),
-            }),
-        }
-    }
-    let mut report = verification::verify(&policy, &evidence, &artifacts, &rego::evaluate_isolated)
+        (source, checked)
+    });
+    let report = check(&policy, attestations, &artifacts)
         .map_err(|error| unusable(format!("{}: {error}", policy_path.display())))?;
-    report.rejected = rejected;
     if json {
         println!("{:#}", serde_json::to_value(&report)?);
     } else if !crate::logging::quiet() {
@@ -198,7 +191,7 @@ pub fn execute(
         let resource_uri = match (&args.artifactfile, &image) {
             (Some(path), _) => path.display().to_string(),
             (None, Some(source)) if args.subjects.is_empty() => source.image.to_owned(),
-            _ => format!("sha256:{}", artifacts[0]),
+            _ => format!("sha256:{}", hex::encode(artifacts[0])),
         };
         let verification = vsa::Verification {
             subjects: artifact_subjects(args, image.as_ref(), &artifacts),
@@ -216,8 +209,8 @@ pub fn execute(
             levels: vec![args.vsa.vsa_level.clone()],
         };
         let envelope = dsse::sign(&vsa::statement_json(&verification)?, signer)?;
-        output::Destination::choose(Some(outfile))?.write(&envelope, Path::new("."))?;
-        if !json {
+        crate::output::Destination::choose(Some(outfile))?.write(&envelope, Path::new("."))?;
+        if !json && !crate::logging::quiet() {
             println!(
                 "wrote verification summary ({}) to {}",
                 if report.holds { "PASSED" } else { "FAILED" },
@@ -243,6 +236,33 @@ pub fn execute(
             ),
         ))
     }
+}
+
+/// Checks `policy` (signature and expiry already checked) against attestation envelopes
+/// (source name, bytes) for the artifacts: every envelope is verified and read one at a time,
+/// only what the policy needs is kept, and every Rego evaluation runs in one sandbox process.
+/// An `Err` means the policy cannot be used (a Rego module is broken or over its limits).
+pub fn check(
+    policy: &Policy,
+    attestations: impl IntoIterator<Item = (String, anyhow::Result<Vec<u8>>)>,
+    artifacts: &[Digest],
+) -> Result<Report, rego::RegoError> {
+    let mut rejected = Vec::new();
+    let mut evidence: Vec<Evidence> = Vec::new();
+    let keep = |step: &str, type_uri: &str| policy.feeds_rego(step, type_uri);
+    for (source, bytes) in attestations {
+        match bytes.and_then(|bytes| evidence::load(&source, bytes, &policy.keys, &keep)) {
+            Ok(item) => evidence.push(item),
+            Err(error) => rejected.push(Rejected {
+                source,
+                reason: format!("{error:#}"),
+            }),
+        }
+    }
+    let mut sandbox = rego::Sandbox::default();
+    let mut report = verification::verify(policy, &evidence, artifacts, &mut sandbox)?;
+    report.rejected = rejected;
+    Ok(report)
 }
 
 /// The VSA's signing key, loaded (and the level checked) before anything is verified.
@@ -288,11 +308,12 @@ fn attached_envelopes(source: &ImageSource<'_>) -> anyhow::Result<(String, Vec<N
 fn artifact_subjects(
     args: &PolicyArgs,
     image: Option<&ImageSource<'_>>,
-    artifacts: &[String],
+    artifacts: &[Digest],
 ) -> Vec<ResourceDescriptor> {
     artifacts
         .iter()
-        .map(|hex| {
+        .map(|digest| {
+            let hex = hex::encode(digest);
             let fallback = || match image {
                 Some(source) if args.subjects.is_empty() => source.image.to_owned(),
                 _ => format!("sha256:{hex}"),
@@ -303,25 +324,21 @@ fn artifact_subjects(
                     |name| name.to_string_lossy().into_owned(),
                 )
             });
-            ResourceDescriptor::named(name, sha256_set(hex))
+            ResourceDescriptor::named(name, sha256_set(hex.clone()))
         })
         .collect()
 }
 
-/// With TSA trust: the signature of a policy signer carries a timestamp that verifies, and it
+/// With TSA trust: a signature by a key of the policy carries a timestamp that verifies, and it
 /// was made before the policy expired. Returns the first such timestamp.
 fn timestamped_within(
     bytes: &[u8],
-    item: &Evidence,
     policy: &Policy,
     trust: &Trust,
 ) -> anyhow::Result<crate::timestamp::Verified> {
     let envelope = dsse::parse(bytes)?;
     let mut refused = Vec::new();
-    for keyid in &item.signers {
-        let Some(key) = policy.keys.get(keyid) else {
-            continue;
-        };
+    for key in policy.keys.values() {
         let Ok((_, signature)) =
             dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
         else {
@@ -366,27 +383,41 @@ fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<(Policy, Vec<u8>)
     Ok((policy, payload))
 }
 
-fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<String>> {
-    if let Some(path) = &args.artifactfile {
+fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<Digest>> {
+    let digests = if let Some(path) = &args.artifactfile {
         let file = std::fs::File::open(path)
             .with_context(|| format!("{}: cannot open the artifact", path.display()))?;
         let digest = sha256_reader(std::io::BufReader::new(file))
             .with_context(|| format!("{}: cannot read the artifact", path.display()))?;
-        return Ok(vec![digest]);
-    }
-    anyhow::ensure!(
-        !args.subjects.is_empty(),
-        "verify -p needs the artifact: --artifactfile FILE or -s sha256:HEX"
-    );
-    args.subjects
-        .iter()
-        .map(|subject| {
-            let hex = subject.strip_prefix("sha256:").unwrap_or(subject);
+        vec![(path.display().to_string(), digest)]
+    } else {
+        anyhow::ensure!(
+            !args.subjects.is_empty(),
+            "verify -p needs the artifact: --artifactfile FILE or -s sha256:HEX"
+        );
+        args.subjects
+            .iter()
+            .map(|subject| {
+                let hex = subject.strip_prefix("sha256:").unwrap_or(subject);
+                anyhow::ensure!(
+                    hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()),
+                    "-s {subject:?} is not a sha256:HEX digest"
+                );
+                Ok((format!("-s {subject}"), hex.to_ascii_lowercase()))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    digests
+        .into_iter()
+        .map(|(name, hex_digest)| {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&hex_digest, &mut digest)?;
             anyhow::ensure!(
-                hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()),
-                "-s {subject:?} is not a sha256:HEX digest"
+                digest != evidence::empty_digest(),
+                "{name}: the artifact is empty (sha256 of no bytes), the digest every empty tree \
+                 and empty file carries: nothing can be tied to it"
             );
-            Ok(hex.to_ascii_lowercase())
+            Ok(digest)
         })
         .collect()
 }
@@ -400,6 +431,12 @@ fn print_summary(report: &Report) {
     }
     for source in &report.unused {
         println!("attestation {source}: not a step of the policy, not used");
+    }
+    for duplicate in &report.duplicates {
+        println!(
+            "attestation {}: the same statement as {}, counted once",
+            duplicate.source, duplicate.same_as
+        );
     }
     for step in &report.steps {
         println!(

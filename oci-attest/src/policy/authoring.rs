@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use crate::keys::PublicKey;
-use crate::policy::evidence::Evidence;
+use crate::policy::evidence::{Evidence, Files};
 use crate::policy::model::{self, RegoModule};
 
 /// One step to write.
@@ -127,22 +127,25 @@ pub fn steps_from_evidence(
         }
         // Types every run carries, in the order of the first run.
         let mut types: Vec<String> = Vec::new();
-        for (type_uri, _) in &runs[0].attestations {
-            let in_every_run = runs
-                .iter()
-                .all(|item| item.attestations.iter().any(|(found, _)| found == type_uri));
+        for predicate in &runs[0].attestations {
+            let type_uri = &predicate.type_uri;
+            let in_every_run = runs.iter().all(|item| {
+                item.attestations
+                    .iter()
+                    .any(|found| found.type_uri == *type_uri)
+            });
             if in_every_run && !types.contains(type_uri) {
                 types.push(type_uri.clone());
             }
         }
         let mut artifacts_from = Vec::new();
         for other in &names {
-            if other == name || consumes(evidence, other, name)? {
+            if other == name || consumes(evidence, other, name) {
                 // A step never depends on itself; of two steps that read each other's files
                 // only the first in name order is linked, so the draft has no cycle.
                 continue;
             }
-            if consumes(evidence, name, other)? {
+            if consumes(evidence, name, other) {
                 artifacts_from.push((*other).to_owned());
             }
         }
@@ -160,23 +163,27 @@ pub fn steps_from_evidence(
 }
 
 /// Whether a run of `reader` has a material with the path and digest of a product of a run of
-/// `producer`.
-fn consumes(evidence: &[Evidence], reader: &str, producer: &str) -> anyhow::Result<bool> {
-    for read in evidence.iter().filter(|item| item.step == reader) {
-        let Some(materials) = read.materials()? else {
-            continue;
-        };
-        for produced in evidence.iter().filter(|item| item.step == producer) {
-            let products = produced.products()?;
-            if materials
+/// `producer` (trees whose paths cannot be compared link nothing).
+fn consumes(evidence: &[Evidence], reader: &str, producer: &str) -> bool {
+    let known = |files: &Option<Files>| match files {
+        Some(Files::Known(set)) => Some(set.clone()),
+        _ => None,
+    };
+    evidence
+        .iter()
+        .filter(|item| item.step == reader)
+        .filter_map(|item| known(&item.materials))
+        .any(|materials| {
+            evidence
                 .iter()
-                .any(|(path, digest)| products.get(path) == Some(digest))
-            {
-                return Ok(true);
-            }
-        }
-    }
-    Ok(false)
+                .filter(|item| item.step == producer)
+                .filter_map(|item| known(&item.products))
+                .any(|products| {
+                    materials
+                        .iter()
+                        .any(|(path, digest)| products.get(path) == Some(digest))
+                })
+        })
 }
 
 #[cfg(test)]
