@@ -1038,7 +1038,10 @@ fn every_attestation_of_a_required_type_is_evaluated() {
         ),
     );
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego")).unwrap();
+    // The tag is the policy's parameter (`policy new --param image_tag=…`).
+    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego"))
+        .unwrap()
+        .replace("${image_tag}", "localhost/fx/app:1");
     let oci = json!([{"type": "https://aflock.ai/attestations/oci/v0.1",
                       "regopolicies": [module("image-tag", &image_tag)]}]);
     let document = policy(&keys, &["policy", "build"], &[("save", "build", oci, &[])]);
