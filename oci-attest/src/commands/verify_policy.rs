@@ -285,23 +285,21 @@ type NamedEnvelope = (String, Vec<u8>);
 /// manifest digest.
 fn attached_envelopes(source: &ImageSource<'_>) -> anyhow::Result<(String, Vec<NamedEnvelope>)> {
     let image = crate::registry::ImageRef::parse(source.image)?;
-    let (subject, attachments) =
-        crate::registry::discover(&image, source.registry).map_err(|error| {
-            super::attach::as_registry_failure(
-                error,
-                &format!("{}: cannot fetch the attestations", image.text),
-            )
-        })?;
-    let envelopes = attachments
-        .into_iter()
-        .map(|found| {
-            (
-                format!("{}@{}", image.text, found.envelope_digest),
-                found.envelope,
-            )
-        })
-        .collect();
-    Ok((subject, envelopes))
+    let mut envelopes = Vec::new();
+    let discovered = crate::registry::discover(&image, source.registry, false, |_, found| {
+        envelopes.push((
+            format!("{}@{}", image.text, found.envelope_digest),
+            found.envelope,
+        ));
+        Ok(())
+    })
+    .map_err(|error| {
+        super::attach::as_registry_failure(
+            error,
+            &format!("{}: cannot fetch the attestations", image.text),
+        )
+    })?;
+    Ok((discovered.identity.subject.digest, envelopes))
 }
 
 /// The artifact as VSA subjects: the file's name, the image's repository, else each `-s` digest.
