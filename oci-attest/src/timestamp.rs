@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use cms::cert::x509::Certificate;
 use cms::cert::CertificateChoices;
 use cms::content_info::ContentInfo;
@@ -43,6 +43,7 @@ const TIME_STAMPING_OID_VALUE: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x0
 const ID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
 /// Largest TSA response read: tokens with a certificate chain are a few KiB.
+#[cfg(feature = "tracer")]
 const MAX_RESPONSE_BYTES: u64 = 1 << 20;
 
 /// How `verify` trusts timestamps: `--tsa-ca` roots the chain must lead to, `--tsa-cert` the
@@ -481,6 +482,7 @@ fn check_chain(
 
 /// The request for a token over `data` (SHA-256 imprint, the TSA's certificate asked for) and
 /// its nonce.
+#[cfg(feature = "tracer")]
 fn request_for(data: &[u8]) -> anyhow::Result<(Vec<u8>, der::asn1::Int)> {
     let mut nonce = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
@@ -505,6 +507,7 @@ fn request_for(data: &[u8]) -> anyhow::Result<(Vec<u8>, der::asn1::Int)> {
 }
 
 /// The token inside a TSA response, after checking it answers `request`'s imprint and nonce.
+#[cfg(feature = "tracer")]
 fn token_from_response(
     response: &[u8],
     data: &[u8],
@@ -552,7 +555,7 @@ pub fn request(url: &str, data: &[u8], timeout: Duration) -> anyhow::Result<Vec<
         .with_context(|| format!("timestamp server {url}: request failed"))?;
     let status = response.status();
     if !status.is_success() {
-        bail!("timestamp server {url} answered {status}");
+        anyhow::bail!("timestamp server {url} answered {status}");
     }
     let mut body = Vec::new();
     response
@@ -595,6 +598,7 @@ pub fn tokens(servers: &[String], signature: &[u8]) -> anyhow::Result<Vec<Vec<u8
 mod tests {
     use super::*;
 
+    #[cfg(feature = "tracer")]
     #[test]
     fn requests_carry_a_sha256_imprint_a_nonce_and_ask_for_the_certificate() {
         let (bytes, nonce) = request_for(b"signature").unwrap();
