@@ -42,3 +42,4 @@ pub mod rfc3339;
 pub mod save_command;
 #[cfg(feature = "tracer")]
 pub mod trace;
+pub mod version;

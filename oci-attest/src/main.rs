@@ -8,6 +8,7 @@ use oci_attest::{cli_compat, commands, exit, logging::LogArgs};
 #[command(
     name = "oci-attest",
     version,
+    long_version = oci_attest::version::long(),
     about = "Attest the container images a save command produced: trace it with eBPF, \
              verify the archives, sign an in-toto attestation",
     after_help = oci_attest::exit_codes_help!()
@@ -31,6 +32,9 @@ enum Command {
     Tools(commands::tools::Args),
     /// What this host supports: eBPF programs, BTF, tracefs, privileges, save tools.
     Doctor(commands::doctor::Args),
+    /// Print the version, the commit, the target, whether the tracer is built in and what the
+    /// kernel must offer (the same as `--version`).
+    Version,
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
     /// Sign a policy (DSSE) for `verify -p`.
@@ -74,6 +78,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => commands::verify::execute(args),
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
+        Command::Version => {
+            println!("oci-attest {}", oci_attest::version::long());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen(args) => commands::keygen::execute(args),
         Command::Sign(args) => commands::sign::execute(args),
         Command::RegoSandbox => {
