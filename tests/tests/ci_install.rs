@@ -223,10 +223,20 @@ impl Job {
         ])
         .unwrap();
         assert!(discovered.status.success(), "{}", output_text(&discovered));
+        let discovered: Value = serde_json::from_slice(&discovered.stdout).unwrap();
+        assert_eq!(discovered["subject"], digest, "{discovered:#}");
+        let envelope_digest = format!(
+            "sha256:{}",
+            oci_attest_tests::command::sha256sum(outfile).unwrap()
+        );
         assert!(
-            String::from_utf8_lossy(&discovered.stdout).contains("in-toto"),
-            "the attestation was not attached: {}",
-            String::from_utf8_lossy(&discovered.stdout)
+            discovered["attestations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|found| found["step"] == "push"
+                    && found["envelopeDigest"] == envelope_digest.as_str()),
+            "the attestation was not attached: {discovered:#}"
         );
         assert_eq!(
             self.key_dirs_left(),
