@@ -12,11 +12,14 @@
 //! [`registry`] puts signed attestations beside their image in an OCI registry and reads them back.
 
 pub mod attestors;
+pub mod certificate;
 #[cfg(feature = "tracer")]
 pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
 pub mod commands;
+#[cfg(feature = "tracer")]
+pub mod config;
 pub mod digest;
 pub mod dsse;
 pub mod exit;
@@ -39,7 +42,9 @@ pub mod redact;
 #[cfg(feature = "tracer")]
 pub mod registry;
 pub mod rfc3339;
+pub mod run_options;
 pub mod save_command;
+pub mod strict_json;
 #[cfg(feature = "tracer")]
 pub mod trace;
 pub mod version;

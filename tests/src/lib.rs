@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod attack;
 pub mod command;
+pub mod credentials;
 pub mod daemons;
 pub mod expect;
 pub mod fixtures;
