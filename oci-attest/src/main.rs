@@ -37,7 +37,7 @@ enum Command {
     /// What this host supports: eBPF programs, BTF, tracefs, privileges, save tools.
     Doctor(commands::doctor::Args),
     /// Print the version, the commit, the target, whether the tracer is built in and what the
-    /// kernel must offer (the same as `--version`).
+    /// kernel must offer (the same as `--version`; witness's spelling).
     Version,
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
@@ -50,8 +50,6 @@ enum Command {
     Attach(commands::attach::Args),
     /// List the attestations attached to an image in its OCI registry.
     Discover(commands::discover::Args),
-    /// Print the version (as `--version` does; witness's spelling).
-    Version,
 }
 
 fn main() -> ExitCode {
@@ -100,10 +98,6 @@ fn main() -> ExitCode {
         }
         Command::Attach(args) => commands::attach::execute(args),
         Command::Discover(args) => commands::discover::execute(args),
-        Command::Version => {
-            println!("oci-attest {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
     };
     match result {
         Ok(code) => code,
