@@ -29,7 +29,7 @@ enum Command {
     /// Analyse an image archive (tar, gzip tar, OCI layout dir) and print what it holds.
     Inspect(commands::inspect::Args),
     /// Check an envelope's signature, optionally against an image archive.
-    Verify(commands::verify::Args),
+    Verify(Box<commands::verify::Args>),
     /// The attestor catalogue: which attestors exist and when they attach (`attestors list`
     /// as in witness).
     #[command(visible_alias = "attestors")]
@@ -41,6 +41,8 @@ enum Command {
     Version,
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
+    /// Write and check policies: `policy new`, `policy from-attestations`, `policy check`.
+    Policy(commands::policy::Args),
     /// Sign a policy (DSSE) for `verify -p`.
     Sign(commands::sign::Args),
     /// Internal: evaluates Rego for `verify -p` inside resource limits.
@@ -84,7 +86,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(*args),
         Command::Inspect(args) => commands::inspect::execute(args),
-        Command::Verify(args) => commands::verify::execute(args),
+        Command::Verify(args) => commands::verify::execute(*args),
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
         Command::Version => {
@@ -92,6 +94,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen(args) => commands::keygen::execute(args),
+        Command::Policy(args) => commands::policy::execute(args),
         Command::Sign(args) => commands::sign::execute(args),
         Command::RegoSandbox => {
             oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)

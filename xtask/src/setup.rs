@@ -42,8 +42,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-cyclonedx (CycloneDX, OWASP) writes the release's SBOM from the crate graph.
 const CARGO_CYCLONEDX_VERSION: &str = "0.5.9";
 
-/// PyPI packages for the DSSE interop tests; `crypto` pulls in `cryptography` for the key types.
-const PYTHON_PACKAGES: &[&str] = &["securesystemslib[crypto]"];
+/// PyPI packages of the independent checks: securesystemslib for DSSE (`crypto` pulls in
+/// `cryptography` for the key types), in-toto-attestation for Statement v1, SLSA provenance and
+/// VSAs, rfc3161-client for timestamp tokens (tests/python/).
+const PYTHON_PACKAGES: &[&str] = &[
+    "securesystemslib[crypto]",
+    "in-toto-attestation==0.9.3",
+    "rfc3161-client==1.0.9",
+];
 
 /// A set-up step: `Ok(Some(what it did))`, or `Ok(None)` when there was nothing to do.
 type Step = fn() -> anyhow::Result<Option<String>>;
@@ -353,7 +359,8 @@ fn docker() -> anyhow::Result<Option<String>> {
 
 fn python_venv() -> anyhow::Result<Option<String>> {
     let python = paths::venv_python();
-    let import_check = "import securesystemslib.signer";
+    let import_check =
+        "import securesystemslib.signer, in_toto_attestation.v1.statement, rfc3161_client";
     if command::run(Command::new(&python).args(["-c", import_check])).is_ok() {
         return Ok(None);
     }
@@ -366,7 +373,9 @@ fn python_venv() -> anyhow::Result<Option<String>> {
             system_python.display()
         );
     }
-    command::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
+    if !python.is_file() {
+        command::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
+    }
     run_visible(
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
