@@ -54,3 +54,4 @@ pub mod timestamp;
 #[cfg(feature = "tracer")]
 pub mod trace;
 pub mod verify;
+pub mod version;

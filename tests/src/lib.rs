@@ -18,6 +18,7 @@ pub mod oci_attest;
 pub mod paths;
 pub mod registry;
 pub mod registry_bench;
+pub mod release;
 pub mod storage;
 pub mod tamper;
 pub mod tsa;
