@@ -63,13 +63,16 @@ pub enum FailureKind {
     CommandNotExecutable,
     /// A registry could not be reached or refused an operation (attach, discover, fetch).
     Registry,
+    /// `run`: the digest the push tool reported is not what the registry holds for the
+    /// reference.
+    PushedDigestMismatch,
 }
 
 impl FailureKind {
     pub const fn code(self) -> u8 {
         match self {
             FailureKind::General => 1,
-            FailureKind::TraceIncomplete => 3,
+            FailureKind::TraceIncomplete | FailureKind::PushedDigestMismatch => 3,
             FailureKind::Key => 4,
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
@@ -86,6 +89,7 @@ impl FailureKind {
     pub const fn run_code(self) -> u8 {
         match self {
             FailureKind::TraceIncomplete
+            | FailureKind::PushedDigestMismatch
             | FailureKind::Registry
             | FailureKind::CommandNotFound
             | FailureKind::CommandNotExecutable => self.code(),
@@ -106,6 +110,7 @@ impl FailureKind {
             FailureKind::CommandNotExecutable => "command-not-executable",
             FailureKind::PolicyUnusable => "policy-unusable",
             FailureKind::Registry => "registry-error",
+            FailureKind::PushedDigestMismatch => "pushed-digest-mismatch",
         }
     }
 }

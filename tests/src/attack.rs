@@ -102,6 +102,9 @@ pub struct Scenario {
     inherited: Option<(i32, PathBuf)>,
     steps: Vec<OsString>,
     options: Vec<OsString>,
+    /// Attacker command lines run outside the traced tree, started before oci-attest (each
+    /// after the previous one's ready file, if it names one, exists) and killed after it.
+    outsiders: Vec<(Vec<OsString>, Option<String>)>,
 }
 
 impl Scenario {
@@ -117,6 +120,7 @@ impl Scenario {
             inherited: None,
             steps: steps.iter().map(|step| step.as_ref().to_owned()).collect(),
             options: Vec::new(),
+            outsiders: Vec::new(),
         })
     }
 
@@ -142,6 +146,17 @@ impl Scenario {
     /// to the command as fd `fd`: the traced tree never opens it.
     pub fn inherit(mut self, fd: i32, path: impl AsRef<Path>) -> Self {
         self.inherited = Some((fd, path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// An attacker process outside the traced tree (`steps` as for the tree; [`WORK`] is
+    /// replaced), started before oci-attest and killed once it has exited. When `ready` is
+    /// given (a path, [`WORK`] replaced), oci-attest starts only once that file exists.
+    pub fn outsider<S: AsRef<OsStr>>(mut self, steps: &[S], ready: Option<&str>) -> Self {
+        self.outsiders.push((
+            steps.iter().map(|step| step.as_ref().to_owned()).collect(),
+            ready.map(str::to_owned),
+        ));
         self
     }
 
@@ -228,6 +243,7 @@ impl Scenario {
             }
             None => None,
         };
+        let outsiders = self.start_outsiders(&work)?;
         // Files, not pipes: a process the command leaves behind cannot hold the run open, and
         // the exit is collected with wait4 for its resource usage.
         let stderr_path = dir.path().join("stderr");
@@ -239,6 +255,7 @@ impl Scenario {
         let oci_attest_pid = child.id();
         let (status, peak_rss_kib) = wait_with_peak_rss(oci_attest_pid)?;
         drop(inherited);
+        drop(outsiders);
         let stderr = String::from_utf8_lossy(&std::fs::read(&stderr_path)?).into_owned();
         if let Some(code) = status.code() {
             ensure!(
@@ -261,6 +278,32 @@ impl Scenario {
             peak_rss_kib,
             _dir: dir,
         })
+    }
+
+    fn start_outsiders(&self, work: &Path) -> anyhow::Result<Vec<Outsider>> {
+        let mut started = Vec::new();
+        for (steps, ready) in &self.outsiders {
+            let child = Command::new(&self.attacker)
+                .args(steps.iter().map(|step| self.substitute(step, work)))
+                .current_dir(work)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("cannot start an outsider")?;
+            started.push(Outsider(child));
+            if let Some(ready) = ready {
+                let ready = self.substitute(OsStr::new(ready), work);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !Path::new(&ready).exists() {
+                    ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the outsider never created {}",
+                        Path::new(&ready).display()
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        Ok(started)
     }
 
     fn substitute(&self, step: &OsStr, work: &Path) -> OsString {
@@ -291,6 +334,16 @@ impl Scenario {
                 .with_context(|| format!("cannot copy the attacker to {}", program.display()))?;
         }
         Ok(())
+    }
+}
+
+/// An attacker process outside the traced tree; killed and reaped when dropped.
+struct Outsider(std::process::Child);
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -486,6 +539,27 @@ impl Verdict {
             ),
         }
         self.assert_incomplete_for(reasons);
+    }
+
+    /// The run must have been refused (exit 3) for one of `reasons`, named on stderr and in
+    /// the statement signed with `--allow-incomplete-trace`.
+    pub fn assert_refused(&self, reasons: &[&str]) {
+        assert!(
+            matches!(self, Verdict::Incomplete { .. }),
+            "the run must exit 3 for one of {reasons:?}\n{}",
+            self.describe()
+        );
+        self.assert_incomplete_for(reasons);
+    }
+
+    /// The details of the statement's `reason` entries.
+    pub fn details(&self, reason: &str) -> Vec<String> {
+        self.statement()
+            .incomplete()
+            .into_iter()
+            .filter(|(listed, _)| listed == reason)
+            .map(|(_, detail)| detail)
+            .collect()
     }
 
     /// `path` was not changed by the command and must not be a product; the trace is complete.

@@ -132,11 +132,20 @@ pub const ATTESTOR: Attestor = Attestor {
 
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let outcome = run.outcome(ATTESTOR.name)?;
-    Ok(vec![attest(&outcome.observation, &run.options.redaction)?])
+    Ok(vec![attest(
+        &outcome.observation,
+        &run.late_gaps.borrow(),
+        &run.options.redaction,
+    )?])
 }
 
-/// The command-run attestation for `observation`; every command line goes through `redaction`.
-pub fn attest(observation: &Observation, redaction: &Redaction) -> anyhow::Result<Attestation> {
+/// The command-run attestation for `observation`, with the gaps `late_gaps` found after the
+/// command besides its own; every command line goes through `redaction`.
+pub fn attest(
+    observation: &Observation,
+    late_gaps: &[Incomplete],
+    redaction: &Redaction,
+) -> anyhow::Result<Attestation> {
     let (trace, reason) = match &observation.trace {
         TraceMode::Ebpf => ("ebpf", None),
         TraceMode::Off { reason } => ("off", Some(reason.clone())),
@@ -204,7 +213,12 @@ pub fn attest(observation: &Observation, redaction: &Redaction) -> anyhow::Resul
             truncatedargvs: observation.counts.truncated_argvs,
             unresolvedpaths: observation.counts.unresolved_paths,
             durationms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
-            incomplete: observation.incomplete.clone(),
+            incomplete: observation
+                .incomplete
+                .iter()
+                .chain(late_gaps)
+                .cloned()
+                .collect(),
         },
         processes,
     };
@@ -244,7 +258,7 @@ mod tests {
             parent_pid: 1,
             execs: vec![ExecRecord {
                 program: program.to_owned(),
-                program_id: (1, 2),
+                program_id: crate::observed::ProgramId::default(),
                 program_digest: digest.map(str::to_owned),
                 argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
                 time: at(started),
@@ -309,12 +323,13 @@ mod tests {
                 ),
             ],
             written: Vec::new(),
+            outside_writes: Vec::new(),
             incomplete: vec![Incomplete {
                 reason: IncompleteReason::TreeStillRunning,
                 detail: "pid 30 (/usr/bin/sleep) still running".into(),
             }],
         };
-        let attestation = attest(&observation, &redaction).unwrap();
+        let attestation = attest(&observation, &[], &redaction).unwrap();
         let predicate = &attestation.predicate;
         assert_eq!(
             predicate["cmd"],
@@ -357,9 +372,10 @@ mod tests {
             counts: TraceCounts::default(),
             processes: Vec::new(),
             written: Vec::new(),
+            outside_writes: Vec::new(),
             incomplete: Vec::new(),
         };
-        let attestation = attest(&observation, &Redaction::default()).unwrap();
+        let attestation = attest(&observation, &[], &Redaction::default()).unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
         assert_eq!(

@@ -135,7 +135,11 @@ fn self_test(mut tracer: Tracer) -> anyhow::Result<Value> {
     let child = launch::spawn_stopped(&argv, &std::env::current_dir()?)?;
     tracer.track(child.pid())?;
     child.release()?.wait()?;
-    let outcome = tracer.finish(&std::env::current_dir()?)?;
+    // `true` writes nothing: no working directory to look through.
+    let outcome = tracer.finish(
+        &std::env::current_dir()?,
+        &crate::snapshot::Snapshot::default(),
+    )?;
     let exec_observed = outcome
         .processes
         .iter()
