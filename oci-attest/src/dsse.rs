@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::certificate::CertChain;
 use crate::keys::{PrivateKey, PublicKey};
 
 /// The payload type of an in-toto statement.
@@ -41,6 +42,12 @@ pub struct Signature {
     pub keyid: String,
     /// Standard base64 (with padding) of the signature bytes.
     pub sig: String,
+    /// Standard base64 of the signer certificate's PEM (witness's `certificate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// Standard base64 of each intermediate certificate's PEM (witness's `intermediates`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediates: Vec<String>,
 }
 
 /// Signs `payload` as an in-toto statement; returns the envelope's JSON bytes.
@@ -50,6 +57,17 @@ pub fn sign(payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
 
 /// Signs `payload` under `payload_type`; returns the envelope's JSON bytes.
 pub fn sign_as(payload_type: &str, payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
+    sign_with_chain(payload_type, payload, key, None)
+}
+
+/// Signs `payload` under `payload_type`, recording the key's certificate chain (if any) in the
+/// signature; returns the envelope's JSON bytes.
+pub fn sign_with_chain(
+    payload_type: &str,
+    payload: &[u8],
+    key: &PrivateKey,
+    chain: Option<&CertChain>,
+) -> anyhow::Result<Vec<u8>> {
     let signature = key.sign(&pae(payload_type, payload))?;
     let envelope = Envelope {
         payload: BASE64.encode(payload),
@@ -57,6 +75,16 @@ pub fn sign_as(payload_type: &str, payload: &[u8], key: &PrivateKey) -> anyhow::
         signatures: vec![Signature {
             keyid: key.keyid(),
             sig: BASE64.encode(signature),
+            certificate: chain.map(|chain| BASE64.encode(&chain.leaf)),
+            intermediates: chain
+                .map(|chain| {
+                    chain
+                        .intermediates
+                        .iter()
+                        .map(|pem| BASE64.encode(pem))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }],
     };
     Ok(crate::gojson::to_vec(&envelope)?)
@@ -96,6 +124,16 @@ pub fn verify_as(
     envelope: &Envelope,
     key: &PublicKey,
 ) -> Result<Vec<u8>, VerifyError> {
+    verify_signature(payload_types, envelope, key).map(|(payload, _)| payload)
+}
+
+/// As [`verify_as`], also returning the signature that verified (its certificate, if any, is
+/// what the signer recorded).
+pub fn verify_signature<'a>(
+    payload_types: &[&str],
+    envelope: &'a Envelope,
+    key: &PublicKey,
+) -> Result<(Vec<u8>, &'a Signature), VerifyError> {
     if !payload_types.contains(&envelope.payload_type.as_str()) {
         return Err(VerifyError::PayloadType {
             found: envelope.payload_type.clone(),
@@ -135,17 +173,16 @@ pub fn verify_as(
     // An envelope stuffed with signatures under our keyid must not cost a public-key operation
     // each: signers add one signature per key, a few at most.
     let verified = candidates
-        .iter()
+        .into_iter()
         .take(MAX_SIGNATURES_PER_KEY)
-        .any(|signature| {
+        .find(|signature| {
             BASE64
                 .decode(&signature.sig)
                 .is_ok_and(|sig| key.verify(&message, &sig))
         });
-    if verified {
-        Ok(payload)
-    } else {
-        Err(VerifyError::BadSignature(keyid))
+    match verified {
+        Some(signature) => Ok((payload, signature)),
+        None => Err(VerifyError::BadSignature(keyid)),
     }
 }
 

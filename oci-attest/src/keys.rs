@@ -176,6 +176,11 @@ impl PublicKey {
         }
     }
 
+    /// Parses a DER SubjectPublicKeyInfo (the key inside an X.509 certificate).
+    pub fn from_spki_der(der: &[u8]) -> Result<PublicKey, KeyProblem> {
+        public_from_spki(der)
+    }
+
     /// Parses the first public-key PEM block of `text`.
     pub fn from_pem(text: &[u8]) -> Result<PublicKey, KeyProblem> {
         let block = first_key_block(text)?;
@@ -574,7 +579,7 @@ fn first_key_block(text: &[u8]) -> Result<PemBlock, KeyProblem> {
 }
 
 /// Reads a small secret file (`what`: "key file", "passphrase file"), with one-line errors.
-fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_small_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     let display = path.display();
     let describe = |error: io::Error| {
         let message = match error.kind() {

@@ -13,6 +13,7 @@
 //! [`registry`] puts signed attestations beside their image in an OCI registry and reads them back.
 
 pub mod attestors;
+pub mod certificate;
 #[cfg(feature = "tracer")]
 pub mod cli_compat;
 pub mod collection;

@@ -27,7 +27,9 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Check an envelope's signature, optionally against an image archive.
     Verify(commands::verify::Args),
-    /// The attestor catalogue: which attestors exist and when they attach.
+    /// The attestor catalogue: which attestors exist and when they attach (`attestors list`
+    /// as in witness).
+    #[command(visible_alias = "attestors")]
     Tools(commands::tools::Args),
     /// What this host supports: eBPF programs, BTF, tracefs, privileges, save tools.
     Doctor(commands::doctor::Args),
@@ -42,6 +44,8 @@ enum Command {
     Attach(commands::attach::Args),
     /// List the attestations attached to an image in its OCI registry.
     Discover(commands::discover::Args),
+    /// Print the version (as `--version` does; witness's spelling).
+    Version,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,10 @@ fn main() -> ExitCode {
         }
         Command::Attach(args) => commands::attach::execute(args),
         Command::Discover(args) => commands::discover::execute(args),
+        Command::Version => {
+            println!("oci-attest {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

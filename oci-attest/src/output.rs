@@ -8,7 +8,8 @@
 //! - a character device, FIFO, socket or an inherited descriptor (`/dev/stdout`, `/dev/fd/N`)
 //!   is opened and written to directly, never replaced by a regular file;
 //! - without `-o`, stdout is used only when it is a terminal: a redirected stdout usually holds
-//!   the wrapped command's own output (`run -- podman save img > img.tar`).
+//!   the wrapped command's own output (`run -- podman save img > img.tar`); `-o -` is the
+//!   explicit choice of stdout (as `inspect -` reads stdin).
 //!
 //! If the output directory vanished while the command ran, the attestation goes next to the
 //! working directory instead and the path is printed: a signed run is never lost silently.
@@ -23,13 +24,16 @@ use anyhow::Context;
 /// Mode of a new output file (before the umask): attestations are public documents.
 const NEW_FILE_MODE: u32 = 0o644;
 
+/// The `-o` value that means stdout.
+pub const STDOUT_NAME: &str = "-";
+
 /// Paths that name an already open descriptor of this process rather than a file to replace.
 const DESCRIPTOR_PREFIXES: &[&str] = &["/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/"];
 
 /// Where the attestation goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Destination {
-    /// Stdout, which is a terminal.
+    /// Stdout: a terminal, or asked for with `-o -`.
     Stdout,
     /// A regular file (existing or not) replaced atomically; for a symlinked `-o` this is the
     /// link's final target.
@@ -52,6 +56,9 @@ impl Destination {
                  the command was not started"
             );
         };
+        if requested == Path::new(STDOUT_NAME) {
+            return Ok(Destination::Stdout);
+        }
         let display = requested.display();
         let as_text = requested.to_string_lossy();
         if DESCRIPTOR_PREFIXES
@@ -351,6 +358,14 @@ mod tests {
             .to_string_lossy()
             .starts_with("att.json."));
         assert_eq!(fs::read(&path).unwrap(), b"envelope");
+    }
+
+    #[test]
+    fn dash_is_stdout_whatever_stdout_is() {
+        assert_eq!(
+            Destination::choose(Some(Path::new("-"))).unwrap(),
+            Destination::Stdout
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ fn hash_settled(path: &Path, expected: Option<&FileStamp>) -> anyhow::Result<Has
         let file = match File::open(path) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                tracing::warn!(path = %shown, "left out: it vanished before it could be hashed");
+                tracing::warn!(path = %shown, "{shown}: left out: it vanished before it could be hashed");
                 return Ok(Hashed::Vanished);
             }
             Err(error) => return Err(error).with_context(|| format!("{shown}: cannot hash")),
@@ -98,7 +98,7 @@ fn hash_settled(path: &Path, expected: Option<&FileStamp>) -> anyhow::Result<Has
         if before == after {
             return Ok(Hashed::Digest(digest));
         }
-        tracing::info!(path = %shown, "changed while it was hashed; reading it again");
+        tracing::info!(path = %shown, "{shown}: changed while it was hashed; reading it again");
     }
     Ok(Hashed::Unstable(format!(
         "kept changing while it was hashed ({HASH_ATTEMPTS} attempts)"
@@ -153,7 +153,7 @@ pub fn hash_files(
             Hashed::Digest(sha256) => files.digests.push(FileDigest { path, sha256 }),
             Hashed::Vanished => {}
             Hashed::Unstable(why) => {
-                tracing::warn!(path, "left out: {why}");
+                tracing::warn!(path, "{path}: left out: {why}");
                 files.unstable.push((path, why));
             }
         }

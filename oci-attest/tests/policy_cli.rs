@@ -248,6 +248,35 @@ fn the_build_then_save_chain_passes() {
     assert!(report.contains("step save: PASS"), "{report}");
     assert!(report.contains("policy: PASS"), "{report}");
 
+    // witness's spellings (`--publickey`, `-f`); `-q` leaves the verdict to the exit code;
+    // without the artifact the command line is incomplete (2), as in witness.
+    let policy_text = policy.display().to_string();
+    let witness_args = [
+        "verify",
+        "-q",
+        "-p",
+        &policy_text,
+        "--publickey",
+        &keys.public("policy"),
+        "-a",
+        &attestations[0],
+        "-a",
+        &attestations[1],
+    ];
+    let output = oci_attest(
+        chain.out.path(),
+        &[&witness_args[..], &["-f", &artifact]].concat(),
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(output.stdout.is_empty(), "{}", text(&output));
+    let output = oci_attest(chain.out.path(), &witness_args);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        text(&output).contains("--artifactfile <FILE>|--subjects"),
+        "{}",
+        text(&output)
+    );
+
     let digest = format!(
         "sha256:{}",
         hex::encode(Sha256::digest(std::fs::read(&artifact).unwrap()))

@@ -175,6 +175,41 @@ fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
     assert!(report
         .lines()
         .any(|line| line.trim_start().starts_with("tags") && line.contains(" ok ")));
+
+    // The same comparison as JSON: one entry per fact, attested and derived values as data.
+    let mismatch = oci_attest(
+        d,
+        &[
+            "verify",
+            "--key",
+            "key.pem.pub",
+            "att.json",
+            "--image",
+            "other.tar",
+            "--json",
+        ],
+    );
+    assert_eq!(mismatch.status.code(), Some(7), "{}", stderr(&mismatch));
+    let report: Value = serde_json::from_slice(&mismatch.stdout).unwrap();
+    let image = &report["image"];
+    assert_eq!(image["path"], "other.tar");
+    assert_eq!(image["matches"], false);
+    let fields = image["fields"].as_array().unwrap();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|field| field["field"] == name)
+            .unwrap_or_else(|| panic!("{name}: {image:#}"))
+    };
+    assert_eq!(field("imagetags")["matches"], true);
+    let imageid = field("imageid");
+    assert_eq!(imageid["matches"], false);
+    assert_ne!(imageid["attested"]["sha256"], imageid["image"]["sha256"]);
+    assert!(image["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|subject| subject["status"] == "missing"));
 }
 
 #[test]

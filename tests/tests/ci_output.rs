@@ -1,7 +1,7 @@
 //! Output that never destroys anything, end to end with real tools: a redirected stdout is
 //! refused before `podman save` starts, `-o` through a symlink, into a character device made by
-//! `mknod`, through `/dev/stdout`, into a directory removed during the run, and from concurrent
-//! runs sharing one `-o`.
+//! `mknod`, through `/dev/stdout` and `-o -`, into a directory removed during the run, and from
+//! concurrent runs sharing one `-o`; the `--json` summary apart from skopeo's progress lines.
 
 use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::{Path, PathBuf};
@@ -28,8 +28,17 @@ fn source_archive() -> anyhow::Result<PathBuf> {
     Ok(fixtures.path(fixtures.get(APP_ARCHIVE)?))
 }
 
-/// `oci-attest run -k KEY -o OUT -- skopeo copy docker-archive:SRC oci-archive:DEST` in `dir`.
-fn skopeo_copy_run(dir: &Path, key: &Path, out: &Path, source: &Path, dest: &str) -> Command {
+/// `oci-attest run --trace off -k KEY -o OUT OPTIONS -- skopeo copy [--quiet]
+/// docker-archive:SRC oci-archive:DEST` in `dir`.
+fn skopeo_run(
+    dir: &Path,
+    key: &Path,
+    out: &Path,
+    options: &[&str],
+    quiet: bool,
+    source: &Path,
+    dest: &str,
+) -> Command {
     let mut command = oci_attest::command().expect("oci-attest binary");
     command
         .current_dir(dir)
@@ -37,11 +46,18 @@ fn skopeo_copy_run(dir: &Path, key: &Path, out: &Path, source: &Path, dest: &str
         .arg(key)
         .arg("-o")
         .arg(out)
-        .args(["--", "skopeo", "copy", "--quiet"])
+        .args(options)
+        .args(["--", "skopeo", "copy"])
+        .args(quiet.then_some("--quiet"))
         .arg(format!("docker-archive:{}", source.display()))
         .arg(format!("oci-archive:{dest}"))
         .stdin(Stdio::null());
     command
+}
+
+/// `oci-attest run -k KEY -o OUT -- skopeo copy --quiet docker-archive:SRC oci-archive:DEST`.
+fn skopeo_copy_run(dir: &Path, key: &Path, out: &Path, source: &Path, dest: &str) -> Command {
+    skopeo_run(dir, key, out, &[], true, source, dest)
 }
 
 fn verify(dir: &Path, key: &Path, envelope: &Path) -> Output {
@@ -237,4 +253,80 @@ fn concurrent_runs_with_one_outfile_leave_a_complete_envelope() {
         .filter(|name| name.ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `-o -` is the explicit choice of stdout, whatever stdout is (here a pipe).
+#[test]
+fn dash_outfile_writes_the_envelope_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = require!(keygen(d));
+    let source = require!(source_archive());
+    let output = skopeo_copy_run(d, &key, Path::new("-"), &source, "img.oci.tar")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::write(d.join("att.json"), &output.stdout).unwrap();
+    let verified = verify(d, &key, Path::new("att.json"));
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert!(!d.join("-").exists());
+}
+
+/// A real `skopeo copy` printing its progress ("Copying blob ...") on stdout: with `--json`
+/// stdout holds the summary alone and skopeo's lines are on stderr; with `--json-out FILE`
+/// skopeo's lines stay on stdout untouched and the summary is in the file. A summary consumer
+/// (`| jq`) parses both.
+#[test]
+fn json_summary_never_shares_stdout_with_skopeo_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let key = require!(keygen(d));
+    let source = require!(source_archive());
+    let progress = "Copying blob";
+
+    let output = skopeo_run(
+        d,
+        &key,
+        Path::new("a.json"),
+        &["--json"],
+        false,
+        &source,
+        "a.tar",
+    )
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["products"], serde_json::json!(["a.tar"]));
+    assert_eq!(summary["exitcode"], 0);
+    assert!(stderr(&output).contains(progress), "{}", stderr(&output));
+
+    let output = skopeo_run(
+        d,
+        &key,
+        Path::new("b.json"),
+        &["--json-out", "summary.json"],
+        false,
+        &source,
+        "b.tar",
+    )
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(stdout.contains(progress), "{stdout}");
+    assert!(
+        stdout.lines().all(|line| !line.starts_with('{')),
+        "{stdout}"
+    );
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["products"], serde_json::json!(["b.tar"]));
+    assert_eq!(summary["outfile"], "b.json");
+    for envelope in ["a.json", "b.json"] {
+        let verified = verify(d, &key, Path::new(envelope));
+        assert!(verified.status.success(), "{}", stderr(&verified));
+    }
 }

@@ -276,6 +276,29 @@ fn skopeo_push_under_run_attach_is_found_by_discover_verify_and_skopeo() {
     verify.extend(env.tls_options());
     let verified = env.oci_attest(&verify);
     assert!(verified.status.success(), "{}", text(&verified));
+    let report = String::from_utf8_lossy(&verified.stdout).into_owned();
+    assert!(
+        report.starts_with(&format!(
+            "{image} (sha256:{digest}): 1 attestation attached\n"
+        )),
+        "{report}"
+    );
+    // --json: one object, each attachment with its verdict.
+    verify.push("--json".to_owned());
+    let verified = env.oci_attest(&verify);
+    assert!(verified.status.success(), "{}", text(&verified));
+    let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["image"], image.as_str());
+    assert_eq!(report["subject"], format!("sha256:{digest}"));
+    assert_eq!(report["verified"], true);
+    let attached = report["attestations"].as_array().unwrap();
+    assert_eq!(attached.len(), 1, "{report:#}");
+    assert_eq!(attached[0]["verified"], true);
+    assert_eq!(attached[0]["step"], "oci-save");
+    assert_eq!(
+        attached[0]["envelopeDigest"],
+        found["attestations"][0]["envelopeDigest"]
+    );
 
     // Another key does not verify it.
     let other = env.work.path().join("other.pem");
@@ -292,6 +315,15 @@ fn skopeo_push_under_run_attach_is_found_by_discover_verify_and_skopeo() {
         Some(EXIT_MISMATCH),
         "{}",
         text(&refused)
+    );
+    let report: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(report["verified"], false);
+    assert!(
+        report["attestations"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no signature with keyid"),
+        "{report:#}"
     );
 
     // Attaching the same envelope again changes nothing; --cosign-tag writes the .att image.

@@ -4,10 +4,13 @@
 //! `oci-attest doctor`, the run itself and the order of the collection all read it. Adding an
 //! attestor means one module that defines its [`Attestor`] row and one line in the table.
 
+pub mod ci_job;
 pub mod command_run;
 pub mod environment;
 pub mod file_tree;
 pub mod git;
+pub mod github;
+pub mod gitlab;
 pub mod material;
 pub mod oci;
 pub mod product;
@@ -38,6 +41,8 @@ pub const PRODUCT_TYPE_URI: &str = "https://aflock.ai/attestations/product/v0.3"
 pub const ATTESTORS: &[Attestor] = &[
     environment::ATTESTOR,
     git::ATTESTOR,
+    github::ATTESTOR,
+    gitlab::ATTESTOR,
     material::ATTESTOR,
     oci::ATTESTOR,
     product::ATTESTOR,
@@ -148,6 +153,10 @@ pub struct AttestorOptions {
     pub redaction: Redaction,
     /// Sensitive environment variables are left out rather than shown as `******`.
     pub env_filter_sensitive_vars: bool,
+    /// Claims of the job's OIDC token, for `github` (`--attestor-github-jwt-path`).
+    pub github_jwt: Option<ci_job::Claims>,
+    /// Claims of the job's ID token, for `gitlab` (`--attestor-gitlab-jwt-path`).
+    pub gitlab_jwt: Option<ci_job::Claims>,
 }
 
 /// What the command did, known once it has run.
@@ -333,6 +342,8 @@ mod tests {
             [
                 "environment",
                 "git",
+                "github",
+                "gitlab",
                 "material",
                 "command-run",
                 "product",

@@ -44,10 +44,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let count = attachments.len();
     println!(
-        "{} ({subject}): {} attestations",
+        "{} ({subject}): {count} {}",
         image.text,
-        attachments.len()
+        super::plural(count, "attestation", "attestations")
     );
     for found in &attachments {
         let short = |digest: &str| digest.chars().take(19).collect::<String>();

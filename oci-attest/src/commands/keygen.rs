@@ -64,6 +64,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(&args.out);
         return Err(error);
     }
+    if crate::logging::quiet() {
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "wrote {} ({}) and {}; keyid {}",
         args.out.display(),

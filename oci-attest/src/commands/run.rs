@@ -17,6 +17,7 @@ use anyhow::Context;
 
 use crate::attestors::environment;
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
+use crate::certificate::CertChain;
 use crate::exit::{failure, FailureKind};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
@@ -34,7 +35,9 @@ use crate::{collection, dsse, launch, output};
 #[command(after_help = concat!("Examples:\n  \
     oci-attest run -k key.pem -o att.json -- docker save -o image.tar app:1\n  \
     oci-attest run -k key.pem -o att.json -a environment,git -- make image\n  \
-    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar\n\n", crate::exit_codes_help!()))]
+    oci-attest run --unsigned --trace off -- skopeo copy containers-storage:app:1 oci-archive:app.oci.tar\n  \
+    oci-attest run -k key.pem -o att.json --json -- skopeo copy ... | jq .products\n  \
+    oci-attest run -k key.pem -o att.json --json-out summary.json -a github -- docker save -o app.tar app:1\n\n", crate::exit_codes_help!()))]
 pub struct Args {
     /// Step name recorded in the collection (default: `oci-save` when an image save was
     /// recognised, else `run`).
@@ -46,11 +49,14 @@ pub struct Args {
     /// File holding the passphrase of an encrypted key (else env OCI_ATTEST_KEY_PASSPHRASE).
     #[arg(long = "signer-file-key-passphrase-path", value_name = "FILE")]
     pub passphrase: Option<PathBuf>,
+    #[command(flatten)]
+    pub certificate: crate::certificate::CertArgs,
     /// Write the bare in-toto Statement instead of a signed envelope.
-    #[arg(long, conflicts_with_all = ["key", "passphrase"])]
+    #[arg(long, conflicts_with_all = ["key", "passphrase", "cert"])]
     pub unsigned: bool,
     /// Where to write the attestation: a file is replaced atomically, a symlink written through,
-    /// a device or FIFO written directly. Default: stdout, only when it is a terminal.
+    /// a device or FIFO written directly; `-` is stdout. Default: stdout, only when it is a
+    /// terminal.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub outfile: Option<PathBuf>,
     /// Attestors to run besides the always-on product, material and command-run, comma
@@ -64,9 +70,25 @@ pub struct Args {
         default_value = "environment,git"
     )]
     pub attestations: Vec<Attestor>,
+    /// With -a github: a file holding the job's OIDC token (JWT); its claims are recorded,
+    /// decoded but not verified (no network access; see docs/format.md).
+    #[arg(long, value_name = "FILE")]
+    pub attestor_github_jwt_path: Option<PathBuf>,
+    /// With -a gitlab: a file holding the job's ID token (JWT, e.g. from `id_tokens:`); its
+    /// claims are recorded, decoded but not verified.
+    #[arg(long, value_name = "FILE")]
+    pub attestor_gitlab_jwt_path: Option<PathBuf>,
     /// Kernel tracing: auto (eBPF if it loads, else untraced with a warning), ebpf (required),
-    /// off.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// off. A bare `--trace` or `-r` is witness's boolean: ebpf; `true`/`false` are ebpf/off.
+    #[arg(
+        short = 'r',
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "auto",
+        num_args = 0..=1,
+        default_missing_value = "ebpf"
+    )]
     pub trace: TraceChoice,
     /// Sign even when the trace is incomplete (lost events, unmodelled syscalls, unverified
     /// products...): the reasons are recorded in `summary.incomplete`.
@@ -104,10 +126,16 @@ pub struct Args {
     /// as `******`.
     #[arg(long)]
     pub env_filter_sensitive_vars: bool,
-    /// Print a JSON summary on stdout (step, outfile, exit code, subjects, products, trace
-    /// counters and incomplete reasons; on failure the exit code and reason). Needs -o.
-    #[arg(long)]
+    /// Print a JSON summary (step, outfile, exit code, subjects, products, trace counters and
+    /// incomplete reasons; on failure the exit code and reason) as the only thing on stdout:
+    /// the wrapped command's own stdout goes to stderr instead. Needs -o. To leave the
+    /// command's stdout where it is, use --json-out.
+    #[arg(long, conflicts_with = "json_out")]
     pub json: bool,
+    /// Write the JSON summary to FILE (replaced atomically; `/dev/fd/N` writes to a descriptor
+    /// you opened, e.g. `--json-out /dev/fd/3 3>summary.json`) and leave stdout to the command.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
     /// After signing, attach the attestation to the image the command pushed, in its registry
     /// (as `oci-attest attach`; registry options below). If that fails, the signed attestation
     /// is kept at --outfile and the exit code is 9.
@@ -129,7 +157,9 @@ pub struct Args {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TraceChoice {
     Auto,
+    #[value(alias = "true")]
     Ebpf,
+    #[value(alias = "false")]
     Off,
 }
 
@@ -142,6 +172,8 @@ pub enum HashAlgorithm {
 struct Prepared {
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
+    /// The signer's certificate chain, recorded in the signature.
+    chain: Option<CertChain>,
     destination: output::Destination,
     /// Which written files are products.
     scope: ProductScope,
@@ -153,27 +185,77 @@ struct Prepared {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let json = args.json;
-    match attest_run(&args) {
-        Ok((summary, code)) => {
-            if json {
-                println!("{summary}");
-            }
-            Ok(code)
-        }
+    let summary_out = SummaryOut::open(&args)?;
+    let outcome = attest_run(&args);
+    let Some(summary_out) = summary_out else {
+        return outcome.map(|(_, code)| code);
+    };
+    let summary = match &outcome {
+        Ok((summary, _)) => summary.clone(),
         Err(error) => {
-            if json {
-                let kind = crate::exit::kind_of(&error);
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "exitcode": kind.run_code(),
-                        "reason": kind.reason(),
-                        "error": format!("{error:#}"),
-                    })
-                );
+            let kind = crate::exit::kind_of(error);
+            serde_json::json!({
+                "exitcode": kind.run_code(),
+                "reason": kind.reason(),
+                "error": format!("{error:#}"),
+            })
+        }
+    };
+    let written = summary_out.write(&summary);
+    let code = outcome?.1;
+    written?;
+    Ok(code)
+}
+
+/// Where the `--json` summary goes. It never shares a stream with the command's own output:
+/// `--json-out FILE` is a file or descriptor of the user's choosing; `--json` keeps this
+/// process's stdout for the summary alone and gives the command stderr as its stdout.
+enum SummaryOut {
+    /// The original stdout, kept aside; descriptor 1 now points at stderr.
+    Stdout(std::fs::File),
+    Destination(output::Destination),
+}
+
+impl SummaryOut {
+    fn open(args: &Args) -> anyhow::Result<Option<SummaryOut>> {
+        if let Some(path) = &args.json_out {
+            if args.outfile.as_deref() == Some(path.as_path()) {
+                anyhow::bail!("--json-out and --outfile name the same file: give two files");
             }
-            Err(error)
+            let destination = output::Destination::choose(Some(path))
+                .context("--json-out: the command was not started")?;
+            return Ok(Some(SummaryOut::Destination(destination)));
+        }
+        if !args.json {
+            return Ok(None);
+        }
+        use std::os::fd::AsFd as _;
+        let stdout = std::io::stdout();
+        let kept = stdout
+            .as_fd()
+            .try_clone_to_owned()
+            .context("--json: cannot duplicate stdout")?;
+        // Descriptor 1 becomes a copy of stderr, for this process and the command it starts:
+        // whatever the command prints (progress lines, a listing) lands on stderr.
+        nix::unistd::dup2_stdout(std::io::stderr().as_fd())
+            .context("--json: cannot point the command's stdout at stderr")?;
+        Ok(Some(SummaryOut::Stdout(std::fs::File::from(kept))))
+    }
+
+    fn write(self, summary: &serde_json::Value) -> anyhow::Result<()> {
+        let mut line = serde_json::to_vec(summary)?;
+        line.push(b'\n');
+        match self {
+            SummaryOut::Stdout(mut stdout) => {
+                use std::io::Write as _;
+                stdout
+                    .write_all(&line)
+                    .context("--json: cannot write the summary to stdout")
+            }
+            SummaryOut::Destination(destination) => destination
+                .write(&line, Path::new("."))
+                .map(drop)
+                .context("--json-out: cannot write the summary"),
         }
     }
 }
@@ -215,8 +297,13 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         .unwrap_or_else(|| context.default_step().to_owned());
     let statement = collection::statement_json(&step, &attestations)?;
     let document = match &prepared.signer {
-        Some(key) => dsse::sign(&statement, key)
-            .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
+        Some(key) => dsse::sign_with_chain(
+            dsse::IN_TOTO_PAYLOAD_TYPE,
+            &statement,
+            key,
+            prepared.chain.as_ref(),
+        )
+        .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
         None => statement,
     };
     let written = prepared
@@ -605,8 +692,9 @@ fn summarise(
                     layers,
                     tardigest,
                     format,
-                    "  image {imageid} [{tags}] {layers} layer(s), archive sha256:{tardigest} \
+                    "  image {imageid} [{tags}] {layers} {}, archive sha256:{tardigest} \
                      ({format})",
+                    super::plural(layers, "layer", "layers"),
                 );
             }
             attestors::PRODUCT_TYPE_URI => {
@@ -626,12 +714,15 @@ fn summarise(
         }
     }
     let trace = match &observation.trace {
-        TraceMode::Ebpf => format!(
-            "traced with eBPF: {} process(es), {} events, {} lost",
-            observation.processes.len(),
-            observation.counts.events,
-            observation.counts.lost
-        ),
+        TraceMode::Ebpf => {
+            let processes = observation.processes.len();
+            format!(
+                "traced with eBPF: {processes} {}, {} events, {} lost",
+                super::plural(processes, "process", "processes"),
+                observation.counts.events,
+                observation.counts.lost
+            )
+        }
         TraceMode::Off { reason } => format!("UNTRACED ({reason})"),
     };
     let exitcode = observation.termination.exit_code();
@@ -661,6 +752,10 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         }
         Some(keys::load_private_key(path, passphrase.as_deref())?)
     };
+    let chain = match &signer {
+        Some(key) => args.certificate.load(key.public())?,
+        None => None,
+    };
     // The wrapped build has no business with the signing key's passphrase. Still single-threaded
     // here (the tracer's thread starts later), so changing the environment is sound.
     std::env::remove_var(keys::PASSPHRASE_ENV);
@@ -677,11 +772,15 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
             working_dir.display()
         );
     }
-    if args.json
-        && (args.outfile.is_none() || args.outfile.as_deref() == Some(Path::new("/dev/stdout")))
-    {
+    let outfile_is_stdout = args.outfile.as_deref().is_none_or(|outfile| {
+        [output::STDOUT_NAME, "/dev/stdout"]
+            .iter()
+            .any(|name| outfile == Path::new(name))
+    });
+    if args.json && outfile_is_stdout {
         anyhow::bail!(
-            "--json prints the summary on stdout: pass -o/--outfile FILE for the attestation"
+            "--json prints the summary on stdout: pass -o/--outfile FILE for the attestation \
+             (or --json-out FILE for the summary)"
         );
     }
     let destination = output::Destination::choose(args.outfile.as_deref())?;
@@ -690,14 +789,23 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         .iter()
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
+    let [github_jwt, gitlab_jwt] = [
+        (args.attestor_github_jwt_path.as_deref(), "github"),
+        (args.attestor_gitlab_jwt_path.as_deref(), "gitlab"),
+    ]
+    .map(|(path, attestor)| job_token(path, attestor, &args.attestations, &mut redaction));
     let options = AttestorOptions {
         redaction,
         env_filter_sensitive_vars: args.env_filter_sensitive_vars,
+        github_jwt: github_jwt?,
+        gitlab_jwt: gitlab_jwt?,
     };
     let private_files: Vec<&Path> = [
         args.key.as_deref(),
         args.passphrase.as_deref(),
         destination.file_path(),
+        args.attestor_github_jwt_path.as_deref(),
+        args.attestor_gitlab_jwt_path.as_deref(),
     ]
     .into_iter()
     .flatten()
@@ -716,12 +824,34 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     let early = context.attest()?;
     Ok(Prepared {
         signer,
+        chain,
         destination,
         scope,
         tracer,
         context,
         early,
     })
+}
+
+/// The claims of the CI token in `path` for `attestor`, which must be requested with `-a`; the
+/// token itself is hidden wherever the run would record it.
+fn job_token(
+    path: Option<&Path>,
+    attestor: &str,
+    requested: &[Attestor],
+    redaction: &mut Redaction,
+) -> anyhow::Result<Option<attestors::ci_job::Claims>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if !requested.iter().any(|row| row.name == attestor) {
+        anyhow::bail!(
+            "--attestor-{attestor}-jwt-path is for the {attestor} attestor: add -a {attestor}"
+        );
+    }
+    let (claims, token) = attestors::ci_job::Claims::read(path)?;
+    *redaction = std::mem::take(redaction).with_secret(&token);
+    Ok(Some(claims))
 }
 
 /// The tracer, or why the run goes untraced. `--trace ebpf` turns unavailability into an error.

@@ -29,6 +29,8 @@ pub struct Args {
     /// File holding the passphrase of an encrypted key (else env OCI_ATTEST_KEY_PASSPHRASE).
     #[arg(long = "signer-file-key-passphrase-path", value_name = "FILE")]
     pub passphrase: Option<PathBuf>,
+    #[command(flatten)]
+    pub certificate: crate::certificate::CertArgs,
     /// The policy JSON to sign.
     #[arg(short = 'f', long, value_name = "FILE")]
     pub infile: PathBuf,
@@ -46,7 +48,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let key = keys::load_private_key(&args.key, passphrase.as_deref())?;
     let document = policy::read_capped(&args.infile, MAX_POLICY_BYTES)?;
     model::parse(&document).with_context(|| format!("{}: not signing", args.infile.display()))?;
-    let envelope = dsse::sign_as(&args.datatype, &document, &key)?;
+    let chain = args.certificate.load(key.public())?;
+    let envelope = dsse::sign_with_chain(&args.datatype, &document, &key, chain.as_ref())?;
     // No command's output to mix with here: without -o the envelope goes to stdout as is.
     match args.outfile.as_deref() {
         Some(outfile) => {
@@ -57,7 +60,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .write_all(&envelope)
             .context("cannot write the envelope to stdout")?,
     }
-    eprintln!(
+    tracing::info!(
         "signed {} with {} key {}",
         args.infile.display(),
         key.public().algorithm(),

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::attestors;
-use crate::commands::verify_policy;
+use crate::certificate::CertFacts;
+use crate::commands::{plural, verify_policy};
 use crate::digest::DigestSet;
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
@@ -31,13 +32,15 @@ const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
                         oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
                         oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
-                        -a att.json --artifactfile image.tar\n\n\
+                        -a att.json --artifactfile image.tar\n  \
+                        oci-attest verify -k key.pem.pub --image-ref reg.example/app:1 --json\n\n\
                         Exit codes: 0 verified; 7 signature, statement, run or image does not \
                         pass; 1 unreadable input; 4 unusable key."
 )]
 pub struct Args {
-    /// Public key (PEM) the envelope must be signed with; with -p, the key of the policy.
-    #[arg(short = 'k', long, value_name = "PUB.pem")]
+    /// Public key (PEM) the envelope must be signed with; with -p, the key of the policy
+    /// (`--publickey` as in witness).
+    #[arg(short = 'k', long, visible_alias = "publickey", value_name = "PUB.pem")]
     pub key: PathBuf,
     /// The DSSE envelope written by `oci-attest run`.
     #[arg(
@@ -58,7 +61,7 @@ pub struct Args {
     /// Accept an attestation whose trace lost events or is otherwise incomplete.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
-    /// Print the result as one JSON object on stdout.
+    /// Print the result as one JSON object on stdout (`docs/json.md`).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -71,23 +74,53 @@ pub struct Args {
     pub registry: crate::registry::RegistryArgs,
 }
 
-/// What `verify` found, printed as text or (`--json`) as one object.
+/// What `verify` found, printed as text or (`--json`) as one object; `docs/json.md`
+/// describes the object.
 #[derive(Debug, Default, Serialize)]
 struct Report {
     envelope: String,
     verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    signature: Option<String>,
+    signature: Option<SignatureFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    keyid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    step: Option<String>,
-    subjects: usize,
+    statement: Option<StatementFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run: Option<RunFacts>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    image: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<Comparison>,
     problems: Vec<String>,
+}
+
+/// The key that verified the envelope, and the certificate the signer recorded with it.
+#[derive(Debug, Serialize)]
+struct SignatureFacts {
+    algorithm: String,
+    keyid: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<CertFacts>,
+}
+
+/// The facts of a signature's `certificate` field (base64 of the leaf's PEM).
+fn recorded_certificate(
+    encoded: &str,
+    intermediates: usize,
+    key: &keys::PublicKey,
+) -> anyhow::Result<CertFacts> {
+    use base64::Engine as _;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .context("not base64")?;
+    CertFacts::of(&pem, intermediates, key)
+}
+
+/// The signed statement's header.
+#[derive(Debug, Serialize)]
+struct StatementFacts {
+    #[serde(rename = "predicateType")]
+    predicate_type: Value,
+    step: String,
+    /// Subject name → digest set, as signed.
+    subjects: BTreeMap<String, DigestSet>,
 }
 
 /// What the attestation says about the wrapped command (its command-run predicate).
@@ -107,11 +140,33 @@ impl Report {
             println!("{}", serde_json::to_string(self)?);
             return Ok(());
         }
-        if let (Some(signature), Some(keyid)) = (&self.signature, &self.keyid) {
-            println!("signature: ok ({signature} key {keyid})");
+        if crate::logging::quiet() {
+            return Ok(());
         }
-        if let Some(step) = &self.step {
-            println!("statement: step {step:?}, {} subjects", self.subjects);
+        if let Some(signature) = &self.signature {
+            println!(
+                "signature: ok ({} key {})",
+                signature.algorithm, signature.keyid
+            );
+            if let Some(certificate) = &signature.certificate {
+                println!(
+                    "certificate: {} (issuer {}, valid {} to {}, {} {})",
+                    certificate.subject,
+                    certificate.issuer,
+                    certificate.not_before,
+                    certificate.not_after,
+                    certificate.intermediates,
+                    plural(certificate.intermediates, "intermediate", "intermediates")
+                );
+            }
+        }
+        if let Some(statement) = &self.statement {
+            let count = statement.subjects.len();
+            println!(
+                "statement: step {:?}, {count} {}",
+                statement.step,
+                plural(count, "subject", "subjects")
+            );
         }
         if let Some(run) = &self.run {
             let exit = run
@@ -132,8 +187,8 @@ impl Report {
             };
             println!("run: command exit code {exit}, trace {trace}, {completeness}");
         }
-        if !self.image.is_empty() {
-            for line in &self.image {
+        if let Some(image) = &self.image {
+            for line in image.lines() {
                 println!("  {line}");
             }
         }
@@ -150,7 +205,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;
-        return super::verify_image_ref::execute(&key, image_ref, &args.registry);
+        return super::verify_image_ref::execute(&key, image_ref, &args.registry, args.json);
     }
     // clap requires ENVELOPE when neither -p nor --image-ref is given.
     let envelope = args
@@ -216,9 +271,12 @@ fn check(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let envelope_path = report.envelope.clone();
-    let verified = dsse::parse(bytes).and_then(|envelope| dsse::verify(&envelope, key));
-    let payload = match verified {
-        Ok(payload) => payload,
+    let verified = dsse::parse(bytes).and_then(|envelope| {
+        dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
+            .map(|(payload, signature)| (payload, signature.clone()))
+    });
+    let (payload, signature) = match verified {
+        Ok(verified) => verified,
         Err(error) => {
             let unsigned = serde_json::from_slice::<Value>(bytes)
                 .is_ok_and(|value| value.get("_type").is_some() && value.get("payload").is_none());
@@ -236,8 +294,30 @@ fn check(
             ));
         }
     };
-    report.signature = Some(key.algorithm().to_string());
-    report.keyid = Some(key.keyid());
+    let certificate = match signature.certificate.as_deref() {
+        None => None,
+        Some(encoded) => match recorded_certificate(encoded, signature.intermediates.len(), key) {
+            Ok(facts) => {
+                if !facts.certifies_key {
+                    report.problems.push(
+                        "the certificate recorded with the signature is for another key".to_owned(),
+                    );
+                }
+                Some(facts)
+            }
+            Err(error) => {
+                report.problems.push(format!(
+                    "the certificate recorded with the signature cannot be read: {error:#}"
+                ));
+                None
+            }
+        },
+    };
+    report.signature = Some(SignatureFacts {
+        algorithm: key.algorithm().to_string(),
+        keyid: key.keyid(),
+        certificate,
+    });
     let statement: Value = serde_json::from_slice(&payload).map_err(|error| {
         failure(
             FailureKind::VerificationFailed,
@@ -256,13 +336,14 @@ fn check(
         }
     }
     let subjects = statement_subjects(&statement);
-    report.step = Some(
-        statement["predicate"]["name"]
+    report.statement = Some(StatementFacts {
+        predicate_type: statement["predicateType"].clone(),
+        step: statement["predicate"]["name"]
             .as_str()
             .unwrap_or("")
             .to_owned(),
-    );
-    report.subjects = subjects.len();
+        subjects: subjects.clone(),
+    });
     report.run = run_facts(&statement);
     if let Some(run) = &report.run {
         judge_run(args, run, &mut report.problems);
@@ -286,16 +367,16 @@ fn check(
     };
     let now = std::time::SystemTime::now();
     let derived = attestors::oci::attest(&analysis, now, now);
-    let comparison = compare(&statement, &subjects, &derived);
-    report.image.push(format!("image {}:", image.display()));
-    report.image.extend(comparison.lines);
-    if comparison.mismatches > 0 {
+    let mut comparison = compare(&statement, &subjects, &derived);
+    comparison.path = image.display().to_string();
+    let mismatches = comparison.mismatches();
+    if mismatches > 0 {
         report.problems.push(format!(
-            "{} of the attested image facts do not match {}",
-            comparison.mismatches,
+            "{mismatches} of the attested image facts do not match {}",
             image.display()
         ));
     }
+    report.image = Some(comparison);
     Ok(())
 }
 
@@ -361,25 +442,103 @@ fn statement_subjects(statement: &Value) -> BTreeMap<String, DigestSet> {
         .collect()
 }
 
-#[derive(Debug, Default)]
+/// The image archive compared with the attestation: each re-derived fact and each subject.
+#[derive(Debug, Default, Serialize)]
 struct Comparison {
-    lines: Vec<String>,
-    mismatches: usize,
+    path: String,
+    matches: bool,
+    /// `false` when the collection holds no oci attestation at all.
+    attested: bool,
+    fields: Vec<FieldCheck>,
+    subjects: Vec<SubjectCheck>,
+}
+
+/// One fact of the oci predicate: as signed, and as the archive gives it.
+#[derive(Debug, Serialize)]
+struct FieldCheck {
+    field: String,
+    matches: bool,
+    attested: Value,
+    image: Value,
+}
+
+/// One subject the archive gives, and whether the statement signs it.
+#[derive(Debug, Serialize)]
+struct SubjectCheck {
+    name: String,
+    status: SubjectStatus,
+    image: DigestSet,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed: Option<DigestSet>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SubjectStatus {
+    Signed,
+    Mismatch,
+    Missing,
 }
 
 impl Comparison {
     fn check(&mut self, what: &str, attested: &Value, derived: &Value) {
-        if attested == derived {
-            self.lines
-                .push(format!("{what:<16} ok        {}", compact(derived)));
-        } else {
-            self.mismatches += 1;
-            self.lines.push(format!(
-                "{what:<16} MISMATCH  attested {}, image {}",
-                compact(attested),
-                compact(derived)
+        self.fields.push(FieldCheck {
+            field: what.to_owned(),
+            matches: attested == derived,
+            attested: attested.clone(),
+            image: derived.clone(),
+        });
+    }
+
+    fn mismatches(&self) -> usize {
+        usize::from(!self.attested)
+            + self.fields.iter().filter(|field| !field.matches).count()
+            + self
+                .subjects
+                .iter()
+                .filter(|subject| subject.status != SubjectStatus::Signed)
+                .count()
+    }
+
+    /// The comparison as text lines, one per fact.
+    fn lines(&self) -> Vec<String> {
+        let mut lines = vec![format!("image {}:", self.path)];
+        if !self.attested {
+            lines.push("the attestation holds no oci attestation to compare with".to_owned());
+        }
+        for field in &self.fields {
+            let name = label(&field.field);
+            lines.push(if field.matches {
+                format!("{name:<16} ok        {}", compact(&field.image))
+            } else {
+                format!(
+                    "{name:<16} MISMATCH  attested {}, image {}",
+                    compact(&field.attested),
+                    compact(&field.image)
+                )
+            });
+        }
+        for subject in &self.subjects {
+            match subject.status {
+                SubjectStatus::Signed => {}
+                SubjectStatus::Mismatch => lines.push(format!(
+                    "subject {}: MISMATCH  signed {:?}, image {:?}",
+                    subject.name, subject.signed, subject.image
+                )),
+                SubjectStatus::Missing => lines.push(format!(
+                    "subject {}: MISSING from the signed subjects",
+                    subject.name
+                )),
+            }
+        }
+        if self.matches {
+            let count = self.subjects.len();
+            lines.push(format!(
+                "all {count} image {} signed",
+                plural(count, "subject is", "subjects are")
             ));
         }
+        lines
     }
 }
 
@@ -434,40 +593,27 @@ fn compare(
             .filter(|key| attested[**key] == derived.predicate[**key])
             .count()
     };
-    let Some(attested) = candidates.iter().max_by_key(agreement) else {
-        comparison.mismatches += 1;
-        comparison
-            .lines
-            .push("the attestation holds no oci attestation to compare with".to_owned());
-        return comparison;
-    };
-    for key in &fields {
-        comparison.check(label(key), &attested[*key], &derived.predicate[*key]);
-    }
-    for (key, digest) in &derived.subjects {
-        let name = format!("{}/{key}", derived.type_uri);
-        match subjects.get(&name) {
-            Some(signed) if signed == digest => {}
-            Some(signed) => {
-                comparison.mismatches += 1;
-                comparison.lines.push(format!(
-                    "subject {key}: MISMATCH  signed {signed:?}, image {digest:?}"
-                ));
-            }
-            None => {
-                comparison.mismatches += 1;
-                comparison
-                    .lines
-                    .push(format!("subject {key}: MISSING from the signed subjects"));
-            }
+    if let Some(attested) = candidates.iter().max_by_key(agreement) {
+        comparison.attested = true;
+        for key in &fields {
+            comparison.check(key, &attested[*key], &derived.predicate[*key]);
         }
     }
-    if comparison.mismatches == 0 {
-        comparison.lines.push(format!(
-            "all {} image subjects are signed",
-            derived.subjects.len()
-        ));
+    for (key, digest) in &derived.subjects {
+        let signed = subjects.get(&format!("{}/{key}", derived.type_uri));
+        let status = match signed {
+            Some(signed) if signed == digest => SubjectStatus::Signed,
+            Some(_) => SubjectStatus::Mismatch,
+            None => SubjectStatus::Missing,
+        };
+        comparison.subjects.push(SubjectCheck {
+            name: key.clone(),
+            status,
+            image: digest.clone(),
+            signed: signed.cloned(),
+        });
     }
+    comparison.matches = comparison.mismatches() == 0;
     comparison
 }
 
@@ -520,7 +666,8 @@ mod tests {
             &statement_subjects(&statement_ok),
             &derived(),
         );
-        assert_eq!(result.mismatches, 0, "{:?}", result.lines);
+        assert_eq!(result.mismatches(), 0, "{:?}", result.lines());
+        assert!(result.matches);
 
         let mut other_tags = good.clone();
         other_tags["imagetags"] = json!(["b:2"]);
@@ -528,21 +675,30 @@ mod tests {
         let unrelated = json!({"tardigest": {"sha256": "zz"}});
         let tampered = statement(&[unrelated, other_tags], &[("imageid:i1", "i1")]);
         let result = compare(&tampered, &statement_subjects(&tampered), &derived());
-        assert_eq!(result.mismatches, 3, "{:?}", result.lines);
-        assert!(result
-            .lines
+        assert_eq!(result.mismatches(), 3, "{:?}", result.lines());
+        let failed: Vec<&str> = result
+            .fields
+            .iter()
+            .filter(|field| !field.matches)
+            .map(|field| field.field.as_str())
+            .collect();
+        assert_eq!(failed, ["diffids", "imagetags"]);
+        let lines = result.lines();
+        assert!(lines
             .iter()
             .any(|line| line.starts_with("tags") && line.contains("MISMATCH")));
-        assert!(result
-            .lines
-            .iter()
-            .any(|line| line.starts_with("diffids") && line.contains("MISMATCH")));
-        assert!(result
-            .lines
+        assert!(lines
             .iter()
             .any(|line| line.contains("tardigest:t1: MISSING")));
+        let missing = &result.subjects[1];
+        assert_eq!(
+            (missing.name.as_str(), missing.status),
+            ("tardigest:t1", SubjectStatus::Missing)
+        );
 
         let empty = statement(&[], &[]);
-        assert_eq!(compare(&empty, &BTreeMap::new(), &derived()).mismatches, 1);
+        let nothing = compare(&empty, &BTreeMap::new(), &derived());
+        assert!(!nothing.attested);
+        assert_eq!(nothing.mismatches(), 3);
     }
 }

@@ -21,11 +21,18 @@ use crate::policy::{self, rego};
 /// Largest attestation read, as for `verify --key`.
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 
-/// The policy form of `verify` (flattened into its arguments).
+/// The policy form of `verify` (flattened into its arguments). `-p` without the artifact
+/// (`-f FILE` or `-s sha256:HEX`) is a usage error, as in witness.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("artifact").args(["artifactfile", "subjects"])))]
 pub struct PolicyArgs {
     /// Signed policy (DSSE, from `oci-attest sign`, `witness sign` or `cilock sign`).
-    #[arg(short = 'p', long, value_name = "POLICY", requires = "attestations")]
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "POLICY",
+        requires_all = ["attestations", "artifact"]
+    )]
     pub policy: Option<PathBuf>,
     /// Attestation envelope to check against the policy (repeatable).
     #[arg(
@@ -37,6 +44,7 @@ pub struct PolicyArgs {
     pub attestations: Vec<PathBuf>,
     /// The artifact the policy is about: its SHA-256 must be a subject or product of a step.
     #[arg(
+        short = 'f',
         long,
         value_name = "FILE",
         requires = "policy",
@@ -89,7 +97,7 @@ pub fn execute(
     report.rejected = rejected;
     if json {
         println!("{:#}", serde_json::to_value(&report)?);
-    } else {
+    } else if !crate::logging::quiet() {
         print_summary(&report);
     }
     if report.holds {
