@@ -91,8 +91,24 @@ pub fn reconcile(
         );
         linked.extend(process.links.iter().map(|(_, new)| new.as_path()));
     }
-    // A path reached by a rename of the tree (of the file, or of a directory above it).
-    let moved_in = |path: &Path| moves.iter().any(|(_, new)| path.starts_with(new));
+    // A path reached by a rename of the tree (of the file, or of a directory above it); or,
+    // for RENAME_EXCHANGE, the old name of a rename that now holds what the new name held.
+    let moved_in = |path: &Path, stamp: &FileStamp| {
+        moves.iter().any(|(old, new)| {
+            let exchanged = path.strip_prefix(old).ok().and_then(|rest| {
+                let counterpart = if rest.as_os_str().is_empty() {
+                    new.to_path_buf()
+                } else {
+                    new.join(rest)
+                };
+                before.get(&counterpart).copied()
+            });
+            path.starts_with(new)
+                || exchanged.is_some_and(|was| {
+                    (was.device, was.inode) == (stamp.device, stamp.inode)
+                })
+        })
+    };
     let moved_away = |path: &Path| moves.iter().any(|(old, _)| path.starts_with(old));
 
     let mut reconciled = Reconciled::default();
@@ -107,7 +123,7 @@ pub fn reconcile(
             }
             continue;
         }
-        if written.contains(path) || moved_in(path) || linked.contains(path) {
+        if written.contains(path) || moved_in(path, stamp) || linked.contains(path) {
             continue;
         }
         match previous {

@@ -230,10 +230,17 @@ impl Scenario {
                     .open(work.join(path))
                     .with_context(|| format!("cannot open {} to pass down", path.display()))?;
                 let (source, target) = (file.as_raw_fd(), *fd);
-                // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on `target`.
+                // SAFETY: dup2 and fcntl are async-signal-safe. dup2 clears close-on-exec on
+                // `target`, except when the file already has that number (then it does
+                // nothing): clear the flag there.
                 unsafe {
                     command.pre_exec(move || {
-                        if libc::dup2(source, target) < 0 {
+                        let done = if source == target {
+                            libc::fcntl(target, libc::F_SETFD, 0)
+                        } else {
+                            libc::dup2(source, target)
+                        };
+                        if done < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                         Ok(())
