@@ -104,9 +104,8 @@ pub fn reconcile(
                 before.get(&counterpart).copied()
             });
             path.starts_with(new)
-                || exchanged.is_some_and(|was| {
-                    (was.device, was.inode) == (stamp.device, stamp.inode)
-                })
+                || exchanged
+                    .is_some_and(|was| (was.device, was.inode) == (stamp.device, stamp.inode))
         })
     };
     let moved_away = |path: &Path| moves.iter().any(|(old, _)| path.starts_with(old));
