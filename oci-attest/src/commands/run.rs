@@ -511,10 +511,10 @@ impl PushPlan {
                     push::attest(&self.push, &digest, how, started),
                 )))
             }
-            Err(error)
-                if args.allow_missing_subjects
-                    && crate::exit::kind_of(&error) != FailureKind::PushedDigestMismatch =>
-            {
+            Err(error) if crate::exit::kind_of(&error) == FailureKind::PushedDigestMismatch => {
+                Err(error)
+            }
+            Err(error) if args.allow_missing_subjects => {
                 tracing::warn!(
                     "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
                     self.push.reference
@@ -561,9 +561,10 @@ fn cross_check_pushed(
     Ok(())
 }
 
-/// How to reach the registry the push reached: the user's registry options, with the push
-/// tool's credentials when none were given, and (when the tool was told not to verify TLS, as
-/// skopeo's `--dest-tls-verify=false`) unverified TLS, then plain HTTP, as the tool tries them.
+/// How to reach the registry the push reached, in order: the user's registry options, then
+/// with the push tool's own credentials (`--dest-creds`/`--creds`) if it had others; each also
+/// (when the tool was told not to verify TLS, as skopeo's `--dest-tls-verify=false`) with
+/// unverified TLS, then plain HTTP, as the tool tries them.
 fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<RegistryArgs> {
     let value_of = |names: &[&str]| {
         push_argv.iter().enumerate().find_map(|(index, word)| {
@@ -574,21 +575,28 @@ fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<Regi
             })
         })
     };
-    let mut base = given.clone();
-    if base.creds.is_none() {
-        base.creds = value_of(&["--dest-creds", "--creds"]);
+    let mut bases = vec![given.clone()];
+    let push_creds = value_of(&["--dest-creds", "--creds"]);
+    if push_creds.is_some() && push_creds != given.creds {
+        bases.push(RegistryArgs {
+            creds: push_creds,
+            ..given.clone()
+        });
     }
-    let mut attempts = vec![base.clone()];
     let unverified = value_of(&["--dest-tls-verify", "--tls-verify"]).as_deref() == Some("false");
-    if unverified && !given.plain_http {
-        attempts.push(RegistryArgs {
-            tls_verify: false,
-            ..base.clone()
-        });
-        attempts.push(RegistryArgs {
-            plain_http: true,
-            ..base
-        });
+    let mut attempts = Vec::new();
+    for base in bases {
+        attempts.push(base.clone());
+        if unverified && !given.plain_http {
+            attempts.push(RegistryArgs {
+                tls_verify: false,
+                ..base.clone()
+            });
+            attempts.push(RegistryArgs {
+                plain_http: true,
+                ..base
+            });
+        }
     }
     attempts
 }
