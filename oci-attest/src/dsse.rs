@@ -15,16 +15,22 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 
 /// `"DSSEv1" SP len(type) SP type SP len(payload) SP payload`, lengths in decimal ASCII.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut encoded = Vec::with_capacity(payload.len() + payload_type.len() + 32);
-    encoded.extend_from_slice(b"DSSEv1 ");
-    encoded.extend_from_slice(payload_type.len().to_string().as_bytes());
-    encoded.push(b' ');
-    encoded.extend_from_slice(payload_type.as_bytes());
-    encoded.push(b' ');
-    encoded.extend_from_slice(payload.len().to_string().as_bytes());
-    encoded.push(b' ');
+    let mut encoded = pae_header(payload_type, payload.len());
     encoded.extend_from_slice(payload);
     encoded
+}
+
+/// The PAE up to the payload.
+fn pae_header(payload_type: &str, payload_len: usize) -> Vec<u8> {
+    let mut header = Vec::with_capacity(payload_type.len() + 48);
+    header.extend_from_slice(b"DSSEv1 ");
+    header.extend_from_slice(payload_type.len().to_string().as_bytes());
+    header.push(b' ');
+    header.extend_from_slice(payload_type.as_bytes());
+    header.push(b' ');
+    header.extend_from_slice(payload_len.to_string().as_bytes());
+    header.push(b' ');
+    header
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,28 +140,43 @@ pub fn verify_signature<'a>(
     envelope: &'a Envelope,
     key: &PublicKey,
 ) -> Result<(Vec<u8>, &'a Signature), VerifyError> {
-    if !payload_types.contains(&envelope.payload_type.as_str()) {
-        return Err(VerifyError::PayloadType {
-            found: envelope.payload_type.clone(),
-            expected: payload_types
-                .iter()
-                .map(|accepted| format!("{accepted:?}"))
-                .collect::<Vec<_>>()
-                .join(" or "),
-        });
-    }
+    check_payload_type(payload_types, &envelope.payload_type)?;
     let payload = BASE64
         .decode(&envelope.payload)
         .map_err(|error| VerifyError::Malformed(format!("payload is not base64: {error}")))?;
+    let message = pae(&envelope.payload_type, &payload);
+    let signature = check_signatures(&envelope.signatures, &message, key)?;
+    Ok((payload, signature))
+}
+
+fn check_payload_type(payload_types: &[&str], found: &str) -> Result<(), VerifyError> {
+    if payload_types.contains(&found) {
+        return Ok(());
+    }
+    Err(VerifyError::PayloadType {
+        found: found.to_owned(),
+        expected: payload_types
+            .iter()
+            .map(|accepted| format!("{accepted:?}"))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    })
+}
+
+/// The signature with `key`'s keyid that signs `message` (the PAE). A signature that does not
+/// verify confers nothing, whatever keyid it claims.
+fn check_signatures<'a>(
+    signatures: &'a [Signature],
+    message: &[u8],
+    key: &PublicKey,
+) -> Result<&'a Signature, VerifyError> {
     let keyid = key.keyid();
-    let candidates: Vec<&Signature> = envelope
-        .signatures
+    let candidates: Vec<&Signature> = signatures
         .iter()
         .filter(|signature| signature.keyid == keyid)
         .collect();
     if candidates.is_empty() {
-        let found = envelope
-            .signatures
+        let found = signatures
             .iter()
             .map(|signature| format!("{:?}", signature.keyid))
             .collect::<Vec<_>>()
@@ -169,7 +190,6 @@ pub fn verify_signature<'a>(
             },
         });
     }
-    let message = pae(&envelope.payload_type, &payload);
     // An envelope stuffed with signatures under our keyid must not cost a public-key operation
     // each: signers add one signature per key, a few at most.
     let verified = candidates
@@ -178,12 +198,120 @@ pub fn verify_signature<'a>(
         .find(|signature| {
             BASE64
                 .decode(&signature.sig)
-                .is_ok_and(|sig| key.verify(&message, &sig))
+                .is_ok_and(|sig| key.verify(message, &sig))
         });
-    match verified {
-        Some(signature) => Ok((payload, signature)),
-        None => Err(VerifyError::BadSignature(keyid)),
+    verified.ok_or(VerifyError::BadSignature(keyid))
+}
+
+/// An envelope opened for verification without copies of its payload: the base64 payload is
+/// decoded in place, inside the buffer the envelope was read into, and the PAE header put in
+/// front of it, so a 200 MB envelope costs its own size once instead of four times (file,
+/// payload text, payload, PAE).
+#[derive(Debug)]
+pub struct OpenedEnvelope {
+    pub payload_type: String,
+    pub signatures: Vec<Signature>,
+    /// PAE(payload_type, payload): the signed message, the payload its tail.
+    message: Vec<u8>,
+    header_len: usize,
+}
+
+#[derive(Deserialize)]
+struct BorrowedEnvelope<'a> {
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+    #[serde(rename = "payloadType")]
+    payload_type: String,
+    signatures: Vec<Signature>,
+}
+
+/// Base64 characters decoded per step of [`decode_in_place`] (a multiple of 4, so padding can
+/// only be in the last step).
+const DECODE_STEP: usize = 16 << 10;
+
+impl OpenedEnvelope {
+    /// Parses envelope JSON and decodes its payload, reusing `bytes`.
+    pub fn open(mut bytes: Vec<u8>) -> Result<OpenedEnvelope, VerifyError> {
+        let malformed = |error: String| VerifyError::Malformed(error);
+        let (payload, payload_type, signatures) = {
+            let envelope: BorrowedEnvelope = crate::strict_json::from_slice(&bytes)
+                .map_err(|error| malformed(error.to_string()))?;
+            let payload = match envelope.payload {
+                // The text lies inside `bytes`: remember where, to decode it there.
+                std::borrow::Cow::Borrowed(text) => {
+                    let start = text.as_ptr() as usize - bytes.as_ptr() as usize;
+                    Ok(start..start + text.len())
+                }
+                // Escapes in the JSON string: serde_json unescaped it into its own copy.
+                std::borrow::Cow::Owned(text) => Err(text),
+            };
+            (payload, envelope.payload_type, envelope.signatures)
+        };
+        let not_base64 =
+            |error: base64::DecodeSliceError| malformed(format!("payload is not base64: {error}"));
+        let length = match payload {
+            Ok(range) => decode_in_place(&mut bytes, range).map_err(not_base64)?,
+            Err(text) => {
+                bytes = BASE64
+                    .decode(text)
+                    .map_err(|error| malformed(format!("payload is not base64: {error}")))?;
+                bytes.len()
+            }
+        };
+        bytes.truncate(length);
+        let header = pae_header(&payload_type, length);
+        let header_len = header.len();
+        // Within the buffer's capacity (base64 is a third longer than what it encodes): the
+        // payload moves, nothing is allocated.
+        bytes.splice(0..0, header);
+        Ok(OpenedEnvelope {
+            payload_type,
+            signatures,
+            message: bytes,
+            header_len,
+        })
     }
+
+    /// The payload bytes (not yet verified).
+    pub fn payload(&self) -> &[u8] {
+        &self.message[self.header_len..]
+    }
+
+    /// Checks that the payload type is one of `payload_types` and that a signature with `key`'s
+    /// keyid signs the payload; returns that signature.
+    pub fn verify(
+        &self,
+        payload_types: &[&str],
+        key: &PublicKey,
+    ) -> Result<&Signature, VerifyError> {
+        check_payload_type(payload_types, &self.payload_type)?;
+        check_signatures(&self.signatures, &self.message, key)
+    }
+
+    /// The payload bytes, the buffer they were read into given back.
+    pub fn into_payload(mut self) -> Vec<u8> {
+        self.message.drain(..self.header_len);
+        self.message
+    }
+}
+
+/// Decodes the standard base64 at `text` inside `bytes` into `bytes[..n]`; returns `n`. The
+/// decoded bytes never overtake the text still to be read (3 bytes out per 4 in, writing from
+/// the start of the buffer).
+fn decode_in_place(
+    bytes: &mut [u8],
+    text: std::ops::Range<usize>,
+) -> Result<usize, base64::DecodeSliceError> {
+    let mut decoded = vec![0u8; DECODE_STEP / 4 * 3];
+    let (mut read, mut written) = (text.start, 0);
+    while read < text.end {
+        let end = (read + DECODE_STEP).min(text.end);
+        let count = BASE64.decode_slice(&bytes[read..end], &mut decoded)?;
+        bytes[written..written + count].copy_from_slice(&decoded[..count]);
+        written += count;
+        read = end;
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -264,5 +392,55 @@ mod tests {
             Err(VerifyError::PayloadType { .. })
         ));
         assert!(matches!(parse(b"{}"), Err(VerifyError::Malformed(_))));
+    }
+
+    #[test]
+    fn an_envelope_opened_in_place_verifies_like_a_parsed_one() {
+        let key = PrivateKey::generate(Algorithm::Ed25519).unwrap();
+        // Long enough for several decode steps, with a length that needs padding.
+        let payload: Vec<u8> = (0..100_001u32).map(|i| (i % 251) as u8).collect();
+        let bytes = sign(&payload, &key).unwrap();
+        let opened = OpenedEnvelope::open(bytes.clone()).unwrap();
+        assert_eq!(opened.payload(), payload.as_slice());
+        opened
+            .verify(&[IN_TOTO_PAYLOAD_TYPE], key.public())
+            .unwrap();
+        assert_eq!(opened.into_payload(), payload);
+
+        // JSON may escape `/` in the base64 text: still the same payload.
+        let escaped = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replacen('/', "\\/", 3);
+        let opened = OpenedEnvelope::open(escaped.into_bytes()).unwrap();
+        assert_eq!(opened.payload(), payload.as_slice());
+        opened
+            .verify(&[IN_TOTO_PAYLOAD_TYPE], key.public())
+            .unwrap();
+
+        let mut envelope = parse(&bytes).unwrap();
+        let mut tampered = BASE64.decode(&envelope.payload).unwrap();
+        tampered[70_000] ^= 1;
+        envelope.payload = BASE64.encode(tampered);
+        let opened = OpenedEnvelope::open(serde_json::to_vec(&envelope).unwrap()).unwrap();
+        assert_eq!(
+            opened.verify(&[IN_TOTO_PAYLOAD_TYPE], key.public()),
+            Err(VerifyError::BadSignature(key.keyid()))
+        );
+        assert!(matches!(
+            opened.verify(&["text/plain"], key.public()),
+            Err(VerifyError::PayloadType { .. })
+        ));
+
+        envelope.payload.insert(8, '!');
+        let error = OpenedEnvelope::open(serde_json::to_vec(&envelope).unwrap()).unwrap_err();
+        assert!(
+            error.to_string().contains("payload is not base64"),
+            "{error}"
+        );
+        let repeated = br#"{"payload":"","payload":"","payloadType":"t","signatures":[]}"#;
+        assert!(matches!(
+            OpenedEnvelope::open(repeated.to_vec()),
+            Err(VerifyError::Malformed(_))
+        ));
     }
 }

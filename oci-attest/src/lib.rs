@@ -19,6 +19,8 @@ pub mod cli_compat;
 pub mod collection;
 #[cfg(feature = "tracer")]
 pub mod commands;
+#[cfg(feature = "tracer")]
+pub mod config;
 pub mod digest;
 pub mod dsse;
 pub mod exit;
@@ -42,7 +44,9 @@ pub mod redact;
 #[cfg(feature = "tracer")]
 pub mod registry;
 pub mod rfc3339;
+pub mod run_options;
 pub mod save_command;
 pub mod snapshot;
+pub mod strict_json;
 #[cfg(feature = "tracer")]
 pub mod trace;

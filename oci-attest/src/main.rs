@@ -1,8 +1,8 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use oci_attest::{cli_compat, commands, exit, logging::LogArgs};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+use oci_attest::{cli_compat, commands, config, exit, logging::LogArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,6 +15,8 @@ use oci_attest::{cli_compat, commands, exit, logging::LogArgs};
 struct Cli {
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    config: config::ConfigArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,25 +51,30 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let mut args: Vec<OsString> = std::env::args_os().collect();
+    let args: Vec<OsString> = std::env::args_os().collect();
     if let Some(message) = cli_compat::unsupported_flag(&args) {
         eprintln!("oci-attest: {message}");
         return ExitCode::from(exit::USAGE);
     }
-    let config = std::env::current_dir()
-        .ok()
-        .and_then(|dir| cli_compat::find_config(&dir));
-    if let Some(config) = config {
-        match cli_compat::apply_config(args, &config) {
-            Ok(rewritten) => args = rewritten,
-            Err(error) => {
-                eprintln!("oci-attest: error: {error:#}");
-                return ExitCode::from(exit::USAGE);
-            }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let applied = match config::apply(args, &cwd) {
+        Ok(applied) => applied,
+        Err(error) => {
+            eprintln!("oci-attest: error: {error:#}");
+            return ExitCode::from(exit::USAGE);
         }
-    }
-    let cli = Cli::parse_from(args);
+    };
+    let matches = Cli::command().get_matches_from(&applied.args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
     cli.log.init();
+    applied.provenance.log();
+    if let (Command::Run(run), Some(("run", run_matches))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        let command = Cli::command();
+        let run_command = command.find_subcommand("run").expect("run is a subcommand");
+        run.provenance = applied.provenance.with_matches(run_command, run_matches);
+    }
     let is_run = matches!(cli.command, Command::Run(_));
     if !is_run {
         restore_default_sigpipe();

@@ -72,20 +72,54 @@ enum Hashed {
     Unstable(String),
 }
 
-/// The SHA-256 of `path` as one consistent version of its content. When `expected` (its stamp
-/// when the command ended) is known, a file whose stamp moved since is unstable: someone
-/// changed it after the command.
-fn hash_settled(path: &Path, expected: Option<&FileStamp>) -> anyhow::Result<Hashed> {
+/// Opens a file to hash it without following a symlink: none below the working directory,
+/// none anywhere for a path outside it (the tracer's paths are already resolved). A symlink
+/// put where a file was must not make oci-attest read, and sign the digest of, a file outside
+/// the attested tree. Non-blocking, so a FIFO put there cannot stall the run (the caller checks
+/// that a regular file was opened).
+fn open_without_symlinks(path: &Path, working_dir: &Path) -> std::io::Result<File> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let opened = match path.strip_prefix(working_dir) {
+        Ok(relative) if !relative.as_os_str().is_empty() => {
+            let dir = File::open(working_dir)?;
+            openat2(&dir, relative, how)
+        }
+        _ => openat2(nix::fcntl::AT_FDCWD, path, how),
+    };
+    opened.map(File::from).map_err(std::io::Error::from)
+}
+
+/// The SHA-256 of `path` as one consistent version of its content. A file that vanished, or is
+/// no longer a regular file reached without symlinks, is left out with a notice (a busy working
+/// directory is normal); one that keeps changing while it is read, or whose stamp moved since
+/// `expected` (its stamp when the command ended), is unstable: someone changed it.
+fn hash_settled(
+    path: &Path,
+    working_dir: &Path,
+    expected: Option<&FileStamp>,
+) -> anyhow::Result<Hashed> {
     let shown = path.display();
     for _ in 0..HASH_ATTEMPTS {
-        let file = match File::open(path) {
+        let file = match open_without_symlinks(path, working_dir) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %shown, "{shown}: left out: it vanished before it could be hashed");
                 return Ok(Hashed::Vanished);
             }
+            Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
+                tracing::warn!(path = %shown, "left out: it is reached through a symlink now, which is not followed");
+                return Ok(Hashed::Vanished);
+            }
             Err(error) => return Err(error).with_context(|| format!("{shown}: cannot hash")),
         };
+        if !file.metadata().is_ok_and(|metadata| metadata.is_file()) {
+            tracing::warn!(path = %shown, "left out: it is no longer a regular file");
+            return Ok(Hashed::Vanished);
+        }
         let stamp = |file: &File| file.metadata().map(|metadata| FileStamp::of(&metadata));
         let before = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
         if expected.is_some_and(|expected| *expected != before) {
@@ -128,7 +162,7 @@ pub fn hash_files(
         let recorded = recorded_path(path, working_dir);
         let hashed = match known.get(path) {
             Some(digest) => Hashed::Digest(digest.clone()),
-            None => hash_settled(path, expected.get(path))?,
+            None => hash_settled(path, working_dir, expected.get(path))?,
         };
         Ok((recorded, hashed))
     };
@@ -254,5 +288,35 @@ mod tests {
         let hashed = hash_files(&[d.join("product")], &HashMap::new(), &expected, d).unwrap();
         assert!(hashed.digests.is_empty());
         assert_eq!(hashed.unstable[0].0, "product");
+    }
+
+    /// A file listed as a regular file, then replaced by a symlink out of the tree (or put
+    /// under a directory replaced by one) before it is hashed: the target outside is never
+    /// read, the file is left out.
+    #[test]
+    fn symlinks_out_of_the_attested_tree_are_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret"), "secret").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("sub")).unwrap();
+        for (name, content) in [("kept", "k"), ("swapped", "s"), ("sub/secret", "x")] {
+            fs::write(d.join(name), content).unwrap();
+        }
+        let paths = [d.join("kept"), d.join("swapped"), d.join("sub/secret")];
+        fs::remove_file(d.join("swapped")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.join("swapped")).unwrap();
+        fs::remove_dir_all(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.join("sub")).unwrap();
+        let digests = hash_files(&paths, &HashMap::new(), &HashMap::new(), d)
+            .unwrap()
+            .digests;
+        assert_eq!(
+            digests,
+            [FileDigest {
+                path: "kept".to_owned(),
+                sha256: sha256_hex(b"k")
+            }]
+        );
     }
 }

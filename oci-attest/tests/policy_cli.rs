@@ -140,8 +140,17 @@ fn sign_policy(work: &Path, keys: &Keys, signer: &str, document: &Value) -> Path
     signed
 }
 
-fn run_step(work: &Path, keys: &Keys, signer: &str, step: &str, outfile: &Path, script: &str) {
-    let output = oci_attest(
+/// `oci-attest run --trace off` of `sh -c SCRIPT` in `work` as step `step`, signed by `signer`,
+/// whatever the script's exit status: the one place these tests start `run`.
+fn run_attested(
+    work: &Path,
+    keys: &Keys,
+    signer: &str,
+    step: &str,
+    outfile: &Path,
+    script: &str,
+) -> Output {
+    oci_attest(
         work,
         &[
             "run",
@@ -158,7 +167,11 @@ fn run_step(work: &Path, keys: &Keys, signer: &str, step: &str, outfile: &Path, 
             "-c",
             script,
         ],
-    );
+    )
+}
+
+fn run_step(work: &Path, keys: &Keys, signer: &str, step: &str, outfile: &Path, script: &str) {
+    let output = run_attested(work, keys, signer, step, outfile, script);
     assert!(output.status.success(), "{}", text(&output));
 }
 
@@ -172,36 +185,34 @@ struct Chain {
 
 impl Chain {
     fn run(keys: &Keys, signer: &str, between: &str) -> Chain {
-        let work = tempfile::tempdir().unwrap();
-        let out = tempfile::tempdir().unwrap();
-        let w = work.path();
-        std::fs::write(w.join("main.c"), "int main(void) { return 0; }\n").unwrap();
-        let build_out = out.path().join("build.att.json");
-        let save_out = out.path().join("save.att.json");
-        run_step(
-            w,
+        Chain::run_scripts(
             keys,
             signer,
-            "build",
-            &build_out,
             "printf 'binary' > app.bin",
-        );
-        if !between.is_empty() {
-            std::process::Command::new("sh")
-                .args(["-c", between])
-                .current_dir(w)
-                .status()
-                .unwrap();
-        }
-        run_step(
-            w,
-            keys,
-            signer,
-            "save",
-            &save_out,
+            between,
             "tar -cf image.tar app.bin",
-        );
-        Chain { work, out }
+        )
+    }
+
+    /// `build`, then `between` (outside oci-attest), then `save`, each `sh -c` in a fresh
+    /// working directory holding `main.c`.
+    fn run_scripts(keys: &Keys, signer: &str, build: &str, between: &str, save: &str) -> Chain {
+        let chain = Chain {
+            work: tempfile::tempdir().unwrap(),
+            out: tempfile::tempdir().unwrap(),
+        };
+        let w = chain.work.path();
+        std::fs::write(w.join("main.c"), "int main(void) { return 0; }\n").unwrap();
+        let outfile = |step: &str| PathBuf::from(chain.attestation(step));
+        run_step(w, keys, signer, "build", &outfile("build"), build);
+        let status = Command::new("sh")
+            .args(["-c", between])
+            .current_dir(w)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{between}");
+        run_step(w, keys, signer, "save", &outfile("save"), save);
+        chain
     }
 
     fn attestation(&self, step: &str) -> String {
@@ -354,6 +365,26 @@ fn verify_chain(chain: &Chain, keys: &Keys, policy: &Path) -> Output {
     )
 }
 
+/// Asserts that the report lists the attestation file `name` as failed with a reason holding
+/// `expected`.
+fn assert_rejected_for(output: &Output, name: &str, expected: &str) {
+    let report = text(output);
+    let mut lines = report.lines().skip_while(|line| {
+        !(line.trim_start().starts_with("FAIL ") && line.ends_with(&format!("/{name}")))
+    });
+    assert!(
+        lines.next().is_some(),
+        "{name} is not listed as failed:\n{report}"
+    );
+    let reasons: Vec<&str> = lines
+        .take_while(|line| line.trim_start().starts_with("- "))
+        .collect();
+    assert!(
+        reasons.iter().any(|reason| reason.contains(expected)),
+        "expected {expected:?} among the reasons of {name}:\n{report}"
+    );
+}
+
 fn assert_fails(output: &Output, code: i32, expected: &str) {
     let report = text(output);
     assert_eq!(output.status.code(), Some(code), "{report}");
@@ -378,14 +409,22 @@ fn a_material_that_differs_from_the_upstream_product_fails() {
 
 /// Decodes an envelope's statement, lets `change` edit it, and re-signs it with `key`.
 fn resign(envelope_path: &str, key: &str, change: impl FnOnce(&mut Value)) {
+    resign_text(envelope_path, key, |text| {
+        let mut statement: Value = serde_json::from_str(&text).unwrap();
+        change(&mut statement);
+        statement.to_string()
+    });
+}
+
+/// Decodes an envelope's statement, lets `change` rewrite its text, and re-signs it with `key`.
+fn resign_text(envelope_path: &str, key: &str, change: impl FnOnce(String) -> String) {
     let envelope: Value = serde_json::from_slice(&std::fs::read(envelope_path).unwrap()).unwrap();
     let payload = BASE64
         .decode(envelope["payload"].as_str().unwrap())
         .unwrap();
-    let mut statement: Value = serde_json::from_slice(&payload).unwrap();
-    change(&mut statement);
+    let statement = change(String::from_utf8(payload).unwrap());
     let key = keys::load_private_key(Path::new(key), None).unwrap();
-    let signed = dsse::sign(&serde_json::to_vec(&statement).unwrap(), &key).unwrap();
+    let signed = dsse::sign(statement.as_bytes(), &key).unwrap();
     std::fs::write(envelope_path, signed).unwrap();
 }
 
@@ -657,4 +696,644 @@ fn example_rego_modules_deny_each_documented_condition() {
             "{found:?}"
         );
     }
+}
+
+// ---- the gate, tried as an attacker would ----------------------------------------------------
+
+/// Rego for a step that reads its build through `attestationsFrom`: the build must have
+/// succeeded.
+const BUILD_SUCCEEDED: &str = "package save.build_succeeded\nimport rego.v1\nbuild := input.steps.build[\"https://aflock.ai/attestations/command-run/v0.1\"]\ndeny contains \"no build attestation\" if not build\ndeny contains msg if {\n  build.exitcode != 0\n  msg := sprintf(\"the build exited %v\", [build.exitcode])\n}\n";
+
+/// A new build fails, after an older one succeeded in the same directory; the save step's
+/// Rego checks its build through `input.steps`. The old build's attestation, given among the
+/// others, must not answer for the failed one that produced what was saved.
+#[test]
+fn a_failed_build_cannot_borrow_an_older_successful_builds_attestation() {
+    let keys = Keys::new(&["policy", "build"]);
+    let work = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let attestation = |name: &str| out.path().join(name);
+    run_step(
+        work.path(),
+        &keys,
+        "build",
+        "build",
+        &attestation("old-build.json"),
+        "printf 'binary v1' > app.bin",
+    );
+    let failed = run_attested(
+        work.path(),
+        &keys,
+        "build",
+        "build",
+        &attestation("new-build.json"),
+        "printf 'binary v2' > app.bin; exit 2",
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", text(&failed));
+    run_step(
+        work.path(),
+        &keys,
+        "build",
+        "save",
+        &attestation("save.json"),
+        "tar -cf image.tar app.bin",
+    );
+    let mut document = policy(
+        &keys,
+        &["policy", "build"],
+        &[
+            (
+                "build",
+                "build",
+                json!([command_run(&[]), {"type": PRODUCT}]),
+                &[],
+            ),
+            (
+                "save",
+                "build",
+                json!([command_run(&[module("build", BUILD_SUCCEEDED)]), {"type": MATERIAL}]),
+                &["build"],
+            ),
+        ],
+    );
+    document["steps"]["save"]["attestationsFrom"] = json!(["build"]);
+    let policy = sign_policy(out.path(), &keys, "policy", &document);
+    let sources: Vec<String> = ["old-build.json", "new-build.json", "save.json"]
+        .iter()
+        .map(|name| attestation(name).display().to_string())
+        .collect();
+    let artifact = work.path().join("image.tar").display().to_string();
+    let output = verify(
+        out.path(),
+        &policy,
+        &keys.public("policy"),
+        &sources,
+        &["--artifactfile", &artifact],
+    );
+    assert_fails(&output, 7, "the build exited 2");
+    assert_fails(&output, 7, "step save: FAIL");
+    // Both builds are tied to the artifact (the new one read the old one's app.bin) only
+    // through the save that failed.
+    for build in ["old-build.json", "new-build.json"] {
+        assert_rejected_for(&output, build, "only through attestations that failed");
+    }
+}
+
+/// Both ways a file swapped between two steps can hide behind another file with the same
+/// content (the Merkle leaves keep one path per content): upstream, where the swapped file's
+/// original content was also another product's; downstream, where it was replaced by a copy
+/// of another material.
+#[test]
+fn a_file_swapped_between_steps_behind_a_same_content_file_fails() {
+    let keys = Keys::new(&["policy", "build"]);
+    let document = chain_policy(&keys, "build");
+    let cases = [
+        (
+            "printf binary > app.bin; printf binary > app.copy",
+            "printf evil > app.copy",
+        ),
+        (
+            "printf binary > app.bin; printf other > app.copy",
+            "cp app.bin app.copy",
+        ),
+    ];
+    for (build, between) in cases {
+        let chain = Chain::run_scripts(&keys, "build", build, between, "tar -cf image.tar app.*");
+        let output = chain.check(&keys, "policy", &document);
+        assert_fails(&output, 7, "material \"app.copy\" has sha256:");
+    }
+
+    // A statement without the full path list (cilock's, an older oci-attest's) cannot link:
+    // its leaves alone cannot say which paths hold the same content.
+    let chain = Chain::run(&keys, "build", "");
+    resign(
+        &chain.attestation("build"),
+        &keys.private("build"),
+        |statement| {
+            for attestation in statement["predicate"]["attestations"]
+                .as_array_mut()
+                .unwrap()
+            {
+                if let Some(tree) = attestation["attestation"].as_object_mut() {
+                    tree.remove("files");
+                }
+            }
+        },
+    );
+    let output = chain.check(&keys, "policy", &document);
+    assert_fails(&output, 7, "has no full path list (`files`");
+}
+
+/// The empty digest (an empty file, the root of every empty tree) and an empty material set
+/// tie nothing.
+#[test]
+fn empty_artifacts_trees_and_material_sets_tie_nothing() {
+    let keys = Keys::new(&["policy", "build"]);
+    let out = tempfile::tempdir().unwrap();
+    let attestation = |name: &str| out.path().join(name).display().to_string();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    // save runs in an empty directory: its material tree is empty and back-references the
+    // empty root. scan, elsewhere, wrote nothing: its product tree's subject is that root.
+    let script = "printf image > image.tar";
+    run_step(
+        dirs[0].path(),
+        &keys,
+        "build",
+        "save",
+        Path::new(&attestation("save.json")),
+        script,
+    );
+    run_step(
+        dirs[1].path(),
+        &keys,
+        "build",
+        "scan",
+        Path::new(&attestation("scan.json")),
+        "true",
+    );
+    run_step(
+        dirs[2].path(),
+        &keys,
+        "build",
+        "build",
+        Path::new(&attestation("build.json")),
+        "printf binary > app.bin",
+    );
+    let artifact = dirs[0].path().join("image.tar").display().to_string();
+    let check = |steps: &[(&str, &str, Value, &[&str])], sources: &[&str], artifact: &str| {
+        let policy = sign_policy(
+            out.path(),
+            &keys,
+            "policy",
+            &policy(&keys, &["policy", "build"], steps),
+        );
+        let sources: Vec<String> = sources.iter().map(|name| attestation(name)).collect();
+        verify(
+            out.path(),
+            &policy,
+            &keys.public("policy"),
+            &sources,
+            &["--artifactfile", artifact],
+        )
+    };
+    let exit_zero = || json!([command_run(&[module("exit", EXIT_ZERO_V0)])]);
+
+    let output = check(
+        &[
+            ("save", "build", exit_zero(), &[]),
+            ("scan", "build", exit_zero(), &[]),
+        ],
+        &["save.json", "scan.json"],
+        &artifact,
+    );
+    assert_fails(&output, 7, "step scan: FAIL");
+    assert_rejected_for(&output, "scan.json", "not tied to the artifact");
+
+    let output = check(
+        &[
+            ("build", "build", exit_zero(), &[]),
+            (
+                "save",
+                "build",
+                json!([command_run(&[]), {"type": MATERIAL}]),
+                &["build"],
+            ),
+        ],
+        &["build.json", "save.json"],
+        &artifact,
+    );
+    assert_fails(&output, 7, "its material set is empty");
+
+    let empty = out.path().join("empty");
+    std::fs::write(&empty, "").unwrap();
+    let output = check(
+        &[("scan", "build", exit_zero(), &[])],
+        &["scan.json"],
+        empty.to_str().unwrap(),
+    );
+    assert_fails(&output, 1, "the artifact is empty (sha256 of no bytes)");
+}
+
+/// `{"exitcode":1,"exitcode":0}` reads as 0 to some readers and 1 to others: a repeated key is
+/// an error wherever it is signed, and `sign` signs no such policy.
+#[test]
+fn repeated_keys_are_refused_in_policies_and_statements() {
+    let keys = Keys::new(&["policy", "build"]);
+    let chain = Chain::run(&keys, "build", "");
+    let dir = chain.out.path();
+    let document = chain_policy(&keys, "build").to_string();
+    let twice = format!("{},\"steps\":{{}}}}", document.strip_suffix('}').unwrap());
+    std::fs::write(dir.join("twice.json"), &twice).unwrap();
+    let output = oci_attest(
+        dir,
+        &[
+            "sign",
+            "-k",
+            &keys.private("policy"),
+            "-f",
+            "twice.json",
+            "-o",
+            "twice.signed.json",
+        ],
+    );
+    assert_fails(&output, 1, "repeats the key \"steps\"");
+    assert!(!dir.join("twice.signed.json").exists());
+    let output = verify_chain(&chain, &keys, &sign_raw(dir, &keys, twice.as_bytes()));
+    assert_fails(&output, 8, "repeats the key \"steps\"");
+
+    resign_text(
+        &chain.attestation("build"),
+        &keys.private("build"),
+        |text| {
+            assert!(text.contains("\"exitcode\":0"), "{text}");
+            text.replacen("\"exitcode\":0", "\"exitcode\":1,\"exitcode\":0", 1)
+        },
+    );
+    let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
+    assert_fails(&output, 7, "repeats the key \"exitcode\"");
+    let output = oci_attest(
+        dir,
+        &[
+            "verify",
+            "-k",
+            &keys.public("build"),
+            &chain.attestation("build"),
+        ],
+    );
+    assert_fails(&output, 7, "repeats the key \"exitcode\"");
+}
+
+// ---- the classes of go-witness PR #784 -------------------------------------------------------
+// (The TSA certificate class belongs to the RFC 3161 timestamps, which are not read here.)
+
+/// A policy with no steps, a step that requires no attestation, an x509 functionary whose
+/// constraints are explicitly empty: each would accept anything, so `sign` refuses them and
+/// `verify -p` cannot use them.
+#[test]
+fn policies_that_require_nothing_are_refused() {
+    let keys = Keys::new(&["policy", "build"]);
+    let chain = Chain::run(&keys, "build", "");
+    let dir = chain.out.path();
+    let mut no_steps = chain_policy(&keys, "build");
+    no_steps["steps"] = json!({});
+    let mut nothing_required = chain_policy(&keys, "build");
+    nothing_required["steps"]["save"]["attestations"] = json!([]);
+    let mut empty_x509 = chain_policy(&keys, "build");
+    empty_x509["steps"]["save"]["functionaries"] = json!([{"type": "root",
+        "certConstraint": {"commonname": "", "dnsnames": [], "emails": [], "organizations": [],
+                           "uris": [], "roots": [], "extensions": {}}}]);
+    for (document, expected) in [
+        (no_steps, "the policy has no steps"),
+        (nothing_required, "step \"save\" requires no attestations"),
+        (empty_x509, "functionary type \"root\" is not supported"),
+    ] {
+        std::fs::write(dir.join("p.json"), document.to_string()).unwrap();
+        let output = oci_attest(
+            dir,
+            &[
+                "sign",
+                "-k",
+                &keys.private("policy"),
+                "-f",
+                "p.json",
+                "-o",
+                "p.signed.json",
+            ],
+        );
+        assert_fails(&output, 1, expected);
+        assert!(!dir.join("p.signed.json").exists());
+        let signed = sign_raw(dir, &keys, document.to_string().as_bytes());
+        assert_fails(&verify_chain(&chain, &keys, &signed), 8, expected);
+    }
+}
+
+/// One save that wrote two archives has two oci attestations; a module that allows the last
+/// one must still see, and deny, the first.
+#[test]
+fn every_attestation_of_a_required_type_is_evaluated() {
+    use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE};
+    let fixtures = oci_attest_tests::require!(Fixtures::from_env());
+    let keys = Keys::new(&["policy", "build"]);
+    let work = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let app = fixtures.path(fixtures.get(APP_ARCHIVE).unwrap());
+    let zero = fixtures.path(fixtures.get("zero-layer-docker-archive").unwrap());
+    let outfile = out.path().join("save.json");
+    run_step(
+        work.path(),
+        &keys,
+        "build",
+        "save",
+        &outfile,
+        // Named so that the oci attestor attaches by the product rule.
+        &format!(
+            "cp {} a.oci.tar && cp {} b.oci.tar",
+            zero.display(),
+            app.display()
+        ),
+    );
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego")).unwrap();
+    let oci = json!([{"type": "https://aflock.ai/attestations/oci/v0.1",
+                      "regopolicies": [module("image-tag", &image_tag)]}]);
+    let document = policy(&keys, &["policy", "build"], &[("save", "build", oci, &[])]);
+    let policy = sign_policy(out.path(), &keys, "policy", &document);
+    let artifact = work.path().join("b.oci.tar").display().to_string();
+    let output = verify(
+        out.path(),
+        &policy,
+        &keys.public("policy"),
+        &[outfile.display().to_string()],
+        &["--artifactfile", &artifact],
+    );
+    assert_fails(
+        &output,
+        7,
+        "the image is not tagged localhost/fx/app:1 (tags: [\"localhost/fx/zero:1\"])",
+    );
+}
+
+/// Only a collection whose `name` is the step, exactly, speaks for the step.
+#[test]
+fn collection_names_must_match_the_step_exactly() {
+    let keys = Keys::new(&["policy", "build"]);
+    for name in ["Build", "build ", "build/"] {
+        let chain = Chain::run(&keys, "build", "");
+        resign(
+            &chain.attestation("build"),
+            &keys.private("build"),
+            |statement| {
+                statement["predicate"]["name"] = json!(name);
+            },
+        );
+        let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
+        assert_fails(&output, 7, "no attestation for step \"build\"");
+        assert_fails(
+            &output,
+            7,
+            &format!("(step {name:?}): not a step of the policy"),
+        );
+    }
+}
+
+/// The same attestation given twice (and a copy of it) is one collection.
+#[test]
+fn the_same_attestation_given_twice_counts_once() {
+    let keys = Keys::new(&["policy", "build"]);
+    let chain = Chain::run(&keys, "build", "");
+    let copy = chain.out.path().join("copy.json");
+    std::fs::copy(chain.attestation("build"), &copy).unwrap();
+    let policy = sign_policy(
+        chain.out.path(),
+        &keys,
+        "policy",
+        &chain_policy(&keys, "build"),
+    );
+    let build = chain.attestation("build");
+    let sources = [
+        build.clone(),
+        build.clone(),
+        copy.display().to_string(),
+        chain.attestation("save"),
+    ];
+    let output = verify(
+        chain.out.path(),
+        &policy,
+        &keys.public("policy"),
+        &sources,
+        &["--artifactfile", &chain.artifact(), "--json"],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["steps"][0]["name"], "build");
+    assert_eq!(
+        report["steps"][0]["collections"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        report["duplicates"].as_array().unwrap().len(),
+        2,
+        "{report}"
+    );
+    assert_eq!(report["duplicates"][1]["same_as"], build.as_str());
+}
+
+/// Adds a signature entry with `keyid` and bytes that sign nothing to the envelope at `path`.
+fn add_forged_signature(path: &Path, keyid: &str) {
+    let mut envelope: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let signatures = envelope["signatures"].as_array_mut().unwrap();
+    signatures.insert(0, json!({"keyid": keyid, "sig": BASE64.encode([7u8; 64])}));
+    std::fs::write(path, envelope.to_string()).unwrap();
+}
+
+/// A signature entry that claims a trusted keyid but does not verify confers nothing, beside
+/// a valid signature by some other key: on an attestation (the functionary's keyid) and on
+/// the policy (the `-k` key's keyid).
+#[test]
+fn a_signature_that_does_not_verify_confers_nothing() {
+    let keys = Keys::new(&["policy", "build", "intruder"]);
+    let chain = Chain::run(&keys, "intruder", "");
+    for step in ["build", "save"] {
+        add_forged_signature(Path::new(&chain.attestation(step)), &keys.keyid("build"));
+    }
+    let mut document = chain_policy(&keys, "build");
+    let intruder = keys.keyid("intruder");
+    document["publickeys"][&intruder] =
+        json!({"keyid": intruder, "key": BASE64.encode(keys.pem("intruder"))});
+    let output = chain.check(&keys, "policy", &document);
+    assert_fails(&output, 7, "not signed by a functionary of step \"build\"");
+
+    let policy = sign_policy(chain.out.path(), &keys, "intruder", &document);
+    add_forged_signature(&policy, &keys.keyid("policy"));
+    let output = verify_chain(&chain, &keys, &policy);
+    assert_fails(&output, 8, "the policy signature does not verify");
+}
+
+/// A subject names the artifact only by its sha256: a digest set offering only a weaker
+/// algorithm (or the right hex under another algorithm's name) ties nothing.
+#[test]
+fn subjects_name_the_artifact_only_by_sha256() {
+    let keys = Keys::new(&["policy", "build"]);
+    let chain = Chain::run(&keys, "build", "");
+    let image = std::fs::read(chain.artifact()).unwrap();
+    let sha1 = Command::new("sha1sum")
+        .arg(chain.artifact())
+        .output()
+        .unwrap();
+    let sha1 = String::from_utf8(sha1.stdout).unwrap();
+    let sha1 = sha1.split_whitespace().next().unwrap().to_owned();
+    resign(
+        &chain.attestation("save"),
+        &keys.private("build"),
+        |statement| {
+            statement["subject"] = json!([{"name": "image.tar", "digest": {
+            "sha1": sha1, "gitoid:sha256": hex::encode(Sha256::digest(&image))}}]);
+            // Without the product tree, only the subjects could tie the save to the image.
+            let attestations = statement["predicate"]["attestations"]
+                .as_array_mut()
+                .unwrap();
+            attestations.retain(|attestation| attestation["type"] != PRODUCT);
+        },
+    );
+    let output = chain.check(&keys, "policy", &chain_policy(&keys, "build"));
+    assert_fails(&output, 7, "step save: FAIL");
+    assert_rejected_for(&output, "save.att.json", "not tied to the artifact");
+}
+
+/// A build and a save in different directories: nothing the save read came from the build.
+#[test]
+fn a_chain_through_which_nothing_flowed_fails() {
+    let keys = Keys::new(&["policy", "build"]);
+    let chain = Chain::run(&keys, "build", "");
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(elsewhere.path().join("app.bin"), "binary").unwrap();
+    std::fs::rename(
+        elsewhere.path().join("app.bin"),
+        elsewhere.path().join("other.bin"),
+    )
+    .unwrap();
+    run_step(
+        elsewhere.path(),
+        &keys,
+        "build",
+        "save",
+        Path::new(&chain.attestation("save")),
+        "tar -cf image.tar other.bin",
+    );
+    let policy = sign_policy(
+        chain.out.path(),
+        &keys,
+        "policy",
+        &chain_policy(&keys, "build"),
+    );
+    let artifact = elsewhere.path().join("image.tar").display().to_string();
+    let output = verify(
+        chain.out.path(),
+        &policy,
+        &keys.public("policy"),
+        &[chain.attestation("build"), chain.attestation("save")],
+        &["--artifactfile", &artifact],
+    );
+    assert_rejected_for(
+        &output,
+        "save.att.json",
+        "none of the step's materials comes from",
+    );
+}
+
+/// The command plants symlinks to a file outside its tree (one a file, one a directory): the
+/// file's content is read by no attestor, its digest is nowhere in what was signed.
+#[test]
+fn run_never_reads_a_file_outside_its_tree_through_a_symlink() {
+    let keys = Keys::new(&["build"]);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, "the secret outside the tree").unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&secret, work.path().join("material-link")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let outfile = out.path().join("att.json");
+    let script = format!(
+        "ln -s {} product-link && ln -s {} dir-link && printf ok > real",
+        secret.display(),
+        outside.path().display()
+    );
+    run_step(work.path(), &keys, "build", "build", &outfile, &script);
+    let envelope: Value = serde_json::from_slice(&std::fs::read(&outfile).unwrap()).unwrap();
+    let statement = BASE64
+        .decode(envelope["payload"].as_str().unwrap())
+        .unwrap();
+    let statement = String::from_utf8(statement).unwrap();
+    let secret_digest = hex::encode(Sha256::digest(std::fs::read(&secret).unwrap()));
+    assert!(!statement.contains(&secret_digest), "{statement}");
+    assert!(
+        statement.contains(&hex::encode(Sha256::digest(b"ok"))),
+        "{statement}"
+    );
+}
+
+/// A `git` first on PATH in a directory the build could write is never run: the git attestor
+/// takes the first one only root could have put there.
+#[test]
+fn the_git_attestor_runs_no_git_the_build_could_have_planted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let keys = Keys::new(&["build"]);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(w)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    std::fs::write(w.join("README"), "x").unwrap();
+    git(&["add", "README"]);
+    git(&[
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@example.com",
+        "commit",
+        "-qm",
+        "one",
+    ]);
+
+    let planted = tempfile::tempdir().unwrap();
+    let marker = planted.path().join("ran");
+    let fake = planted.path().join("git");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(planted.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = format!(
+        "{}:{}",
+        planted.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let outfile = out.path().join("att.json");
+    let output = Command::new(BIN)
+        .args([
+            "run", "--trace", "off", "-a", "git", "--step", "build", "-k",
+        ])
+        .arg(keys.private("build"))
+        .arg("-o")
+        .arg(&outfile)
+        .args(["--", "true"])
+        .current_dir(w)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(!marker.exists(), "the planted git ran: {}", text(&output));
+    assert!(
+        text(&output).contains("is writable by its group or by others"),
+        "{}",
+        text(&output)
+    );
+    let envelope: Value = serde_json::from_slice(&std::fs::read(&outfile).unwrap()).unwrap();
+    let statement: Value = serde_json::from_slice(
+        &BASE64
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let git_predicate = statement["predicate"]["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|attestation| attestation["type"] == "https://aflock.ai/attestations/git/v0.1")
+        .map(|attestation| &attestation["attestation"])
+        .unwrap_or_else(|| panic!("no git attestation: {statement}"));
+    let used = git_predicate["gitbinpath"].as_str().unwrap();
+    assert!(
+        !used.starts_with(&planted.path().display().to_string()),
+        "{used}"
+    );
 }

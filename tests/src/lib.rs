@@ -10,12 +10,14 @@
 pub mod archive;
 pub mod attack;
 pub mod command;
+pub mod credentials;
 pub mod daemons;
 pub mod expect;
 pub mod fixtures;
 pub mod oci_attest;
 pub mod paths;
 pub mod registry;
+pub mod registry_bench;
 pub mod storage;
 pub mod tamper;
 

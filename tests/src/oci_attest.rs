@@ -26,6 +26,14 @@ pub fn command() -> anyhow::Result<Command> {
     Ok(command)
 }
 
+/// `BINARY run` as the tests start it (add the rest of `run`'s arguments). Every test starts
+/// `oci-attest run` through this one helper.
+pub fn run() -> anyhow::Result<Command> {
+    let mut command = command()?;
+    command.arg("run");
+    Ok(command)
+}
+
 /// Runs oci-attest with `args`; returns the output whatever the exit status.
 pub fn output<I, S>(args: I) -> anyhow::Result<Output>
 where

@@ -5,12 +5,15 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, COMMAND_RUN_TYPE_URI};
-use crate::digest::{sha256_set, DigestSet};
+use crate::attestors::{
+    Attach, Attestation, Attestor, AttestorOptions, RunContext, Stage, COMMAND_RUN_TYPE_URI,
+};
+use crate::digest::{sha256_hex, sha256_set, DigestSet};
 use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
 use crate::pathtext;
 use crate::redact::Redaction;
 use crate::rfc3339::rfc3339_nano;
+use crate::run_options::{RunOptions, Source};
 
 #[derive(Debug, Serialize)]
 struct CommandRun {
@@ -18,6 +21,40 @@ struct CommandRun {
     exitcode: i32,
     summary: Summary,
     processes: Vec<Process>,
+    /// Every option that shaped the statement, with its source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    options: Option<RunOptions>,
+}
+
+/// How command lines are recorded: redacted, and with `--argv-digests` only as the sha256 of
+/// each redacted word (and of the redacted cmdline).
+struct CommandLines<'a> {
+    redaction: &'a Redaction,
+    digests: bool,
+}
+
+impl CommandLines<'_> {
+    fn argv(&self, argv: &[String]) -> Vec<String> {
+        let words = self.redaction.argv(argv);
+        if self.digests {
+            words.iter().map(|word| digest_text(word)).collect()
+        } else {
+            words
+        }
+    }
+
+    fn cmdline(&self, argv: &[String]) -> String {
+        let line = self.redaction.argv(argv).join(" ");
+        if self.digests {
+            digest_text(&line)
+        } else {
+            line
+        }
+    }
+}
+
+fn digest_text(text: &str) -> String {
+    format!("sha256:{}", sha256_hex(text.as_bytes()))
 }
 
 #[derive(Debug, Serialize)]
@@ -135,17 +172,30 @@ fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     Ok(vec![attest(
         &outcome.observation,
         &run.late_gaps.borrow(),
-        &run.options.redaction,
+        &run.options,
+        run.default_step(),
     )?])
 }
 
 /// The command-run attestation for `observation`, with the gaps `late_gaps` found after the
-/// command besides its own; every command line goes through `redaction`.
+/// command besides its own; every command line goes through the options' redaction. A step
+/// left to the default is recorded as `default_step`, the name the collection gets.
 pub fn attest(
     observation: &Observation,
     late_gaps: &[Incomplete],
-    redaction: &Redaction,
+    options: &AttestorOptions,
+    default_step: &str,
 ) -> anyhow::Result<Attestation> {
+    let lines = CommandLines {
+        redaction: &options.redaction,
+        digests: options.argv_digests,
+    };
+    let run_options = options.run_options.clone().map(|mut run_options| {
+        if run_options.settings.step.source == Source::Default {
+            default_step.clone_into(&mut run_options.settings.step.value);
+        }
+        run_options
+    });
     let (trace, reason) = match &observation.trace {
         TraceMode::Ebpf => ("ebpf", None),
         TraceMode::Off { reason } => ("off", Some(reason.clone())),
@@ -162,7 +212,7 @@ pub fn attest(
             program: process.program().to_owned(),
             processid: process.pid,
             parentpid: process.parent_pid,
-            cmdline: redaction.argv(process.argv()).join(" "),
+            cmdline: lines.cmdline(process.argv()),
             programdigest: digest_set(
                 &process
                     .execs
@@ -174,8 +224,8 @@ pub fn attest(
                 .iter()
                 .map(|exec| Exec {
                     program: exec.program.clone(),
-                    cmdline: redaction.argv(&exec.argv).join(" "),
-                    argv: redaction.argv(&exec.argv),
+                    cmdline: lines.cmdline(&exec.argv),
+                    argv: lines.argv(&exec.argv),
                     programdigest: digest_set(&exec.program_digest),
                 })
                 .collect(),
@@ -200,7 +250,7 @@ pub fn attest(
         })
         .collect();
     let predicate = CommandRun {
-        cmd: redaction.argv(&observation.argv),
+        cmd: lines.argv(&observation.argv),
         exitcode: observation.termination.exit_code(),
         summary: Summary {
             trace,
@@ -217,10 +267,14 @@ pub fn attest(
                 .incomplete
                 .iter()
                 .chain(late_gaps)
-                .cloned()
+                .map(|entry| Incomplete {
+                    reason: entry.reason,
+                    detail: options.redaction.text(&entry.detail),
+                })
                 .collect(),
         },
         processes,
+        options: run_options,
     };
     Ok(Attestation {
         type_uri: COMMAND_RUN_TYPE_URI,
@@ -329,7 +383,11 @@ mod tests {
                 detail: "pid 30 (/usr/bin/sleep) still running".into(),
             }],
         };
-        let attestation = attest(&observation, &[], &redaction).unwrap();
+        let options = AttestorOptions {
+            redaction,
+            ..AttestorOptions::default()
+        };
+        let attestation = attest(&observation, &[], &options, "run").unwrap();
         let predicate = &attestation.predicate;
         assert_eq!(
             predicate["cmd"],
@@ -358,10 +416,38 @@ mod tests {
         assert_eq!(processes[1]["starttime"], "2023-11-14T22:13:21Z");
     }
 
+    /// `--argv-digests`: no argv text at all, only digests of the redacted words and lines.
     #[test]
-    fn untraced_summary_records_the_reason() {
-        let observation = Observation {
-            argv: vec!["true".into()],
+    fn argv_digests_replace_every_command_line() {
+        let mut observation = untraced(&["login", "--password", "pw-value-1", "reg"]);
+        observation.processes = vec![process(10, 0, "/bin/login", None, &["login", "x"])];
+        let options = AttestorOptions {
+            argv_digests: true,
+            ..AttestorOptions::default()
+        };
+        let predicate = attest(&observation, &[], &options, "run")
+            .unwrap()
+            .predicate;
+        let digest = |text: &str| format!("sha256:{}", sha256_hex(text.as_bytes()));
+        assert_eq!(
+            predicate["cmd"],
+            serde_json::json!([
+                digest("login"),
+                digest("--password"),
+                digest("******"),
+                digest("reg")
+            ])
+        );
+        let process = &predicate["processes"][0];
+        assert_eq!(process["cmdline"], digest("login x").as_str());
+        assert_eq!(process["execs"][0]["cmdline"], digest("login x").as_str());
+        assert_eq!(process["execs"][0]["argv"][1], digest("x").as_str());
+        assert!(!predicate.to_string().contains("pw-value-1"));
+    }
+
+    fn untraced(argv: &[&str]) -> Observation {
+        Observation {
+            argv: argv.iter().map(|word| (*word).to_owned()).collect(),
             working_dir: PathBuf::from("/"),
             started: at(0),
             ended: at(0),
@@ -374,8 +460,13 @@ mod tests {
             written: Vec::new(),
             outside_writes: Vec::new(),
             incomplete: Vec::new(),
-        };
-        let attestation = attest(&observation, &[], &Redaction::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn untraced_summary_records_the_reason() {
+        let observation = untraced(&["true"]);
+        let attestation = attest(&observation, &[], &AttestorOptions::default(), "run").unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
         assert_eq!(

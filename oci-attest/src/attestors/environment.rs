@@ -99,7 +99,7 @@ mod tests {
 
     #[test]
     fn hides_secrets_but_not_path_or_pwd() {
-        let policy = Redaction::new(&["MY_CUSTOM".into()], &["GITHUB_TOKEN".into()]).unwrap();
+        let policy = Redaction::new(&["MY_CUSTOM".into()], &["GITHUB_TOKEN".into()], true).unwrap();
         let names = [
             "PATH",
             "PWD",

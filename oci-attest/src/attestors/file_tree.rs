@@ -1,6 +1,8 @@
 //! The Merkle tree over file digests shared by the product and material attestors (v0.3):
-//! RFC 6962 hashing over one leaf per distinct file content.
+//! RFC 6962 hashing over one leaf per distinct file content, as cilock writes it, and beside it
+//! the full path → digest list that the leaves, one path per content, cannot give.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -31,6 +33,11 @@ pub struct TreePredicate {
     pub construction: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leaves: Option<Vec<Leaf>>,
+    /// Every path of the tree → its sha256 hex (oci-attest only; cilock's readers ignore it).
+    /// Written whenever `leaves` is: a verifier comparing paths (`verify -p`, `artifactsFrom`)
+    /// must not be blind to a file whose content another file also has.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, String>>,
 }
 
 /// Whether an empty leaf list is written (material) or left out (product).
@@ -40,17 +47,23 @@ pub enum EmptyLeaves {
     Omit,
 }
 
+/// The entries that become leaves: sorted by (digest, path), the first path per digest. Digests
+/// compare as lowercase hex or as raw bytes alike (hex keeps the byte order).
+pub fn first_path_per_digest<D: Ord, P: Ord>(mut entries: Vec<(D, P)>) -> Vec<(D, P)> {
+    entries.sort();
+    entries.dedup_by(|next, kept| next.0 == kept.0);
+    entries
+}
+
 /// Leaves: paths as recorded (escaped losslessly, `crate::pathtext`: a backslash is part of
-/// the escaping, not a separator), sorted by (digest, path), the first per distinct digest;
-/// with each leaf its raw leaf hash for the tree.
+/// the escaping, not a separator), see [`first_path_per_digest`]; with each leaf its raw leaf
+/// hash for the tree.
 fn leaves(files: &[FileDigest]) -> Vec<(Leaf, [u8; 32])> {
-    let mut sorted: Vec<(String, String)> = files
+    let entries: Vec<(String, String)> = files
         .iter()
         .map(|file| (file.sha256.to_ascii_lowercase(), file.path.clone()))
         .collect();
-    sorted.sort();
-    sorted.dedup_by(|next, kept| next.0 == kept.0);
-    sorted
+    first_path_per_digest(entries)
         .into_iter()
         .map(|(digest, path)| {
             // Digests come from our own hashing; should one not be hex, its text is hashed,
@@ -92,12 +105,19 @@ pub fn merkle_root(leaf_hashes: &[[u8; 32]]) -> [u8; 32] {
 /// The tree over `files` as a predicate, with its root.
 pub fn predicate(files: &[FileDigest], empty_leaves: EmptyLeaves) -> TreePredicate {
     let (leaves, hashes): (Vec<Leaf>, Vec<[u8; 32]>) = leaves(files).into_iter().unzip();
+    let written = empty_leaves == EmptyLeaves::Write || !leaves.is_empty();
     TreePredicate {
         merkle_root: hex::encode(merkle_root(&hashes)),
         tree_size: leaves.len(),
         hash_algorithm: "sha256",
         construction: "RFC6962",
-        leaves: (empty_leaves == EmptyLeaves::Write || !leaves.is_empty()).then_some(leaves),
+        leaves: written.then_some(leaves),
+        files: written.then(|| {
+            files
+                .iter()
+                .map(|file| (file.path.clone(), file.sha256.to_ascii_lowercase()))
+                .collect()
+        }),
     }
 }
 
@@ -168,6 +188,15 @@ mod tests {
             .collect();
         // sha256("hello") = 2cf24d… sorts before sha256("a\n") = 87428f…; a.txt beats z.
         assert_eq!(paths, ["b/c.bin", "a.txt"]);
+        // The file list keeps z, which has no leaf of its own.
+        let listed: Vec<&str> = tree
+            .files
+            .iter()
+            .flatten()
+            .map(|(p, _)| p.as_str())
+            .collect();
+        assert_eq!(listed, ["a.txt", "b/c.bin", "z"]);
+        assert_eq!(tree.files.as_ref().unwrap()["z"], sha256_hex(b"a\n"));
     }
 
     /// On Linux a backslash is part of a file name: turning it into `/` (as cilock does for
@@ -216,6 +245,6 @@ mod tests {
             r#"{"merkleRoot":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","treeSize":0,"hashAlgorithm":"sha256","construction":"RFC6962"}"#
         );
         let material = serde_json::to_string(&predicate(&[], EmptyLeaves::Write)).unwrap();
-        assert!(material.ends_with(r#""construction":"RFC6962","leaves":[]}"#));
+        assert!(material.ends_with(r#""construction":"RFC6962","leaves":[],"files":{}}"#));
     }
 }

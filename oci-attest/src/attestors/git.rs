@@ -2,7 +2,6 @@
 //! with the `git` binary. Outside a work tree it is skipped with a notice (cilock fails the run).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,7 +12,7 @@ use serde::Serialize;
 
 use crate::attestors::{Attach, Attestation, Attestor, RunContext, Stage, GIT_TYPE_URI};
 use crate::digest::{sha256_hex, sha256_reader, sha256_set, DigestSet};
-use crate::redact::without_url_userinfo;
+use crate::redact::Redaction;
 use crate::rfc3339::rfc3339_nano;
 
 #[derive(Debug, Serialize)]
@@ -230,21 +229,28 @@ pub const ATTESTOR: Attestor = Attestor {
 };
 
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
-    Ok(attest(&run.working_dir, SystemTime::now())?
-        .into_iter()
-        .collect())
-}
-
-fn find_git() -> Option<PathBuf> {
-    crate::program_path::resolve_program(OsStr::new("git")).ok()
+    Ok(
+        attest(&run.working_dir, SystemTime::now(), &run.options.redaction)?
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// The git attestation for the work tree containing `dir`, or `None` (with a logged notice)
 /// when `dir` is not in a git work tree, it has no commit yet, or git is not installed.
-pub fn attest(dir: &Path, started: SystemTime) -> anyhow::Result<Option<Attestation>> {
-    let Some(binary) = find_git() else {
-        tracing::warn!("git attestor skipped: no `git` binary on PATH");
-        return Ok(None);
+/// Remotes and messages go through `redaction` (credentials in remote URLs are removed, so the
+/// `remote:` subjects of a checkout with and without a token in its URL agree).
+pub fn attest(
+    dir: &Path,
+    started: SystemTime,
+    redaction: &Redaction,
+) -> anyhow::Result<Option<Attestation>> {
+    let binary = match crate::program_path::resolve_trusted_program("git") {
+        Ok(binary) => binary,
+        Err(reason) => {
+            tracing::warn!("git attestor skipped: {reason}");
+            return Ok(None);
+        }
     };
     let git = Git {
         binary,
@@ -286,14 +292,18 @@ pub fn attest(dir: &Path, started: SystemTime) -> anyhow::Result<Option<Attestat
         .filter_map(|remote| {
             git.text(&["remote", "get-url", "--all", remote])
                 .ok()
-                .map(|urls| urls.lines().map(without_url_userinfo).collect::<Vec<_>>())
+                .map(|urls| {
+                    urls.lines()
+                        .map(|url| redaction.text(url))
+                        .collect::<Vec<_>>()
+                })
         })
         .flatten()
         .collect();
     let tags = git
         .lines(&["tag", "--points-at", &commithash])?
         .into_iter()
-        .map(|name| tag(&git, name))
+        .map(|name| tag(&git, name, redaction))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let branch = git
         .text(&["symbolic-ref", "--short", "-q", "HEAD"])
@@ -345,7 +355,7 @@ pub fn attest(dir: &Path, started: SystemTime) -> anyhow::Result<Option<Attestat
         commitdate: author.when,
         signature: commit.signature(),
         treehash: commit.header("tree").to_owned(),
-        commitmessage: commit.message,
+        commitmessage: redaction.text(&commit.message),
         status,
         parenthashes,
         refs,
@@ -363,7 +373,7 @@ pub fn attest(dir: &Path, started: SystemTime) -> anyhow::Result<Option<Attestat
     }))
 }
 
-fn tag(git: &Git, name: String) -> anyhow::Result<Tag> {
+fn tag(git: &Git, name: String, redaction: &Redaction) -> anyhow::Result<Tag> {
     let reference = format!("refs/tags/{name}");
     let kind = git.text(&["cat-file", "-t", &reference])?;
     if kind != "tag" {
@@ -393,7 +403,7 @@ fn tag(git: &Git, name: String) -> anyhow::Result<Tag> {
         taggeremail: tagger.email,
         when: tagger.when,
         pgpsignature: signature,
-        message,
+        message: redaction.text(&message),
     })
 }
 
@@ -440,7 +450,9 @@ mod tests {
         run_git(d, &["tag", "-a", "v1", "-m", "release one"]);
         run_git(d, &["tag", "light"]);
 
-        let attestation = attest(d, SystemTime::now()).unwrap().unwrap();
+        let attestation = attest(d, SystemTime::now(), &Redaction::default())
+            .unwrap()
+            .unwrap();
         let p = &attestation.predicate;
         let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
         assert_eq!(
@@ -521,11 +533,14 @@ mod tests {
     #[test]
     fn outside_a_work_tree_it_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(attest(dir.path(), SystemTime::now()).unwrap().is_none());
+        assert!(attest(dir.path(), SystemTime::now(), &Redaction::default())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
     fn credentials_are_stripped_from_urls() {
+        use crate::redact::without_url_userinfo;
         assert_eq!(
             without_url_userinfo("https://u:p@h.example/x@y"),
             "https://h.example/x@y"

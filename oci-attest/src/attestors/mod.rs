@@ -25,6 +25,7 @@ use serde::Serialize;
 use crate::digest::DigestSet;
 use crate::observed::{Incomplete, Observation};
 use crate::redact::Redaction;
+use crate::run_options::RunOptions;
 use crate::snapshot::{FileStamp, Snapshot};
 
 pub const COMMAND_RUN_TYPE_URI: &str = "https://aflock.ai/attestations/command-run/v0.1";
@@ -153,6 +154,10 @@ pub struct AttestorOptions {
     pub redaction: Redaction,
     /// Sensitive environment variables are left out rather than shown as `******`.
     pub env_filter_sensitive_vars: bool,
+    /// Command lines are recorded only as digests of their redacted words.
+    pub argv_digests: bool,
+    /// Every option that shaped the run, with its source: signed by command-run.
+    pub run_options: Option<RunOptions>,
     /// Claims of the job's OIDC token, for `github` (`--attestor-github-jwt-path`).
     pub github_jwt: Option<ci_job::Claims>,
     /// Claims of the job's ID token, for `gitlab` (`--attestor-gitlab-jwt-path`).
@@ -207,6 +212,9 @@ pub struct RunContext {
     pub material_digests: RefCell<HashMap<PathBuf, String>>,
     /// Gaps found after the command, while the products were read (`product-unstable`).
     pub late_gaps: RefCell<Vec<Incomplete>>,
+    /// The registry reference the command pushed, when it is a recognised push (its image is
+    /// then the oci subject, with or without an archive).
+    pub pushed: Option<String>,
     attached: Vec<(&'static Attestor, AttachReason)>,
 }
 
@@ -229,6 +237,7 @@ impl RunContext {
             known_digests: RefCell::new(HashMap::new()),
             material_digests: RefCell::new(HashMap::new()),
             late_gaps: RefCell::new(Vec::new()),
+            pushed: None,
             attached: Vec::new(),
         };
         for row in ATTESTORS {
@@ -293,9 +302,12 @@ impl RunContext {
         Ok(attestations)
     }
 
-    /// The step name when `--step` is not given: the step of the first attestor a rule
-    /// attached, else `run`.
+    /// The step name when `--step` is not given: `oci-push` for a push (whichever tool made
+    /// it), else the step of the first attestor a rule attached, else `run`.
     pub fn default_step(&self) -> &'static str {
+        if self.pushed.is_some() {
+            return PUSH_STEP;
+        }
         self.attached
             .iter()
             .find_map(|(row, reason)| match (row.attach, reason) {
@@ -313,6 +325,9 @@ impl RunContext {
         })
     }
 }
+
+/// The default step name of a run whose command pushes an image to a registry.
+pub const PUSH_STEP: &str = "oci-push";
 
 /// One attestor's contribution to the collection.
 #[derive(Clone, Debug)]

@@ -27,6 +27,7 @@ use crate::push::{self, Push};
 use crate::reconcile;
 use crate::redact::Redaction;
 use crate::registry::{ImageRef, RegistryArgs};
+use crate::run_options::{self, DirIdentity, RunOptions, Setting, Settings};
 use crate::snapshot::{FileStamp, Snapshot};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
@@ -39,8 +40,8 @@ use crate::{collection, dsse, launch, output};
     oci-attest run -k key.pem -o att.json --json -- skopeo copy ... | jq .products\n  \
     oci-attest run -k key.pem -o att.json --json-out summary.json -a github -- docker save -o app.tar app:1\n\n", crate::exit_codes_help!()))]
 pub struct Args {
-    /// Step name recorded in the collection (default: `oci-save` when an image save was
-    /// recognised, else `run`).
+    /// Step name recorded in the collection (default: `oci-push` when the command pushes an
+    /// image, whichever tool, else `oci-save` when an image save was recognised, else `run`).
     #[arg(short = 's', long)]
     pub step: Option<String>,
     /// Private key (PEM: PKCS#8, PKCS#1, SEC1; Ed25519, ECDSA P-256/P-384, RSA) to sign with.
@@ -96,7 +97,7 @@ pub struct Args {
     pub allow_incomplete_trace: bool,
     /// After the command exits, how long to wait for the rest of its process tree (orphans,
     /// daemons); those still running then make the trace incomplete.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = run_options::DEFAULT_WAIT_FOR_TREE)]
     pub wait_for_tree: u64,
     /// Size of the eBPF event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = trace::DEFAULT_RING_BUFFER_BYTES)]
@@ -126,6 +127,18 @@ pub struct Args {
     /// as `******`.
     #[arg(long)]
     pub env_filter_sensitive_vars: bool,
+    /// Hide only the variables named by --env-add-sensitive-key, not the built-in list of
+    /// secret-looking names (witness's flag; recorded as weakening the run).
+    #[arg(long)]
+    pub env_disable_default_sensitive_vars: bool,
+    /// Also hide every match of this regular expression in every recorded string (only the
+    /// capture groups, if it has any; repeatable).
+    #[arg(long, value_name = "PATTERN")]
+    pub redact_regex: Vec<String>,
+    /// Record the command lines (`cmd`, every exec's argv and cmdline) only as sha256 digests
+    /// of their redacted words, never as text.
+    #[arg(long)]
+    pub argv_digests: bool,
     /// Print a JSON summary (step, outfile, exit code, subjects, products, trace counters and
     /// incomplete reasons; on failure the exit code and reason) as the only thing on stdout:
     /// the wrapped command's own stdout goes to stderr instead. Needs -o. To leave the
@@ -152,6 +165,9 @@ pub struct Args {
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
+    /// Where each option came from (command line, environment, config file).
+    #[arg(skip)]
+    pub provenance: crate::config::Provenance,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -277,10 +293,15 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     // A push inside the command (a script, a make target) is seen by the trace; its digest is
     // resolved against the registry.
     let push = push.or_else(|| PushPlan::observed(&observation));
+    let registry = match &push {
+        Some(plan) => plan.registry_args(&args.registry, &observation.working_dir),
+        None => args.registry.clone(),
+    };
     let pushed = match &push {
-        Some(plan) => plan.subject(&observation, args)?,
+        Some(plan) => plan.subject(&observation, &registry, args.allow_missing_subjects)?,
         None => None,
     };
+    prepared.context.pushed = push.as_ref().map(|plan| plan.push.reference.clone());
     let mut attestations =
         attest_observation(&mut prepared.context, observation, products, prepared.early)?;
     // Reading the products can find more gaps (a product that keeps changing).
@@ -332,7 +353,12 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         ));
     }
     if args.attach {
-        attach_to_pushed(&document, pushed.as_ref().map(|(image, _)| image), args)?;
+        attach_to_pushed(
+            &document,
+            pushed.as_ref().map(|(image, _)| image),
+            &registry,
+            args,
+        )?;
     }
     Ok((summary, ExitCode::SUCCESS))
 }
@@ -464,12 +490,27 @@ impl PushPlan {
         })
     }
 
+    /// oci-attest's registry options, with what the user did not give taken from the push
+    /// command's own (`--dest-creds`, `--authfile`, `--cert-dir`, `--tls-verify`).
+    fn registry_args(&self, registry: &RegistryArgs, working_dir: &Path) -> RegistryArgs {
+        let (filled, taken) = self.push.access.fill(registry, working_dir);
+        if !taken.is_empty() {
+            tracing::info!(
+                "reaching {} as the push did: its {}",
+                self.push.reference,
+                taken.join(", ")
+            );
+        }
+        filled
+    }
+
     /// The pushed image and its oci attestation; `None` when the push failed (the command's exit
     /// code says so) or, with --allow-missing-subjects, when its digest cannot be found.
     fn subject(
         &self,
         observation: &Observation,
-        args: &Args,
+        registry: &RegistryArgs,
+        allow_missing_subjects: bool,
     ) -> anyhow::Result<Option<(String, Attestation)>> {
         if observation.termination.exit_code() != 0 {
             tracing::warn!(
@@ -486,16 +527,12 @@ impl PushPlan {
         };
         let found = match &digestfile {
             Some(path) => push::read_digestfile(path).and_then(|digest| {
-                cross_check_pushed(
-                    &self.push.reference,
-                    &digest,
-                    &observation.argv,
-                    &args.registry,
-                )?;
+                cross_check_pushed(&self.push.reference, &digest, &observation.argv, registry)?;
                 Ok((digest, "--digestfile"))
             }),
-            None => resolve_pushed(&self.push.reference, &args.registry)
-                .map(|digest| (digest, "registry")),
+            None => {
+                resolve_pushed(&self.push.reference, registry).map(|digest| (digest, "registry"))
+            }
         };
         match found {
             Ok((digest, how)) => {
@@ -514,7 +551,7 @@ impl PushPlan {
             Err(error) if crate::exit::kind_of(&error) == FailureKind::PushedDigestMismatch => {
                 Err(error)
             }
-            Err(error) if args.allow_missing_subjects => {
+            Err(error) if allow_missing_subjects => {
                 tracing::warn!(
                     "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
                     self.push.reference
@@ -561,8 +598,9 @@ fn cross_check_pushed(
     Ok(())
 }
 
-/// How to reach the registry the push reached, in order: the user's registry options, then
-/// with the push tool's own credentials (`--dest-creds`/`--creds`) if it had others; each also
+/// How to reach the registry the push reached, in order: `given` (oci-attest's options, filled
+/// from the push's by `PushPlan::registry_args`), then with the push tool's own credentials
+/// (`--dest-creds`/`--creds`) where the user gave others (the push worked with them); each also
 /// (when the tool was told not to verify TLS, as skopeo's `--dest-tls-verify=false`) with
 /// unverified TLS, then plain HTTP, as the tool tries them.
 fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<RegistryArgs> {
@@ -589,7 +627,7 @@ fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<Regi
         attempts.push(base.clone());
         if unverified && !given.plain_http {
             attempts.push(RegistryArgs {
-                tls_verify: false,
+                tls_verify: Some(false),
                 ..base.clone()
             });
             attempts.push(RegistryArgs {
@@ -604,14 +642,20 @@ fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<Regi
 /// The digest a reference names in its registry, found after the push.
 fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Result<String> {
     let image = ImageRef::parse(reference)?;
-    let session = crate::registry::Session::open(&image, registry_args)?;
-    let (_, descriptor) = session.manifest(&image.reference)?;
+    let session =
+        crate::registry::Session::open(&image, registry_args, crate::registry::Access::Pull)?;
+    let (_, descriptor) = session.manifest(&image.tag_or_digest())?;
     Ok(descriptor.digest)
 }
 
 /// `--attach`: the signed envelope goes to the pushed image. The envelope is already written,
 /// so a failure here says where it is and exits with the registry code.
-fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> anyhow::Result<()> {
+fn attach_to_pushed(
+    envelope: &[u8],
+    pushed: Option<&String>,
+    registry: &RegistryArgs,
+    args: &Args,
+) -> anyhow::Result<()> {
     let kept = args
         .outfile
         .as_ref()
@@ -630,7 +674,7 @@ fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> an
         bytes: envelope,
     }];
     let attached = ImageRef::parse(image).and_then(|image| {
-        crate::registry::attach(&envelopes, &image, &args.registry, false, args.cosign_tag)
+        crate::registry::attach(&envelopes, &image, registry, false, args.cosign_tag)
             .map(|attached| super::attach::report(&envelopes, &image, &attached))
     });
     match attached {
@@ -743,8 +787,13 @@ fn summarise(
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
-    let mut redaction = Redaction::new(&args.env_add_sensitive_key, &args.env_allow_sensitive_key)?
-        .with_secret_values_of(&environment::process_variables());
+    let mut redaction = Redaction::new(
+        &args.env_add_sensitive_key,
+        &args.env_allow_sensitive_key,
+        !args.env_disable_default_sensitive_vars,
+    )?
+    .with_patterns(&args.redact_regex)?
+    .with_secret_values_of(&environment::process_variables());
     let signer = if args.unsigned {
         None
     } else {
@@ -805,6 +854,8 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     let options = AttestorOptions {
         redaction,
         env_filter_sensitive_vars: args.env_filter_sensitive_vars,
+        argv_digests: args.argv_digests,
+        run_options: Some(run_options(args, &working_dir)?),
         github_jwt: github_jwt?,
         gitlab_jwt: gitlab_jwt?,
     };
@@ -839,6 +890,100 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         context,
         early,
     })
+}
+
+/// Every option that shapes the statement, with its source, as signed in the command-run
+/// predicate. A step left to the default is filled in by the command-run attestor, once the
+/// attestors' rules have fired.
+fn run_options(args: &Args, working_dir: &Path) -> anyhow::Result<RunOptions> {
+    fn setting<T>(args: &Args, working_dir: &Path, long: &str, value: T) -> Setting<T> {
+        Setting::new(value, args.provenance.source(long, working_dir))
+    }
+    let s = |long: &str, value| setting(args, working_dir, long, value);
+    let list = |long: &str, values: &[String]| setting(args, working_dir, long, values.to_vec());
+    let invocation = std::env::current_dir()
+        .and_then(|dir| dir.canonicalize())
+        .context("cannot determine the current directory")?;
+    let settings = Settings {
+        step: setting(
+            args,
+            working_dir,
+            "step",
+            args.step.clone().unwrap_or_default(),
+        ),
+        workingdir: setting(
+            args,
+            working_dir,
+            "workingdir",
+            DirIdentity::of(working_dir)?,
+        ),
+        trace: setting(args, working_dir, "trace", value_name(&args.trace)),
+        allow_incomplete_trace: s("allow-incomplete-trace", args.allow_incomplete_trace),
+        allow_missing_subjects: s("allow-missing-subjects", args.allow_missing_subjects),
+        wait_for_tree: setting(args, working_dir, "wait-for-tree", args.wait_for_tree),
+        trace_buffer_bytes: setting(
+            args,
+            working_dir,
+            "trace-buffer-bytes",
+            args.trace_buffer_bytes,
+        ),
+        hashes: setting(
+            args,
+            working_dir,
+            "hashes",
+            args.hashes.iter().map(value_name).collect(),
+        ),
+        attestations: setting(
+            args,
+            working_dir,
+            "attestations",
+            args.attestations
+                .iter()
+                .map(|attestor| attestor.name.to_owned())
+                .collect(),
+        ),
+        attestor_product_include_glob: list(
+            "attestor-product-include-glob",
+            &args.attestor_product_include_glob,
+        ),
+        attestor_product_exclude_glob: list(
+            "attestor-product-exclude-glob",
+            &args.attestor_product_exclude_glob,
+        ),
+        env_add_sensitive_key: list("env-add-sensitive-key", &args.env_add_sensitive_key),
+        env_allow_sensitive_key: list("env-allow-sensitive-key", &args.env_allow_sensitive_key),
+        env_filter_sensitive_vars: s("env-filter-sensitive-vars", args.env_filter_sensitive_vars),
+        env_disable_default_sensitive_vars: s(
+            "env-disable-default-sensitive-vars",
+            args.env_disable_default_sensitive_vars,
+        ),
+        redact_regex: list("redact-regex", &args.redact_regex),
+        argv_digests: s("argv-digests", args.argv_digests),
+    };
+    let options = RunOptions::new(
+        DirIdentity::of(&invocation)?,
+        args.provenance.records(working_dir),
+        settings,
+        trace::DEFAULT_RING_BUFFER_BYTES,
+    );
+    for weakening in &options.weakening {
+        tracing::warn!(
+            "{} = {} ({}): {}",
+            weakening.option,
+            weakening.value,
+            weakening.source.describe(),
+            weakening.why
+        );
+    }
+    Ok(options)
+}
+
+/// The name clap knows a value-enum value by.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 /// The claims of the CI token in `path` for `attestor`, which must be requested with `-a`; the

@@ -19,6 +19,7 @@ use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::inspect;
 use crate::keys;
+use crate::run_options::{RunOptions, Weakening};
 
 /// Largest envelope read: attestations of even huge images are a few MiB.
 const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
@@ -125,13 +126,16 @@ struct StatementFacts {
 
 /// What the attestation says about the wrapped command (its command-run predicate).
 #[derive(Debug, Serialize)]
-struct RunFacts {
+pub(super) struct RunFacts {
     exitcode: Option<i64>,
     trace: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     lost: u64,
     incomplete: Vec<String>,
+    /// The options that weakened the run, from the signed options record; `None` when the
+    /// attestation has none (another tool, an older oci-attest).
+    weakening: Option<Vec<Weakening>>,
 }
 
 impl Report {
@@ -186,6 +190,24 @@ impl Report {
                 format!("INCOMPLETE ({})", reasons.join(", "))
             };
             println!("run: command exit code {exit}, trace {trace}, {completeness}");
+            match &run.weakening {
+                None => println!("options: not recorded (no signed options record)"),
+                Some(weakening) if weakening.is_empty() => {
+                    println!("options: defaults for tracing, products and secrets");
+                }
+                Some(weakening) => {
+                    println!("options that weakened the run:");
+                    for entry in weakening {
+                        println!(
+                            "  {} = {} from {}: {}",
+                            entry.option,
+                            entry.value,
+                            entry.source.describe(),
+                            entry.why
+                        );
+                    }
+                }
+            }
         }
         if let Some(image) = &self.image {
             for line in image.lines() {
@@ -205,7 +227,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;
-        return super::verify_image_ref::execute(&key, image_ref, &args.registry, args.json);
+        return super::verify_image_ref::execute(
+            &key,
+            image_ref,
+            &args.registry,
+            &Allowances::of(&args),
+            args.json,
+        );
     }
     // clap requires ENVELOPE when neither -p nor --image-ref is given.
     let envelope = args
@@ -219,7 +247,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         envelope: envelope_path.clone(),
         ..Report::default()
     };
-    let outcome = check(&args, &key, &bytes, &mut report);
+    let outcome = check(&args, &key, bytes, &mut report);
     report.verified = outcome.is_ok() && report.problems.is_empty();
     report.print(args.json)?;
     outcome?;
@@ -267,19 +295,18 @@ fn read_envelope(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn check(
     args: &Args,
     key: &keys::PublicKey,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let envelope_path = report.envelope.clone();
-    let verified = dsse::parse(bytes).and_then(|envelope| {
-        dsse::verify_signature(&[dsse::IN_TOTO_PAYLOAD_TYPE], &envelope, key)
-            .map(|(payload, signature)| (payload, signature.clone()))
+    let unsigned = is_unsigned_statement(&bytes);
+    let verified = dsse::OpenedEnvelope::open(bytes).and_then(|envelope| {
+        let signature = envelope.verify(&[dsse::IN_TOTO_PAYLOAD_TYPE], key)?.clone();
+        Ok((envelope.into_payload(), signature))
     });
     let (payload, signature) = match verified {
         Ok(verified) => verified,
         Err(error) => {
-            let unsigned = serde_json::from_slice::<Value>(bytes)
-                .is_ok_and(|value| value.get("_type").is_some() && value.get("payload").is_none());
             let message = if unsigned {
                 "this is an unsigned in-toto statement (written with --unsigned): it carries no \
                  signature, so nothing in it is verified"
@@ -318,12 +345,13 @@ fn check(
         keyid: key.keyid(),
         certificate,
     });
-    let statement: Value = serde_json::from_slice(&payload).map_err(|error| {
+    let statement = slim_statement(&payload).map_err(|error| {
         failure(
             FailureKind::VerificationFailed,
-            format!("{envelope_path}: the signed payload is not JSON: {error}"),
+            format!("{envelope_path}: the signed payload is not a readable statement: {error}"),
         )
     })?;
+    drop(payload);
     for (field, expected) in [
         ("_type", STATEMENT_TYPE),
         ("predicateType", COLLECTION_TYPE),
@@ -346,7 +374,7 @@ fn check(
     });
     report.run = run_facts(&statement);
     if let Some(run) = &report.run {
-        judge_run(args, run, &mut report.problems);
+        judge_run(&Allowances::of(args), run, &mut report.problems);
     }
     let Some(image) = &args.image else {
         return Ok(());
@@ -380,15 +408,95 @@ fn check(
     Ok(())
 }
 
+/// Whether `bytes` is an in-toto statement rather than an envelope (read without building a
+/// JSON tree: an envelope may be hundreds of MB).
+fn is_unsigned_statement(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "_type")]
+        statement_type: Option<serde::de::IgnoredAny>,
+        payload: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(bytes)
+        .is_ok_and(|probe| probe.statement_type.is_some() && probe.payload.is_none())
+}
+
+/// The statement with only the predicates `verify` reads (command-run, oci) parsed; the others
+/// (file trees, environment: most of a large statement) are `null`. A repeated object key
+/// anywhere is an error (`crate::strict_json`).
+fn slim_statement(payload: &[u8]) -> anyhow::Result<Value> {
+    #[derive(serde::Deserialize)]
+    struct Statement<'a> {
+        #[serde(rename = "_type", default)]
+        statement_type: Value,
+        #[serde(default)]
+        subject: Value,
+        #[serde(rename = "predicateType", default)]
+        predicate_type: Value,
+        #[serde(borrow)]
+        predicate: Option<Collection<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Collection<'a> {
+        #[serde(default)]
+        name: Value,
+        #[serde(borrow, default)]
+        attestations: Option<Vec<Entry<'a>>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry<'a> {
+        #[serde(rename = "type", default)]
+        type_uri: Value,
+        #[serde(borrow)]
+        attestation: Option<&'a serde_json::value::RawValue>,
+    }
+    let statement: Statement = crate::strict_json::from_slice(payload)?;
+    let predicate = match statement.predicate {
+        None => Value::Null,
+        Some(collection) => {
+            let attestations = match collection.attestations {
+                None => Value::Null,
+                Some(entries) => entries
+                    .into_iter()
+                    .map(|entry| {
+                        let read = [attestors::COMMAND_RUN_TYPE_URI, attestors::oci::TYPE_URI]
+                            .iter()
+                            .any(|type_uri| entry.type_uri == *type_uri);
+                        let attestation = match entry.attestation {
+                            Some(raw) if read => serde_json::from_str(raw.get())?,
+                            _ => Value::Null,
+                        };
+                        Ok(serde_json::json!({"type": entry.type_uri, "attestation": attestation}))
+                    })
+                    .collect::<serde_json::Result<Vec<Value>>>()?
+                    .into(),
+            };
+            serde_json::json!({"name": collection.name, "attestations": attestations})
+        }
+    };
+    Ok(serde_json::json!({
+        "_type": statement.statement_type,
+        "subject": statement.subject,
+        "predicateType": statement.predicate_type,
+        "predicate": predicate,
+    }))
+}
+
 /// The facts of the command-run predicate, if the collection has one.
-fn run_facts(statement: &Value) -> Option<RunFacts> {
+pub(super) fn run_facts(statement: &Value) -> Option<RunFacts> {
     let command_run = statement["predicate"]["attestations"]
         .as_array()?
         .iter()
         .find(|attestation| attestation["type"] == attestors::COMMAND_RUN_TYPE_URI)?;
     let predicate = &command_run["attestation"];
     let summary = &predicate["summary"];
+    // Recomputed from the signed settings rather than read from `weakening`, so the judgement is
+    // this verifier's.
+    let weakening = serde_json::from_value::<RunOptions>(predicate["options"].clone())
+        .ok()
+        .map(|options| options.weakening(crate::trace::DEFAULT_RING_BUFFER_BYTES));
     Some(RunFacts {
+        weakening,
         exitcode: predicate["exitcode"].as_i64(),
         trace: summary["trace"].as_str().unwrap_or("unknown").to_owned(),
         reason: summary["reason"].as_str().map(str::to_owned),
@@ -405,23 +513,41 @@ fn run_facts(statement: &Value) -> Option<RunFacts> {
     })
 }
 
+/// The `--allow-*` flags: which runs a pipeline accepts besides complete, traced, successful
+/// ones. The same for an envelope file and for attestations read from a registry.
+pub(super) struct Allowances {
+    failed_command: bool,
+    untraced: bool,
+    incomplete_trace: bool,
+}
+
+impl Allowances {
+    fn of(args: &Args) -> Self {
+        Allowances {
+            failed_command: args.allow_failed_command,
+            untraced: args.allow_untraced,
+            incomplete_trace: args.allow_incomplete_trace,
+        }
+    }
+}
+
 /// A signed attestation of a failed, untraced or incompletely traced run is not what a
 /// pipeline should accept by default.
-fn judge_run(args: &Args, run: &RunFacts, problems: &mut Vec<String>) {
-    if run.exitcode != Some(0) && !args.allow_failed_command {
+pub(super) fn judge_run(allow: &Allowances, run: &RunFacts, problems: &mut Vec<String>) {
+    if run.exitcode != Some(0) && !allow.failed_command {
         problems.push(format!(
             "the command failed (exit code {}); pass --allow-failed-command to accept it",
             run.exitcode
                 .map_or_else(|| "unknown".to_owned(), |code| code.to_string())
         ));
     }
-    if run.trace != "ebpf" && !args.allow_untraced {
+    if run.trace != "ebpf" && !allow.untraced {
         problems.push(format!(
             "the run was not traced (trace {}); pass --allow-untraced to accept it",
             run.trace
         ));
     }
-    if (run.lost > 0 || !run.incomplete.is_empty()) && !args.allow_incomplete_trace {
+    if (run.lost > 0 || !run.incomplete.is_empty()) && !allow.incomplete_trace {
         problems
             .push("the trace is incomplete; pass --allow-incomplete-trace to accept it".to_owned());
     }

@@ -13,7 +13,7 @@ use crate::digest::sha256_reader;
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::keys::PublicKey;
-use crate::policy::evidence::{self, Evidence};
+use crate::policy::evidence::{self, Digest, Evidence};
 use crate::policy::model::{self, Policy};
 use crate::policy::verification::{self, Rejected, Report};
 use crate::policy::{self, rego};
@@ -78,23 +78,12 @@ pub fn execute(
             policy.expires.to_rfc3339()
         )));
     }
-    let mut rejected = Vec::new();
-    let mut evidence: Vec<Evidence> = Vec::new();
-    for path in &args.attestations {
-        let source = path.display().to_string();
-        let loaded = policy::read_capped(path, MAX_ENVELOPE_BYTES)
-            .and_then(|bytes| evidence::load(&source, &bytes, &policy.keys));
-        match loaded {
-            Ok(item) => evidence.push(item),
-            Err(error) => rejected.push(Rejected {
-                source,
-                reason: format!("{error:#}"),
-            }),
-        }
-    }
-    let mut report = verification::verify(&policy, &evidence, &artifacts, &rego::evaluate_isolated)
+    let attestations = args.attestations.iter().map(|path| {
+        let bytes = policy::read_capped(path, MAX_ENVELOPE_BYTES);
+        (path.display().to_string(), bytes)
+    });
+    let report = check(&policy, attestations, &artifacts)
         .map_err(|error| unusable(format!("{}: {error}", policy_path.display())))?;
-    report.rejected = rejected;
     if json {
         println!("{:#}", serde_json::to_value(&report)?);
     } else if !crate::logging::quiet() {
@@ -120,6 +109,33 @@ pub fn execute(
     }
 }
 
+/// Checks `policy` (signature and expiry already checked) against attestation envelopes
+/// (source name, bytes) for the artifacts: every envelope is verified and read one at a time,
+/// only what the policy needs is kept, and every Rego evaluation runs in one sandbox process.
+/// An `Err` means the policy cannot be used (a Rego module is broken or over its limits).
+pub fn check(
+    policy: &Policy,
+    attestations: impl IntoIterator<Item = (String, anyhow::Result<Vec<u8>>)>,
+    artifacts: &[Digest],
+) -> Result<Report, rego::RegoError> {
+    let mut rejected = Vec::new();
+    let mut evidence: Vec<Evidence> = Vec::new();
+    let keep = |step: &str, type_uri: &str| policy.feeds_rego(step, type_uri);
+    for (source, bytes) in attestations {
+        match bytes.and_then(|bytes| evidence::load(&source, bytes, &policy.keys, &keep)) {
+            Ok(item) => evidence.push(item),
+            Err(error) => rejected.push(Rejected {
+                source,
+                reason: format!("{error:#}"),
+            }),
+        }
+    }
+    let mut sandbox = rego::Sandbox::default();
+    let mut report = verification::verify(policy, &evidence, artifacts, &mut sandbox)?;
+    report.rejected = rejected;
+    Ok(report)
+}
+
 fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<Policy> {
     let name = path.display();
     let bytes = policy::read_capped(path, MAX_POLICY_BYTES)?;
@@ -136,27 +152,41 @@ fn load_policy(path: &Path, key: &PublicKey) -> anyhow::Result<Policy> {
     model::parse(&payload).with_context(|| format!("{name}"))
 }
 
-fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<String>> {
-    if let Some(path) = &args.artifactfile {
+fn artifact_digests(args: &PolicyArgs) -> anyhow::Result<Vec<Digest>> {
+    let digests = if let Some(path) = &args.artifactfile {
         let file = std::fs::File::open(path)
             .with_context(|| format!("{}: cannot open the artifact", path.display()))?;
         let digest = sha256_reader(std::io::BufReader::new(file))
             .with_context(|| format!("{}: cannot read the artifact", path.display()))?;
-        return Ok(vec![digest]);
-    }
-    anyhow::ensure!(
-        !args.subjects.is_empty(),
-        "verify -p needs the artifact: --artifactfile FILE or -s sha256:HEX"
-    );
-    args.subjects
-        .iter()
-        .map(|subject| {
-            let hex = subject.strip_prefix("sha256:").unwrap_or(subject);
+        vec![(path.display().to_string(), digest)]
+    } else {
+        anyhow::ensure!(
+            !args.subjects.is_empty(),
+            "verify -p needs the artifact: --artifactfile FILE or -s sha256:HEX"
+        );
+        args.subjects
+            .iter()
+            .map(|subject| {
+                let hex = subject.strip_prefix("sha256:").unwrap_or(subject);
+                anyhow::ensure!(
+                    hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()),
+                    "-s {subject:?} is not a sha256:HEX digest"
+                );
+                Ok((format!("-s {subject}"), hex.to_ascii_lowercase()))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    digests
+        .into_iter()
+        .map(|(name, hex_digest)| {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&hex_digest, &mut digest)?;
             anyhow::ensure!(
-                hex.len() == 64 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()),
-                "-s {subject:?} is not a sha256:HEX digest"
+                digest != evidence::empty_digest(),
+                "{name}: the artifact is empty (sha256 of no bytes), the digest every empty tree \
+                 and empty file carries: nothing can be tied to it"
             );
-            Ok(hex.to_ascii_lowercase())
+            Ok(digest)
         })
         .collect()
 }
@@ -170,6 +200,12 @@ fn print_summary(report: &Report) {
     }
     for source in &report.unused {
         println!("attestation {source}: not a step of the policy, not used");
+    }
+    for duplicate in &report.duplicates {
+        println!(
+            "attestation {}: the same statement as {}, counted once",
+            duplicate.source, duplicate.same_as
+        );
     }
     for step in &report.steps {
         println!(

@@ -42,7 +42,7 @@ pub struct RequiredAttestation {
     pub modules: Vec<RegoModule>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
 pub struct RegoModule {
     pub name: String,
     pub source: String,
@@ -157,9 +157,11 @@ fn is_set(value: &Value) -> bool {
 }
 
 /// Parses and validates a policy document (the DSSE payload). serde_json refuses nesting deeper
-/// than 128 levels, so a deeply nested document fails here with that message.
+/// than 128 levels, so a deeply nested document fails here with that message; an object that
+/// repeats a key fails too (`crate::strict_json`).
 pub fn parse(bytes: &[u8]) -> anyhow::Result<Policy> {
-    let raw: RawPolicy = serde_json::from_slice(bytes).context("not a valid policy document")?;
+    let raw: RawPolicy =
+        crate::strict_json::from_slice(bytes).context("not a valid policy document")?;
     let expires = DateTime::parse_from_rfc3339(&raw.expires)
         .with_context(|| format!("`expires` {:?} is not an RFC 3339 time", raw.expires))?
         .with_timezone(&Utc);
@@ -330,6 +332,23 @@ impl Step {
 }
 
 impl Policy {
+    /// Whether the policy can hand a `type_uri` attestation of a `step` collection to Rego: a
+    /// required attestation of that type with modules, or any attestation of a step another
+    /// step reads through `attestationsFrom`.
+    pub fn feeds_rego(&self, step: &str, type_uri: &str) -> bool {
+        let read_by_another = self
+            .steps
+            .values()
+            .any(|other| other.attestations_from.iter().any(|name| name == step));
+        let evaluated = self.steps.get(step).is_some_and(|step| {
+            step.attestations.iter().any(|required| {
+                !required.modules.is_empty()
+                    && crate::policy::predicate_types::same(&required.type_uri, type_uri)
+            })
+        });
+        read_by_another || evaluated
+    }
+
     /// Step names, each after the steps it depends on; an unknown step, a self-reference or a
     /// cycle is an error.
     pub fn dependency_order(&self) -> anyhow::Result<Vec<&str>> {
