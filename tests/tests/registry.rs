@@ -368,7 +368,7 @@ fn a_push_inside_a_script_is_a_subject() {
 #[test]
 fn a_digestfile_the_registry_contradicts_is_never_signed() {
     use std::os::unix::fs::PermissionsExt as _;
-    let env = require!(Environment::prepare());
+    let env = require!(Bench::prepare());
     let real = std::env::split_paths(&oci_attest_tests::paths::search_path())
         .map(|dir| dir.join("skopeo"))
         .find(|path| path.is_file())
