@@ -392,12 +392,19 @@ fn log_level_version_and_attestors_list() {
     let bad = oci_attest(d, &["-l", "loud", "version"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 
+    // `version` (witness's spelling) prints what `--version` prints: the version first, then
+    // the commit, target, tracer and kernel lines.
     let version = oci_attest(d, &["version"]);
     assert!(version.status.success(), "{}", text(&version));
-    assert_eq!(
-        stdout(&version),
-        format!("oci-attest {}\n", env!("CARGO_PKG_VERSION"))
+    assert!(
+        stdout(&version).starts_with(&format!(
+            "oci-attest {}\ncommit: ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        text(&version)
     );
+    assert_eq!(stdout(&version), stdout(&oci_attest(d, &["--version"])));
     let attestors = oci_attest(d, &["attestors", "list"]);
     let tools = oci_attest(d, &["tools", "list"]);
     assert!(attestors.status.success(), "{}", text(&attestors));

@@ -681,7 +681,12 @@ fn example_rego_modules_deny_each_documented_condition() {
         );
     }
 
-    let tag = [load("image-tag")];
+    // The tag is the policy's parameter (`policy new --param image_tag=…`).
+    let mut tag_rule = load("image-tag");
+    tag_rule.source = tag_rule
+        .source
+        .replace("${image_tag}", "localhost/fx/app:1");
+    let tag = [tag_rule];
     let tagged = json!({"imagetags": ["localhost/fx/app:1"]});
     assert!(evaluate(&tag, &tagged.to_string(), TIME_LIMIT)
         .unwrap()
@@ -1033,7 +1038,10 @@ fn every_attestation_of_a_required_type_is_evaluated() {
         ),
     );
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego")).unwrap();
+    // The tag is the policy's parameter (`policy new --param image_tag=…`).
+    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego"))
+        .unwrap()
+        .replace("${image_tag}", "localhost/fx/app:1");
     let oci = json!([{"type": "https://aflock.ai/attestations/oci/v0.1",
                       "regopolicies": [module("image-tag", &image_tag)]}]);
     let document = policy(&keys, &["policy", "build"], &[("save", "build", oci, &[])]);

@@ -729,7 +729,6 @@ fn witness_flags_and_config_file() {
     for flag in [
         "--enable-archivista",
         "--archivista-server=https://archivista.example",
-        "--timestamp-servers",
         "--signer-fulcio-url",
         "--signer-kms-ref",
     ] {

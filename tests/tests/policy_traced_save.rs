@@ -1,6 +1,7 @@
 //! The example policies of `examples/policies/` against real traced saves: `skopeo copy` from
-//! podman's storage under `oci-attest run --trace ebpf`, the policy filled in with
-//! `fill-key.sh`, signed with `oci-attest sign` and checked with `oci-attest verify -p`.
+//! podman's storage under `oci-attest run --trace ebpf`, the policy written with
+//! `oci-attest policy new` from the `.rego` files (the image tag given as a parameter), signed
+//! with `oci-attest sign` and checked with `oci-attest verify -p`.
 //!
 //! Needs root (eBPF), skopeo and the private storage and fixtures `cargo xtask test` prepares.
 
@@ -93,23 +94,28 @@ impl Setup {
         self.oci_attest(&args)
     }
 
-    /// Fills `template` with the public key (`fill-key.sh`) and signs it.
-    fn sign(&self, template: &str) -> String {
-        let filled = Command::new("sh")
-            .arg(examples().join("fill-key.sh"))
-            .arg(self.out("key.pem.pub"))
-            .arg(examples().join(template))
-            .output()
-            .expect("run fill-key.sh");
-        assert!(filled.status.success(), "{}", output_text(&filled));
-        std::fs::write(self.out("policy.json"), &filled.stdout).unwrap();
+    /// Writes a policy with `policy new`, one call per step (each `--rego`/`--attestation`
+    /// argument list of `steps`, the key and the example directory filled in), and signs it.
+    fn sign(&self, steps: &[(&str, &[&str])]) -> String {
+        let (key, policy) = (self.out("key.pem.pub"), self.out("policy.json"));
+        for (index, (step, extra)) in steps.iter().enumerate() {
+            let mut args = vec![
+                "policy", "new", "--step", step, "--key", &key, "-o", &policy,
+            ];
+            if index > 0 {
+                args.extend(["--add-to", &policy]);
+            }
+            args.extend(extra.iter().copied());
+            let output = oci_attest_in(self.storage, &examples(), &args);
+            assert!(output.status.success(), "{}", output_text(&output));
+        }
         let signed = self.out("policy.signed.json");
         let output = self.oci_attest(&[
             "sign",
             "-k",
             &self.out("key.pem"),
             "--infile",
-            &self.out("policy.json"),
+            &policy,
             "--outfile",
             &signed,
         ]);
@@ -143,7 +149,19 @@ fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
     let setup = Setup::new(storage);
     let source = format!("containers-storage:{APP_IMAGE}");
     let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
-    let policy = setup.sign("traced-save.policy.json");
+    let tag = format!("--param=image_tag={APP_IMAGE}");
+    let policy = setup.sign(&[(
+        "save",
+        &[
+            "--rego",
+            "traced-save.rego",
+            "--rego",
+            "run-options.rego",
+            "--rego",
+            "oci=image-tag.rego",
+            &tag,
+        ],
+    )]);
 
     let traced = setup.run("save", "ebpf", &skopeo_save(&archive, &source));
     assert!(traced.status.success(), "{}", output_text(&traced));
@@ -189,7 +207,23 @@ fn build_then_save_policy_follows_the_chain() {
     let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
     let save = setup.run("save", "ebpf", &skopeo_save(&archive, "oci:layout:app"));
     assert!(save.status.success(), "{}", output_text(&save));
-    let policy = setup.sign("build-then-save.policy.json");
+    let policy = setup.sign(&[
+        (
+            "build",
+            &["--rego", "build-succeeded.rego", "--attestation", "product"],
+        ),
+        (
+            "save",
+            &[
+                "--artifacts-from",
+                "build",
+                "--rego",
+                "traced-save.rego",
+                "--attestation",
+                "material",
+            ],
+        ),
+    ]);
     let verified = setup.verify(&policy, &["build", "save"], "app.tar");
     let report = output_text(&verified);
     assert!(verified.status.success(), "{report}");
@@ -212,26 +246,62 @@ fn build_then_save_policy_follows_the_chain() {
     );
 }
 
-/// The policy templates embed their Rego modules (base64); they must be the `.rego` files.
+/// `policy new` embeds the `.rego` files byte for byte, with the image tag parameter filled in,
+/// and refuses to write the tag rule without it.
 #[test]
-fn example_policies_embed_the_rego_files_next_to_them() {
-    for template in ["traced-save.policy.json", "build-then-save.policy.json"] {
-        let text = std::fs::read_to_string(examples().join(template)).unwrap();
-        let policy: Value = serde_json::from_str(&text).unwrap();
-        for step in policy["steps"].as_object().unwrap().values() {
-            for attestation in step["attestations"].as_array().unwrap() {
-                for module in attestation["regopolicies"].as_array().unwrap() {
-                    let name = module["name"].as_str().unwrap();
-                    let embedded = base64::engine::general_purpose::STANDARD
-                        .decode(module["module"].as_str().unwrap())
-                        .unwrap();
-                    let file = std::fs::read(examples().join(format!("{name}.rego"))).unwrap();
-                    assert!(
-                        embedded == file,
-                        "{template}: module {name} differs from {name}.rego"
-                    );
-                }
-            }
-        }
-    }
+fn policy_new_embeds_the_example_rego_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("key.pem");
+    let keygen = oci_attest::output([Path::new("keygen"), Path::new("--out"), &key]).unwrap();
+    assert!(keygen.status.success(), "{}", output_text(&keygen));
+    let public = format!("{}.pub", key.display());
+    let new = |extra: &[&str]| {
+        let mut command = oci_attest::command().unwrap();
+        command
+            .args([
+                "policy",
+                "new",
+                "--step",
+                "save",
+                "--key",
+                &public,
+                "--rego",
+                "traced-save.rego",
+            ])
+            .args(extra)
+            .current_dir(examples());
+        command.output().unwrap()
+    };
+    let unset = new(&["--rego", "oci=image-tag.rego"]);
+    assert_eq!(unset.status.code(), Some(1), "{}", output_text(&unset));
+    assert!(output_text(&unset).contains("--param image_tag=VALUE"));
+    let written = new(&[
+        "--rego",
+        "oci=image-tag.rego",
+        "--param",
+        "image_tag=reg.example/app:7",
+    ]);
+    assert!(written.status.success(), "{}", output_text(&written));
+    let policy: Value = serde_json::from_slice(&written.stdout).unwrap();
+    let attestations = policy["steps"]["save"]["attestations"].as_array().unwrap();
+    let module = |index: usize| {
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                attestations[index]["regopolicies"][0]["module"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        module(0),
+        std::fs::read(examples().join("traced-save.rego")).unwrap()
+    );
+    let tag_rule = String::from_utf8(module(1)).unwrap();
+    let file = std::fs::read_to_string(examples().join("image-tag.rego")).unwrap();
+    assert_eq!(tag_rule, file.replace("${image_tag}", "reg.example/app:7"));
+    assert_eq!(
+        attestations[1]["type"],
+        "https://aflock.ai/attestations/oci/v0.1"
+    );
 }

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod bench_inspect;
 mod bench_trace;
 mod demo;
+mod dist;
 mod fixtures;
 mod fuzz;
 mod setup;
@@ -27,6 +28,10 @@ enum Command {
     Setup,
     /// Set up, build, start private daemons, build fixtures and run every test.
     Test {
+        /// Also build the release (`cargo xtask dist`) for the tests that check it; the whole
+        /// suite (no test arguments) always does.
+        #[arg(long)]
+        dist: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_test_args: Vec<String>,
@@ -37,6 +42,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build the release: static musl binary (attested by oci-attest), tarball, SBOM, image,
+    /// SHA256SUMS.
+    Dist(dist::Args),
     /// Build a small image offline, save it under oci-attest, verify the attestation.
     Demo,
     /// Run the cargo-fuzz targets of the archive reader (or write their seed corpus).
@@ -67,7 +75,11 @@ fn main() -> ExitCode {
         .unwrap_or(Path::new("."));
     let result = match Cli::parse().command {
         Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
-        Command::Test { cargo_test_args } => test_run::run(&cargo_test_args),
+        Command::Test {
+            dist,
+            cargo_test_args,
+        } => test_run::run(&cargo_test_args, dist),
+        Command::Dist(args) => dist::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Fixtures { out } => fixtures::run(out).map(|()| ExitCode::SUCCESS),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Command::Fuzz(args) => fuzz::run(&args),

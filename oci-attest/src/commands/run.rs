@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use crate::attest::slsa;
 use crate::attestors::environment;
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::certificate::CertChain;
@@ -52,6 +53,15 @@ pub struct Args {
     pub passphrase: Option<PathBuf>,
     #[command(flatten)]
     pub certificate: crate::certificate::CertArgs,
+    /// RFC 3161 timestamp servers (comma separated or repeated): each signature gets a token
+    /// from each, stored as witness stores it. A server failing fails the run; nothing is signed.
+    #[arg(
+        long = "timestamp-servers",
+        value_name = "URL",
+        value_delimiter = ',',
+        conflicts_with = "unsigned"
+    )]
+    pub timestamp_servers: Vec<String>,
     /// Write the bare in-toto Statement instead of a signed envelope.
     #[arg(long, conflicts_with_all = ["key", "passphrase", "cert"])]
     pub unsigned: bool,
@@ -160,6 +170,17 @@ pub struct Args {
     /// Sign even when the pushed image's digest cannot be found (no manifest-digest subject).
     #[arg(long)]
     pub allow_missing_subjects: bool,
+    /// Also write SLSA provenance v1 of the run (in-toto Statement v1, signed with the same key)
+    /// to PATH; `--attach` attaches it too. Not written when the command fails.
+    #[arg(long, value_name = "PATH")]
+    pub slsa_out: Option<PathBuf>,
+    /// witness's spelling of --slsa-out: the provenance goes to `<OUTFILE>-slsa.json`.
+    #[arg(long, requires = "outfile", conflicts_with = "slsa_out")]
+    pub attestor_slsa_export: bool,
+    /// The provenance's `runDetails.builder.id` (default: the CI job URL on GitHub Actions and
+    /// GitLab CI, else https://oci-attest.dev/builders/local/v1).
+    #[arg(long, value_name = "URI")]
+    pub slsa_builder_id: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// The command to run, after `--`.
@@ -198,6 +219,8 @@ struct Prepared {
     context: RunContext,
     /// Pre-material and material attestations, taken before the command.
     early: Vec<Attestation>,
+    /// Where the SLSA provenance goes (`--slsa-out`, `--attestor-slsa-export`).
+    provenance: Option<output::Destination>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -318,18 +341,34 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         .unwrap_or_else(|| context.default_step().to_owned());
     let statement = collection::statement_json(&step, &attestations)?;
     let document = match &prepared.signer {
-        Some(key) => dsse::sign_with_chain(
-            dsse::IN_TOTO_PAYLOAD_TYPE,
+        Some(key) => sign(
             &statement,
             key,
             prepared.chain.as_ref(),
-        )
-        .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
+            &args.timestamp_servers,
+        )?,
         None => statement,
     };
     let written = prepared
         .destination
         .write(&document, &context.working_dir)?;
+    let code = observation.termination.exit_code();
+    let provenance = match &prepared.provenance {
+        Some(_) if code != 0 => {
+            tracing::warn!("no SLSA provenance: the command failed (exit code {code})");
+            None
+        }
+        Some(destination) => Some(write_provenance(
+            args,
+            &step,
+            &attestations,
+            (&document, &written),
+            (prepared.signer.as_ref(), prepared.chain.as_ref()),
+            destination,
+            &context.working_dir,
+        )?),
+        None => None,
+    };
     summarise(
         &step,
         &attestations,
@@ -344,7 +383,6 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         &written,
         prepared.signer.is_some(),
     );
-    let code = observation.termination.exit_code();
     if code != 0 {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
         return Ok((
@@ -353,8 +391,10 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         ));
     }
     if args.attach {
+        let mut envelopes = vec![(written.describe(), document)];
+        envelopes.extend(provenance);
         attach_to_pushed(
-            &document,
+            &envelopes,
             pushed.as_ref().map(|(image, _)| image),
             &registry,
             args,
@@ -648,18 +688,19 @@ fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Resu
     Ok(descriptor.digest)
 }
 
-/// `--attach`: the signed envelope goes to the pushed image. The envelope is already written,
-/// so a failure here says where it is and exits with the registry code.
+/// `--attach`: the signed envelopes (name, bytes) go to the pushed image. They are already
+/// written, so a failure here says where they are and exits with the registry code.
 fn attach_to_pushed(
-    envelope: &[u8],
+    envelopes: &[(String, Vec<u8>)],
     pushed: Option<&String>,
     registry: &RegistryArgs,
     args: &Args,
 ) -> anyhow::Result<()> {
-    let kept = args
-        .outfile
-        .as_ref()
-        .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let kept = envelopes
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ");
     let Some(image) = pushed else {
         return Err(failure(
             FailureKind::Registry,
@@ -669,10 +710,13 @@ fn attach_to_pushed(
             ),
         ));
     };
-    let envelopes = [crate::registry::Envelope {
-        name: kept.clone(),
-        bytes: envelope,
-    }];
+    let envelopes: Vec<crate::registry::Envelope<'_>> = envelopes
+        .iter()
+        .map(|(name, bytes)| crate::registry::Envelope {
+            name: name.clone(),
+            bytes,
+        })
+        .collect();
     let attached = ImageRef::parse(image).and_then(|image| {
         crate::registry::attach(&envelopes, &image, registry, false, args.cosign_tag)
             .map(|attached| super::attach::report(&envelopes, &image, &attached))
@@ -689,6 +733,79 @@ fn attach_to_pushed(
             &format!("--attach to {image} failed; the signed attestation is kept at {kept}"),
         )),
     }
+}
+
+/// `--slsa-out`: the SLSA provenance of the run, derived from the collection just written and
+/// signed with the same key; returns where it went and its bytes (for `--attach`).
+fn write_provenance(
+    args: &Args,
+    step: &str,
+    attestations: &[Attestation],
+    (collection, written): (&[u8], &output::Written),
+    (signer, chain): (Option<&PrivateKey>, Option<&CertChain>),
+    destination: &output::Destination,
+    working_dir: &Path,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    let ci_job = slsa::ci_job_url(|name| std::env::var(name).ok());
+    let builder_id = args
+        .slsa_builder_id
+        .clone()
+        .or_else(|| ci_job.clone())
+        .unwrap_or_else(|| slsa::DEFAULT_BUILDER_ID.to_owned());
+    let invocation_id = ci_job.unwrap_or_else(random_invocation_id);
+    let run = slsa::Run {
+        step,
+        attestations,
+        builder_id: &builder_id,
+        invocation_id: &invocation_id,
+        collection,
+        collection_signed: signer.is_some(),
+        collection_name: &written.describe(),
+    };
+    let statement = slsa::statement_json(&run).with_context(|| {
+        format!(
+            "no SLSA provenance written (the attestation is at {})",
+            written.describe()
+        )
+    })?;
+    let document = match signer {
+        Some(key) => sign(&statement, key, chain, &args.timestamp_servers)?,
+        None => statement,
+    };
+    let written = destination.write(&document, working_dir)?;
+    tracing::info!("wrote SLSA provenance to {}", written.describe());
+    Ok((written.describe(), document))
+}
+
+/// The envelope of an in-toto statement (with the key's certificate chain, if any), its
+/// signature timestamped by every server given.
+fn sign(
+    statement: &[u8],
+    key: &PrivateKey,
+    chain: Option<&CertChain>,
+    timestamp_servers: &[String],
+) -> anyhow::Result<Vec<u8>> {
+    let stamp_failed = std::cell::Cell::new(false);
+    let stamp = |signature: &[u8]| {
+        crate::timestamp::tokens(timestamp_servers, signature)
+            .inspect_err(|_| stamp_failed.set(true))
+    };
+    dsse::sign_with_chain(dsse::IN_TOTO_PAYLOAD_TYPE, statement, key, chain, &stamp).map_err(
+        |error| {
+            if stamp_failed.get() {
+                anyhow::anyhow!("timestamping failed, nothing was signed: {error:#}")
+            } else {
+                failure(FailureKind::Key, format!("signing failed: {error:#}"))
+            }
+        },
+    )
+}
+
+/// A fresh id for a run outside CI: 128 random bits in hex.
+fn random_invocation_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
 }
 
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
@@ -840,7 +957,23 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
              (or --json-out FILE for the summary)"
         );
     }
+    crate::timestamp::check_servers(&args.timestamp_servers)?;
     let destination = output::Destination::choose(args.outfile.as_deref())?;
+    let provenance_path = provenance_path(args);
+    let provenance = provenance_path
+        .as_deref()
+        .map(|path| output::Destination::choose(Some(path)))
+        .transpose()?;
+    if let Some(same) = provenance
+        .as_ref()
+        .and_then(output::Destination::file_path)
+        .filter(|path| destination.file_path() == Some(*path))
+    {
+        anyhow::bail!(
+            "{}: the SLSA provenance and the attestation cannot go to the same file",
+            same.display()
+        );
+    }
     let argv: Vec<String> = args
         .command
         .iter()
@@ -865,6 +998,7 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         destination.file_path(),
         args.attestor_github_jwt_path.as_deref(),
         args.attestor_gitlab_jwt_path.as_deref(),
+        provenance.as_ref().and_then(output::Destination::file_path),
     ]
     .into_iter()
     .flatten()
@@ -889,7 +1023,22 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         tracer,
         context,
         early,
+        provenance,
     })
+}
+
+/// `--slsa-out PATH`, or with `--attestor-slsa-export` witness's `<OUTFILE>-slsa.json`.
+fn provenance_path(args: &Args) -> Option<PathBuf> {
+    if let Some(path) = &args.slsa_out {
+        return Some(path.clone());
+    }
+    let outfile = args
+        .outfile
+        .as_ref()
+        .filter(|_| args.attestor_slsa_export)?;
+    let mut name = outfile.as_os_str().to_owned();
+    name.push("-slsa.json");
+    Some(PathBuf::from(name))
 }
 
 /// Every option that shapes the statement, with its source, as signed in the command-run

@@ -27,13 +27,26 @@ const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 /// The statement and collection types oci-attest writes (and witness/cilock read).
 const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
 const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
+/// The Statement v1 predicates oci-attest writes beside the collection.
+const STATEMENT_V1_PREDICATES: [&str; 2] = [
+    crate::attest::slsa::PROVENANCE_TYPE,
+    crate::verify::vsa::VSA_TYPE,
+];
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("evidence").args(["attestations", "image_ref"]).multiple(true)))]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .args(["artifactfile", "subjects", "image_ref"])
+        .multiple(true)
+))]
 #[command(
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
                         oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
                         oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
                         -a att.json --artifactfile image.tar\n  \
+                        oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
+                        --image-ref reg.example/app:1\n  \
                         oci-attest verify -k key.pem.pub --image-ref reg.example/app:1 --json\n\n\
                         Exit codes: 0 verified; 7 signature, statement, run or image does not \
                         pass; 1 unreadable input; 4 unusable key."
@@ -67,9 +80,12 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub policy: verify_policy::PolicyArgs,
+    #[command(flatten)]
+    pub timestamps: crate::timestamp::TrustArgs,
     /// Verify the attestations attached to this image in its registry instead of a file
-    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
-    #[arg(long, value_name = "IMAGE-REF", conflicts_with_all = ["image", "policy"])]
+    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…); with -p, check the policy against them
+    /// (and any -a files), the image's manifest digest being the artifact unless -f/-s say.
+    #[arg(long, value_name = "IMAGE-REF", conflicts_with = "image")]
     pub image_ref: Option<String>,
     #[command(flatten)]
     pub registry: crate::registry::RegistryArgs,
@@ -89,7 +105,17 @@ struct Report {
     run: Option<RunFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<Comparison>,
+    /// RFC 3161 timestamps of the signature that verified under `--tsa-ca`/`--tsa-cert`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    timestamps: Vec<crate::timestamp::Verified>,
+    /// Timestamps present but not checked (no TSA trust given).
+    #[serde(rename = "uncheckedTimestamps", skip_serializing_if = "is_zero")]
+    unchecked_timestamps: usize,
     problems: Vec<String>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// The key that verified the envelope, and the certificate the signer recorded with it.
@@ -164,6 +190,18 @@ impl Report {
                 );
             }
         }
+        for timestamp in &self.timestamps {
+            println!(
+                "timestamp: {} (TSA {}, policy {})",
+                timestamp.time, timestamp.tsa, timestamp.policy
+            );
+        }
+        if self.unchecked_timestamps > 0 {
+            println!(
+                "timestamp: {} present, not checked (give --tsa-ca or --tsa-cert)",
+                self.unchecked_timestamps
+            );
+        }
         if let Some(statement) = &self.statement {
             let count = statement.subjects.len();
             println!(
@@ -222,8 +260,26 @@ impl Report {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let trust = args
+        .timestamps
+        .load()
+        .map_err(|error| failure(FailureKind::Key, format!("{error:#}")))?;
     if let Some(policy) = &args.policy.policy {
-        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
+        let image = args
+            .image_ref
+            .as_deref()
+            .map(|image| verify_policy::ImageSource {
+                image,
+                registry: &args.registry,
+            });
+        return verify_policy::execute(
+            &args.key,
+            policy,
+            &args.policy,
+            image,
+            trust.as_ref(),
+            args.json,
+        );
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;
@@ -247,7 +303,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         envelope: envelope_path.clone(),
         ..Report::default()
     };
-    let outcome = check(&args, &key, bytes, &mut report);
+    let outcome = check(&args, &key, trust.as_ref(), bytes, &mut report);
     report.verified = outcome.is_ok() && report.problems.is_empty();
     report.print(args.json)?;
     outcome?;
@@ -295,6 +351,7 @@ fn read_envelope(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn check(
     args: &Args,
     key: &keys::PublicKey,
+    trust: Option<&crate::timestamp::Trust>,
     bytes: Vec<u8>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -345,6 +402,7 @@ fn check(
         keyid: key.keyid(),
         certificate,
     });
+    check_timestamps(&signature, trust, report);
     let statement = slim_statement(&payload).map_err(|error| {
         failure(
             FailureKind::VerificationFailed,
@@ -352,6 +410,27 @@ fn check(
         )
     })?;
     drop(payload);
+    if statement["_type"] == crate::attest::statement::STATEMENT_V1_TYPE {
+        // Provenance and VSAs (Statement v1) carry no collection: their signature, timestamps
+        // and subjects are what `verify` checks.
+        let predicate_type = statement["predicateType"].as_str().unwrap_or_default();
+        if !STATEMENT_V1_PREDICATES.contains(&predicate_type) {
+            report.problems.push(format!(
+                "predicateType {predicate_type:?} is not one oci-attest writes"
+            ));
+        }
+        if args.image.is_some() {
+            report.problems.push(format!(
+                "--image compares a collection's image facts; this is a {predicate_type} statement"
+            ));
+        }
+        report.statement = Some(StatementFacts {
+            predicate_type: statement["predicateType"].clone(),
+            step: String::new(),
+            subjects: statement_subjects(&statement),
+        });
+        return Ok(());
+    }
     for (field, expected) in [
         ("_type", STATEMENT_TYPE),
         ("predicateType", COLLECTION_TYPE),
@@ -406,6 +485,36 @@ fn check(
     }
     report.image = Some(comparison);
     Ok(())
+}
+
+/// With TSA trust, at least one timestamp of the verified signature must verify (each is
+/// reported); without it, timestamps are only counted.
+fn check_timestamps(
+    signature: &dsse::Signature,
+    trust: Option<&crate::timestamp::Trust>,
+    report: &mut Report,
+) {
+    let tokens = signature.timestamp_tokens();
+    let Some(trust) = trust else {
+        report.unchecked_timestamps = tokens.len();
+        return;
+    };
+    let signed = signature.bytes().unwrap_or_default();
+    let mut refused = Vec::new();
+    for token in &tokens {
+        match crate::timestamp::verify(token, &signed, trust) {
+            Ok(timestamp) => report.timestamps.push(timestamp),
+            Err(error) => refused.push(error.to_string()),
+        }
+    }
+    if report.timestamps.is_empty() {
+        report.problems.push(if refused.is_empty() {
+            "the signature carries no RFC 3161 timestamp (--tsa-ca/--tsa-cert require one)"
+                .to_owned()
+        } else {
+            format!("no timestamp verifies: {}", refused.join("; "))
+        });
+    }
 }
 
 /// Whether `bytes` is an in-toto statement rather than an envelope (read without building a

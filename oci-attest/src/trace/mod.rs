@@ -42,7 +42,7 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
 pub const MINIMUM_KERNEL: &str = "5.17";
 
 /// The raw tracepoints, by program name (the program names are the tracepoint names).
-const TRACEPOINTS: [&str; 5] = [
+pub const TRACEPOINTS: [&str; 5] = [
     "sys_exit",
     "sched_process_fork",
     "sched_process_exec",
