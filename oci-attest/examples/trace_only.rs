@@ -48,7 +48,8 @@ fn run() -> anyhow::Result<ExitCode> {
     tracer.track(child.pid())?;
     let termination = child.release()?.wait()?;
     let command_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = tracer.finish(&working_dir)?;
+    // The tracer alone: the working-directory walk is measured by `run` (`-v` logs it).
+    let outcome = tracer.finish(&working_dir, &oci_attest::snapshot::Snapshot::default())?;
     let counts = &outcome.counts;
     let ms = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
     eprintln!(

@@ -69,13 +69,16 @@ pub enum FailureKind {
     CommandWouldRunAsRoot,
     /// `run`: the command's identity can open the signing key or its passphrase file.
     KeyReadableByCommand,
+    /// `run`: the digest the push tool reported is not what the registry holds for the
+    /// reference.
+    PushedDigestMismatch,
 }
 
 impl FailureKind {
     pub const fn code(self) -> u8 {
         match self {
             FailureKind::General => 1,
-            FailureKind::TraceIncomplete => 3,
+            FailureKind::TraceIncomplete | FailureKind::PushedDigestMismatch => 3,
             FailureKind::Key => 4,
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
@@ -93,6 +96,7 @@ impl FailureKind {
     pub const fn run_code(self) -> u8 {
         match self {
             FailureKind::TraceIncomplete
+            | FailureKind::PushedDigestMismatch
             | FailureKind::Registry
             | FailureKind::CommandNotFound
             | FailureKind::CommandNotExecutable => self.code(),
@@ -115,6 +119,7 @@ impl FailureKind {
             FailureKind::Registry => "registry-error",
             FailureKind::CommandWouldRunAsRoot => "command-would-run-as-root",
             FailureKind::KeyReadableByCommand => "key-readable-by-command",
+            FailureKind::PushedDigestMismatch => "pushed-digest-mismatch",
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! The pipeline, in the order a `run` goes through it:
 //! [`launch`] and [`trace`] (start the command stopped, trace its process tree) →
+//! [`reconcile`] (the trace against a before/after [`snapshot`] of the working directory) →
 //! [`products`] (which files it produced) → [`attestors`] (the attestor table: which apply, one
 //! predicate each; `oci` recognises saves through [`save_command`] and reads archives through
 //! [`inspect`]) →
@@ -43,12 +44,14 @@ pub mod program_path;
 pub mod progress;
 #[cfg(feature = "tracer")]
 pub mod push;
+pub mod reconcile;
 pub mod redact;
 #[cfg(feature = "tracer")]
 pub mod registry;
 pub mod rfc3339;
 pub mod run_options;
 pub mod save_command;
+pub mod snapshot;
 pub mod strict_json;
 pub mod timestamp;
 #[cfg(feature = "tracer")]

@@ -29,7 +29,8 @@ fn run_traced(argv: &[&str], dir: &Path) -> (Termination, TraceOutcome) {
     let child = spawn_stopped(&argv, dir, &CommandIdentity::current()).expect("fork the command");
     tracer.track(child.pid()).expect("track the child");
     let termination = child.release().expect("release").wait().expect("wait");
-    let outcome = tracer.finish(dir).expect("finish the trace");
+    let after = oci_attest::snapshot::Snapshot::take(dir).expect("snapshot the directory");
+    let outcome = tracer.finish(dir, &after).expect("finish the trace");
     (termination, outcome)
 }
 

@@ -106,6 +106,9 @@ pub struct Scenario {
     /// Why the command must run as root (`--run-as root`), if it must; else it runs as the
     /// test user, as every command should.
     as_root: Option<&'static str>,
+    /// Attacker command lines run outside the traced tree, started before oci-attest (each
+    /// after the previous one's ready file, if it names one, exists) and killed after it.
+    outsiders: Vec<(Vec<OsString>, Option<String>)>,
 }
 
 impl Scenario {
@@ -122,6 +125,7 @@ impl Scenario {
             steps: steps.iter().map(|step| step.as_ref().to_owned()).collect(),
             options: Vec::new(),
             as_root: None,
+            outsiders: Vec::new(),
         })
     }
 
@@ -156,6 +160,17 @@ impl Scenario {
     /// through it all the same.
     pub fn as_root(mut self, why: &'static str) -> Self {
         self.as_root = Some(why);
+        self
+    }
+
+    /// An attacker process outside the traced tree (`steps` as for the tree; [`WORK`] is
+    /// replaced), started before oci-attest and killed once it has exited. When `ready` is
+    /// given (a path, [`WORK`] replaced), oci-attest starts only once that file exists.
+    pub fn outsider<S: AsRef<OsStr>>(mut self, steps: &[S], ready: Option<&str>) -> Self {
+        self.outsiders.push((
+            steps.iter().map(|step| step.as_ref().to_owned()).collect(),
+            ready.map(str::to_owned),
+        ));
         self
     }
 
@@ -233,10 +248,17 @@ impl Scenario {
                     .open(work.join(path))
                     .with_context(|| format!("cannot open {} to pass down", path.display()))?;
                 let (source, target) = (file.as_raw_fd(), *fd);
-                // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on `target`.
+                // SAFETY: dup2 and fcntl are async-signal-safe. dup2 clears close-on-exec on
+                // `target`, except when the file already has that number (then it does
+                // nothing): clear the flag there.
                 unsafe {
                     command.pre_exec(move || {
-                        if libc::dup2(source, target) < 0 {
+                        let done = if source == target {
+                            libc::fcntl(target, libc::F_SETFD, 0)
+                        } else {
+                            libc::dup2(source, target)
+                        };
+                        if done < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                         Ok(())
@@ -246,6 +268,7 @@ impl Scenario {
             }
             None => None,
         };
+        let outsiders = self.start_outsiders(&work)?;
         // Files, not pipes: a process the command leaves behind cannot hold the run open, and
         // the exit is collected with wait4 for its resource usage.
         let stderr_path = dir.path().join("stderr");
@@ -257,6 +280,7 @@ impl Scenario {
         let oci_attest_pid = child.id();
         let (status, peak_rss_kib) = wait_with_peak_rss(oci_attest_pid)?;
         drop(inherited);
+        drop(outsiders);
         let stderr = String::from_utf8_lossy(&std::fs::read(&stderr_path)?).into_owned();
         if let Some(code) = status.code() {
             ensure!(
@@ -279,6 +303,32 @@ impl Scenario {
             peak_rss_kib,
             _dir: dir,
         })
+    }
+
+    fn start_outsiders(&self, work: &Path) -> anyhow::Result<Vec<Outsider>> {
+        let mut started = Vec::new();
+        for (steps, ready) in &self.outsiders {
+            let child = Command::new(&self.attacker)
+                .args(steps.iter().map(|step| self.substitute(step, work)))
+                .current_dir(work)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("cannot start an outsider")?;
+            started.push(Outsider(child));
+            if let Some(ready) = ready {
+                let ready = self.substitute(OsStr::new(ready), work);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !Path::new(&ready).exists() {
+                    ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the outsider never created {}",
+                        Path::new(&ready).display()
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        Ok(started)
     }
 
     fn substitute(&self, step: &OsStr, work: &Path) -> OsString {
@@ -311,6 +361,16 @@ impl Scenario {
         // The working directory is the command's; outside it (the temp dir holding it, the
         // statement) is root's.
         crate::oci_attest::give_to_test_user(work)
+    }
+}
+
+/// An attacker process outside the traced tree; killed and reaped when dropped.
+struct Outsider(std::process::Child);
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -506,6 +566,27 @@ impl Verdict {
             ),
         }
         self.assert_incomplete_for(reasons);
+    }
+
+    /// The run must have been refused (exit 3) for one of `reasons`, named on stderr and in
+    /// the statement signed with `--allow-incomplete-trace`.
+    pub fn assert_refused(&self, reasons: &[&str]) {
+        assert!(
+            matches!(self, Verdict::Incomplete { .. }),
+            "the run must exit 3 for one of {reasons:?}\n{}",
+            self.describe()
+        );
+        self.assert_incomplete_for(reasons);
+    }
+
+    /// The details of the statement's `reason` entries.
+    pub fn details(&self, reason: &str) -> Vec<String> {
+        self.statement()
+            .incomplete()
+            .into_iter()
+            .filter(|(listed, _)| listed == reason)
+            .map(|(_, detail)| detail)
+            .collect()
     }
 
     /// `path` was not changed by the command and must not be a product; the trace is complete.

@@ -41,17 +41,25 @@ pub fn test_user() -> anyhow::Result<TestUser> {
 /// no_new_privs). Add the rest of `run`'s arguments. Only a root oci-attest can keep the
 /// command away from the key and the tracer, so anything else is an `Err` (a skip outside CI).
 pub fn run_command(binary: &Path) -> anyhow::Result<Command> {
+    let mut command = Command::new(binary);
+    command.arg("run");
+    invoked_by_test_user(&mut command)?;
+    Ok(command)
+}
+
+/// The environment [`run_command`] gives oci-attest, for a `run` started through a wrapper
+/// (`/usr/bin/time -v oci-attest run ...`): root, the test user as sudo's invoker, the tool
+/// PATH, no key passphrase.
+pub fn invoked_by_test_user(command: &mut Command) -> anyhow::Result<()> {
     crate::root()?;
     let user = test_user()?;
-    let mut command = Command::new(binary);
     command
-        .arg("run")
         .env("PATH", crate::paths::search_path())
         .env("SUDO_UID", user.uid.to_string())
         .env("SUDO_GID", user.gid.to_string())
         .env("SUDO_USER", &user.name)
         .env_remove("OCI_ATTEST_KEY_PASSPHRASE");
-    Ok(command)
+    Ok(())
 }
 
 /// [`run_command`] of the binary under test ([`binary`]).

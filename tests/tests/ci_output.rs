@@ -188,7 +188,7 @@ fn dev_stdout_outfile_is_written_to_the_inherited_descriptor() {
 }
 
 /// The command removes the outfile's directory: the envelope lands in the working directory
-/// and the path is printed.
+/// and the path is printed, also with `--quiet`.
 #[test]
 fn vanished_outfile_directory_falls_back_to_the_working_dir() {
     let dir = require!(oci_attest::user_dir());
@@ -198,7 +198,7 @@ fn vanished_outfile_directory_falls_back_to_the_working_dir() {
     let output = oci_attest::run()
         .unwrap()
         .current_dir(d)
-        .args(["--trace", "off", "-k"])
+        .args(["--quiet", "--trace", "off", "-k"])
         .arg(&key)
         .args(["-o", "out/att.json", "--", "rm", "-r", "out"])
         .output()

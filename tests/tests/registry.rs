@@ -364,6 +364,50 @@ fn a_push_inside_a_script_is_a_subject() {
     );
 }
 
+/// A push tool that lies in its `--digestfile` (a stand-in that runs the real skopeo, then
+/// writes another digest there): the registry's answer is asked after the push, they disagree,
+/// and nothing is signed: exit 3, `pushed-digest-mismatch`, even with --allow-missing-subjects.
+#[test]
+fn a_digestfile_the_registry_contradicts_is_never_signed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = require!(Bench::prepare());
+    let real = std::env::split_paths(&oci_attest_tests::paths::search_path())
+        .map(|dir| dir.join("skopeo"))
+        .find(|path| path.is_file())
+        .expect("skopeo on PATH");
+    let bin = env.work.path().join("lying-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let skopeo = bin.join("skopeo");
+    std::fs::write(
+        &skopeo,
+        format!(
+            "#!/bin/sh\n{} \"$@\" || exit\nprevious=\nfor word in \"$@\"; do\n  \
+             [ \"$previous\" = --digestfile ] && echo sha256:{} > \"$word\"\n  \
+             previous=$word\ndone\n",
+            real.display(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&skopeo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = format!("{}/{}:1", env.registries.plain, repository("lying"));
+    let out = env.work.path().join("lying.att.json");
+    let mut push = env.skopeo_push_args("skopeo-docker-archive", &image, false);
+    push[0] = skopeo.display().to_string();
+    let result = env.run(
+        &out,
+        &strings(&["--trace", "off", "--plain-http", "--allow-missing-subjects"]),
+        &push,
+    );
+    assert_eq!(result.status.code(), Some(3), "{}", text(&result));
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains("pushed-digest-mismatch"),
+        "{}",
+        text(&result)
+    );
+    assert!(!out.exists(), "an attestation was written over a lie");
+}
+
 /// A push whose digest cannot be found (a `crane` stand-in that pushes nothing, so the
 /// reference does not resolve) fails the run unless `--allow-missing-subjects`.
 #[test]

@@ -140,7 +140,11 @@ fn self_test(mut tracer: Tracer) -> anyhow::Result<Value> {
     )?;
     tracer.track(child.pid())?;
     child.release()?.wait()?;
-    let outcome = tracer.finish(&std::env::current_dir()?)?;
+    // `true` writes nothing: no working directory to look through.
+    let outcome = tracer.finish(
+        &std::env::current_dir()?,
+        &crate::snapshot::Snapshot::default(),
+    )?;
     let exec_observed = outcome
         .processes
         .iter()

@@ -6,7 +6,9 @@
 //! without having run the save. After the command: products, attestors, statement, signature.
 //! Any failure after the command leaves an existing `--outfile` untouched.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -22,11 +24,13 @@ use crate::identity::{self, CommandIdentity, IdentitySource};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::product_scope::ProductScope;
-use crate::products::{self, Snapshot};
+use crate::products;
 use crate::push::{self, Push};
+use crate::reconcile;
 use crate::redact::Redaction;
 use crate::registry::{ImageRef, RegistryArgs};
 use crate::run_options::{self, DirIdentity, RunOptions, Setting, Settings};
+use crate::snapshot::{FileStamp, Snapshot};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -327,7 +331,7 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     let mut prepared = prepare(args)?;
     let mut command = args.command.clone();
     let push = PushPlan::prepare(&mut command, &mut prepared.context.argv, &prepared.identity)?;
-    let observation = observe(
+    let (mut observation, after) = observe(
         &command,
         &prepared.context.argv,
         &prepared.context.working_dir,
@@ -335,24 +339,8 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         prepared.tracer,
         Duration::from_secs(args.wait_for_tree),
     )?;
-    if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
-        let reasons: Vec<String> = observation
-            .incomplete
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        return Err(failure(
-            FailureKind::TraceIncomplete,
-            format!(
-                "the observation is incomplete ({}): nothing was signed (pass \
-                 --allow-incomplete-trace to sign it with these reasons recorded)",
-                reasons.join("; ")
-            ),
-        ));
-    }
-    for entry in &observation.incomplete {
-        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
-    }
+    let products = select_products(&mut observation, &after, &prepared.context, &prepared.scope);
+    refuse_if_incomplete(&observation.incomplete, args.allow_incomplete_trace)?;
     // A push inside the command (a script, a make target) is seen by the trace; its digest is
     // resolved against the registry.
     let push = push.or_else(|| PushPlan::observed(&observation));
@@ -365,11 +353,12 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         None => None,
     };
     prepared.context.pushed = push.as_ref().map(|plan| plan.push.reference.clone());
-    let mut attestations = attest_observation(
-        &mut prepared.context,
-        observation,
-        prepared.early,
-        &prepared.scope,
+    let mut attestations =
+        attest_observation(&mut prepared.context, observation, products, prepared.early)?;
+    // Reading the products can find more gaps (a product that keeps changing).
+    refuse_if_incomplete(
+        &prepared.context.late_gaps.borrow(),
+        args.allow_incomplete_trace,
     )?;
     attestations.extend(pushed.iter().map(|(_, attestation)| attestation.clone()));
     let context = &prepared.context;
@@ -440,6 +429,29 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         )?;
     }
     Ok((summary, ExitCode::SUCCESS))
+}
+
+/// Exit 3 (nothing signed) when there are gaps, unless `--allow-incomplete-trace`; then they
+/// are only warned about (they are recorded in the statement).
+fn refuse_if_incomplete(gaps: &[Incomplete], allowed: bool) -> anyhow::Result<()> {
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    if !allowed {
+        let reasons: Vec<String> = gaps.iter().map(ToString::to_string).collect();
+        return Err(failure(
+            FailureKind::TraceIncomplete,
+            format!(
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
+                reasons.join("; ")
+            ),
+        ));
+    }
+    for entry in gaps {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
+    }
+    Ok(())
 }
 
 /// The `--json` summary: what a CI script needs without decoding the envelope.
@@ -590,7 +602,10 @@ impl PushPlan {
             (None, None) => None,
         };
         let found = match &digestfile {
-            Some(path) => push::read_digestfile(path).map(|digest| (digest, "--digestfile")),
+            Some(path) => push::read_digestfile(path).and_then(|digest| {
+                cross_check_pushed(&self.push.reference, &digest, &observation.argv, registry)?;
+                Ok((digest, "--digestfile"))
+            }),
             None => {
                 resolve_pushed(&self.push.reference, registry).map(|digest| (digest, "registry"))
             }
@@ -609,6 +624,9 @@ impl PushPlan {
                     push::attest(&self.push, &digest, how, started),
                 )))
             }
+            Err(error) if crate::exit::kind_of(&error) == FailureKind::PushedDigestMismatch => {
+                Err(error)
+            }
             Err(error) if allow_missing_subjects => {
                 tracing::warn!(
                     "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
@@ -623,6 +641,78 @@ impl PushPlan {
             )),
         }
     }
+}
+
+/// The digest a push tool wrote to its `--digestfile` is the command's word: the registry is
+/// asked for the reference after the push, and a disagreement is `pushed-digest-mismatch`
+/// (exit 3, nothing signed). Not even `--allow-missing-subjects` signs over it.
+fn cross_check_pushed(
+    reference: &str,
+    digest: &str,
+    push_argv: &[String],
+    registry_args: &RegistryArgs,
+) -> anyhow::Result<()> {
+    let mut answer = Err(anyhow::anyhow!("no way to reach the registry"));
+    for attempt in reach_as_the_push_did(push_argv, registry_args) {
+        answer = resolve_pushed(reference, &attempt);
+        if answer.is_ok() {
+            break;
+        }
+    }
+    let answer = answer.with_context(|| {
+        format!("cannot cross-check the pushed digest {digest} with the registry")
+    })?;
+    if answer != digest {
+        return Err(failure(
+            FailureKind::PushedDigestMismatch,
+            format!(
+                "the command says it pushed {reference} as {digest}, but the registry answers \
+                 {answer}: nothing was signed"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How to reach the registry the push reached, in order: `given` (oci-attest's options, filled
+/// from the push's by `PushPlan::registry_args`), then with the push tool's own credentials
+/// (`--dest-creds`/`--creds`) where the user gave others (the push worked with them); each also
+/// (when the tool was told not to verify TLS, as skopeo's `--dest-tls-verify=false`) with
+/// unverified TLS, then plain HTTP, as the tool tries them.
+fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<RegistryArgs> {
+    let value_of = |names: &[&str]| {
+        push_argv.iter().enumerate().find_map(|(index, word)| {
+            names.iter().find_map(|name| match word.strip_prefix(name) {
+                Some(rest) if rest.starts_with('=') => Some(rest[1..].to_owned()),
+                Some("") => push_argv.get(index + 1).cloned(),
+                _ => None,
+            })
+        })
+    };
+    let mut bases = vec![given.clone()];
+    let push_creds = value_of(&["--dest-creds", "--creds"]);
+    if push_creds.is_some() && push_creds != given.creds {
+        bases.push(RegistryArgs {
+            creds: push_creds,
+            ..given.clone()
+        });
+    }
+    let unverified = value_of(&["--dest-tls-verify", "--tls-verify"]).as_deref() == Some("false");
+    let mut attempts = Vec::new();
+    for base in bases {
+        attempts.push(base.clone());
+        if unverified && !given.plain_http {
+            attempts.push(RegistryArgs {
+                tls_verify: Some(false),
+                ..base.clone()
+            });
+            attempts.push(RegistryArgs {
+                plain_http: true,
+                ..base
+            });
+        }
+    }
+    attempts
 }
 
 /// The digest a reference names in its registry, found after the push.
@@ -1212,7 +1302,8 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
 }
 
 /// Runs the command (traced when a tracer is given) until its whole process tree has ended, or
-/// `wait_for_tree` after the command itself exited, and returns what was observed.
+/// `wait_for_tree` after the command itself exited, and returns what was observed, with the
+/// working directory as it is then.
 fn observe(
     command: &[OsString],
     argv: &[String],
@@ -1220,7 +1311,7 @@ fn observe(
     identity: &CommandIdentity,
     tracer: Result<Tracer, String>,
     wait_for_tree: Duration,
-) -> anyhow::Result<Observation> {
+) -> anyhow::Result<(Observation, Snapshot)> {
     let started = SystemTime::now();
     launch::become_subreaper()?;
     let child = launch::spawn_stopped(command, working_dir, identity)?;
@@ -1242,9 +1333,16 @@ fn observe(
         })
         .collect();
     let ended = SystemTime::now();
+    let walking = std::time::Instant::now();
+    let after = Snapshot::take(working_dir)?;
+    tracing::debug!(
+        "working directory after the command: {} files in {:?}",
+        after.len(),
+        walking.elapsed()
+    );
     let (trace, outcome) = match tracer {
         Ok(active) => {
-            let outcome = active.finish(working_dir)?;
+            let outcome = active.finish(working_dir, &after)?;
             tracing::debug!(
                 "eBPF phases: load {:?}, attach {:?}, detach {:?}",
                 outcome.phases.load,
@@ -1257,7 +1355,7 @@ fn observe(
     };
     let outcome = outcome.unwrap_or_default();
     incomplete.extend(outcome.incomplete);
-    Ok(Observation {
+    let observation = Observation {
         argv: argv.to_vec(),
         identity: identity.clone(),
         working_dir: working_dir.to_path_buf(),
@@ -1268,28 +1366,95 @@ fn observe(
         counts: outcome.counts,
         processes: outcome.processes,
         written: outcome.written,
+        outside_writes: outcome.outside_writes,
         incomplete,
-    })
+    };
+    Ok((observation, after))
 }
 
-/// Everything after the command: its products, then the attestations of the attestors that
-/// run after it (the table says which), appended to the `early` (pre-material and material)
-/// ones. Traced or not, it only needs the [`Observation`].
+/// The products, with their stamps when the command ended where known. Traced, they are the
+/// paths of the written inodes, checked against the second witness (`reconcile`): changes of
+/// the working directory the trace does not explain, and writes by processes outside the tree
+/// to products, are gaps added to the observation; written files that did not change are no
+/// products. Untraced, they are the files new or changed since the snapshot before the command.
+fn select_products(
+    observation: &mut Observation,
+    after: &Snapshot,
+    context: &RunContext,
+    scope: &ProductScope,
+) -> (Vec<PathBuf>, HashMap<PathBuf, FileStamp>) {
+    let stamps: HashMap<PathBuf, FileStamp> = after
+        .files()
+        .map(|(path, stamp)| (path.to_path_buf(), *stamp))
+        .collect();
+    let written = match observation.trace {
+        TraceMode::Off { .. } => {
+            let mut changed = after.changed_since(&context.before);
+            changed.retain(|path| !scope.is_private(path));
+            return (scope.products(changed), stamps);
+        }
+        TraceMode::Ebpf => products::traced_products(&observation.written),
+    };
+    let reconciling = std::time::Instant::now();
+    let reconciled = reconcile::reconcile(
+        observation,
+        &context.before,
+        after,
+        &context.material_digests.borrow(),
+        |path| scope.is_private(path) || scope.is_excluded(path),
+    );
+    tracing::debug!(
+        "trace and working directory compared in {:?}: {} unexplained change(s)",
+        reconciling.elapsed(),
+        reconciled.unexplained.len()
+    );
+    observation
+        .incomplete
+        .extend(reconciled.gap(&observation.working_dir));
+    let products = scope.products(
+        written
+            .into_iter()
+            .filter(|path| !reconciled.unchanged_written.contains(path))
+            .collect(),
+    );
+    for product in &products {
+        let Ok(metadata) = std::fs::symlink_metadata(product) else {
+            continue;
+        };
+        let writers = observation
+            .outside_writes
+            .iter()
+            .filter(|write| (write.dev, write.ino) == (metadata.dev(), metadata.ino()));
+        for writer in writers {
+            observation.incomplete.push(Incomplete {
+                reason: IncompleteReason::UntracedChange,
+                detail: format!(
+                    "{}: also written by pid {} ({}), a process outside the traced tree",
+                    products::recorded_path(product, &observation.working_dir),
+                    writer.pid,
+                    writer.program
+                ),
+            });
+        }
+    }
+    observation.incomplete.sort();
+    observation.incomplete.dedup();
+    (products, stamps)
+}
+
+/// Everything after the command: the attestations of the attestors that run after it (the
+/// table says which), appended to the `early` (pre-material and material) ones. Traced or not,
+/// it only needs the [`Observation`] and its products.
 fn attest_observation(
     context: &mut RunContext,
     observation: Observation,
+    (products, product_stamps): (Vec<PathBuf>, HashMap<PathBuf, FileStamp>),
     early: Vec<Attestation>,
-    scope: &ProductScope,
 ) -> anyhow::Result<Vec<Attestation>> {
-    let written = match observation.trace {
-        TraceMode::Ebpf => products::traced_products(&observation.written),
-        TraceMode::Off { .. } => {
-            Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
-        }
-    };
     context.command_ran(Outcome {
         observation,
-        products: scope.products(written),
+        products,
+        product_stamps,
     });
     let mut attestations = early;
     attestations.extend(context.attest()?);
@@ -1329,8 +1494,10 @@ mod tests {
                 written_as: d.join(".image.tar.tmp"),
                 fate: Fate::Present(vec![d.join("image.tar")]),
             }],
+            outside_writes: Vec::new(),
             incomplete: Vec::new(),
         };
+        let mut observation = observation;
         let mut context = RunContext::before_command(
             d.clone(),
             observation.argv.clone(),
@@ -1339,8 +1506,24 @@ mod tests {
             &[],
         );
         let scope = ProductScope::new(&d, &[], &[], &[]).unwrap();
+        let after = Snapshot::take(&d).unwrap();
+        let products = select_products(&mut observation, &after, &context, &scope);
+        // The second witness: the noise was not written by the traced tree.
+        assert_eq!(
+            observation.incomplete.len(),
+            1,
+            "{:?}",
+            observation.incomplete
+        );
+        assert_eq!(
+            observation.incomplete[0].reason,
+            IncompleteReason::UntracedChange
+        );
+        assert!(observation.incomplete[0]
+            .detail
+            .contains("created untraced-noise"));
         let attestations =
-            attest_observation(&mut context, observation, Vec::new(), &scope).unwrap();
+            attest_observation(&mut context, observation, products, Vec::new()).unwrap();
         assert_eq!(context.reason(attestors::oci::ATTESTOR.name), None);
         let product = attestations
             .iter()
