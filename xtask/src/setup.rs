@@ -34,8 +34,11 @@ const APT_PACKAGES: &[&str] = &[
     "musl-tools",
     // The release's container image carries the CA bundle.
     "ca-certificates",
-    // The action and GitLab template tests run `sudo -E oci-attest run` as a CI job user.
+    // The action and GitLab template tests run `sudo -E oci-attest run` as a CI job user; the
+    // isolation attacks try sudo, su, prlimit and a file-capability helper (setcap) inside it.
     "sudo",
+    "util-linux",
+    "libcap2-bin",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

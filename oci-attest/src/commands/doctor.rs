@@ -26,6 +26,7 @@ pub struct Args {
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let config = TraceConfig {
         ring_buffer_bytes: args.ring_buffer_bytes,
+        ..TraceConfig::default()
     };
     let (report, unavailable) = build_report(&config);
     if args.json {

@@ -130,6 +130,7 @@ impl ProcessTree {
                 program,
                 nlink,
                 path,
+                privileges,
                 ..
             } => {
                 self.counts.execs += 1;
@@ -147,6 +148,7 @@ impl ProcessTree {
                     program_digest: None,
                     argv: Vec::new(),
                     time,
+                    privileges,
                 });
             }
             Event::ExecArgv { bytes, flags } => {
@@ -367,6 +369,7 @@ mod tests {
                 program: identity(2),
                 nlink: 1,
                 path: kernel_path("/usr/bin/tar"),
+                privileges: None,
             },
         );
         for (bytes, flags) in [(&b"tar\0c"[..], ARGV_CONTINUED), (b"f\0x.tar\0", 0)] {
@@ -397,6 +400,7 @@ mod tests {
                     program: identity(2),
                     nlink: 1,
                     path: kernel_path(program),
+                    privileges: None,
                 },
             );
         }
@@ -469,6 +473,7 @@ mod tests {
                     program: identity(2),
                     nlink: 1,
                     path: kernel_path("/bin/x"),
+                    privileges: None,
                 },
             );
             for chunk in argv.chunks(8192) {
