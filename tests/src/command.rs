@@ -24,6 +24,12 @@ pub fn output_text(output: &Output) -> String {
     )
 }
 
+/// Asserts that a finished command exited with `code`, printing what it said otherwise.
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", output_text(output));
+}
+
 /// Runs `command` to completion with captured output; fails unless it exits 0.
 pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     let output = command
