@@ -3,6 +3,10 @@
 //! behind; what identifies the image is the manifest digest the registry stored. skopeo, podman
 //! and buildah write it to `--digestfile` (added to their argv when the user did not give one);
 //! for the others the reference is resolved against the registry after the push.
+//!
+//! The options the push tool was given to reach the registry (`--dest-creds`, `--authfile`,
+//! `--cert-dir`, `--tls-verify=false`, …) are read too, so that resolving the digest and
+//! `run --attach` use the same access without asking for it twice.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -13,6 +17,7 @@ use serde_json::json;
 use crate::attestors::{oci, Attestation};
 use crate::digest::{sha256_hex, sha256_set};
 use crate::registry::client::check_digest;
+use crate::registry::RegistryArgs;
 use crate::save_command::{
     basename, skip_options, strip_wrappers, BUILDAH_OPTIONS, DOCKER_OPTIONS, PODMAN_OPTIONS,
     SKOPEO_OPTIONS,
@@ -20,7 +25,8 @@ use crate::save_command::{
 
 /// A push command: program, subcommand words, the program's global options that take a value
 /// (skipped before the subcommand, shared with the save commands), the subcommand's own options
-/// that take one, where the destination reference is, and whether `--digestfile` exists.
+/// that take one, where the destination reference is, whether `--digestfile` exists, and its
+/// options that say how to reach the destination registry.
 struct PushCommand {
     program: &'static str,
     subcommand: &'static [&'static str],
@@ -28,6 +34,93 @@ struct PushCommand {
     options: &'static [&'static str],
     destination: Destination,
     digestfile: bool,
+    access: &'static [(&'static str, AccessOption)],
+}
+
+/// What an access option of a push tool sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AccessOption {
+    Creds,
+    Username,
+    Password,
+    Authfile,
+    CertDir,
+    TlsVerify,
+}
+
+/// skopeo copy's options for the destination; later entries win over earlier ones
+/// (`--dest-authfile` over `--authfile`).
+const SKOPEO_COPY_ACCESS: &[(&str, AccessOption)] = &[
+    ("--authfile", AccessOption::Authfile),
+    ("--dest-authfile", AccessOption::Authfile),
+    ("--dest-creds", AccessOption::Creds),
+    ("--dest-username", AccessOption::Username),
+    ("--dest-password", AccessOption::Password),
+    ("--dest-cert-dir", AccessOption::CertDir),
+    ("--dest-tls-verify", AccessOption::TlsVerify),
+];
+
+/// podman push's and buildah push's.
+const PODMAN_PUSH_ACCESS: &[(&str, AccessOption)] = &[
+    ("--authfile", AccessOption::Authfile),
+    ("--creds", AccessOption::Creds),
+    ("--cert-dir", AccessOption::CertDir),
+    ("--tls-verify", AccessOption::TlsVerify),
+];
+
+/// How the push command reached the registry, as its options said (all `None` for docker and
+/// crane, which read the same auth files oci-attest reads). `Debug` hides the credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PushAccess {
+    /// `USER:PASSWORD`, and the option it came from.
+    pub creds: Option<(String, String)>,
+    pub authfile: Option<PathBuf>,
+    pub cert_dir: Option<PathBuf>,
+    pub tls_verify: Option<bool>,
+}
+
+impl std::fmt::Debug for PushAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushAccess")
+            .field("creds", &self.creds.as_ref().map(|(_, from)| from))
+            .field("authfile", &self.authfile)
+            .field("cert_dir", &self.cert_dir)
+            .field("tls_verify", &self.tls_verify)
+            .finish()
+    }
+}
+
+impl PushAccess {
+    /// `registry` with what the user did not give filled in from the push command (relative
+    /// paths are relative to `working_dir`, where the push ran), and what was taken, for a log
+    /// line.
+    pub fn fill(&self, registry: &RegistryArgs, working_dir: &Path) -> (RegistryArgs, Vec<String>) {
+        let mut filled = registry.clone();
+        let mut taken = Vec::new();
+        if registry.creds.is_none() && registry.authfile.is_none() {
+            if let Some((creds, option)) = &self.creds {
+                filled.creds = Some(creds.clone());
+                filled.creds_source = Some(format!("the push command's {option}"));
+                taken.push(option.clone());
+            } else if let Some(authfile) = &self.authfile {
+                filled.authfile = Some(working_dir.join(authfile));
+                taken.push("--authfile".to_owned());
+            }
+        }
+        if registry.cert_dir.is_none() && registry.ca_file.is_none() {
+            if let Some(cert_dir) = &self.cert_dir {
+                filled.cert_dir = Some(working_dir.join(cert_dir));
+                taken.push("--cert-dir".to_owned());
+            }
+        }
+        if registry.tls_verify.is_none() && !registry.plain_http {
+            if let Some(verify) = self.tls_verify {
+                filled.tls_verify = Some(verify);
+                taken.push(format!("--tls-verify={verify}"));
+            }
+        }
+        (filled, taken)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -113,6 +206,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: SKOPEO_COPY_OPTIONS,
         destination: Destination::Second,
         digestfile: true,
+        access: SKOPEO_COPY_ACCESS,
     },
     PushCommand {
         program: "podman",
@@ -121,6 +215,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: PODMAN_PUSH_OPTIONS,
         destination: Destination::LastOfOneOrTwo,
         digestfile: true,
+        access: PODMAN_PUSH_ACCESS,
     },
     PushCommand {
         program: "podman",
@@ -129,6 +224,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: PODMAN_PUSH_OPTIONS,
         destination: Destination::LastOfOneOrTwo,
         digestfile: true,
+        access: PODMAN_PUSH_ACCESS,
     },
     PushCommand {
         program: "buildah",
@@ -137,6 +233,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: PODMAN_PUSH_OPTIONS,
         destination: Destination::LastOfOneOrTwo,
         digestfile: true,
+        access: PODMAN_PUSH_ACCESS,
     },
     PushCommand {
         program: "docker",
@@ -145,6 +242,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: DOCKER_PUSH_OPTIONS,
         destination: Destination::First,
         digestfile: false,
+        access: &[],
     },
     PushCommand {
         program: "docker",
@@ -153,6 +251,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: DOCKER_PUSH_OPTIONS,
         destination: Destination::First,
         digestfile: false,
+        access: &[],
     },
     PushCommand {
         program: "crane",
@@ -161,6 +260,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: CRANE_OPTIONS,
         destination: Destination::Second,
         digestfile: false,
+        access: &[],
     },
     PushCommand {
         program: "crane",
@@ -169,6 +269,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: CRANE_OPTIONS,
         destination: Destination::Second,
         digestfile: false,
+        access: &[],
     },
     PushCommand {
         program: "crane",
@@ -177,6 +278,7 @@ const PUSH_COMMANDS: &[PushCommand] = &[
         options: CRANE_OPTIONS,
         destination: Destination::Second,
         digestfile: false,
+        access: &[],
     },
 ];
 
@@ -193,7 +295,7 @@ const LOCAL_TRANSPORTS: &[&str] = &[
 ];
 
 /// A recognised push: the tool, the destination reference (without `docker://`), the
-/// `--digestfile` the user gave, and where in argv one can be added.
+/// `--digestfile` the user gave, where in argv one can be added, and how it reached the registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Push {
     pub tool: String,
@@ -201,6 +303,7 @@ pub struct Push {
     pub digestfile: Option<PathBuf>,
     /// Index in argv right after the subcommand, when the tool takes `--digestfile`.
     pub digestfile_insert_at: Option<usize>,
+    pub access: PushAccess,
 }
 
 /// The push `argv` performs, if it is one of the push commands (after wrappers such as `sudo`).
@@ -223,7 +326,15 @@ pub fn recognise(argv: &[String]) -> Option<Push> {
                 return None;
             }
             let after_subcommand = &words[push.subcommand.len()..];
-            let (operands, digestfile) = operands(after_subcommand, push.options);
+            let (operands, options) = operands(after_subcommand, push.options);
+            let value = |name: &str| {
+                options
+                    .iter()
+                    .rev()
+                    .find(|(option, _)| option == name)
+                    .map(|(_, value)| value.clone())
+            };
+            let digestfile = value("--digestfile").flatten().map(PathBuf::from);
             let destination = match (push.destination, operands.as_slice()) {
                 (Destination::Second, [_, destination, ..])
                 | (Destination::LastOfOneOrTwo, [_, destination] | [destination])
@@ -240,33 +351,69 @@ pub fn recognise(argv: &[String]) -> Option<Push> {
                 reference,
                 digestfile,
                 digestfile_insert_at: push.digestfile.then_some(insert_at),
+                access: access(push.access, value),
             })
         })
 }
 
-/// The operands (options and their values skipped) and the value of `--digestfile`.
-fn operands(args: &[String], value_options: &[&str]) -> (Vec<String>, Option<PathBuf>) {
+/// The operands, and the options with their values (`None` for a flag without one), in order.
+fn operands(
+    args: &[String],
+    value_options: &[&str],
+) -> (Vec<String>, Vec<(String, Option<String>)>) {
     let mut operands = Vec::new();
-    let mut digestfile = None;
+    let mut options = Vec::new();
     let mut words = args.iter();
     while let Some(word) = words.next() {
         if word == "--" {
             operands.extend(words.by_ref().cloned());
             break;
         }
-        if let Some(value) = word.strip_prefix("--digestfile=") {
-            digestfile = Some(PathBuf::from(value));
-        } else if word == "--digestfile" {
-            digestfile = words.next().map(PathBuf::from);
-        } else if word.starts_with('-') && word != "-" {
-            if !word.contains('=') && value_options.contains(&word.as_str()) {
-                words.next();
-            }
+        if word.starts_with('-') && word != "-" {
+            let (name, value) = match word.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None if value_options.contains(&word.as_str()) || word == "--digestfile" => {
+                    (word.as_str(), words.next().cloned())
+                }
+                None => (word.as_str(), None),
+            };
+            options.push((name.to_owned(), value));
         } else {
             operands.push(word.clone());
         }
     }
-    (operands, digestfile)
+    (operands, options)
+}
+
+/// The push command's access options (`value(name)` is the last value given to `name`: `None`
+/// when absent, `Some(None)` for a flag without a value).
+fn access(
+    table: &[(&str, AccessOption)],
+    value: impl Fn(&str) -> Option<Option<String>>,
+) -> PushAccess {
+    let mut access = PushAccess::default();
+    let mut username = None;
+    let mut password = None;
+    for (name, option) in table {
+        let Some(given) = value(name) else { continue };
+        match option {
+            AccessOption::Creds => access.creds = given.map(|creds| (creds, (*name).to_owned())),
+            AccessOption::Username => username = given,
+            AccessOption::Password => password = given,
+            AccessOption::Authfile => access.authfile = given.map(PathBuf::from),
+            AccessOption::CertDir => access.cert_dir = given.map(PathBuf::from),
+            AccessOption::TlsVerify => {
+                access.tls_verify = Some(given.as_deref() != Some("false"));
+            }
+        }
+    }
+    if let (None, Some(username), Some(password)) = (&access.creds, username, password) {
+        access.creds = Some((
+            format!("{username}:{password}"),
+            "--dest-username/--dest-password".to_owned(),
+        ));
+    }
+    access
 }
 
 /// `docker://REF` → `REF`; a bare reference stays; other transports are not registries.
@@ -391,6 +538,62 @@ mod tests {
         assert_eq!(push.digestfile, Some(PathBuf::from("d.txt")));
         let push = recognise(&argv("podman push --digestfile d2 app reg/a")).unwrap();
         assert_eq!(push.digestfile, Some(PathBuf::from("d2")));
+    }
+
+    #[test]
+    fn the_push_commands_registry_access_is_read() {
+        let push = recognise(&argv(
+            "skopeo copy --authfile a.json --dest-authfile d.json --dest-creds u:p:q \
+             --dest-cert-dir certs --dest-tls-verify=false dir:x docker://reg/a",
+        ))
+        .unwrap();
+        assert_eq!(
+            push.access.creds,
+            Some(("u:p:q".to_owned(), "--dest-creds".to_owned()))
+        );
+        assert_eq!(push.access.authfile, Some(PathBuf::from("d.json")));
+        assert_eq!(push.access.cert_dir, Some(PathBuf::from("certs")));
+        assert_eq!(push.access.tls_verify, Some(false));
+        assert!(!format!("{:?}", push.access).contains("u:p:q"));
+        let split = recognise(&argv(
+            "skopeo copy --dest-username u --dest-password p --src-creds s:s dir:x docker://reg/a",
+        ))
+        .unwrap();
+        assert_eq!(split.access.creds.unwrap().0, "u:p");
+        let podman = recognise(&argv("podman push --tls-verify --creds a:b app reg/a")).unwrap();
+        assert_eq!(podman.access.tls_verify, Some(true));
+        assert_eq!(podman.access.creds.unwrap().0, "a:b");
+        let docker = recognise(&argv("docker push reg/app:1")).unwrap();
+        assert_eq!(docker.access, PushAccess::default());
+    }
+
+    #[test]
+    fn what_the_user_gave_wins_over_the_push_commands_access() {
+        let push = recognise(&argv(
+            "podman push --creds a:b --cert-dir c --tls-verify=false app reg/a",
+        ))
+        .unwrap();
+        let dir = Path::new("/work");
+        let (filled, taken) = push.access.fill(&RegistryArgs::default(), dir);
+        assert_eq!(filled.creds.as_deref(), Some("a:b"));
+        assert_eq!(
+            filled.creds_source.as_deref(),
+            Some("the push command's --creds")
+        );
+        assert_eq!(filled.cert_dir, Some(PathBuf::from("/work/c")));
+        assert_eq!(filled.tls_verify, Some(false));
+        assert_eq!(taken, ["--creds", "--cert-dir", "--tls-verify=false"]);
+        let given = RegistryArgs {
+            authfile: Some(PathBuf::from("mine.json")),
+            ca_file: Some(PathBuf::from("ca.pem")),
+            tls_verify: Some(true),
+            ..RegistryArgs::default()
+        };
+        let (kept, taken) = push.access.fill(&given, dir);
+        assert_eq!(kept.creds, None);
+        assert_eq!(kept.cert_dir, None);
+        assert_eq!(kept.tls_verify, Some(true));
+        assert!(taken.is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod fixtures;
 pub mod oci_attest;
 pub mod paths;
 pub mod registry;
+pub mod registry_bench;
 pub mod storage;
 pub mod tamper;
 

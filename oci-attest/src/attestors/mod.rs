@@ -202,6 +202,9 @@ pub struct RunContext {
     pub outcome: Option<Outcome>,
     /// Files already hashed during this run (archives `oci` read), by path.
     pub known_digests: RefCell<HashMap<PathBuf, String>>,
+    /// The registry reference the command pushed, when it is a recognised push (its image is
+    /// then the oci subject, with or without an archive).
+    pub pushed: Option<String>,
     attached: Vec<(&'static Attestor, AttachReason)>,
 }
 
@@ -222,6 +225,7 @@ impl RunContext {
             before,
             outcome: None,
             known_digests: RefCell::new(HashMap::new()),
+            pushed: None,
             attached: Vec::new(),
         };
         for row in ATTESTORS {
@@ -286,9 +290,12 @@ impl RunContext {
         Ok(attestations)
     }
 
-    /// The step name when `--step` is not given: the step of the first attestor a rule
-    /// attached, else `run`.
+    /// The step name when `--step` is not given: `oci-push` for a push (whichever tool made
+    /// it), else the step of the first attestor a rule attached, else `run`.
     pub fn default_step(&self) -> &'static str {
+        if self.pushed.is_some() {
+            return PUSH_STEP;
+        }
         self.attached
             .iter()
             .find_map(|(row, reason)| match (row.attach, reason) {
@@ -306,6 +313,9 @@ impl RunContext {
         })
     }
 }
+
+/// The default step name of a run whose command pushes an image to a registry.
+pub const PUSH_STEP: &str = "oci-push";
 
 /// One attestor's contribution to the collection.
 #[derive(Clone, Debug)]

@@ -125,7 +125,7 @@ fn save_programs() -> Vec<&'static str> {
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let outcome = run.outcome(ATTESTOR.name)?;
     let archives = image_archives(&outcome.products)?;
-    if archives.is_empty() {
+    if archives.is_empty() && run.pushed.is_none() {
         let reason = run
             .reason(ATTESTOR.name)
             .map(|reason| reason.describe(ATTESTOR.name))
@@ -193,7 +193,7 @@ pub fn attest(analysis: &Analysis, started: SystemTime, ended: SystemTime) -> At
     let backrefs = subjects
         .iter()
         .filter(|(key, _)| {
-            ["manifestdigest:", "imageid:", "imagetag:"]
+            ["manifestdigest:", "indexdigest:", "imageid:", "imagetag:"]
                 .iter()
                 .any(|prefix| key.starts_with(prefix))
         })
@@ -227,6 +227,12 @@ fn subjects(analysis: &Analysis, predicate: &OciPredicate) -> Vec<(String, Diges
     }
     if let Some(hex) = &analysis.file_sha256 {
         add(format!("tardigest:{hex}"), sha256_set(hex));
+    }
+    // A multi-platform image: the index is what a registry serves under its tag.
+    for layout_image in analysis.layout.iter().flatten() {
+        if let Some(hex) = &layout_image.index_sha256 {
+            add(format!("indexdigest:{hex}"), sha256_set(hex));
+        }
     }
     for image in &analysis.images {
         if let Some(hex) = &image.manifest_sha256 {

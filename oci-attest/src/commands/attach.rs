@@ -20,7 +20,8 @@ pub struct Args {
     /// The image: REGISTRY/REPO:TAG (resolved to its digest once) or REGISTRY/REPO@sha256:….
     #[arg(value_name = "IMAGE-REF")]
     pub image: String,
-    /// Attach even when no subject of the attestation is the image's manifest digest.
+    /// Attach even when the attestation names the image by none of its identities (manifest
+    /// or index digest, image ID, platform manifest).
     #[arg(long)]
     pub force: bool,
     /// Also add the envelope to cosign's `sha256-<hex>.att` tag (read by cosign
@@ -75,13 +76,15 @@ pub fn report(
             "already attached"
         };
         lines.push(format!(
-            "{state}: {} → {}/{}@{} (referrer {})",
+            "{state}: {} → {} (referrer {})",
             envelope.name,
-            image.reference.resolve_registry(),
-            image.reference.repository(),
-            attached.subject,
+            image.at_digest(&attached.subject),
             attached.manifest
         ));
+        lines.push(match &attached.link {
+            Some(link) => format!("  linked by {link}"),
+            None => "  linked by nothing: attached with --force".to_owned(),
+        });
         let tag = registry::artifact::cosign_tag(&attached.subject);
         match attached.cosign_added {
             Some(true) => lines.push(format!("cosign tag: added to {tag}")),

@@ -21,10 +21,28 @@ pub struct Args {
     pub registry: RegistryArgs,
 }
 
+/// What `discover` shows of one attachment (the envelope itself is not kept).
+struct Found {
+    source: registry::Source,
+    manifest: Option<String>,
+    envelope_digest: String,
+    summary: registry::artifact::EnvelopeSummary,
+}
+
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let image = ImageRef::parse(&args.image)?;
-    let (subject, attachments) = registry::discover(&image, &args.registry)
-        .map_err(|error| as_registry_failure(error, &format!("{}: discover failed", image.text)))?;
+    let mut attachments = Vec::new();
+    let discovered = registry::discover(&image, &args.registry, false, |_, attachment| {
+        attachments.push(Found {
+            source: attachment.source,
+            manifest: attachment.manifest,
+            envelope_digest: attachment.envelope_digest,
+            summary: attachment.summary,
+        });
+        Ok(())
+    })
+    .map_err(|error| as_registry_failure(error, &format!("{}: discover failed", image.text)))?;
+    let subject = &discovered.identity.subject.digest;
     if args.json {
         let list: Vec<_> = attachments
             .iter()
@@ -40,7 +58,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        let document = json!({"image": image.text, "subject": subject, "attestations": list});
+        let document = json!({
+            "image": image.text,
+            "subject": subject,
+            "attestations": list,
+            "duplicates": discovered.duplicates,
+            "skipped": discovered.skipped,
+        });
         println!("{}", serde_json::to_string_pretty(&document)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -63,6 +87,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             }
         );
         println!("      {}", found.summary.attestor_types.join(", "));
+    }
+    if discovered.duplicates + discovered.skipped > 0 {
+        println!(
+            "  ({} duplicate referrers listed once, {} unreadable referrers skipped)",
+            discovered.duplicates, discovered.skipped
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -36,8 +36,8 @@ use crate::{collection, dsse, launch, output};
     oci-attest run -k key.pem -o att.json --json -- skopeo copy ... | jq .products\n  \
     oci-attest run -k key.pem -o att.json --json-out summary.json -a github -- docker save -o app.tar app:1\n\n", crate::exit_codes_help!()))]
 pub struct Args {
-    /// Step name recorded in the collection (default: `oci-save` when an image save was
-    /// recognised, else `run`).
+    /// Step name recorded in the collection (default: `oci-push` when the command pushes an
+    /// image, whichever tool, else `oci-save` when an image save was recognised, else `run`).
     #[arg(short = 's', long)]
     pub step: Option<String>,
     /// Private key (PEM: PKCS#8, PKCS#1, SEC1; Ed25519, ECDSA P-256/P-384, RSA) to sign with.
@@ -305,10 +305,15 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     // A push inside the command (a script, a make target) is seen by the trace; its digest is
     // resolved against the registry.
     let push = push.or_else(|| PushPlan::observed(&observation));
+    let registry = match &push {
+        Some(plan) => plan.registry_args(&args.registry, &observation.working_dir),
+        None => args.registry.clone(),
+    };
     let pushed = match &push {
-        Some(plan) => plan.subject(&observation, args)?,
+        Some(plan) => plan.subject(&observation, &registry, args.allow_missing_subjects)?,
         None => None,
     };
+    prepared.context.pushed = push.as_ref().map(|plan| plan.push.reference.clone());
     let mut attestations = attest_observation(
         &mut prepared.context,
         observation,
@@ -359,7 +364,12 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         ));
     }
     if args.attach {
-        attach_to_pushed(&document, pushed.as_ref().map(|(image, _)| image), args)?;
+        attach_to_pushed(
+            &document,
+            pushed.as_ref().map(|(image, _)| image),
+            &registry,
+            args,
+        )?;
     }
     Ok((summary, ExitCode::SUCCESS))
 }
@@ -468,12 +478,27 @@ impl PushPlan {
         })
     }
 
+    /// oci-attest's registry options, with what the user did not give taken from the push
+    /// command's own (`--dest-creds`, `--authfile`, `--cert-dir`, `--tls-verify`).
+    fn registry_args(&self, registry: &RegistryArgs, working_dir: &Path) -> RegistryArgs {
+        let (filled, taken) = self.push.access.fill(registry, working_dir);
+        if !taken.is_empty() {
+            tracing::info!(
+                "reaching {} as the push did: its {}",
+                self.push.reference,
+                taken.join(", ")
+            );
+        }
+        filled
+    }
+
     /// The pushed image and its oci attestation; `None` when the push failed (the command's exit
     /// code says so) or, with --allow-missing-subjects, when its digest cannot be found.
     fn subject(
         &self,
         observation: &Observation,
-        args: &Args,
+        registry: &RegistryArgs,
+        allow_missing_subjects: bool,
     ) -> anyhow::Result<Option<(String, Attestation)>> {
         if observation.termination.exit_code() != 0 {
             tracing::warn!(
@@ -490,8 +515,9 @@ impl PushPlan {
         };
         let found = match &digestfile {
             Some(path) => push::read_digestfile(path).map(|digest| (digest, "--digestfile")),
-            None => resolve_pushed(&self.push.reference, &args.registry)
-                .map(|digest| (digest, "registry")),
+            None => {
+                resolve_pushed(&self.push.reference, registry).map(|digest| (digest, "registry"))
+            }
         };
         match found {
             Ok((digest, how)) => {
@@ -507,7 +533,7 @@ impl PushPlan {
                     push::attest(&self.push, &digest, how, started),
                 )))
             }
-            Err(error) if args.allow_missing_subjects => {
+            Err(error) if allow_missing_subjects => {
                 tracing::warn!(
                     "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
                     self.push.reference
@@ -526,14 +552,20 @@ impl PushPlan {
 /// The digest a reference names in its registry, found after the push.
 fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Result<String> {
     let image = ImageRef::parse(reference)?;
-    let session = crate::registry::Session::open(&image, registry_args)?;
-    let (_, descriptor) = session.manifest(&image.reference)?;
+    let session =
+        crate::registry::Session::open(&image, registry_args, crate::registry::Access::Pull)?;
+    let (_, descriptor) = session.manifest(&image.tag_or_digest())?;
     Ok(descriptor.digest)
 }
 
 /// `--attach`: the signed envelope goes to the pushed image. The envelope is already written,
 /// so a failure here says where it is and exits with the registry code.
-fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> anyhow::Result<()> {
+fn attach_to_pushed(
+    envelope: &[u8],
+    pushed: Option<&String>,
+    registry: &RegistryArgs,
+    args: &Args,
+) -> anyhow::Result<()> {
     let kept = args
         .outfile
         .as_ref()
@@ -552,7 +584,7 @@ fn attach_to_pushed(envelope: &[u8], pushed: Option<&String>, args: &Args) -> an
         bytes: envelope,
     }];
     let attached = ImageRef::parse(image).and_then(|image| {
-        crate::registry::attach(&envelopes, &image, &args.registry, false, args.cosign_tag)
+        crate::registry::attach(&envelopes, &image, registry, false, args.cosign_tag)
             .map(|attached| super::attach::report(&envelopes, &image, &attached))
     });
     match attached {

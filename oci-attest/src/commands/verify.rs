@@ -126,7 +126,7 @@ struct StatementFacts {
 
 /// What the attestation says about the wrapped command (its command-run predicate).
 #[derive(Debug, Serialize)]
-struct RunFacts {
+pub(super) struct RunFacts {
     exitcode: Option<i64>,
     trace: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,7 +227,13 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;
-        return super::verify_image_ref::execute(&key, image_ref, &args.registry, args.json);
+        return super::verify_image_ref::execute(
+            &key,
+            image_ref,
+            &args.registry,
+            &Allowances::of(&args),
+            args.json,
+        );
     }
     // clap requires ENVELOPE when neither -p nor --image-ref is given.
     let envelope = args
@@ -368,7 +374,7 @@ fn check(
     });
     report.run = run_facts(&statement);
     if let Some(run) = &report.run {
-        judge_run(args, run, &mut report.problems);
+        judge_run(&Allowances::of(args), run, &mut report.problems);
     }
     let Some(image) = &args.image else {
         return Ok(());
@@ -477,7 +483,7 @@ fn slim_statement(payload: &[u8]) -> anyhow::Result<Value> {
 }
 
 /// The facts of the command-run predicate, if the collection has one.
-fn run_facts(statement: &Value) -> Option<RunFacts> {
+pub(super) fn run_facts(statement: &Value) -> Option<RunFacts> {
     let command_run = statement["predicate"]["attestations"]
         .as_array()?
         .iter()
@@ -507,23 +513,41 @@ fn run_facts(statement: &Value) -> Option<RunFacts> {
     })
 }
 
+/// The `--allow-*` flags: which runs a pipeline accepts besides complete, traced, successful
+/// ones. The same for an envelope file and for attestations read from a registry.
+pub(super) struct Allowances {
+    failed_command: bool,
+    untraced: bool,
+    incomplete_trace: bool,
+}
+
+impl Allowances {
+    fn of(args: &Args) -> Self {
+        Allowances {
+            failed_command: args.allow_failed_command,
+            untraced: args.allow_untraced,
+            incomplete_trace: args.allow_incomplete_trace,
+        }
+    }
+}
+
 /// A signed attestation of a failed, untraced or incompletely traced run is not what a
 /// pipeline should accept by default.
-fn judge_run(args: &Args, run: &RunFacts, problems: &mut Vec<String>) {
-    if run.exitcode != Some(0) && !args.allow_failed_command {
+pub(super) fn judge_run(allow: &Allowances, run: &RunFacts, problems: &mut Vec<String>) {
+    if run.exitcode != Some(0) && !allow.failed_command {
         problems.push(format!(
             "the command failed (exit code {}); pass --allow-failed-command to accept it",
             run.exitcode
                 .map_or_else(|| "unknown".to_owned(), |code| code.to_string())
         ));
     }
-    if run.trace != "ebpf" && !args.allow_untraced {
+    if run.trace != "ebpf" && !allow.untraced {
         problems.push(format!(
             "the run was not traced (trace {}); pass --allow-untraced to accept it",
             run.trace
         ));
     }
-    if (run.lost > 0 || !run.incomplete.is_empty()) && !args.allow_incomplete_trace {
+    if (run.lost > 0 || !run.incomplete.is_empty()) && !allow.incomplete_trace {
         problems
             .push("the trace is incomplete; pass --allow-incomplete-trace to accept it".to_owned());
     }

@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::attach::as_registry_failure;
 use super::plural;
+use super::verify::{judge_run, run_facts, Allowances};
 use crate::dsse;
 use crate::exit::{failure, FailureKind};
 use crate::keys::PublicKey;
@@ -17,7 +19,7 @@ use crate::registry::{self, ImageRef, RegistryArgs};
 #[derive(Debug, Serialize)]
 struct Report {
     image: String,
-    /// The manifest digest the reference resolved to.
+    /// The manifest (or index) digest the reference resolved to.
     subject: String,
     verified: bool,
     keyid: String,
@@ -31,52 +33,41 @@ struct Attached {
     envelope_digest: String,
     step: String,
     verified: bool,
+    /// How its statement names the image (`the image ID … is its subject …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<String>,
 }
 
-/// Passes when at least one attached envelope is signed by `key` and its statement names the
-/// image's manifest digest; every attachment gets a line (or a JSON entry) saying why it passed
-/// or not.
-pub fn execute(
+/// Passes when at least one attached envelope is signed by `key`, names the image by one of its
+/// identities (manifest or index digest, image ID, platform manifest: the rule `attach` applies)
+/// and records a run the `--allow-*` flags accept (the checks `verify ENVELOPE` makes). Every
+/// attachment gets a line (or a JSON entry) saying why it passed or not; envelopes are verified
+/// one at a time as they arrive and not kept.
+pub(super) fn execute(
     key: &PublicKey,
     image: &str,
     registry_args: &RegistryArgs,
+    allow: &Allowances,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let image = ImageRef::parse(image)?;
-    let (subject, attachments) = registry::discover(&image, registry_args).map_err(|error| {
+    let mut attestations = Vec::new();
+    let discovered = registry::discover(&image, registry_args, true, |identity, found| {
+        attestations.push(judge(key, allow, identity, &found));
+        Ok(())
+    })
+    .map_err(|error| {
         as_registry_failure(
             error,
             &format!("{}: cannot fetch the attestations", image.text),
         )
     })?;
-    let attestations: Vec<Attached> = attachments
-        .iter()
-        .map(|found| {
-            let problem = dsse::parse(&found.envelope)
-                .and_then(|envelope| dsse::verify(&envelope, key))
-                .map_err(|error| error.to_string())
-                .and_then(|_| {
-                    if found.summary.names_manifest(&subject) {
-                        Ok(())
-                    } else {
-                        Err("signed, but its statement does not name this image".to_owned())
-                    }
-                })
-                .err();
-            Attached {
-                envelope_digest: found.envelope_digest.clone(),
-                step: found.summary.step.clone(),
-                verified: problem.is_none(),
-                problem,
-            }
-        })
-        .collect();
     let report = Report {
         image: image.text.clone(),
         verified: attestations.iter().any(|attached| attached.verified),
-        subject,
+        subject: discovered.identity.subject.digest,
         keyid: key.keyid(),
         attestations,
     };
@@ -89,12 +80,58 @@ pub fn execute(
         return Err(failure(
             FailureKind::VerificationFailed,
             format!(
-                "{}: no attached attestation is signed by key {} and names {}",
+                "{}: no attached attestation is signed by key {}, names {} and records an \
+                 accepted run",
                 report.image, report.keyid, report.subject
             ),
         ));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The verdict on one attachment: signature, link to the image, run checks.
+fn judge(
+    key: &PublicKey,
+    allow: &Allowances,
+    identity: &registry::ImageIdentity,
+    found: &registry::Attachment,
+) -> Attached {
+    let mut attached = Attached {
+        envelope_digest: found.envelope_digest.clone(),
+        step: found.summary.step.clone(),
+        verified: false,
+        link: None,
+        problem: None,
+    };
+    let payload =
+        match dsse::parse(&found.envelope).and_then(|envelope| dsse::verify(&envelope, key)) {
+            Ok(payload) => payload,
+            Err(error) => {
+                attached.problem = Some(error.to_string());
+                return attached;
+            }
+        };
+    let Some((link, subject)) = identity.link_for(&found.summary) else {
+        attached.problem =
+            Some("signed, but its statement names this image by none of its identities".into());
+        return attached;
+    };
+    attached.link = Some(format!("{} is its subject {subject}", link.what));
+    let mut problems = Vec::new();
+    match serde_json::from_slice::<Value>(&payload) {
+        Ok(statement) => {
+            if let Some(run) = run_facts(&statement) {
+                judge_run(allow, &run, &mut problems);
+            }
+        }
+        Err(error) => problems.push(format!("the signed payload is not JSON: {error}")),
+    }
+    if problems.is_empty() {
+        attached.verified = true;
+    } else {
+        attached.problem = Some(problems.join("; "));
+    }
+    attached
 }
 
 fn print_text(report: &Report, key: &PublicKey) {
@@ -108,11 +145,12 @@ fn print_text(report: &Report, key: &PublicKey) {
     for attached in &report.attestations {
         match &attached.problem {
             None => println!(
-                "  {}: ok (step {:?}, {} key {})",
+                "  {}: ok (step {:?}, {} key {}; linked by {})",
                 attached.envelope_digest,
                 attached.step,
                 key.algorithm(),
-                report.keyid
+                report.keyid,
+                attached.link.as_deref().unwrap_or_default()
             ),
             Some(problem) => println!("  {}: FAILED: {problem}", attached.envelope_digest),
         }

@@ -36,6 +36,16 @@ pub struct LayoutImage {
     pub manifest_raw: Vec<u8>,
     pub config_name: String,
     pub layer_names: Vec<String>,
+    /// SHA-256 of the image index blob that lists this manifest, when `index.json` points to
+    /// an index (a multi-platform image): what a registry serves under the image's tag.
+    pub index_sha256: Option<String>,
+}
+
+/// How an index lists a manifest: its tag, its platform, and the index blob (not `index.json`).
+struct Listing<'a> {
+    tag: Option<&'a str>,
+    platform: Option<Platform>,
+    index_sha256: Option<&'a str>,
 }
 
 struct Walk<'a> {
@@ -55,7 +65,7 @@ pub fn read(members: &Members, max_layers: usize) -> Result<Vec<LayoutImage>, St
         layer_references: 0,
         images: Vec::new(),
     };
-    walk.index(&index, INDEX, None, 0)?;
+    walk.index(&index, INDEX, None, None, 0)?;
     Ok(walk.images)
 }
 
@@ -123,6 +133,7 @@ impl Walk<'_> {
         index: &Value,
         context: &str,
         inherited_tag: Option<&str>,
+        index_sha256: Option<&str>,
         depth: usize,
     ) -> Result<(), String> {
         if depth > MAX_INDEX_DEPTH {
@@ -165,9 +176,15 @@ impl Walk<'_> {
                 None => blob.get("manifests").is_some(),
             };
             if is_index {
-                self.index(&blob, &name, tag, depth + 1)?;
+                let sha256 = self.members.resolve(&name)?.sha256.clone();
+                self.index(&blob, &name, tag, Some(&sha256), depth + 1)?;
             } else {
-                self.manifest(&blob, raw, name, tag, platform_of(descriptor))?;
+                let listed = Listing {
+                    tag,
+                    platform: platform_of(descriptor),
+                    index_sha256,
+                };
+                self.manifest(&blob, raw, name, listed)?;
             }
         }
         Ok(())
@@ -178,9 +195,13 @@ impl Walk<'_> {
         manifest: &Value,
         raw: Vec<u8>,
         name: String,
-        tag: Option<&str>,
-        platform: Option<Platform>,
+        listed_as: Listing<'_>,
     ) -> Result<(), String> {
+        let Listing {
+            tag,
+            platform,
+            index_sha256,
+        } = listed_as;
         let manifest_sha256 = self.members.resolve(&name)?.sha256.clone();
         if let Some(known) = self
             .images
@@ -260,6 +281,7 @@ impl Walk<'_> {
             manifest_raw: raw,
             config_name,
             layer_names,
+            index_sha256: index_sha256.map(str::to_owned),
         });
         Ok(())
     }

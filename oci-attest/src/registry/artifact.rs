@@ -104,13 +104,6 @@ impl EnvelopeSummary {
         })
     }
 
-    /// Does a subject name the image manifest `digest` (`sha256:<hex>`)? Any subject with that
-    /// sha256 counts (`manifestdigest:` of a save, the pushed digest of a push).
-    pub fn names_manifest(&self, digest: &str) -> bool {
-        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-        self.subjects.iter().any(|(_, subject)| subject == hex)
-    }
-
     fn annotations(&self) -> Value {
         let mut annotations = serde_json::Map::new();
         if !self.predicate_type.is_empty() {
