@@ -1,5 +1,6 @@
-# The command-run attestation of a traced image save: the command succeeded, the whole process
-# tree was traced with eBPF and nothing was lost, and only expected programs ran.
+# The command-run attestation of a traced image save: the command succeeded as an unprivileged
+# user who could not read the signing key, the whole process tree was traced with eBPF and
+# nothing was lost, and only expected programs ran.
 package oci_attest.traced_save
 
 import rego.v1
@@ -15,6 +16,18 @@ else := []
 deny contains msg if {
 	input.exitcode != 0
 	msg := sprintf("the command exited with %v", [input.exitcode])
+}
+
+# identity says whom the command ran as; a root command (or one that does not say) could have
+# read the signing key and forged its own attestation.
+deny contains msg if {
+	object.get(input, ["identity", "root"], true) != false
+	msg := sprintf("the command ran as root or does not say whom it ran as (identity: %v)", [object.get(input, "identity", null)])
+}
+
+deny contains msg if {
+	object.get(input, ["identity", "keyreadable"], true) != false
+	msg := sprintf("the command's user %v could read the signing key", [object.get(input, ["identity", "user"], "?")])
 }
 
 deny contains msg if {

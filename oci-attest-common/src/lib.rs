@@ -116,6 +116,16 @@ pub struct InodeId {
     pub _reserved: u32,
 }
 
+/// An inode timestamp as the kernel holds it (`inode.i_ctime_sec`/`i_ctime_nsec`): the same
+/// clock `statx` reports, so userspace can compare it with the file it finds at the end.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct KernelTime {
+    pub sec: i64,
+    pub nsec: u32,
+    pub _reserved: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ExecEvent {
@@ -126,6 +136,11 @@ pub struct ExecEvent {
     pub path_flags: u32,
     /// The file the kernel executed (`linux_binprm.file`; the interpreter for `#!` scripts).
     pub program: InodeId,
+    /// The program's ctime at the exec: any later change of its content moves it.
+    pub ctime: KernelTime,
+    /// The program's link count at the exec: 0 for a memfd, an O_TMPFILE or a deleted file.
+    pub nlink: u32,
+    pub _reserved2: u32,
     /// Bytes used in `path`.
     pub path_len: u32,
     pub _reserved: u32,
@@ -154,6 +169,13 @@ pub const WRITTEN_DATA: u32 = 4;
 pub const WRITTEN_RESIZED: u32 = 8;
 /// [`WrittenEvent::how`]: mapped shared from an fd open for writing.
 pub const WRITTEN_MAPPED: u32 = 16;
+/// [`WrittenEvent::how`]: the kernel dirtied the inode's pages in a task of the tree (the
+/// file the kernel really wrote, whatever the fd names by the syscall's exit). The path is
+/// built from the inode's first dentry and is only a hint.
+pub const WRITTEN_DIRTIED: u32 = 64;
+/// [`WrittenEvent::how`]: not a write: the tree handed the file, open for writing, to a
+/// kernel service that writes it on its own later (a loop device). Reported every time.
+pub const WRITTEN_HANDED_OUT: u32 = 128;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -170,7 +192,21 @@ pub struct WrittenEvent {
     pub nlink: u32,
     /// Bytes used in `path`.
     pub path_len: u32,
+    /// The inode's ctime right after the first change: a file found at the end that was born
+    /// later is another file (where the filesystem cannot report the generation).
+    pub ctime: KernelTime,
     pub path: [u8; PATH_CAPACITY],
+}
+
+/// Value of the `OUTSIDE_WRITERS` map (key: an [`InodeId`] the tree wrote): the first process
+/// outside the tree that dirtied the file's pages while it was traced.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutsideWriter {
+    pub pid: u32,
+    pub _reserved: u32,
+    /// `task_struct.comm`.
+    pub comm: [u8; 16],
 }
 
 /// Operation of a [`PathOpEvent`].
@@ -234,7 +270,8 @@ pub enum SyscallClass {
     ResizeFd = 3,
     /// mmap: fd `arg_a`, flags `arg_b`.
     Mmap = 4,
-    /// ioctl: fd `arg_a`, request `arg_b`; the clone/dedupe requests write the fd's file.
+    /// ioctl: fd `arg_a`, request `arg_b`, argument `arg_c`; the clone requests write the
+    /// fd's file, the loop-device attach requests hand the backing file out.
     Ioctl = 5,
     /// A [`PathOp`] (`op`): dirfd `arg_a`, name `arg_b`, dirfd `arg_c`, name `arg_d`, flags `arg_e`.
     PathOp = 6,
@@ -334,6 +371,15 @@ pub struct Layout {
     pub inode_nlink: u32,
     pub inode_generation: u32,
     pub inode_size: u32,
+    /// `inode.i_ctime_sec`/`i_ctime_nsec` (`__i_ctime`/`i_ctime` timespec64 on older kernels).
+    pub inode_ctime_sec: u32,
+    pub inode_ctime_nsec: u32,
+    /// `inode.i_dentry` (the list of its dentries) and `dentry.d_u.d_alias` (the link in it).
+    pub inode_dentries: u32,
+    pub dentry_alias: u32,
+    pub task_flags: u32,
+    /// The value of `I_DIRTY_PAGES` on this kernel (a define on older kernels, an enum later).
+    pub dirty_pages_flag: u32,
     pub sb_dev: u32,
     pub sb_magic: u32,
     /// `struct mount.mnt` (the embedded `vfsmount`).
@@ -355,4 +401,5 @@ mod user {
     unsafe impl aya::Pod for super::SyscallRule {}
     unsafe impl aya::Pod for super::FlaggedSyscall {}
     unsafe impl aya::Pod for super::InodeId {}
+    unsafe impl aya::Pod for super::OutsideWriter {}
 }

@@ -27,11 +27,11 @@ use aya_ebpf::{
 };
 use oci_attest_common::{
     DropReason, EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FlaggedSyscall,
-    ForkEvent, InodeId, Layout, PathOp, PathOpEvent, SyscallClass, SyscallRule, WrittenEvent,
-    ARGV_CHUNK, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE, MAX_ARGV_CHUNKS,
-    MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY, PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED,
-    SYSCALL_TABLE_SIZE, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_EMPTY_AT_OPEN, WRITTEN_MAPPED,
-    WRITTEN_RESIZED, WRITTEN_TRUNCATED,
+    ForkEvent, InodeId, KernelTime, Layout, OutsideWriter, PathOp, PathOpEvent, SyscallClass,
+    SyscallRule, WrittenEvent, ARGV_CHUNK, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE,
+    MAX_ARGV_CHUNKS, MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY, PATH_OP_SLOTS, PATH_TRUNCATED,
+    PATH_UNRESOLVED, SYSCALL_TABLE_SIZE, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED,
+    WRITTEN_EMPTY_AT_OPEN, WRITTEN_HANDED_OUT, WRITTEN_MAPPED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -64,6 +64,12 @@ static LAYOUT: Layout = Layout {
     inode_nlink: 0,
     inode_generation: 0,
     inode_size: 0,
+    inode_ctime_sec: 0,
+    inode_ctime_nsec: 0,
+    inode_dentries: 0,
+    dentry_alias: 0,
+    task_flags: 0,
+    dirty_pages_flag: 0,
     sb_dev: 0,
     sb_magic: 0,
     mount_mnt: 0,
@@ -104,6 +110,10 @@ static RULES: Array<SyscallRule> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0
 /// Inodes already reported written: one event per written file, however many writes.
 #[map]
 static WRITTEN: HashMap<InodeId, u8> = HashMap::with_max_entries(131072, 0);
+
+/// Processes outside the tree that dirtied the pages of a file the tree wrote, while traced.
+#[map]
+static OUTSIDE_WRITERS: HashMap<InodeId, OutsideWriter> = HashMap::with_max_entries(4096, 0);
 
 /// Unmodelled (and 32-bit compat) syscalls the tree made; userspace names them.
 #[map]
@@ -437,29 +447,60 @@ fn record_written(file: u64, how: u32) {
         count_drop(DropReason::UnreadableFile);
         return;
     };
+    let Some(id) = regular_inode_id(inode) else {
+        return;
+    };
+    if first_write(&id) {
+        let vfsmount = read::<u64>(file, layout!(file_path) + layout!(path_mnt)).unwrap_or(0);
+        let dentry = read::<u64>(file, layout!(file_path) + layout!(path_dentry)).unwrap_or(0);
+        submit_written(inode, &id, how, vfsmount, dentry);
+    }
+}
+
+/// The identity of `inode` when it is a regular file (`None` otherwise, or unreadable: counted).
+fn regular_inode_id(inode: u64) -> Option<InodeId> {
     let Some(mode) = read::<u16>(inode, layout!(inode_mode)) else {
         count_drop(DropReason::UnreadableFile);
-        return;
+        return None;
     };
     if mode & S_IFMT != S_IFREG {
-        return;
+        return None;
     }
-    let Some(id) = inode_id(inode) else {
+    let id = inode_id(inode);
+    if id.is_none() {
         count_drop(DropReason::UnreadableFile);
-        return;
-    };
-    // SAFETY: only tested for presence.
-    if unsafe { WRITTEN.get(&id).is_some() } {
-        return;
     }
-    if WRITTEN.insert(&id, &1, BPF_NOEXIST as u64).is_err() {
+    id
+}
+
+/// Adds `id` to the written set; true when it was not there yet (its first change).
+fn first_write(id: &InodeId) -> bool {
+    // SAFETY: only tested for presence.
+    if unsafe { WRITTEN.get(id).is_some() } {
+        return false;
+    }
+    if WRITTEN.insert(id, &1, BPF_NOEXIST as u64).is_err() {
         // Either another CPU recorded it just now, or the set is full.
         // SAFETY: only tested for presence.
-        if unsafe { WRITTEN.get(&id).is_none() } {
+        if unsafe { WRITTEN.get(id).is_none() } {
             count_drop(DropReason::WrittenSetFull);
         }
-        return;
+        return false;
     }
+    true
+}
+
+fn inode_ctime(inode: u64) -> KernelTime {
+    KernelTime {
+        sec: read::<i64>(inode, layout!(inode_ctime_sec)).unwrap_or(0),
+        // Multigrain timestamps keep a "queried" flag in the top bit (nanoseconds fit in 30).
+        nsec: read::<u32>(inode, layout!(inode_ctime_nsec)).unwrap_or(0) & 0x3fff_ffff,
+        _reserved: 0,
+    }
+}
+
+/// Sends a written event for `inode`, named by the path of `(vfsmount, dentry)`.
+fn submit_written(inode: u64, id: &InodeId, how: u32, vfsmount: u64, dentry: u64) {
     let Some(event) = WRITTEN_SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -468,15 +509,31 @@ fn record_written(file: u64, how: u32) {
     unsafe {
         (*event).header = header(EventKind::Written);
         (*event).how = how;
-        (*event).inode = id;
+        (*event).inode = *id;
         (*event).fs_magic = read::<u64>(super_block, layout!(sb_magic)).unwrap_or(0);
         (*event).nlink = read::<u32>(inode, layout!(inode_nlink)).unwrap_or(0);
-        let (len, flags) = build_struct_path(file + layout!(file_path), (*event).path.as_mut_ptr());
+        (*event).ctime = inode_ctime(inode);
+        let (len, flags) = build_path(vfsmount, dentry, (*event).path.as_mut_ptr());
         (*event).path_len = len;
         (*event).path_flags = flags;
         let used = core::mem::offset_of!(WrittenEvent, path) + (len as usize & (PATH_CAPACITY - 1));
         submit_bytes(event, used);
     }
+}
+
+/// The tree gave `file` to a kernel service that writes it later on its own (a loop device):
+/// reported every time, whether or not the tree changed the file itself.
+fn report_handed_out(file: u64) {
+    let Some(inode) = read::<u64>(file, layout!(file_inode)) else {
+        count_drop(DropReason::UnreadableFile);
+        return;
+    };
+    let Some(id) = regular_inode_id(inode) else {
+        return;
+    };
+    let vfsmount = read::<u64>(file, layout!(file_path) + layout!(path_mnt)).unwrap_or(0);
+    let dentry = read::<u64>(file, layout!(file_path) + layout!(path_dentry)).unwrap_or(0);
+    submit_written(inode, &id, WRITTEN_HANDED_OUT, vfsmount, dentry);
 }
 
 fn file_mode(file: u64) -> u32 {
@@ -511,6 +568,38 @@ fn opened(rule: &SyscallRule, regs: u64, fd: u64) {
     }
     if how != 0 {
         record_written(file, how);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files the tree hands to others to write
+
+const LOOP_SET_FD: u64 = 0x4c00;
+const LOOP_CHANGE_FD: u64 = 0x4c06;
+const LOOP_CONFIGURE: u64 = 0x4c0a;
+
+fn is_loop_attach(request: u64) -> bool {
+    request == LOOP_SET_FD || request == LOOP_CHANGE_FD || request == LOOP_CONFIGURE
+}
+
+/// A backing file attached to a loop device: the loop driver's kernel thread writes it from
+/// now on, for whoever writes the block device. `argument` is the backing fd, or for
+/// LOOP_CONFIGURE a pointer to a `struct loop_config` that starts with it (user memory: if it
+/// no longer names a file, the syscall is flagged instead).
+fn loop_attached(nr: u32, request: u64, argument: u64) {
+    let fd = if request == LOOP_CONFIGURE {
+        // SAFETY: bpf_probe_read_user checks the address.
+        match unsafe { aya_ebpf::helpers::bpf_probe_read_user(argument as *const u32) } {
+            Ok(fd) => fd as u64,
+            Err(_) => u64::MAX,
+        }
+    } else {
+        argument
+    };
+    match file_of_fd(fd) {
+        Some(file) if file_mode(file) & FMODE_WRITE != 0 => report_handed_out(file),
+        Some(_) => {}
+        None => flag_syscall(nr, 0),
     }
 }
 
@@ -677,6 +766,8 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
                 if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
                     record_written(file, WRITTEN_RESIZED);
                 }
+            } else if result == 0 && is_loop_attach(request) {
+                loop_attached(nr as u32, request, syscall_arg(regs, rule.arg_c));
             }
         }
         class if class == SyscallClass::PathOp as u8 => {
@@ -695,6 +786,77 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         _ => flag_syscall(nr as u32, 0),
     }
     0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages dirtied: the file the kernel really writes, and writers outside the tree
+
+/// `task_struct.flags` bit of a kernel thread.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// `__mark_inode_dirty`: called in the writer's context when a write (a syscall, a fault on a
+/// shared mapping, io_uring) dirties a clean page of an inode. For the tree, the inode is the
+/// one the kernel writes, whatever an fd names by the syscall's exit; for a user process
+/// outside the tree, it is a write by someone else to a file the tree wrote. Kernel threads
+/// (writeback redirtying pages, the loop driver) are left out: loop devices are caught where
+/// the tree attaches them.
+#[raw_tracepoint(tracepoint = "writeback_mark_inode_dirty")]
+pub fn writeback_mark_inode_dirty(ctx: RawTracePointContext) -> u32 {
+    let flags: u64 = ctx.arg(1);
+    if flags & layout!(dirty_pages_flag) == 0 {
+        return 0;
+    }
+    let inode: u64 = ctx.arg(0);
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if is_tracked(tgid) {
+        dirtied_by_tree(inode);
+    } else {
+        dirtied_outside(inode, tgid);
+    }
+    0
+}
+
+fn dirtied_by_tree(inode: u64) {
+    let Some(id) = regular_inode_id(inode) else {
+        return;
+    };
+    if !first_write(&id) {
+        return;
+    }
+    // No file here, only the inode: its first dentry, seen from the process's root mount
+    // (settling checks every candidate path by inode and generation).
+    let first = read::<u64>(inode, layout!(inode_dentries)).unwrap_or(0);
+    let dentry = if first == 0 {
+        0
+    } else {
+        first - layout!(dentry_alias)
+    };
+    let fs = read::<u64>(current_task(), layout!(task_fs)).unwrap_or(0);
+    let vfsmount = read::<u64>(fs, layout!(fs_root) + layout!(path_mnt)).unwrap_or(0);
+    submit_written(inode, &id, WRITTEN_DIRTIED, vfsmount, dentry);
+}
+
+fn dirtied_outside(inode: u64, tgid: u32) {
+    let task_flags = read::<u32>(current_task(), layout!(task_flags)).unwrap_or(PF_KTHREAD);
+    if task_flags & PF_KTHREAD != 0 {
+        return;
+    }
+    let Some(id) = inode_id(inode) else {
+        return;
+    };
+    // SAFETY: only tested for presence.
+    let ours = unsafe { WRITTEN.get(&id).is_some() };
+    // SAFETY: only tested for presence.
+    if !ours || unsafe { OUTSIDE_WRITERS.get(&id).is_some() } {
+        return;
+    }
+    let writer = OutsideWriter {
+        pid: tgid,
+        _reserved: 0,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    // A full map still holds earlier writers: the run is incomplete anyway.
+    let _ = OUTSIDE_WRITERS.insert(&id, &writer, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -836,16 +998,23 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
     };
     let file = read::<u64>(binprm, layout!(binprm_file)).unwrap_or(0);
     let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
+    let program = inode_id(inode).unwrap_or(InodeId {
+        dev: 0,
+        ino: 0,
+        generation: 0,
+        _reserved: 0,
+    });
+    // A change of the program after this exec must be reported even if the tree changed it
+    // before: forget that it was written.
+    let _ = WRITTEN.remove(&program);
     // SAFETY: the scratch slot is this CPU's.
     unsafe {
         (*event).header = head;
         (*event).old_tid = old_tid;
-        (*event).program = inode_id(inode).unwrap_or(InodeId {
-            dev: 0,
-            ino: 0,
-            generation: 0,
-            _reserved: 0,
-        });
+        (*event).program = program;
+        (*event).ctime = inode_ctime(inode);
+        (*event).nlink = read::<u32>(inode, layout!(inode_nlink)).unwrap_or(0);
+        (*event)._reserved2 = 0;
         let (len, flags) = if file == 0 {
             (0, PATH_UNRESOLVED)
         } else {

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
+use oci_attest::identity::CommandIdentity;
 use oci_attest::launch::spawn_stopped;
 use oci_attest::trace::{TraceConfig, Tracer};
 
@@ -43,11 +44,12 @@ fn run() -> anyhow::Result<ExitCode> {
     let mut tracer = Tracer::load(&config)?;
     let started = Instant::now();
     let working_dir = std::env::current_dir()?;
-    let child = spawn_stopped(&command, &working_dir)?;
+    let child = spawn_stopped(&command, &working_dir, &CommandIdentity::current())?;
     tracer.track(child.pid())?;
     let termination = child.release()?.wait()?;
     let command_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let outcome = tracer.finish(&working_dir)?;
+    // The tracer alone: the working-directory walk is measured by `run` (`-v` logs it).
+    let outcome = tracer.finish(&working_dir, &oci_attest::snapshot::Snapshot::default())?;
     let counts = &outcome.counts;
     let ms = |duration: std::time::Duration| duration.as_secs_f64() * 1000.0;
     eprintln!(

@@ -10,7 +10,6 @@ const UNSUPPORTED_FLAGS: &[&str] = &[
     "--enable-archivista",
     "--archivista-server",
     "--archivista-",
-    "--timestamp-servers",
     "--signer-fulcio-",
     "--signer-kms-",
     "--signer-spiffe-",
@@ -48,7 +47,6 @@ mod tests {
         for flag in [
             "--enable-archivista",
             "--archivista-server=https://x",
-            "--timestamp-servers",
             "--signer-fulcio-url",
             "--signer-kms-ref",
         ] {

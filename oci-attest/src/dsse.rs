@@ -54,6 +54,43 @@ pub struct Signature {
     /// Standard base64 of each intermediate certificate's PEM (witness's `intermediates`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub intermediates: Vec<String>,
+    /// RFC 3161 timestamps over the signature bytes, as witness stores them
+    /// (`crate::timestamp`); left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timestamps: Vec<SignatureTimestamp>,
+}
+
+/// One trusted timestamp of a signature: `type` `tsp`, `data` the base64 of the DER
+/// TimeStampToken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureTimestamp {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: String,
+}
+
+impl Signature {
+    /// The raw signature bytes (what its timestamps are over), if `sig` is base64.
+    pub fn bytes(&self) -> Option<Vec<u8>> {
+        BASE64.decode(&self.sig).ok()
+    }
+
+    /// The DER tokens of its `tsp` timestamps (undecodable ones left out).
+    pub fn timestamp_tokens(&self) -> Vec<Vec<u8>> {
+        self.timestamps
+            .iter()
+            .filter(|timestamp| timestamp.kind == crate::timestamp::TIMESTAMP_TYPE)
+            .filter_map(|timestamp| BASE64.decode(&timestamp.data).ok())
+            .collect()
+    }
+}
+
+/// Gets the timestamp tokens for a signature's bytes (one per timestamp server).
+pub type Stamper<'a> = &'a dyn Fn(&[u8]) -> anyhow::Result<Vec<Vec<u8>>>;
+
+/// A [`Stamper`] that adds no timestamp.
+pub fn no_timestamps(_: &[u8]) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(Vec::new())
 }
 
 /// Signs `payload` as an in-toto statement; returns the envelope's JSON bytes.
@@ -63,18 +100,26 @@ pub fn sign(payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
 
 /// Signs `payload` under `payload_type`; returns the envelope's JSON bytes.
 pub fn sign_as(payload_type: &str, payload: &[u8], key: &PrivateKey) -> anyhow::Result<Vec<u8>> {
-    sign_with_chain(payload_type, payload, key, None)
+    sign_with_chain(payload_type, payload, key, None, &no_timestamps)
 }
 
 /// Signs `payload` under `payload_type`, recording the key's certificate chain (if any) in the
-/// signature; returns the envelope's JSON bytes.
+/// signature and the timestamps `stamp` gets for it; returns the envelope's JSON bytes.
 pub fn sign_with_chain(
     payload_type: &str,
     payload: &[u8],
     key: &PrivateKey,
     chain: Option<&CertChain>,
+    stamp: Stamper<'_>,
 ) -> anyhow::Result<Vec<u8>> {
     let signature = key.sign(&pae(payload_type, payload))?;
+    let timestamps = stamp(&signature)?
+        .into_iter()
+        .map(|token| SignatureTimestamp {
+            kind: crate::timestamp::TIMESTAMP_TYPE.to_owned(),
+            data: BASE64.encode(token),
+        })
+        .collect();
     let envelope = Envelope {
         payload: BASE64.encode(payload),
         payload_type: payload_type.to_owned(),
@@ -91,6 +136,7 @@ pub fn sign_with_chain(
                         .collect()
                 })
                 .unwrap_or_default(),
+            timestamps,
         }],
     };
     Ok(crate::gojson::to_vec(&envelope)?)

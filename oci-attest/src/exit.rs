@@ -19,8 +19,9 @@ Exit codes of `run`:
       the attestation recording it is still written
   2   command-line usage error
   3   trace incomplete: reasons in summary.incomplete (see --allow-incomplete-trace)
-  125 oci-attest itself failed; the reason (key, analysis, trace-unavailable, output, ...)
-      is on stderr and in the --json summary
+  125 oci-attest itself failed; the reason (key, analysis, trace-unavailable, output,
+      command-would-run-as-root, key-readable-by-command, ...) is on stderr and in the
+      --json summary
   126 the command was found but cannot be executed
   127 the command was not found
   9   --attach: the attestation was signed and written, but attaching it to the image failed
@@ -63,19 +64,28 @@ pub enum FailureKind {
     CommandNotExecutable,
     /// A registry could not be reached or refused an operation (attach, discover, fetch).
     Registry,
+    /// `run`: oci-attest is root and neither sudo nor `--run-as` says whom to run the command
+    /// as.
+    CommandWouldRunAsRoot,
+    /// `run`: the command's identity can open the signing key or its passphrase file.
+    KeyReadableByCommand,
+    /// `run`: the digest the push tool reported is not what the registry holds for the
+    /// reference.
+    PushedDigestMismatch,
 }
 
 impl FailureKind {
     pub const fn code(self) -> u8 {
         match self {
             FailureKind::General => 1,
-            FailureKind::TraceIncomplete => 3,
+            FailureKind::TraceIncomplete | FailureKind::PushedDigestMismatch => 3,
             FailureKind::Key => 4,
             FailureKind::Analysis => 5,
             FailureKind::TraceUnavailable => 6,
             FailureKind::VerificationFailed => 7,
             FailureKind::PolicyUnusable => 8,
             FailureKind::Registry => 9,
+            FailureKind::CommandWouldRunAsRoot | FailureKind::KeyReadableByCommand => RUN_FAILED,
             FailureKind::CommandNotFound => 127,
             FailureKind::CommandNotExecutable => 126,
         }
@@ -86,6 +96,7 @@ impl FailureKind {
     pub const fn run_code(self) -> u8 {
         match self {
             FailureKind::TraceIncomplete
+            | FailureKind::PushedDigestMismatch
             | FailureKind::Registry
             | FailureKind::CommandNotFound
             | FailureKind::CommandNotExecutable => self.code(),
@@ -106,6 +117,9 @@ impl FailureKind {
             FailureKind::CommandNotExecutable => "command-not-executable",
             FailureKind::PolicyUnusable => "policy-unusable",
             FailureKind::Registry => "registry-error",
+            FailureKind::CommandWouldRunAsRoot => "command-would-run-as-root",
+            FailureKind::KeyReadableByCommand => "key-readable-by-command",
+            FailureKind::PushedDigestMismatch => "pushed-digest-mismatch",
         }
     }
 }

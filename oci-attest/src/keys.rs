@@ -26,6 +26,9 @@ use spki::{DecodePublicKey, EncodePublicKey};
 use crate::digest::sha256_hex;
 use crate::exit::{failure, FailureKind};
 
+/// PBKDF2 rounds of keys `keygen --passphrase-file` encrypts (OWASP's figure for SHA-256).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+
 /// Environment variable holding the passphrase of an encrypted key (the passphrase file wins).
 pub const PASSPHRASE_ENV: &str = "OCI_ATTEST_KEY_PASSPHRASE";
 
@@ -445,6 +448,33 @@ impl PrivateKey {
             SecretKey::Rsa(rsa) => rsa.key.to_pkcs8_pem(LineEnding::LF),
         };
         pem.context("encoding the private key as PKCS#8")
+    }
+
+    /// The PKCS#8 PEM of the private key encrypted under `passphrase` (PBES2: PBKDF2-SHA256,
+    /// [`PBKDF2_ITERATIONS`] rounds, AES-256-CBC), as `openssl pkey -aes256` writes it.
+    pub fn to_encrypted_pkcs8_pem(
+        &self,
+        passphrase: &[u8],
+    ) -> anyhow::Result<pkcs8::der::zeroize::Zeroizing<String>> {
+        anyhow::ensure!(!passphrase.is_empty(), "the passphrase is empty");
+        let plain = self.to_pkcs8_pem()?;
+        let (_, document) = pkcs8::SecretDocument::from_pem(&plain)
+            .map_err(|error| anyhow::anyhow!("re-reading the PKCS#8 key: {error}"))?;
+        let info = pkcs8::PrivateKeyInfo::try_from(document.as_bytes())
+            .map_err(|error| anyhow::anyhow!("re-reading the PKCS#8 key: {error}"))?;
+        let mut salt = [0u8; 16];
+        let mut iv = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut iv);
+        let parameters =
+            pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, &iv)
+                .map_err(|error| anyhow::anyhow!("encryption parameters: {error}"))?;
+        let encrypted = info
+            .encrypt_with_params(parameters, passphrase)
+            .map_err(|error| anyhow::anyhow!("encrypting the key: {error}"))?;
+        encrypted
+            .to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+            .map_err(|error| anyhow::anyhow!("encoding the encrypted key: {error}"))
     }
 
     /// Parses the first private-key PEM block of `text`.
@@ -896,6 +926,39 @@ mod tests {
             format!("{error}").contains("passphrase file not found"),
             "{error}"
         );
+    }
+
+    /// `keygen --passphrase-file`: OpenSSL opens the key with the passphrase (and derives the
+    /// same public key), we open it with the passphrase only.
+    #[test]
+    fn encrypted_keys_open_with_their_passphrase_here_and_in_openssl() {
+        let dir = tempfile::tempdir().unwrap();
+        for algorithm in [Algorithm::Ed25519, Algorithm::EcdsaP256] {
+            let key = PrivateKey::generate(algorithm).unwrap();
+            let pem = key.to_encrypted_pkcs8_pem(b"correct horse").unwrap();
+            assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+            let loaded = PrivateKey::from_pem(pem.as_bytes(), Some(b"correct horse")).unwrap();
+            assert_eq!(loaded.keyid(), key.keyid());
+            assert_eq!(
+                PrivateKey::from_pem(pem.as_bytes(), Some(b"battery")).unwrap_err(),
+                KeyProblem::WrongPassphrase
+            );
+            let path = dir.path().join(format!("{algorithm:?}.pem"));
+            std::fs::write(&path, pem.as_bytes()).unwrap();
+            let pass = dir.path().join("pass");
+            std::fs::write(&pass, "correct horse").unwrap();
+            let openssl_public = openssl(&[
+                "pkey",
+                "-in",
+                path.to_str().unwrap(),
+                "-passin",
+                &format!("file:{}", pass.display()),
+                "-pubout",
+            ]);
+            assert_eq!(key.public().to_pem().as_bytes(), openssl_public);
+        }
+        let key = PrivateKey::generate(Algorithm::Ed25519).unwrap();
+        assert!(key.to_encrypted_pkcs8_pem(b"").is_err());
     }
 
     #[test]

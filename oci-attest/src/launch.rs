@@ -28,6 +28,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, pipe2, ForkResult, Pid};
 
 use crate::exit::{failure, FailureKind};
+use crate::identity::{CommandIdentity, PreparedSwitch, Switch};
 use crate::observed::Termination;
 use crate::program_path::resolve_program;
 
@@ -43,6 +44,9 @@ const FORWARDED: [Signal; 2] = [Signal::SIGINT, Signal::SIGTERM];
 pub struct StoppedChild {
     pid: Pid,
     program: PathBuf,
+    /// For messages: who the command runs as, and where.
+    identity: String,
+    working_dir: PathBuf,
     release: Option<File>,
     exec_error: File,
 }
@@ -52,11 +56,17 @@ pub struct RunningChild {
     pid: Pid,
 }
 
-/// Forks a child that will exec `argv` in `working_dir`, but only once released.
+/// Forks a child that will exec `argv` in `working_dir` as `identity`, but only once released.
 ///
 /// The program is resolved on PATH here, before forking, so "command not found" is an error
-/// of this call rather than a child that exits 127.
-pub fn spawn_stopped(argv: &[OsString], working_dir: &Path) -> anyhow::Result<StoppedChild> {
+/// of this call rather than a child that exits 127. Everything the child needs (the switch to
+/// `identity`, argv, the environment) is prepared here too: between fork and exec the child
+/// only makes async-signal-safe system calls.
+pub fn spawn_stopped(
+    argv: &[OsString],
+    working_dir: &Path,
+    identity: &CommandIdentity,
+) -> anyhow::Result<StoppedChild> {
     let Some(name) = argv.first() else {
         bail!("no command given: put the save command after `--`");
     };
@@ -66,43 +76,96 @@ pub fn spawn_stopped(argv: &[OsString], working_dir: &Path) -> anyhow::Result<St
         .iter()
         .map(|arg| c_string(arg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut c_argv_ptrs: Vec<*const libc::c_char> = c_argv.iter().map(|arg| arg.as_ptr()).collect();
-    c_argv_ptrs.push(std::ptr::null());
+    let c_env = identity
+        .environment()
+        .into_iter()
+        .map(|(name, value)| {
+            let mut entry = name;
+            entry.push("=");
+            entry.push(value);
+            c_string(&entry)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let c_working_dir = c_string(working_dir.as_os_str())?;
+    let switch = identity.switch();
+    let prepared = Prepared {
+        working_dir: c_working_dir,
+        program: c_program,
+        argv: null_terminated(&c_argv),
+        env: null_terminated(&c_env),
+        switch: switch.prepare(),
+    };
 
     let (release_read, release_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let (error_read, error_write) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
 
-    // SAFETY: between fork and exec the child only makes async-signal-safe calls (close, read,
-    // chdir, sigprocmask, execv, write, _exit) on memory prepared before the fork.
+    // SAFETY: between fork and exec the child only makes async-signal-safe calls (read, the
+    // credential switch, close_range, chdir, sigprocmask, execve, write, _exit) on memory
+    // prepared before the fork.
     match unsafe { fork() }.context("fork failed")? {
         ForkResult::Child => {
             drop(release_write);
             drop(error_read);
-            child_wait_and_exec(
-                &release_read,
-                &error_write,
-                &c_working_dir,
-                &c_program,
-                &c_argv_ptrs,
-            )
+            child_wait_and_exec(&release_read, &error_write, &switch, &prepared)
         }
         ForkResult::Parent { child } => Ok(StoppedChild {
             pid: child,
             program,
+            identity: identity.describe(),
+            working_dir: working_dir.to_path_buf(),
             release: Some(File::from(release_write)),
             exec_error: File::from(error_read),
         }),
     }
 }
 
-/// The child side: wait for the parent's go, then exec. Never returns.
+/// What the child reads between fork and exec.
+struct Prepared {
+    working_dir: CString,
+    program: CString,
+    argv: Vec<*const libc::c_char>,
+    env: Vec<*const libc::c_char>,
+    switch: PreparedSwitch,
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|string| string.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// The step of the child that failed, sent to the parent with its errno.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum ChildStep {
+    Switch = 1,
+    CloseFds = 2,
+    Chdir = 3,
+    Exec = 4,
+}
+
+impl ChildStep {
+    fn from_byte(byte: u8) -> Option<ChildStep> {
+        [
+            ChildStep::Switch,
+            ChildStep::CloseFds,
+            ChildStep::Chdir,
+            ChildStep::Exec,
+        ]
+        .into_iter()
+        .find(|step| *step as u8 == byte)
+    }
+}
+
+/// The child side: wait for the parent's go, take on the command's identity, then exec. Never
+/// returns.
 fn child_wait_and_exec(
     release: &OwnedFd,
     exec_error: &OwnedFd,
-    working_dir: &CString,
-    program: &CString,
-    argv: &[*const libc::c_char],
+    switch: &Switch,
+    prepared: &Prepared,
 ) -> ! {
     // SAFETY: plain syscalls on valid fds and NUL-terminated strings prepared before fork.
     unsafe {
@@ -118,19 +181,47 @@ fn child_wait_and_exec(
         if !released {
             libc::_exit(127);
         }
-        if libc::chdir(working_dir.as_ptr()) == 0 {
-            // The Rust runtime ignores SIGPIPE, and an ignored signal stays ignored across
-            // exec: without this, `yes | head -1` in the command never ends by SIGPIPE.
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            libc::execv(program.as_ptr(), argv.as_ptr());
+        let failed = |step: ChildStep, errno: i32| -> ! {
+            let mut message = [0u8; 5];
+            message[0] = step as u8;
+            message[1..].copy_from_slice(&errno.to_ne_bytes());
+            libc::write(
+                exec_error.as_raw_fd(),
+                message.as_ptr().cast(),
+                message.len(),
+            );
+            libc::_exit(127)
+        };
+        if let Err(error) = switch.apply(&prepared.switch) {
+            failed(ChildStep::Switch, error.errno);
         }
-        let errno = *libc::__errno_location();
-        let bytes = errno.to_ne_bytes();
-        libc::write(exec_error.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-        libc::_exit(127)
+        // No descriptor of oci-attest (the key's were closed long ago; the BPF maps, the ring
+        // buffer, the pidfd, the output) survives the exec: close-on-exec for all but 0, 1, 2.
+        // The error pipe stays open until the exec succeeds.
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) != 0
+        {
+            failed(ChildStep::CloseFds, *libc::__errno_location());
+        }
+        if libc::chdir(prepared.working_dir.as_ptr()) != 0 {
+            failed(ChildStep::Chdir, *libc::__errno_location());
+        }
+        // The Rust runtime ignores SIGPIPE, and an ignored signal stays ignored across
+        // exec: without this, `yes | head -1` in the command never ends by SIGPIPE.
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(
+            prepared.program.as_ptr(),
+            prepared.argv.as_ptr(),
+            prepared.env.as_ptr(),
+        );
+        failed(ChildStep::Exec, *libc::__errno_location())
     }
 }
 
@@ -148,25 +239,44 @@ impl StoppedChild {
             .write_all(&[1])
             .context("could not release the child process")?;
         drop(release);
-        let mut errno = [0u8; 4];
-        let failed = read_exact_or_eof(&mut self.exec_error, &mut errno)
+        let mut message = [0u8; 5];
+        let failed = read_exact_or_eof(&mut self.exec_error, &mut message)
             .context("could not learn whether the command started")?;
         let pid = self.pid;
         let program = std::mem::take(&mut self.program);
+        let identity = std::mem::take(&mut self.identity);
+        let working_dir = std::mem::take(&mut self.working_dir);
         std::mem::forget(self);
         if failed {
             let _ = waitpid(pid, None);
             remove_forwarding();
+            let mut errno = [0u8; 4];
+            errno.copy_from_slice(&message[1..]);
             let error = io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            let kind = if error.kind() == io::ErrorKind::NotFound {
-                FailureKind::CommandNotFound
-            } else {
-                FailureKind::CommandNotExecutable
-            };
-            return Err(failure(
-                kind,
-                format!("cannot execute {}: {error}", program.display()),
-            ));
+            return Err(match ChildStep::from_byte(message[0]) {
+                Some(ChildStep::Exec) if error.kind() == io::ErrorKind::NotFound => failure(
+                    FailureKind::CommandNotFound,
+                    format!("cannot execute {}: {error}", program.display()),
+                ),
+                Some(ChildStep::Exec) => failure(
+                    FailureKind::CommandNotExecutable,
+                    format!(
+                        "cannot execute {} as {identity}: {error}",
+                        program.display()
+                    ),
+                ),
+                Some(ChildStep::Chdir) => anyhow::anyhow!(
+                    "the command cannot enter its working directory {} as {identity}: {error} \
+                     (give that user access to it, or pass -d DIR)",
+                    working_dir.display()
+                ),
+                Some(ChildStep::Switch) => {
+                    anyhow::anyhow!("cannot switch the command to {identity}: {error}")
+                }
+                Some(ChildStep::CloseFds) | None => anyhow::anyhow!(
+                    "cannot close oci-attest's file descriptors before the command: {error}"
+                ),
+            });
         }
         Ok(RunningChild { pid })
     }
@@ -378,6 +488,10 @@ mod tests {
 
     use super::*;
 
+    fn me() -> CommandIdentity {
+        CommandIdentity::current()
+    }
+
     fn args(list: &[&str]) -> Vec<OsString> {
         list.iter().map(OsString::from).collect()
     }
@@ -385,7 +499,12 @@ mod tests {
     #[test]
     fn runs_after_release_and_reports_exit_code() {
         let dir = tempfile::tempdir().unwrap();
-        let child = spawn_stopped(&args(&["sh", "-c", "pwd > where; exit 7"]), dir.path()).unwrap();
+        let child = spawn_stopped(
+            &args(&["sh", "-c", "pwd > where; exit 7"]),
+            dir.path(),
+            &me(),
+        )
+        .unwrap();
         assert!(child.pid() > 0);
         assert!(
             !dir.path().join("where").exists(),
@@ -399,7 +518,8 @@ mod tests {
 
     #[test]
     fn signalled_child_reports_128_plus_signal() {
-        let child = spawn_stopped(&args(&["sh", "-c", "kill -KILL $$"]), Path::new("/")).unwrap();
+        let child =
+            spawn_stopped(&args(&["sh", "-c", "kill -KILL $$"]), Path::new("/"), &me()).unwrap();
         let termination = child.release().unwrap().wait().unwrap();
         assert_eq!(termination, Termination::Signalled(9));
         assert_eq!(termination.exit_code(), 137);
@@ -407,7 +527,7 @@ mod tests {
 
     #[test]
     fn unknown_command_fails_before_fork() {
-        let error = spawn_stopped(&args(&["no-such-program-xyz"]), Path::new("/"))
+        let error = spawn_stopped(&args(&["no-such-program-xyz"]), Path::new("/"), &me())
             .err()
             .unwrap();
         assert!(error
@@ -421,7 +541,7 @@ mod tests {
         let script = dir.path().join("not-executable-format");
         std::fs::write(&script, [0u8, 1, 2, 3]).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let child = spawn_stopped(&[script.clone().into_os_string()], dir.path()).unwrap();
+        let child = spawn_stopped(&[script.clone().into_os_string()], dir.path(), &me()).unwrap();
         let error = child.release().err().unwrap();
         assert!(error.to_string().starts_with("cannot execute"), "{error}");
     }
@@ -448,7 +568,7 @@ mod tests {
     #[test]
     fn dropped_child_never_runs() {
         let dir = tempfile::tempdir().unwrap();
-        let child = spawn_stopped(&args(&["touch", "ran"]), dir.path()).unwrap();
+        let child = spawn_stopped(&args(&["touch", "ran"]), dir.path(), &me()).unwrap();
         drop(child);
         assert!(!dir.path().join("ran").exists());
     }

@@ -8,6 +8,7 @@ use oci_attest::{cli_compat, commands, config, exit, logging::LogArgs};
 #[command(
     name = "oci-attest",
     version,
+    long_version = oci_attest::version::long(),
     about = "Attest the container images a save command produced: trace it with eBPF, \
              verify the archives, sign an in-toto attestation",
     after_help = oci_attest::exit_codes_help!()
@@ -28,15 +29,20 @@ enum Command {
     /// Analyse an image archive (tar, gzip tar, OCI layout dir) and print what it holds.
     Inspect(commands::inspect::Args),
     /// Check an envelope's signature, optionally against an image archive.
-    Verify(commands::verify::Args),
+    Verify(Box<commands::verify::Args>),
     /// The attestor catalogue: which attestors exist and when they attach (`attestors list`
     /// as in witness).
     #[command(visible_alias = "attestors")]
     Tools(commands::tools::Args),
     /// What this host supports: eBPF programs, BTF, tracefs, privileges, save tools.
     Doctor(commands::doctor::Args),
+    /// Print the version, the commit, the target, whether the tracer is built in and what the
+    /// kernel must offer (the same as `--version`; witness's spelling).
+    Version,
     /// Generate a signing key pair (private PEM + `.pub`).
     Keygen(commands::keygen::Args),
+    /// Write and check policies: `policy new`, `policy from-attestations`, `policy check`.
+    Policy(commands::policy::Args),
     /// Sign a policy (DSSE) for `verify -p`.
     Sign(commands::sign::Args),
     /// Internal: evaluates Rego for `verify -p` inside resource limits.
@@ -46,8 +52,6 @@ enum Command {
     Attach(commands::attach::Args),
     /// List the attestations attached to an image in its OCI registry.
     Discover(commands::discover::Args),
-    /// Print the version (as `--version` does; witness's spelling).
-    Version,
 }
 
 fn main() -> ExitCode {
@@ -82,20 +86,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(*args),
         Command::Inspect(args) => commands::inspect::execute(args),
-        Command::Verify(args) => commands::verify::execute(args),
+        Command::Verify(args) => commands::verify::execute(*args),
         Command::Tools(args) => commands::tools::execute(args),
         Command::Doctor(args) => commands::doctor::execute(args),
+        Command::Version => {
+            println!("oci-attest {}", oci_attest::version::long());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen(args) => commands::keygen::execute(args),
+        Command::Policy(args) => commands::policy::execute(args),
         Command::Sign(args) => commands::sign::execute(args),
         Command::RegoSandbox => {
             oci_attest::policy::rego::serve_sandbox().map(|()| ExitCode::SUCCESS)
         }
         Command::Attach(args) => commands::attach::execute(args),
         Command::Discover(args) => commands::discover::execute(args),
-        Command::Version => {
-            println!("oci-attest {}", env!("CARGO_PKG_VERSION"));
-            Ok(ExitCode::SUCCESS)
-        }
     };
     match result {
         Ok(code) => code,

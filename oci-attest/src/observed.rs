@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use crate::identity::CommandIdentity;
+
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Termination {
@@ -49,6 +51,9 @@ pub struct TraceCounts {
     pub unresolved_paths: u64,
     /// Paths longer than the kernel-side buffer.
     pub truncated_paths: u64,
+    /// Execs whose argv was not kept: the run's argv budget
+    /// ([`crate::trace::model::MAX_RECORDED_ARGV_BYTES`]) was spent.
+    pub argv_over_limit: u64,
 }
 
 /// Why a trace is incomplete: the codes of `summary.incomplete` (documented in
@@ -67,8 +72,19 @@ pub enum IncompleteReason {
     PathTruncated,
     UnverifiedProduct,
     ProgramReplaced,
+    /// A program executed from a file without a name (memfd, O_TMPFILE, a deleted file).
+    FilelessExec,
     /// A process of the tree was still alive when `--wait-for-tree` ran out.
     TreeStillRunning,
+    /// A file in the working directory (or a product) changed in a way the trace does not
+    /// explain: written, created or removed by something outside the traced tree.
+    UntracedChange,
+    /// The tree handed a file open for writing to a kernel service that writes it on its own.
+    HandedOut,
+    /// A product kept changing while it was hashed, or changed after the tree ended.
+    ProductUnstable,
+    /// More argv than the run records in total: later execs are listed without their argv.
+    ArgvLimit,
 }
 
 impl IncompleteReason {
@@ -85,7 +101,12 @@ impl IncompleteReason {
             IncompleteReason::PathTruncated => "path-truncated",
             IncompleteReason::UnverifiedProduct => "unverified-product",
             IncompleteReason::ProgramReplaced => "program-replaced",
+            IncompleteReason::FilelessExec => "fileless-exec",
             IncompleteReason::TreeStillRunning => "tree-still-running",
+            IncompleteReason::UntracedChange => "untraced-change",
+            IncompleteReason::HandedOut => "handed-out",
+            IncompleteReason::ProductUnstable => "product-unstable",
+            IncompleteReason::ArgvLimit => "argv-limit",
         }
     }
 }
@@ -126,6 +147,19 @@ pub enum Fate {
     Unverified,
 }
 
+/// A process outside the traced tree that dirtied the pages of a file the tree wrote, while
+/// the run was traced (it received the file's fd, reopened it through `/proc`, or opened its
+/// path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutsideWrite {
+    pub dev: u64,
+    pub ino: u64,
+    pub generation: u32,
+    pub pid: u32,
+    /// Its `comm`.
+    pub program: String,
+}
+
 /// A written inode and where it ended up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettledFile {
@@ -157,13 +191,27 @@ pub struct ObservedProcess {
     pub truncates: Vec<PathBuf>,
 }
 
+/// The executed file as the kernel identified it at the exec.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProgramId {
+    /// `st_dev` encoding.
+    pub dev: u64,
+    pub ino: u64,
+    /// `inode.i_generation`.
+    pub generation: u32,
+    /// Its ctime at the exec (seconds, nanoseconds): a later change of content moves it.
+    pub ctime: (i64, u32),
+    /// Its link count at the exec: 0 for a file without a name (memfd, O_TMPFILE, deleted).
+    pub nlink: u32,
+}
+
 /// One successful exec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecRecord {
     /// Path of the file the kernel executed, built in the kernel.
     pub program: String,
-    /// Its inode (dev, ino) when executed.
-    pub program_id: (u64, u64),
+    /// The file the kernel executed, as it identified it then.
+    pub program_id: ProgramId,
     /// SHA-256 of the program, only when the file at `program` is still that inode.
     pub program_digest: Option<String>,
     /// argv as the new image received it.
@@ -204,6 +252,8 @@ impl ObservedProcess {
 #[derive(Clone, Debug)]
 pub struct Observation {
     pub argv: Vec<String>,
+    /// Who the command ran as.
+    pub identity: CommandIdentity,
     pub working_dir: PathBuf,
     pub started: SystemTime,
     pub ended: SystemTime,
@@ -214,6 +264,8 @@ pub struct Observation {
     pub processes: Vec<ObservedProcess>,
     /// Every written inode and where it is now. Empty when the trace was off.
     pub written: Vec<SettledFile>,
+    /// Writes by processes outside the tree to files the tree wrote. Empty when untraced.
+    pub outside_writes: Vec<OutsideWrite>,
     /// Everything the observation could not account for; non-empty means exit 3 unless
     /// `--allow-incomplete-trace`.
     pub incomplete: Vec<Incomplete>,

@@ -131,7 +131,8 @@ impl Destination {
                     return Ok(Written::Path(requested.clone()));
                 }
                 let fallback = write_fallback(path, bytes, fallback_dir)?;
-                tracing::warn!(
+                // At error level: `--quiet` must still say where the attestation is.
+                tracing::error!(
                     "the directory of {} disappeared during the run; the attestation was written \
                      to {} instead",
                     requested.display(),

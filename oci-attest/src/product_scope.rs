@@ -87,6 +87,14 @@ impl ProductScope {
         self.private_files.contains(&canonical(path))
     }
 
+    /// Excluded by a glob (built-in or `--attestor-product-exclude-glob`) and not included
+    /// again by `--attestor-product-include-glob`: neither a product nor a change the
+    /// working-directory comparison looks at.
+    pub fn is_excluded(&self, path: &Path) -> bool {
+        let recorded = products::recorded_path(path, &self.working_dir);
+        self.exclude.is_match(&recorded) && !self.include.is_match(&recorded)
+    }
+
     /// The products among the files the run `written`, sorted by the path recorded for them
     /// (relative inside the working directory, absolute outside). Image archives are recognised
     /// by their content (the files are read only as far as their first bytes).

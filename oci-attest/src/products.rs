@@ -1,12 +1,12 @@
 //! Which files a run consumed and produced.
 //!
-//! Untraced: a snapshot of the working directory before and after; materials are the regular
-//! files present at the start, products the regular files that are new or changed at the end.
-//! Traced: [`traced_products`], the paths that name the inodes the tree wrote.
+//! Untraced: a snapshot of the working directory before and after (`crate::snapshot`);
+//! materials are the regular files present at the start, products the regular files that are
+//! new or changed at the end. Traced: [`traced_products`], the paths that name the inodes the
+//! tree wrote.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,97 +14,13 @@ use anyhow::Context;
 use crate::digest::sha256_reader;
 use crate::observed::{Fate, SettledFile};
 use crate::pathtext;
+use crate::snapshot::FileStamp;
 
 /// One file of the set: its recorded path and the lowercase hex SHA-256 of its content.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileDigest {
     pub path: String,
     pub sha256: String,
-}
-
-/// What changes when a file is written, truncated or replaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    inode: u64,
-    device: u64,
-}
-
-impl FileStamp {
-    fn of(metadata: &fs::Metadata) -> FileStamp {
-        let nanos =
-            |seconds: i64, nanos: i64| i128::from(seconds) * 1_000_000_000 + i128::from(nanos);
-        FileStamp {
-            size: metadata.len(),
-            mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
-            ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
-            inode: metadata.ino(),
-            device: metadata.dev(),
-        }
-    }
-}
-
-/// The regular files under a directory (symlinks are not followed), by absolute path.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    files: BTreeMap<PathBuf, FileStamp>,
-}
-
-impl Snapshot {
-    /// Walks `dir`. Subdirectories that cannot be read are skipped with a warning: they can
-    /// hold neither materials nor products we could hash.
-    pub fn take(dir: &Path) -> anyhow::Result<Snapshot> {
-        let mut snapshot = Snapshot::default();
-        let mut pending = vec![dir.to_path_buf()];
-        let mut first = true;
-        while let Some(current) = pending.pop() {
-            let entries = match fs::read_dir(&current) {
-                Ok(entries) => entries,
-                Err(error) if !first => {
-                    tracing::warn!("skipping {}: {error}", current.display());
-                    continue;
-                }
-                Err(error) => {
-                    return Err(error)
-                        .with_context(|| format!("{}: cannot read directory", dir.display()))
-                }
-            };
-            first = false;
-            for entry in entries {
-                let entry = entry.with_context(|| format!("{}: cannot list", current.display()))?;
-                let path = entry.path();
-                let Ok(metadata) = fs::symlink_metadata(&path) else {
-                    continue; // vanished while walking
-                };
-                if metadata.is_dir() {
-                    pending.push(path);
-                } else if metadata.is_file() {
-                    snapshot.files.insert(path, FileStamp::of(&metadata));
-                }
-            }
-        }
-        Ok(snapshot)
-    }
-
-    /// Keeps only the files for which `keep` is true.
-    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
-        self.files.retain(|path, _| keep(path));
-    }
-
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.files.keys().map(PathBuf::as_path)
-    }
-
-    /// Files that are new in `self` or whose stamp differs from `before`.
-    pub fn changed_since(&self, before: &Snapshot) -> Vec<PathBuf> {
-        self.files
-            .iter()
-            .filter(|(path, stamp)| before.files.get(*path) != Some(stamp))
-            .map(|(path, _)| path.clone())
-            .collect()
-    }
 }
 
 /// Products of a traced run: every path that names, now, an inode the tree wrote (the trace
@@ -146,6 +62,16 @@ pub fn recorded_path(path: &Path, working_dir: &Path) -> String {
 /// How many times a file that changes while it is read is read again before it is left out.
 const HASH_ATTEMPTS: usize = 3;
 
+/// What hashing one file gave.
+enum Hashed {
+    Digest(String),
+    /// Gone before it could be hashed: left out quietly (a busy working directory, or a file
+    /// its writer deleted).
+    Vanished,
+    /// Kept changing while it was read, or is not the file the command left: why.
+    Unstable(String),
+}
+
 /// Opens a file to hash it without following a symlink: none below the working directory,
 /// none anywhere for a path outside it (the tracer's paths are already resolved). A symlink
 /// put where a file was must not make oci-attest read, and sign the digest of, a file outside
@@ -167,66 +93,82 @@ fn open_without_symlinks(path: &Path, working_dir: &Path) -> std::io::Result<Fil
     opened.map(File::from).map_err(std::io::Error::from)
 }
 
-/// The SHA-256 of `path` as one consistent version of its content, or why there is none: a
-/// busy working directory (a parallel build, another tool's temp files) is normal, so a file
-/// that vanishes, keeps changing while it is read, or is no longer a regular file reached
-/// without symlinks, is left out with a notice instead of failing the run.
-fn hash_settled(path: &Path, working_dir: &Path) -> anyhow::Result<Option<String>> {
+/// The SHA-256 of `path` as one consistent version of its content. A file that vanished, or is
+/// no longer a regular file reached without symlinks, is left out with a notice (a busy working
+/// directory is normal); one that keeps changing while it is read, or whose stamp moved since
+/// `expected` (its stamp when the command ended), is unstable: someone changed it.
+fn hash_settled(
+    path: &Path,
+    working_dir: &Path,
+    expected: Option<&FileStamp>,
+) -> anyhow::Result<Hashed> {
     let shown = path.display();
     for _ in 0..HASH_ATTEMPTS {
         let file = match open_without_symlinks(path, working_dir) {
             Ok(file) => file,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(path = %shown, "{shown}: left out: it vanished before it could be hashed");
-                return Ok(None);
+                return Ok(Hashed::Vanished);
             }
             Err(error) if error.raw_os_error() == Some(libc::ELOOP) => {
                 tracing::warn!(path = %shown, "left out: it is reached through a symlink now, which is not followed");
-                return Ok(None);
+                return Ok(Hashed::Vanished);
             }
             Err(error) => return Err(error).with_context(|| format!("{shown}: cannot hash")),
         };
         if !file.metadata().is_ok_and(|metadata| metadata.is_file()) {
             tracing::warn!(path = %shown, "left out: it is no longer a regular file");
-            return Ok(None);
+            return Ok(Hashed::Vanished);
         }
         let stamp = |file: &File| file.metadata().map(|metadata| FileStamp::of(&metadata));
         let before = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
+        if expected.is_some_and(|expected| *expected != before) {
+            return Ok(Hashed::Unstable(
+                "changed after the command ended, before it was hashed".to_owned(),
+            ));
+        }
         let digest = sha256_reader(&file).with_context(|| format!("{shown}: cannot hash"))?;
         let after = stamp(&file).with_context(|| format!("{shown}: cannot hash"))?;
         if before == after {
-            return Ok(Some(digest));
+            return Ok(Hashed::Digest(digest));
         }
         tracing::info!(path = %shown, "{shown}: changed while it was hashed; reading it again");
     }
-    tracing::warn!(path = %shown, "{shown}: left out: it kept changing while it was hashed");
-    Ok(None)
+    Ok(Hashed::Unstable(format!(
+        "kept changing while it was hashed ({HASH_ATTEMPTS} attempts)"
+    )))
+}
+
+/// Digests of a set of files, and the files that could not be hashed as one stable version.
+#[derive(Debug, Default)]
+pub struct HashedFiles {
+    pub digests: Vec<FileDigest>,
+    /// (recorded path, why) of each file left out because it kept changing.
+    pub unstable: Vec<(String, String)>,
 }
 
 /// SHA-256 of each file, reusing `known` digests (an archive the oci analysis already read)
-/// instead of reading the file again. Files are hashed on all cores; files that vanish or keep
-/// changing meanwhile are left out (see [`hash_settled`]).
+/// instead of reading the file again. `expected` holds the stamps the files had when the
+/// command ended, where known. Files are hashed on all cores; files that vanish meanwhile are
+/// left out quietly, files that keep changing (or changed since `expected`) are listed as
+/// unstable.
 pub fn hash_files(
     paths: &[PathBuf],
     known: &HashMap<PathBuf, String>,
+    expected: &HashMap<PathBuf, FileStamp>,
     working_dir: &Path,
-) -> anyhow::Result<Vec<FileDigest>> {
-    let hash = |path: &PathBuf| -> anyhow::Result<Option<FileDigest>> {
-        let sha256 = match known.get(path) {
-            Some(digest) => digest.clone(),
-            None => match hash_settled(path, working_dir)? {
-                Some(digest) => digest,
-                None => return Ok(None),
-            },
+) -> anyhow::Result<HashedFiles> {
+    let hash = |path: &PathBuf| -> anyhow::Result<(String, Hashed)> {
+        let recorded = recorded_path(path, working_dir);
+        let hashed = match known.get(path) {
+            Some(digest) => Hashed::Digest(digest.clone()),
+            None => hash_settled(path, working_dir, expected.get(path))?,
         };
-        Ok(Some(FileDigest {
-            path: recorded_path(path, working_dir),
-            sha256,
-        }))
+        Ok((recorded, hashed))
     };
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = paths.len().div_ceil(threads).max(1);
-    let hashed: anyhow::Result<Vec<Option<FileDigest>>> = std::thread::scope(|scope| {
+    let hashed: anyhow::Result<Vec<(String, Hashed)>> = std::thread::scope(|scope| {
         let workers: Vec<_> = paths
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
@@ -239,11 +181,24 @@ pub fn hash_files(
             })
             .collect()
     });
-    Ok(hashed?.into_iter().flatten().collect())
+    let mut files = HashedFiles::default();
+    for (path, hashed) in hashed? {
+        match hashed {
+            Hashed::Digest(sha256) => files.digests.push(FileDigest { path, sha256 }),
+            Hashed::Vanished => {}
+            Hashed::Unstable(why) => {
+                tracing::warn!(path, "{path}: left out: {why}");
+                files.unstable.push((path, why));
+            }
+        }
+    }
+    Ok(files)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::digest::sha256_hex;
 
@@ -272,34 +227,20 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_sees_new_and_changed_files_only() {
+    fn changed_files_are_hashed_reusing_known_digests() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        fs::create_dir(d.join("sub")).unwrap();
-        fs::write(d.join("same"), "s").unwrap();
-        fs::write(d.join("sub/changed"), "1").unwrap();
-        fs::write(d.join("replaced"), "r").unwrap();
-        std::os::unix::fs::symlink("same", d.join("link")).unwrap();
-        let before = Snapshot::take(d).unwrap();
-        assert_eq!(before.paths().count(), 3);
-
-        fs::write(d.join("sub/changed"), "2").unwrap();
         fs::write(d.join("new"), "n").unwrap();
-        fs::write(d.join("replaced.tmp"), "r").unwrap();
-        fs::rename(d.join("replaced.tmp"), d.join("replaced")).unwrap();
-        let after = Snapshot::take(d).unwrap();
-        let changed = after.changed_since(&before);
-        assert_eq!(
-            changed,
-            [d.join("new"), d.join("replaced"), d.join("sub/changed")]
-        );
-
+        fs::write(d.join("changed"), "2").unwrap();
+        let paths = [d.join("changed"), d.join("new")];
         let known = HashMap::from([(d.join("new"), "00".repeat(32))]);
-        let digests = hash_files(&changed, &known, d).unwrap();
-        assert_eq!(digests[0].path, "new");
-        assert_eq!(digests[0].sha256, "00".repeat(32));
-        assert_eq!(digests[2].path, "sub/changed");
-        assert_eq!(digests[2].sha256, sha256_hex(b"2"));
+        let digests = hash_files(&paths, &known, &HashMap::new(), d)
+            .unwrap()
+            .digests;
+        assert_eq!(digests[0].path, "changed");
+        assert_eq!(digests[0].sha256, sha256_hex(b"2"));
+        assert_eq!(digests[1].path, "new");
+        assert_eq!(digests[1].sha256, "00".repeat(32));
     }
 
     #[test]
@@ -328,9 +269,25 @@ mod tests {
         let d = dir.path();
         fs::write(d.join("kept"), "k").unwrap();
         let paths = [d.join("kept"), d.join("vanished.tmp")];
-        let digests = hash_files(&paths, &HashMap::new(), d).unwrap();
-        assert_eq!(digests.len(), 1);
-        assert_eq!(digests[0].path, "kept");
+        let hashed = hash_files(&paths, &HashMap::new(), &HashMap::new(), d).unwrap();
+        assert_eq!(hashed.digests.len(), 1);
+        assert_eq!(hashed.digests[0].path, "kept");
+        assert!(hashed.unstable.is_empty());
+    }
+
+    /// A product whose stamp moved after the command ended is not hashed as the command's.
+    #[test]
+    fn a_file_changed_after_the_command_is_unstable() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("product"), "by the command").unwrap();
+        let stamp = FileStamp::of(&fs::metadata(d.join("product")).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(d.join("product"), "by someone else").unwrap();
+        let expected = HashMap::from([(d.join("product"), stamp)]);
+        let hashed = hash_files(&[d.join("product")], &HashMap::new(), &expected, d).unwrap();
+        assert!(hashed.digests.is_empty());
+        assert_eq!(hashed.unstable[0].0, "product");
     }
 
     /// A file listed as a regular file, then replaced by a symlink out of the tree (or put
@@ -351,7 +308,9 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret"), d.join("swapped")).unwrap();
         fs::remove_dir_all(d.join("sub")).unwrap();
         std::os::unix::fs::symlink(outside.path(), d.join("sub")).unwrap();
-        let digests = hash_files(&paths, &HashMap::new(), d).unwrap();
+        let digests = hash_files(&paths, &HashMap::new(), &HashMap::new(), d)
+            .unwrap()
+            .digests;
         assert_eq!(
             digests,
             [FileDigest {

@@ -30,9 +30,16 @@ fn oci_attest(dir: &Path, args: &[&str]) -> Output {
     command(dir, args).output().expect("run oci-attest")
 }
 
-/// `oci-attest run ARGS` in `dir`: the one place this file starts `run`.
+/// `oci-attest run ARGS` in `dir`: the one place this file starts `run`, as the tests start it
+/// (the command runs as the test user; `dir` comes from `user_dir`).
 fn run(dir: &Path, args: &[&str]) -> Command {
-    command(dir, &[&["run"], args].concat())
+    let mut command =
+        oci_attest_tests::oci_attest::run_command(Path::new(BIN)).expect("checked by user_dir");
+    command
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null());
+    command
 }
 
 fn stdout(output: &Output) -> String {
@@ -85,7 +92,7 @@ fn attestation<'a>(statement: &'a Value, type_uri: &str) -> Option<&'a Value> {
 /// `--json-out FILE` leaves the command's stdout alone; on failure the summary says why.
 #[test]
 fn run_json_summary_is_apart_from_the_commands_stdout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     keygen(d, "ed25519", "key.pem");
     let script = "echo 'Copying blob 1/1'; echo made > made.txt";
@@ -175,7 +182,7 @@ fn run_json_summary_is_apart_from_the_commands_stdout() {
 /// `-o -` writes the envelope to stdout even when stdout is not a terminal; `sign -o -` too.
 #[test]
 fn dash_outfile_is_stdout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     keygen(d, "ecdsa-p256", "key.pem");
     let output = run(
@@ -203,7 +210,7 @@ fn dash_outfile_is_stdout() {
 /// why on stderr and exits 7; `--json` output is still printed.
 #[test]
 fn quiet_silences_keygen_sign_and_verify() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     let output = oci_attest(d, &["-q", "keygen", "--out", "key.pem"]);
     assert!(output.status.success(), "{}", text(&output));
@@ -276,7 +283,7 @@ fn quiet_silences_keygen_sign_and_verify() {
 /// padded text; the image facts are checked in `run_cli.rs` beside the text report.
 #[test]
 fn verify_json_has_structured_fields() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     keygen(d, "ed25519", "key.pem");
     let output = run(
@@ -324,7 +331,7 @@ fn verify_json_has_structured_fields() {
 /// and `-r false` turn it off, `--trace off` still works.
 #[test]
 fn trace_is_also_a_boolean() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     let trace_of = |args: &[&str]| -> Value {
         let output = run(
@@ -360,7 +367,7 @@ fn trace_is_also_a_boolean() {
 /// tail repeating the message); `version`; `attestors list` is `tools list`.
 #[test]
 fn log_level_version_and_attestors_list() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     let base = ["--unsigned", "--trace", "off", "-o", "st.json", "--"];
     let warn = run(d, &[&["-l", "warn"][..], &base, &["true"]].concat())
@@ -368,9 +375,9 @@ fn log_level_version_and_attestors_list() {
         .unwrap();
     assert!(warn.status.success(), "{}", text(&warn));
     assert!(!stderr(&warn).contains("INFO"), "{}", text(&warn));
-    let info = command(
+    let info = run(
         d,
-        &[&["--log-level", "info", "run"][..], &base, &["true"]].concat(),
+        &[&["--log-level", "info"][..], &base, &["true"]].concat(),
     )
     .output()
     .unwrap();
@@ -392,12 +399,19 @@ fn log_level_version_and_attestors_list() {
     let bad = oci_attest(d, &["-l", "loud", "version"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
 
+    // `version` (witness's spelling) prints what `--version` prints: the version first, then
+    // the commit, target, tracer and kernel lines.
     let version = oci_attest(d, &["version"]);
     assert!(version.status.success(), "{}", text(&version));
-    assert_eq!(
-        stdout(&version),
-        format!("oci-attest {}\n", env!("CARGO_PKG_VERSION"))
+    assert!(
+        stdout(&version).starts_with(&format!(
+            "oci-attest {}\ncommit: ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        text(&version)
     );
+    assert_eq!(stdout(&version), stdout(&oci_attest(d, &["--version"])));
     let attestors = oci_attest(d, &["attestors", "list"]);
     let tools = oci_attest(d, &["tools", "list"]);
     assert!(attestors.status.success(), "{}", text(&attestors));
@@ -414,7 +428,7 @@ fn log_level_version_and_attestors_list() {
 /// certificate; a certificate for another key is refused before the command runs.
 #[test]
 fn signer_certificate_chain_is_recorded_in_the_envelope() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     keygen(d, "ecdsa-p256", "key.pem");
     keygen(d, "ecdsa-p256", "ca.pem");
@@ -540,7 +554,7 @@ fn signer_certificate_chain_is_recorded_in_the_envelope() {
 /// the token itself is hidden everywhere; outside CI the run stops before the command.
 #[test]
 fn github_and_gitlab_attestors_record_the_job() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     let claims = r#"{"repository":"org/app","ref":"refs/heads/main","workflow":"release"}"#;
     let token = format!(

@@ -34,7 +34,7 @@ struct Keys {
 
 impl Keys {
     fn new(names: &[&str]) -> Keys {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = work_dir();
         for name in names {
             let out = format!("{name}.pem");
             let output = oci_attest(dir.path(), &["keygen", "--out", &out]);
@@ -150,10 +150,10 @@ fn run_attested(
     outfile: &Path,
     script: &str,
 ) -> Output {
-    oci_attest(
-        work,
-        &[
-            "run",
+    oci_attest_tests::oci_attest::run_command(Path::new(BIN))
+        .expect("root and the test user (cargo xtask setup): the command runs as that user")
+        .current_dir(work)
+        .args([
             "--trace",
             "off",
             "--step",
@@ -166,8 +166,15 @@ fn run_attested(
             "sh",
             "-c",
             script,
-        ],
-    )
+        ])
+        .output()
+        .expect("run oci-attest")
+}
+
+/// A temp dir the command's user (the harness's test user) can write: every directory here may
+/// be a step's working directory.
+fn work_dir() -> tempfile::TempDir {
+    oci_attest_tests::oci_attest::user_dir().expect("root and the test user (cargo xtask setup)")
 }
 
 fn run_step(work: &Path, keys: &Keys, signer: &str, step: &str, outfile: &Path, script: &str) {
@@ -198,8 +205,9 @@ impl Chain {
     /// working directory holding `main.c`.
     fn run_scripts(keys: &Keys, signer: &str, build: &str, between: &str, save: &str) -> Chain {
         let chain = Chain {
-            work: tempfile::tempdir().unwrap(),
-            out: tempfile::tempdir().unwrap(),
+            // The scripts run as the test user and write here.
+            work: work_dir(),
+            out: work_dir(),
         };
         let w = chain.work.path();
         std::fs::write(w.join("main.c"), "int main(void) { return 0; }\n").unwrap();
@@ -536,7 +544,7 @@ fn rego_denials_fail_with_their_message_and_modules_without_deny_fail_closed() {
 #[test]
 fn unsupported_policy_features_are_refused_not_ignored() {
     let keys = Keys::new(&["policy", "build"]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = work_dir();
     let mut document = chain_policy(&keys, "build");
     document["steps"]["save"]["functionaries"] =
         json!([{"type": "root", "certConstraint": {"commonname": "*", "roots": ["ca"]}}]);
@@ -642,6 +650,7 @@ fn example_rego_modules_deny_each_documented_condition() {
     let traced = [load("traced-save")];
     let good = json!({
         "cmd": ["skopeo", "copy", "a", "b"], "exitcode": 0,
+        "identity": {"user": "builder", "uid": 1000, "root": false, "keyreadable": false},
         "summary": {"trace": "ebpf", "lost": 0},
         "processes": [{"program": "/usr/bin/skopeo", "processid": 10}]
     });
@@ -658,6 +667,15 @@ fn example_rego_modules_deny_each_documented_condition() {
     let mut no_summary = good.clone();
     no_summary.as_object_mut().unwrap().remove("summary");
     cases.push((no_summary, "summary.trace: missing"));
+    let mut root = good.clone();
+    root["identity"] = json!({"user": "root", "uid": 0, "root": true, "keyreadable": true});
+    cases.push((root, "the command ran as root"));
+    let mut anonymous = good.clone();
+    anonymous.as_object_mut().unwrap().remove("identity");
+    cases.push((anonymous, "does not say whom it ran as"));
+    let mut readable = good.clone();
+    readable["identity"]["keyreadable"] = json!(true);
+    cases.push((readable, "builder could read the signing key"));
     let mut lost = good.clone();
     lost["summary"]["lost"] = json!(3);
     cases.push((lost, "the kernel lost 3 trace events"));
@@ -681,7 +699,12 @@ fn example_rego_modules_deny_each_documented_condition() {
         );
     }
 
-    let tag = [load("image-tag")];
+    // The tag is the policy's parameter (`policy new --param image_tag=…`).
+    let mut tag_rule = load("image-tag");
+    tag_rule.source = tag_rule
+        .source
+        .replace("${image_tag}", "localhost/fx/app:1");
+    let tag = [tag_rule];
     let tagged = json!({"imagetags": ["localhost/fx/app:1"]});
     assert!(evaluate(&tag, &tagged.to_string(), TIME_LIMIT)
         .unwrap()
@@ -710,8 +733,8 @@ const BUILD_SUCCEEDED: &str = "package save.build_succeeded\nimport rego.v1\nbui
 #[test]
 fn a_failed_build_cannot_borrow_an_older_successful_builds_attestation() {
     let keys = Keys::new(&["policy", "build"]);
-    let work = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let work = work_dir();
+    let out = work_dir();
     let attestation = |name: &str| out.path().join(name);
     run_step(
         work.path(),
@@ -829,9 +852,9 @@ fn a_file_swapped_between_steps_behind_a_same_content_file_fails() {
 #[test]
 fn empty_artifacts_trees_and_material_sets_tie_nothing() {
     let keys = Keys::new(&["policy", "build"]);
-    let out = tempfile::tempdir().unwrap();
+    let out = work_dir();
     let attestation = |name: &str| out.path().join(name).display().to_string();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| work_dir()).collect();
     // save runs in an empty directory: its material tree is empty and back-references the
     // empty root. scan, elsewhere, wrote nothing: its product tree's subject is that root.
     let script = "printf image > image.tar";
@@ -1014,8 +1037,8 @@ fn every_attestation_of_a_required_type_is_evaluated() {
     use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE};
     let fixtures = oci_attest_tests::require!(Fixtures::from_env());
     let keys = Keys::new(&["policy", "build"]);
-    let work = tempfile::tempdir().unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let work = work_dir();
+    let out = work_dir();
     let app = fixtures.path(fixtures.get(APP_ARCHIVE).unwrap());
     let zero = fixtures.path(fixtures.get("zero-layer-docker-archive").unwrap());
     let outfile = out.path().join("save.json");
@@ -1033,7 +1056,10 @@ fn every_attestation_of_a_required_type_is_evaluated() {
         ),
     );
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego")).unwrap();
+    // The tag is the policy's parameter (`policy new --param image_tag=…`).
+    let image_tag = std::fs::read_to_string(examples.join("image-tag.rego"))
+        .unwrap()
+        .replace("${image_tag}", "localhost/fx/app:1");
     let oci = json!([{"type": "https://aflock.ai/attestations/oci/v0.1",
                       "regopolicies": [module("image-tag", &image_tag)]}]);
     let document = policy(&keys, &["policy", "build"], &[("save", "build", oci, &[])]);
@@ -1185,7 +1211,7 @@ fn subjects_name_the_artifact_only_by_sha256() {
 fn a_chain_through_which_nothing_flowed_fails() {
     let keys = Keys::new(&["policy", "build"]);
     let chain = Chain::run(&keys, "build", "");
-    let elsewhere = tempfile::tempdir().unwrap();
+    let elsewhere = work_dir();
     std::fs::write(elsewhere.path().join("app.bin"), "binary").unwrap();
     std::fs::rename(
         elsewhere.path().join("app.bin"),
@@ -1226,12 +1252,12 @@ fn a_chain_through_which_nothing_flowed_fails() {
 #[test]
 fn run_never_reads_a_file_outside_its_tree_through_a_symlink() {
     let keys = Keys::new(&["build"]);
-    let outside = tempfile::tempdir().unwrap();
+    let outside = work_dir();
     let secret = outside.path().join("secret");
     std::fs::write(&secret, "the secret outside the tree").unwrap();
-    let work = tempfile::tempdir().unwrap();
+    let work = work_dir();
     std::os::unix::fs::symlink(&secret, work.path().join("material-link")).unwrap();
-    let out = tempfile::tempdir().unwrap();
+    let out = work_dir();
     let outfile = out.path().join("att.json");
     let script = format!(
         "ln -s {} product-link && ln -s {} dir-link && printf ok > real",
@@ -1258,6 +1284,7 @@ fn run_never_reads_a_file_outside_its_tree_through_a_symlink() {
 fn the_git_attestor_runs_no_git_the_build_could_have_planted() {
     use std::os::unix::fs::PermissionsExt as _;
     let keys = Keys::new(&["build"]);
+    // Root's, like the checkout the git attestor (root) reads without a safe.directory.
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let git = |args: &[&str]| {
@@ -1296,12 +1323,13 @@ fn the_git_attestor_runs_no_git_the_build_could_have_planted() {
         planted.path().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = tempfile::tempdir().unwrap();
+    let out = work_dir();
     let outfile = out.path().join("att.json");
-    let output = Command::new(BIN)
-        .args([
-            "run", "--trace", "off", "-a", "git", "--step", "build", "-k",
-        ])
+    // The command (`true`, as the test user) only needs to enter the repository.
+    std::fs::set_permissions(w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = oci_attest_tests::oci_attest::run_command(Path::new(BIN))
+        .expect("root and the test user (cargo xtask setup)")
+        .args(["--trace", "off", "-a", "git", "--step", "build", "-k"])
         .arg(keys.private("build"))
         .arg("-o")
         .arg(&outfile)

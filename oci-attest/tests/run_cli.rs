@@ -1,8 +1,11 @@
 //! `oci-attest run`, `verify` and `keygen` through the built binary: envelopes, exit codes,
 //! key failures caught before the command starts, and an untouched `--outfile` on failure.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use oci_attest_tests::require;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -10,6 +13,48 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_oci-attest");
+
+/// What every test here starts from: a working directory the command's user can write (the
+/// harness's test user, see `oci_attest_tests::oci_attest`), where oci-attest runs.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    /// `Err` when root or the test user is missing (a skip outside CI).
+    fn new() -> anyhow::Result<Workspace> {
+        Ok(Workspace {
+            dir: oci_attest_tests::oci_attest::user_dir()?,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `oci-attest run ARGS` here, started as the tests start it (the command runs as the
+    /// test user).
+    fn run_command(&self, args: &[&str]) -> Command {
+        let mut command =
+            oci_attest_tests::oci_attest::run_command(Path::new(BIN)).expect("checked by new()");
+        command.args(args).current_dir(self.path());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_command(args).output().expect("run oci-attest run")
+    }
+
+    /// Any other subcommand, here.
+    fn oci_attest(&self, args: &[&str]) -> Output {
+        oci_attest(self.path(), args)
+    }
+
+    /// `key.pem` (root's, mode 0600: out of the command's reach) and `key.pem.pub`.
+    fn keygen(&self, algorithm: &str) -> PathBuf {
+        keygen(self.path(), algorithm)
+    }
+}
 
 fn oci_attest(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)
@@ -79,26 +124,22 @@ fn payload(envelope: &[u8]) -> Value {
 
 #[test]
 fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(d, "ecdsa-p256");
+    let w = require!(Workspace::new());
+    let d = w.path();
+    w.keygen("ecdsa-p256");
     std::fs::write(d.join("image.tar"), docker_archive(b"hello")).unwrap();
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "-k",
-            "key.pem",
-            "-o",
-            "att.json",
-            "-a",
-            "oci",
-            "--",
-            "cp",
-            "image.tar",
-            "out.tar",
-        ],
-    );
+    let output = w.run(&[
+        "-k",
+        "key.pem",
+        "-o",
+        "att.json",
+        "-a",
+        "oci",
+        "--",
+        "cp",
+        "image.tar",
+        "out.tar",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let envelope = std::fs::read(d.join("att.json")).unwrap();
     assert!(!envelope.ends_with(b"\n"));
@@ -134,34 +175,28 @@ fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
     assert_eq!(leaves[0]["path"], "out.tar");
     assert_eq!(leaves[0]["fileDigest"], archive_digest.as_str());
 
-    let verified = oci_attest(
-        d,
-        &[
-            "verify",
-            "--key",
-            "key.pem.pub",
-            "att.json",
-            "--image",
-            "out.tar",
-        ],
-    );
+    let verified = w.oci_attest(&[
+        "verify",
+        "--key",
+        "key.pem.pub",
+        "att.json",
+        "--image",
+        "out.tar",
+    ]);
     let report = String::from_utf8_lossy(&verified.stdout).into_owned();
     assert!(verified.status.success(), "{report}{}", stderr(&verified));
     assert!(report.contains("signature: ok"), "{report}");
     assert!(report.contains("imageid          ok"), "{report}");
 
     std::fs::write(d.join("other.tar"), docker_archive(b"tampered")).unwrap();
-    let mismatch = oci_attest(
-        d,
-        &[
-            "verify",
-            "--key",
-            "key.pem.pub",
-            "att.json",
-            "--image",
-            "other.tar",
-        ],
-    );
+    let mismatch = w.oci_attest(&[
+        "verify",
+        "--key",
+        "key.pem.pub",
+        "att.json",
+        "--image",
+        "other.tar",
+    ]);
     let report = String::from_utf8_lossy(&mismatch.stdout).into_owned();
     assert_eq!(mismatch.status.code(), Some(7), "{report}");
     for field in ["tardigest", "imageid", "diffids", "manifestdigest"] {
@@ -214,25 +249,21 @@ fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
 
 #[test]
 fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(d, "ed25519");
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "-k",
-            "key.pem",
-            "-o",
-            "att.json",
-            "--",
-            "sh",
-            "-c",
-            "echo x > f; exit 42",
-        ],
-    );
+    let w = require!(Workspace::new());
+    let d = w.path();
+    w.keygen("ed25519");
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "-k",
+        "key.pem",
+        "-o",
+        "att.json",
+        "--",
+        "sh",
+        "-c",
+        "echo x > f; exit 42",
+    ]);
     assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
     let statement = payload(&std::fs::read(d.join("att.json")).unwrap());
     let of_type = |type_uri: &str| {
@@ -259,7 +290,7 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     let products = &of_type("https://aflock.ai/attestations/product/v0.3")["leaves"];
     assert_eq!(products[0]["path"], "f");
     // verify tells the truth about the run: a failed, untraced run does not pass by default.
-    let refused = oci_attest(d, &["verify", "--key", "key.pem.pub", "att.json"]);
+    let refused = w.oci_attest(&["verify", "--key", "key.pem.pub", "att.json"]);
     assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
     let report = String::from_utf8_lossy(&refused.stdout).into_owned();
     assert!(report.contains("signature: ok"), "{report}");
@@ -278,18 +309,15 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
         "{}",
         stderr(&refused)
     );
-    let verified = oci_attest(
-        d,
-        &[
-            "verify",
-            "--key",
-            "key.pem.pub",
-            "--allow-failed-command",
-            "--allow-untraced",
-            "--json",
-            "att.json",
-        ],
-    );
+    let verified = w.oci_attest(&[
+        "verify",
+        "--key",
+        "key.pem.pub",
+        "--allow-failed-command",
+        "--allow-untraced",
+        "--json",
+        "att.json",
+    ]);
     assert!(verified.status.success(), "{}", stderr(&verified));
     let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(report["verified"], true);
@@ -298,21 +326,17 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     assert_eq!(report["problems"], serde_json::json!([]));
 
     // A statement written with --unsigned is called what it is.
-    let unsigned = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "bare.json",
-            "--",
-            "true",
-        ],
-    );
+    let unsigned = w.run(&[
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "bare.json",
+        "--",
+        "true",
+    ]);
     assert!(unsigned.status.success(), "{}", stderr(&unsigned));
-    let output = oci_attest(d, &["verify", "--key", "key.pem.pub", "bare.json"]);
+    let output = w.oci_attest(&["verify", "--key", "key.pem.pub", "bare.json"]);
     assert_eq!(output.status.code(), Some(7));
     assert!(
         stderr(&output).contains("unsigned in-toto statement (written with --unsigned)"),
@@ -323,27 +347,23 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
 
 #[test]
 fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "/dev/stdout",
-            "--",
-            "true",
-        ],
-    );
+    let w = require!(Workspace::new());
+    let d = w.path();
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "/dev/stdout",
+        "--",
+        "true",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
     assert_eq!(statement["predicate"]["name"], "run");
 
-    let output = oci_attest(d, &["run", "--trace", "off", "--", "touch", "ran"]);
+    let output = w.run(&["--trace", "off", "--", "touch", "ran"]);
     assert_eq!(output.status.code(), Some(125));
     assert!(
         stderr(&output).contains("no signing key"),
@@ -355,9 +375,9 @@ fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
 
 #[test]
 fn unusable_keys_fail_before_the_command_starts() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(d, "ed25519");
+    let w = require!(Workspace::new());
+    let d = w.path();
+    w.keygen("ed25519");
     let encrypted = Command::new("openssl")
         .args([
             "pkcs8",
@@ -389,10 +409,10 @@ fn unusable_keys_fail_before_the_command_starts() {
         ),
     ];
     for (key_args, message) in cases {
-        let mut args = vec!["run", "--trace", "off", "-o", "att.json"];
+        let mut args = vec!["--trace", "off", "-o", "att.json"];
         args.extend_from_slice(key_args);
         args.extend_from_slice(&["--", "touch", "ran"]);
-        let output = oci_attest(d, &args);
+        let output = w.run(&args);
         assert_eq!(
             output.status.code(),
             Some(125),
@@ -407,30 +427,52 @@ fn unusable_keys_fail_before_the_command_starts() {
         assert!(!d.join("att.json").exists());
     }
     std::fs::write(d.join("pass"), "right\n").unwrap();
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "-k",
-            "enc.pem",
-            "--signer-file-key-passphrase-path",
-            "pass",
-            "-o",
-            "att.json",
-            "--",
-            "true",
-        ],
+    // The passphrase file was written with the umask's 0644: the command's user could read it.
+    let refused = w.run(&[
+        "--trace",
+        "off",
+        "-k",
+        "enc.pem",
+        "--signer-file-key-passphrase-path",
+        "pass",
+        "-o",
+        "att.json",
+        "--",
+        "touch",
+        "ran",
+    ]);
+    assert_eq!(refused.status.code(), Some(125), "{}", stderr(&refused));
+    let error = stderr(&refused);
+    assert!(
+        error.contains("pass can be read by oci-attest-test"),
+        "{error}"
     );
+    assert!(
+        error.contains("(reason: key-readable-by-command)"),
+        "{error}"
+    );
+    assert!(!d.join("ran").exists());
+    std::fs::set_permissions(d.join("pass"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "-k",
+        "enc.pem",
+        "--signer-file-key-passphrase-path",
+        "pass",
+        "-o",
+        "att.json",
+        "--",
+        "true",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
 #[test]
 fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(d, "ed25519");
+    let w = require!(Workspace::new());
+    let d = w.path();
+    w.keygen("ed25519");
     let mut archive = docker_archive(b"hello");
     // Flip a byte of the layer's file content: its diffID no longer matches the config.
     let position = archive
@@ -440,24 +482,20 @@ fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
     archive[position] = b'j';
     std::fs::write(d.join("image.tar"), archive).unwrap();
     std::fs::write(d.join("att.json"), "previous").unwrap();
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "-k",
-            "key.pem",
-            "-o",
-            "att.json",
-            "-a",
-            "oci",
-            "--",
-            "cp",
-            "image.tar",
-            "out.tar",
-        ],
-    );
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "-k",
+        "key.pem",
+        "-o",
+        "att.json",
+        "-a",
+        "oci",
+        "--",
+        "cp",
+        "image.tar",
+        "out.tar",
+    ]);
     assert_eq!(output.status.code(), Some(125), "{}", stderr(&output));
     assert!(stderr(&output).contains("out.tar"), "{}", stderr(&output));
     assert!(
@@ -476,15 +514,12 @@ fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
 
 #[test]
 fn verify_detects_a_tampered_envelope() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(d, "ed25519");
-    let output = oci_attest(
-        d,
-        &[
-            "run", "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
-        ],
-    );
+    let w = require!(Workspace::new());
+    let d = w.path();
+    w.keygen("ed25519");
+    let output = w.run(&[
+        "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let mut envelope: Value =
         serde_json::from_slice(&std::fs::read(d.join("att.json")).unwrap()).unwrap();
@@ -498,17 +533,14 @@ fn verify_detects_a_tampered_envelope() {
         serde_json::to_vec(&envelope).unwrap(),
     )
     .unwrap();
-    let output = oci_attest(d, &["verify", "--key", "key.pem.pub", "tampered.json"]);
+    let output = w.oci_attest(&["verify", "--key", "key.pem.pub", "tampered.json"]);
     assert_eq!(output.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&output.stdout).contains("does not verify"));
 
     let other = tempfile::tempdir().unwrap();
     keygen(other.path(), "ed25519");
     let other_key = other.path().join("key.pem.pub");
-    let output = oci_attest(
-        d,
-        &["verify", "--key", other_key.to_str().unwrap(), "att.json"],
-    );
+    let output = w.oci_attest(&["verify", "--key", other_key.to_str().unwrap(), "att.json"]);
     assert_eq!(output.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&output.stdout).contains("no signature with keyid"));
 }
@@ -553,25 +585,21 @@ fn oci_layout(dir: &Path, content: &[u8]) {
 
 #[test]
 fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let w = require!(Workspace::new());
+    let d = w.path();
     oci_layout(&d.join("src"), b"layout content");
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "st.json",
-            "--",
-            "cp",
-            "-r",
-            "src",
-            "out",
-        ],
-    );
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "st.json",
+        "--",
+        "cp",
+        "-r",
+        "src",
+        "out",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let statement: Value =
         serde_json::from_slice(&std::fs::read(d.join("st.json")).unwrap()).unwrap();
@@ -589,22 +617,18 @@ fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
 
 #[test]
 fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = oci_attest(
-        dir.path(),
-        &[
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "/dev/stdout",
-            "-a",
-            "oci",
-            "--",
-            "true",
-        ],
-    );
+    let w = require!(Workspace::new());
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "/dev/stdout",
+        "-a",
+        "oci",
+        "--",
+        "true",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("oci attestor skipped"),
@@ -624,22 +648,18 @@ fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
 #[test]
 fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphrase_is_not_inherited()
 {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "no/such/dir/att.json",
-            "--",
-            "touch",
-            "ran",
-        ],
-    );
+    let w = require!(Workspace::new());
+    let d = w.path();
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "no/such/dir/att.json",
+        "--",
+        "touch",
+        "ran",
+    ]);
     assert_eq!(output.status.code(), Some(125));
     assert!(
         stderr(&output).contains("does not exist"),
@@ -648,7 +668,7 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
     );
     assert!(!d.join("ran").exists());
 
-    keygen(d, "ed25519");
+    w.keygen("ed25519");
     let encrypted = Command::new("openssl")
         .args([
             "pkcs8",
@@ -664,12 +684,19 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
         .status()
         .unwrap();
     assert!(encrypted.success());
-    let output = Command::new(BIN)
-        .args([
-            "run", "--trace", "off", "-k", "enc.pem", "-o", "att.json", "--", "sh", "-c",
+    let output = w
+        .run_command(&[
+            "--trace",
+            "off",
+            "-k",
+            "enc.pem",
+            "-o",
+            "att.json",
+            "--",
+            "sh",
+            "-c",
+            "echo \"[$OCI_ATTEST_KEY_PASSPHRASE]\" > seen",
         ])
-        .arg("echo \"[$OCI_ATTEST_KEY_PASSPHRASE]\" > seen")
-        .current_dir(d)
         .env("OCI_ATTEST_KEY_PASSPHRASE", "from-env-123")
         .output()
         .unwrap();
@@ -681,18 +708,10 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
 /// executable, 125 oci-attest failed, the child's own code passed through.
 #[test]
 fn run_exit_codes_follow_env_and_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let w = require!(Workspace::new());
+    let d = w.path();
     std::fs::write(d.join("not-executable"), "#!/bin/sh\n").unwrap();
-    let base = [
-        "run",
-        "--trace",
-        "off",
-        "--unsigned",
-        "-o",
-        "att.json",
-        "--",
-    ];
+    let base = ["--trace", "off", "--unsigned", "-o", "att.json", "--"];
     let cases: [(&[&str], i32, &str); 4] = [
         (&["no-such-command-xyz"], 127, "(reason: command-not-found)"),
         (&["./no-such-file"], 127, "(reason: command-not-found)"),
@@ -705,7 +724,7 @@ fn run_exit_codes_follow_env_and_timeout() {
     ];
     for (command, code, message) in cases {
         let args: Vec<&str> = base.iter().chain(command).copied().collect();
-        let output = oci_attest(d, &args);
+        let output = w.run(&args);
         assert_eq!(
             output.status.code(),
             Some(code),
@@ -724,16 +743,15 @@ fn run_exit_codes_follow_env_and_timeout() {
 /// a `.witness.yaml` `run:` section supplies options and flags override it.
 #[test]
 fn witness_flags_and_config_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    let w = require!(Workspace::new());
+    let d = w.path();
     for flag in [
         "--enable-archivista",
         "--archivista-server=https://archivista.example",
-        "--timestamp-servers",
         "--signer-fulcio-url",
         "--signer-kms-ref",
     ] {
-        let output = oci_attest(d, &["run", "--unsigned", flag, "--", "touch", "ran"]);
+        let output = w.run(&["--unsigned", flag, "--", "touch", "ran"]);
         assert_eq!(output.status.code(), Some(2), "{flag}: {}", stderr(&output));
         let message = stderr(&output);
         assert!(
@@ -750,9 +768,8 @@ fn witness_flags_and_config_file() {
          attestations: [environment]\n  env-exclude-sensitive-key: [MY_TOKEN]\n",
     )
     .unwrap();
-    let output = Command::new(BIN)
-        .args(["run", "--step", "from-flag", "--", "true"])
-        .current_dir(d)
+    let output = w
+        .run_command(&["--step", "from-flag", "--", "true"])
         .env("MY_TOKEN", "shown-because-excluded")
         .output()
         .unwrap();
@@ -771,7 +788,7 @@ fn witness_flags_and_config_file() {
     );
 
     std::fs::write(d.join(".oci-attest.yaml"), "run:\n  no-such-option: 1\n").unwrap();
-    let output = oci_attest(d, &["run", "--unsigned", "--", "touch", "ran"]);
+    let output = w.run(&["--unsigned", "--", "touch", "ran"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).contains(".oci-attest.yaml: run.no-such-option: not an option"),
@@ -785,26 +802,21 @@ fn witness_flags_and_config_file() {
 /// --json`, and `inspect` of a missing file is an I/O error (1), not a failed analysis (5).
 #[test]
 fn json_summaries_and_inspect_of_a_missing_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    keygen(d, "ed25519");
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "-k",
-            "key.pem",
-            "-o",
-            "att.json",
-            "--json",
-            "--",
-            "sh",
-            "-c",
-            "echo b > b.txt; echo a > a.txt; exit 3",
-        ],
-    );
+    let w = require!(Workspace::new());
+    w.keygen("ed25519");
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "-k",
+        "key.pem",
+        "-o",
+        "att.json",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo b > b.txt; echo a > a.txt; exit 3",
+    ]);
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["step"], "run");
@@ -819,21 +831,17 @@ fn json_summaries_and_inspect_of_a_missing_file() {
         .iter()
         .any(|subject| subject.as_str().unwrap().ends_with("tree:products")));
 
-    let output = oci_attest(
-        d,
-        &[
-            "run",
-            "--trace",
-            "off",
-            "-k",
-            "missing.pem",
-            "-o",
-            "x.json",
-            "--json",
-            "--",
-            "true",
-        ],
-    );
+    let output = w.run(&[
+        "--trace",
+        "off",
+        "-k",
+        "missing.pem",
+        "-o",
+        "x.json",
+        "--json",
+        "--",
+        "true",
+    ]);
     assert_eq!(output.status.code(), Some(125));
     let failure: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(failure["exitcode"], 125);
@@ -846,13 +854,13 @@ fn json_summaries_and_inspect_of_a_missing_file() {
         &["tools", "show", "oci", "--json"],
         &["doctor", "--json"],
     ] {
-        let output = oci_attest(d, args);
+        let output = w.oci_attest(args);
         assert!(output.status.success(), "{args:?}: {}", stderr(&output));
         serde_json::from_slice::<Value>(&output.stdout)
             .unwrap_or_else(|error| panic!("{args:?}: {error}"));
     }
 
-    let output = oci_attest(d, &["inspect", "no-such.tar"]);
+    let output = w.oci_attest(&["inspect", "no-such.tar"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(
         stderr(&output).contains("no-such.tar: cannot read"),
@@ -864,25 +872,20 @@ fn json_summaries_and_inspect_of_a_missing_file() {
 /// `--log-format json`: one object per line, with the facts as fields, not only in a message.
 #[test]
 fn json_logs_carry_structured_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let output = oci_attest(
-        d,
-        &[
-            "--log-format",
-            "json",
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "att.json",
-            "--",
-            "sh",
-            "-c",
-            "echo p > p.txt",
-        ],
-    );
+    let w = require!(Workspace::new());
+    let output = w.run(&[
+        "--log-format",
+        "json",
+        "--trace",
+        "off",
+        "--unsigned",
+        "-o",
+        "att.json",
+        "--",
+        "sh",
+        "-c",
+        "echo p > p.txt",
+    ]);
     assert!(output.status.success(), "{}", stderr(&output));
     let events: Vec<Value> = stderr(&output)
         .lines()

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use oci_attest_tests::oci_attest::{run_command, user_dir};
+use oci_attest_tests::require;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oci-attest");
@@ -93,6 +95,12 @@ fn unprivileged_auto_runs_untraced_and_records_why() {
         summary["reason"].as_str().unwrap().contains("not root"),
         "reason not recorded: {summary}"
     );
+    // oci-attest is not root: the command ran as its own user, which said so and recorded it.
+    assert!(stderr.contains("oci-attest is not root"), "{stderr}");
+    let identity = &command_run(&statement)["identity"];
+    assert_eq!(identity["user"], "nobody", "{identity}");
+    assert_eq!(identity["source"], "same-user", "{identity}");
+    assert_eq!(identity["nonewprivs"], true, "{identity}");
 }
 
 #[test]
@@ -147,17 +155,9 @@ fn signal(child: &Child, signal: nix::sys::signal::Signal) {
 
 #[test]
 fn sigint_ignored_by_the_child_then_sigterm_is_forwarded_and_the_run_is_attested() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "att.json",
-            "--",
-        ])
+    let dir = require!(user_dir());
+    let mut child = require!(run_command(Path::new(BIN)))
+        .args(["--trace", "off", "--unsigned", "-o", "att.json", "--"])
         .args([
             "sh",
             "-c",
@@ -190,17 +190,9 @@ fn sigint_ignored_by_the_child_then_sigterm_is_forwarded_and_the_run_is_attested
 
 #[test]
 fn a_command_flooding_stdout_does_not_grow_our_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(BIN)
-        .args([
-            "run",
-            "--trace",
-            "off",
-            "--unsigned",
-            "-o",
-            "att.json",
-            "--",
-        ])
+    let dir = require!(user_dir());
+    let output = require!(run_command(Path::new(BIN)))
+        .args(["--trace", "off", "--unsigned", "-o", "att.json", "--"])
         .args(["sh", "-c", "head -c 400000000 /dev/zero"])
         .current_dir(dir.path())
         .stdout(Stdio::null())

@@ -1,7 +1,7 @@
 //! How `oci-attest run` starts and waits for the command, through the built binary: the child
 //! starts with default signal state, SIGTERM after the command ended stops oci-attest, and the
 //! whole process tree is waited for (`--wait-for-tree`). Untraced (`--trace off`): none of this
-//! depends on eBPF, so it needs no root.
+//! depends on eBPF; root is needed only to run the command as the test user.
 
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::Path;
@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
+use oci_attest_tests::oci_attest::user_dir;
+use oci_attest_tests::require;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oci-attest");
 
-/// `oci-attest run --trace off --unsigned -o att.json [options] -- command...` in `dir`.
-fn run_command(dir: &Path, options: &[&str], command: &[&str]) -> Command {
-    let mut run = Command::new(BIN);
-    run.args(["run", "--trace", "off", "--unsigned", "-o", "att.json"])
+/// `oci-attest run --trace off --unsigned -o att.json [options] -- command...` in `dir`, as
+/// the tests start it (the command runs as the test user; `Err` without root or that user).
+fn run_command(dir: &Path, options: &[&str], command: &[&str]) -> anyhow::Result<Command> {
+    let mut run = oci_attest_tests::oci_attest::run_command(Path::new(BIN))?;
+    run.args(["--trace", "off", "--unsigned", "-o", "att.json"])
         .args(options)
         .arg("--")
         .args(command)
@@ -25,7 +28,7 @@ fn run_command(dir: &Path, options: &[&str], command: &[&str]) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    run
+    Ok(run)
 }
 
 /// Polls every 20 ms until `done` holds; after `limit`, kills `child` (by its pid) and fails
@@ -74,12 +77,12 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn the_command_starts_with_sigpipe_default_and_no_signal_blocked() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut run = run_command(
+    let dir = require!(user_dir());
+    let mut run = require!(run_command(
         dir.path(),
         &[],
         &["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"],
-    );
+    ));
     // oci-attest itself starts with SIGPIPE ignored and two signals blocked, as under a
     // careless CI runner; its child must not inherit either.
     // SAFETY: signal-mask and disposition changes only, both async-signal-safe.
@@ -110,8 +113,12 @@ fn the_command_starts_with_sigpipe_default_and_no_signal_blocked() {
 
 #[test]
 fn yes_piped_into_head_ends_by_sigpipe() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut run = run_command(dir.path(), &[], &["sh", "-c", "yes | head -n 1"]);
+    let dir = require!(user_dir());
+    let mut run = require!(run_command(
+        dir.path(),
+        &[],
+        &["sh", "-c", "yes | head -n 1"]
+    ));
     let output = finish_within(run.spawn().unwrap(), Duration::from_secs(30));
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(output.stdout, b"y\n");
@@ -125,13 +132,13 @@ fn yes_piped_into_head_ends_by_sigpipe() {
 
 #[test]
 fn sigterm_during_the_analysis_stops_oci_attest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(user_dir());
     // A 4 GiB sparse product takes the debug build far longer to hash than this test waits.
-    let mut run = run_command(
+    let mut run = require!(run_command(
         dir.path(),
         &[],
         &["sh", "-c", "truncate -s 4G big && touch command-done"],
-    );
+    ));
     let child = run_spawn_and_wait_for(&mut run, &dir.path().join("command-done"));
     // The command has exited (or is about to): let oci-attest reap it and start hashing.
     std::thread::sleep(Duration::from_millis(500));
@@ -162,12 +169,12 @@ fn run_spawn_and_wait_for(run: &mut Command, marker: &Path) -> Child {
 
 #[test]
 fn an_orphan_writing_after_the_command_exited_is_waited_for() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut run = run_command(
+    let dir = require!(user_dir());
+    let mut run = require!(run_command(
         dir.path(),
         &[],
         &["sh", "-c", "(sleep 1; echo late > late.out) & echo started"],
-    );
+    ));
     let output = finish_within(run.spawn().unwrap(), Duration::from_secs(30));
     assert!(output.status.success(), "{}", stderr(&output));
     let statement = statement(dir.path());
@@ -192,7 +199,8 @@ fn leave_a_sleeper(dir: &Path, options: &[&str]) -> (ExitStatus, String, String)
             "-c",
             "sleep 30 >/dev/null 2>&1 & echo $! > sleeper.pid",
         ],
-    );
+    )
+    .expect("checked by the caller's user_dir");
     let started = Instant::now();
     let output = finish_within(run.spawn().unwrap(), Duration::from_secs(20));
     let pid = std::fs::read_to_string(dir.join("sleeper.pid")).unwrap();
@@ -208,14 +216,14 @@ fn leave_a_sleeper(dir: &Path, options: &[&str]) -> (ExitStatus, String, String)
 
 #[test]
 fn a_process_outliving_wait_for_tree_makes_the_run_incomplete() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(user_dir());
     let (status, stderr, pid) = leave_a_sleeper(dir.path(), &[]);
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("tree-still-running"), "{stderr}");
     assert!(stderr.contains(&format!("pid {pid} ")), "{stderr}");
     assert!(!dir.path().join("att.json").exists());
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(user_dir());
     let (status, stderr, pid) = leave_a_sleeper(dir.path(), &["--allow-incomplete-trace"]);
     assert_eq!(status.code(), Some(0), "{stderr}");
     let statement = statement(dir.path());

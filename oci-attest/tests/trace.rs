@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use oci_attest::identity::CommandIdentity;
 use oci_attest::launch::spawn_stopped;
 use oci_attest::observed::{Fate, IncompleteReason, ObservedProcess, Termination};
 use oci_attest::trace::{Privileges, TraceConfig, TraceOutcome, Tracer};
@@ -25,10 +26,11 @@ fn can_trace(test: &str) -> bool {
 fn run_traced(argv: &[&str], dir: &Path) -> (Termination, TraceOutcome) {
     let mut tracer = Tracer::load(&TraceConfig::default()).expect("load the kernel programs");
     let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-    let child = spawn_stopped(&argv, dir).expect("fork the command");
+    let child = spawn_stopped(&argv, dir, &CommandIdentity::current()).expect("fork the command");
     tracer.track(child.pid()).expect("track the child");
     let termination = child.release().expect("release").wait().expect("wait");
-    let outcome = tracer.finish(dir).expect("finish the trace");
+    let after = oci_attest::snapshot::Snapshot::take(dir).expect("snapshot the directory");
+    let outcome = tracer.finish(dir, &after).expect("finish the trace");
     (termination, outcome)
 }
 

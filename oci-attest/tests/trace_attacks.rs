@@ -1,6 +1,7 @@
 //! The trace attacked, one escape route per test, as an attacker would act: the real binary
 //! runs `oci-attest run --trace ebpf` as root on the real kernel around the attacker helper
-//! (`tests/attackers/attacker.c`). Each test asserts the true outcome: the product at a path
+//! (`tests/attackers/attacker.c`), which runs as the unprivileged test user; the three routes
+//! that need a privilege (chroot, a mount namespace, file handles) run it with `--run-as root`. Each test asserts the true outcome: the product at a path
 //! that holds it now, with the digest of its real content and no decoy among the products; or
 //! exit 3 with the reason in `summary.incomplete`. Never the attacker's story.
 //!
@@ -60,7 +61,10 @@ fn io_uring_open_and_write() {
 #[test]
 fn open_by_handle_at_write() {
     let verdict = require!(attest(
-        scenario(&["handle-write", "target", "via a file handle"]).map(|s| s.file("target", "old"))
+        scenario(&["handle-write", "target", "via a file handle"]).map(|s| {
+            s.file("target", "old")
+                .as_root("open_by_handle_at(2) needs CAP_DAC_READ_SEARCH")
+        })
     ));
     verdict.assert_product("target", b"via a file handle", &[], &["unmodelled-syscall"]);
     verdict.assert_detail_mentions("unmodelled-syscall", "handle");
@@ -156,7 +160,8 @@ fn truncate_by_path() {
     verdict.assert_product("t", b"0123", &[], UNPLACED);
 }
 
-/// The file is opened by the test and inherited as fd 7: the tree never opens it, it only
+/// The file is opened read-write by the test and inherited as the command's stdin (oci-attest
+/// passes only 0, 1 and 2 down, as in `run -- cmd <>file`): the tree never opens it, it only
 /// changes it with `step`.
 fn inherited_fd(step: &str, argument: &str, before: &[u8], after: &[u8]) {
     inherited_fd_or_gap(step, argument, before, after, UNPLACED);
@@ -164,10 +169,10 @@ fn inherited_fd(step: &str, argument: &str, before: &[u8], after: &[u8]) {
 
 /// [`inherited_fd`] where the trace may also honestly give up for one of `reasons`.
 fn inherited_fd_or_gap(step: &str, argument: &str, before: &[u8], after: &[u8], reasons: &[&str]) {
-    let verdict = require!(attest(scenario(&[step, "7", argument]).map(|s| {
+    let verdict = require!(attest(scenario(&[step, "0", argument]).map(|s| {
         s.file("target", before)
             .file("source", "written through an inherited fd")
-            .inherit(7, "target")
+            .inherit(0, "target")
     })));
     verdict.assert_product("target", after, &[], reasons);
 }
@@ -394,7 +399,10 @@ fn chroot_decoy() {
             &inside,
             "in the jail",
         ])
-        .map(|s| s.file("out", "decoy"))
+        .map(|s| {
+            s.file("out", "decoy")
+                .as_root("chroot(2) needs CAP_SYS_CHROOT")
+        })
     ));
     let product = format!("jail{}/out", verdict.run().work.display());
     verdict.assert_product(&product, b"in the jail", &["out"], UNPLACED);
@@ -665,12 +673,17 @@ fn mknod_of_a_regular_file() {
     verdict.assert_detail_mentions("unmodelled-syscall", "mknod");
 }
 
-/// The tree makes a process outside it (a `sleep` this test started) write a file, by
-/// injecting syscalls with ptrace: the trace cannot see that write, so it must say so.
+/// The tree makes a process outside it (a `sleep` of the same user, started by this test)
+/// write a file, by injecting syscalls with ptrace: the trace cannot see that write, so it must
+/// say so.
 #[test]
 fn ptrace_makes_a_process_outside_the_tree_write() {
+    use std::os::unix::process::CommandExt as _;
+    let user = require!(oci_attest_tests::oci_attest::test_user());
     let mut victim = std::process::Command::new("sleep")
         .arg("60")
+        .uid(user.uid)
+        .gid(user.gid)
         .spawn()
         .expect("start the victim");
     // Let it reach its nanosleep: the injection reuses that syscall instruction.
@@ -733,7 +746,11 @@ fn bind_mount_decoy_in_a_private_mount_namespace() {
             "dst/out",
             "under the bind"
         ])
-        .map(|s| s.dir("src").file("dst/out", "decoy"))
+        .map(|s| {
+            s.dir("src")
+                .file("dst/out", "decoy")
+                .as_root("a private mount namespace and a bind mount need CAP_SYS_ADMIN")
+        })
     ));
     verdict.assert_product("src/out", b"under the bind", &["dst/out"], UNPLACED);
 }

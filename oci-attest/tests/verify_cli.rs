@@ -43,18 +43,20 @@ fn signed_run(dir: &Path, algorithm: &str) {
         &["keygen", "--algorithm", algorithm, "--out", "key.pem"],
     );
     assert!(keygen.status.success(), "{}", stderr(&keygen));
-    let run = oci_attest(
-        dir,
-        &[
-            "run", "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
-        ],
-    );
+    let run = oci_attest_tests::oci_attest::run_command(Path::new(BIN))
+        .expect("checked by the caller's user_dir")
+        .args([
+            "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
 }
 
 #[test]
 fn fifo_and_dev_zero_as_envelope_or_key_fail_at_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = oci_attest_tests::require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     signed_run(d, "ed25519");
     nix::unistd::mkfifo(
@@ -101,7 +103,7 @@ fn fifo_and_dev_zero_as_envelope_or_key_fail_at_once() {
 
 #[test]
 fn many_bad_rsa_signatures_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = oci_attest_tests::require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     signed_run(d, "rsa");
     let mut envelope: Value =

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/loop.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -29,6 +30,8 @@
 #include <sys/user.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -951,6 +954,434 @@ static void step_replace_program(char **a)
 		die("rename", fresh);
 }
 
+
+/* ---- witnesses: work done for the tree, identities that come back, the files the kernel
+ * really wrote (the tests in oci-attest/tests/witnesses.rs) ---- */
+
+/* Content a product sniff takes for a gzip archive, unique per name. */
+static void create_archive_like(const char *path, const char *tag)
+{
+	char content[4096];
+	memset(content, 'z', sizeof content);
+	content[0] = 0x1f;
+	content[1] = (char)0x8b;
+	int n = snprintf(content + 2, sizeof content - 2, "%s", tag);
+	content[2 + n] = 'z';
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("create", path);
+	write_all(fd, content, sizeof content, path);
+	close(fd);
+}
+
+/* The tree's temp archives in a shared directory: each written, then deleted (as skopeo does in
+ * /var/tmp), COUNT times. */
+static void step_churn_own(char **a)
+{
+	char path[4096];
+	for (int i = 0; i < number(a[1]); i++) {
+		snprintf(path, sizeof path, "%s/own-%d-%d", a[0], (int)getpid(), i);
+		create_archive_like(path, path);
+		if (unlink(path) < 0)
+			die("unlink", path);
+		sleep_ms(1);
+	}
+}
+
+/* Outside the tree: keeps creating archives in DIR for MS milliseconds, so inode numbers the
+ * tree frees come back as the stranger's files. */
+static void step_churn_stranger(char **a)
+{
+	char path[4096];
+	struct timespec start, now;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (long i = 0;; i++) {
+		snprintf(path, sizeof path, "%s/stranger-%ld", a[0], i);
+		create_archive_like(path, path);
+		sleep_ms(1);
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >
+		    number(a[1]))
+			break;
+	}
+}
+
+/* Outside the tree: waits for PATH to exist and then to be deleted, then creates files beside it
+ * until one gets its inode number (at most 4000), and stops. */
+static void step_steal_inode(char **a)
+{
+	struct stat st, now;
+	while (stat(a[0], &st) < 0)
+		sleep_ms(1);
+	while (stat(a[0], &now) == 0)
+		sleep_ms(1);
+	char dir[4096], path[4200];
+	snprintf(dir, sizeof dir, "%s", a[0]);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		die("no directory in", a[0]);
+	*slash = 0;
+	for (int i = 0; i < 4000; i++) {
+		snprintf(path, sizeof path, "%s/stranger-%d", dir, i);
+		create_archive_like(path, path);
+		if (stat(path, &now) == 0 && now.st_ino == st.st_ino)
+			return;
+	}
+	errno = EAGAIN;
+	die("the inode number never came back for", a[0]);
+}
+
+/* Runs PROG (a copy of this helper) in a child that only sleeps, and waits for it. */
+static void step_run_child(char **a)
+{
+	pid_t child = fork();
+	if (child < 0)
+		die("fork", NULL);
+	if (child == 0) {
+		execl(a[0], a[0], "sleep", "1", (char *)NULL);
+		die("execl", a[0]);
+	}
+	int status;
+	if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("child", a[0]);
+}
+
+/* Overwrites the start of PATH in place: same inode, same generation, new content. */
+static void step_rewrite_in_place(char **a)
+{
+	int fd = open(a[0], O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("open", a[0]);
+	if (pwrite(fd, a[1], strlen(a[1]), 0) != (ssize_t)strlen(a[1]))
+		die("pwrite", a[0]);
+	close(fd);
+}
+
+/* Deletes PATH and creates a new file there until the filesystem hands it the old inode number
+ * (at most 200 tries; the last file created stays). */
+static void step_recreate_same_inode(char **a)
+{
+	struct stat old, now;
+	if (stat(a[0], &old) < 0)
+		die("stat", a[0]);
+	for (int i = 0; i < 200; i++) {
+		if (unlink(a[0]) < 0)
+			die("unlink", a[0]);
+		create_at(AT_FDCWD, a[0], a[1]);
+		if (chmod(a[0], 0755) < 0)
+			die("chmod", a[0]);
+		if (stat(a[0], &now) < 0)
+			die("stat", a[0]);
+		if (now.st_ino == old.st_ino)
+			return;
+	}
+	errno = EAGAIN;
+	die("the inode number never came back for", a[0]);
+}
+
+/* Copies file SOURCE into fd OUT. */
+static void copy_into(const char *source, int out)
+{
+	size_t len;
+	char *bytes = slurp(source, &len);
+	write_all(out, bytes, len, source);
+	free(bytes);
+}
+
+/* Copies SOURCE to DEST (made executable). */
+static void step_copy(char **a)
+{
+	int out = open(a[1], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+	if (out < 0)
+		die("create", a[1]);
+	copy_into(a[0], out);
+	close(out);
+}
+
+/* Executes a copy of SOURCE that has no name: KIND memfd (memfd_create), tmpfile (O_TMPFILE in
+ * the cwd, never linked) or deleted (a file unlinked before the exec). The child only sleeps. */
+static void step_fileless_exec(char **a)
+{
+	int fd;
+	if (strcmp(a[0], "memfd") == 0) {
+		fd = memfd_create("payload", 0);
+	} else if (strcmp(a[0], "tmpfile") == 0) {
+		fd = open(".", O_TMPFILE | O_RDWR, 0755);
+	} else {
+		fd = open("payload.tmp", O_RDWR | O_CREAT | O_TRUNC, 0755);
+	}
+	if (fd < 0)
+		die("create", a[0]);
+	copy_into(a[1], fd);
+	/* A file open for writing cannot be executed: reopen it read-only, close the writer. */
+	char proc[64];
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	int exe = open(proc, O_RDONLY | O_CLOEXEC);
+	if (exe < 0)
+		die("reopen", proc);
+	close(fd);
+	if (strcmp(a[0], "deleted") == 0 && unlink("payload.tmp") < 0)
+		die("unlink", "payload.tmp");
+	pid_t child = fork();
+	if (child < 0)
+		die("fork", NULL);
+	if (child == 0) {
+		char *argv[] = { "payload", "sleep", "1", NULL };
+		extern char **environ;
+		syscall(SYS_execveat, exe, "", argv, environ, AT_EMPTY_PATH);
+		die("execveat", a[0]);
+	}
+	int status;
+	if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		die("fileless child", a[0]);
+}
+
+/* ---- the daemon that works for the tree: started outside it, before `run` ---- */
+
+static int unix_socket(const char *path, struct sockaddr_un *address)
+{
+	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (sock < 0)
+		die("socket", path);
+	memset(address, 0, sizeof *address);
+	address->sun_family = AF_UNIX;
+	snprintf(address->sun_path, sizeof address->sun_path, "%s", path);
+	return sock;
+}
+
+/* Serves COUNT requests on SOCKET: 'F' with an fd (SCM_RIGHTS): writes TEXT through it; 'P' with
+ * a path: creates that file with TEXT. Answers 'k' once written. READY is created when it
+ * listens. */
+static void step_serve(char **a)
+{
+	struct sockaddr_un address;
+	int server = unix_socket(a[0], &address);
+	unlink(a[0]);
+	if (bind(server, (struct sockaddr *)&address, sizeof address) < 0 || listen(server, 8) < 0)
+		die("listen", a[0]);
+	create_at(AT_FDCWD, a[3], "ready");
+	for (int served = 0; served < number(a[1]); served++) {
+		int client = accept(server, NULL, NULL);
+		if (client < 0)
+			die("accept", a[0]);
+		char request[4096] = { 0 };
+		char control[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = { request, sizeof request - 1 };
+		struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1,
+					  .msg_control = control, .msg_controllen = sizeof control };
+		if (recvmsg(client, &message, 0) <= 0)
+			die("recvmsg", a[0]);
+		if (request[0] == 'F') {
+			struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+			if (!header || header->cmsg_type != SCM_RIGHTS)
+				die("no fd received", a[0]);
+			int fd;
+			memcpy(&fd, CMSG_DATA(header), sizeof fd);
+			if (pwrite(fd, a[2], strlen(a[2]), 0) != (ssize_t)strlen(a[2]))
+				die("pwrite through the received fd", a[0]);
+			close(fd);
+		} else {
+			create_at(AT_FDCWD, request + 1, a[2]);
+		}
+		if (write(client, "k", 1) != 1)
+			die("answer", a[0]);
+		close(client);
+	}
+}
+
+static void ask_daemon(const char *socket_path, const char *request, int fd)
+{
+	struct sockaddr_un address;
+	int sock = unix_socket(socket_path, &address);
+	if (connect(sock, (struct sockaddr *)&address, sizeof address) < 0)
+		die("connect", socket_path);
+	char control[CMSG_SPACE(sizeof(int))];
+	memset(control, 0, sizeof control);
+	struct iovec iov = { (void *)request, strlen(request) + 1 };
+	struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (fd >= 0) {
+		message.msg_control = control;
+		message.msg_controllen = sizeof control;
+		struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+		header->cmsg_level = SOL_SOCKET;
+		header->cmsg_type = SCM_RIGHTS;
+		header->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(header), &fd, sizeof fd);
+	}
+	if (sendmsg(sock, &message, 0) < 0)
+		die("sendmsg", socket_path);
+	char answer;
+	if (read(sock, &answer, 1) != 1)
+		die("no answer from", socket_path);
+	close(sock);
+}
+
+/* Opens FILE for writing (FLAGS: "create" makes it, "existing" opens it as it is) and passes the
+ * fd to the daemon, which writes through it. */
+static void step_send_fd(char **a)
+{
+	int flags = strcmp(a[1], "create") == 0 ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR;
+	int fd = open(a[2], flags | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("open", a[2]);
+	ask_daemon(a[0], "F", fd);
+	close(fd);
+}
+
+/* Sends the daemon an absolute path to write. */
+static void step_send_path(char **a)
+{
+	char request[4096];
+	char cwd[2048];
+	if (!getcwd(cwd, sizeof cwd))
+		die("getcwd", NULL);
+	snprintf(request, sizeof request, "P%s/%s", cwd, a[1]);
+	ask_daemon(a[0], request, -1);
+}
+
+/* Attaches IMAGE to a free loop device, writes TEXT to the block device (the loop driver's
+ * thread writes IMAGE), detaches. */
+static void step_loop_write(char **a)
+{
+	int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (control < 0)
+		die("open", "/dev/loop-control");
+	int number_free = ioctl(control, LOOP_CTL_GET_FREE);
+	if (number_free < 0)
+		die("LOOP_CTL_GET_FREE", NULL);
+	char device[64];
+	snprintf(device, sizeof device, "/dev/loop%d", number_free);
+	int loop = open(device, O_RDWR | O_CLOEXEC);
+	int image = open(a[0], O_RDWR | O_CLOEXEC);
+	if (loop < 0 || image < 0)
+		die("open", loop < 0 ? device : a[0]);
+	if (ioctl(loop, LOOP_SET_FD, image) < 0)
+		die("LOOP_SET_FD", device);
+	close(image);
+	char block[512];
+	memset(block, 0, sizeof block);
+	memcpy(block, a[1], strlen(a[1]) < sizeof block ? strlen(a[1]) : sizeof block);
+	if (pwrite(loop, block, sizeof block, 0) != (ssize_t)sizeof block || fsync(loop) < 0)
+		die("write", device);
+	if (ioctl(loop, LOOP_CLR_FD, 0) < 0)
+		die("LOOP_CLR_FD", device);
+	close(loop);
+	close(control);
+}
+
+/* ---- the fd swapped under a write ---- */
+
+struct swap {
+	int target;
+	int real;
+	int decoy;
+	volatile int stop;
+};
+
+static void *swap_fds(void *argument)
+{
+	struct swap *swap = argument;
+	while (!swap->stop) {
+		dup2(swap->decoy, swap->target);
+		dup2(swap->real, swap->target);
+	}
+	return NULL;
+}
+
+/* A thread dup2s DECOY over the fd another thread writes TEXT to REAL through, ROUNDS times:
+ * some writes reach REAL while the fd names DECOY at the syscall's exit. Both files exist before
+ * and are opened without O_TRUNC (the open itself changes nothing). */
+static void step_swap_write(char **a)
+{
+	struct swap swap = { .target = 40, .stop = 0 };
+	swap.real = open(a[0], O_WRONLY | O_CLOEXEC);
+	swap.decoy = open(a[1], O_WRONLY | O_CLOEXEC);
+	if (swap.real < 0 || swap.decoy < 0)
+		die("open", a[0]);
+	if (dup2(swap.real, swap.target) < 0)
+		die("dup2", NULL);
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, swap_fds, &swap) != 0)
+		die("pthread_create", NULL);
+	size_t len = strlen(a[2]);
+	for (int i = 0; i < number(a[3]); i++)
+		(void)!pwrite(swap.target, a[2], len, 0);
+	swap.stop = 1;
+	pthread_join(thread, NULL);
+}
+
+/* Outside the tree: waits for PATH to reach SIZE bytes, then keeps changing its last byte for MS
+ * milliseconds. */
+static void step_toucher(char **a)
+{
+	struct stat st;
+	while (stat(a[0], &st) < 0 || st.st_size < atol(a[1]))
+		sleep_ms(1);
+	int fd = open(a[0], O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("open", a[0]);
+	for (int i = 0; i < number(a[2]); i++) {
+		char byte = (char)('a' + i % 26);
+		if (pwrite(fd, &byte, 1, st.st_size - 1) != 1)
+			die("pwrite", a[0]);
+		sleep_ms(1);
+	}
+	close(fd);
+}
+
+/* Writes SIZE bytes (MiB) to PATH. */
+static void step_write_big(char **a)
+{
+	int fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("open", a[0]);
+	char block[1 << 16];
+	memset(block, 'b', sizeof block);
+	for (long i = 0; i < atol(a[1]) * 16; i++)
+		write_all(fd, block, sizeof block, a[0]);
+	close(fd);
+}
+
+/* COUNT children, PARALLEL at a time, each exec'ing this helper with ARGS arguments of LEN bytes
+ * (the `ignore` step drops them). */
+static void step_exec_storm(char **a)
+{
+	int count = number(a[0]), parallel = number(a[1]), args = number(a[2]), len = number(a[3]);
+	char **argv = calloc((size_t)args + 3, sizeof *argv);
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n < 0)
+		die("readlink", "/proc/self/exe");
+	self[n] = 0;
+	argv[0] = self;
+	argv[1] = "ignore";
+	for (int i = 0; i < args; i++) {
+		argv[i + 2] = malloc((size_t)len + 1);
+		memset(argv[i + 2], 'a' + i % 26, (size_t)len);
+		argv[i + 2][len] = 0;
+	}
+	int running = 0;
+	for (int i = 0; i < count; i++) {
+		if (running == parallel) {
+			if (wait(NULL) < 0)
+				die("wait", NULL);
+			running--;
+		}
+		pid_t child = fork();
+		if (child < 0)
+			die("fork", NULL);
+		if (child == 0) {
+			execv(self, argv);
+			_exit(99);
+		}
+		running++;
+	}
+	while (running-- > 0)
+		wait(NULL);
+}
+
+static void step_ignore(char **a) { (void)a; }
+
 static void step_exec(char **a)
 {
 	execv(a[0], a + 1);
@@ -1014,6 +1445,23 @@ static const struct step steps[] = {
 	{ "many-fds", 2, step_many_fds },
 	{ "ptrace-write", 3, step_ptrace_write },
 	{ "replace-program", 1, step_replace_program },
+	{ "churn-own", 2, step_churn_own },
+	{ "churn-stranger", 2, step_churn_stranger },
+	{ "steal-inode", 1, step_steal_inode },
+	{ "run-child", 1, step_run_child },
+	{ "copy", 2, step_copy },
+	{ "rewrite-in-place", 2, step_rewrite_in_place },
+	{ "recreate-same-inode", 2, step_recreate_same_inode },
+	{ "fileless-exec", 2, step_fileless_exec },
+	{ "serve", 4, step_serve },
+	{ "send-fd", 3, step_send_fd },
+	{ "send-path", 2, step_send_path },
+	{ "loop-write", 2, step_loop_write },
+	{ "swap-write", 4, step_swap_write },
+	{ "toucher", 3, step_toucher },
+	{ "write-big", 2, step_write_big },
+	{ "exec-storm", 4, step_exec_storm },
+	{ "ignore", -1, step_ignore },
 	{ "exec", -1, step_exec },
 };
 

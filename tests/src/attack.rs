@@ -12,6 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -102,6 +103,12 @@ pub struct Scenario {
     inherited: Option<(i32, PathBuf)>,
     steps: Vec<OsString>,
     options: Vec<OsString>,
+    /// Why the command must run as root (`--run-as root`), if it must; else it runs as the
+    /// test user, as every command should.
+    as_root: Option<&'static str>,
+    /// Attacker command lines run outside the traced tree, started before oci-attest (each
+    /// after the previous one's ready file, if it names one, exists) and killed after it.
+    outsiders: Vec<(Vec<OsString>, Option<String>)>,
 }
 
 impl Scenario {
@@ -117,6 +124,8 @@ impl Scenario {
             inherited: None,
             steps: steps.iter().map(|step| step.as_ref().to_owned()).collect(),
             options: Vec::new(),
+            as_root: None,
+            outsiders: Vec::new(),
         })
     }
 
@@ -139,9 +148,29 @@ impl Scenario {
     }
 
     /// `path` (a file of the working directory) opened read-write by the test and passed down
-    /// to the command as fd `fd`: the traced tree never opens it.
+    /// to the command as fd `fd` (0, 1 or 2: oci-attest closes the others before the command
+    /// starts): the traced tree never opens it.
     pub fn inherit(mut self, fd: i32, path: impl AsRef<Path>) -> Self {
         self.inherited = Some((fd, path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Runs the command as root (`--run-as root`) because of `why`: the attack needs a
+    /// privilege (chroot, mounts, file handles) the test user does not have. The trace must see
+    /// through it all the same.
+    pub fn as_root(mut self, why: &'static str) -> Self {
+        self.as_root = Some(why);
+        self
+    }
+
+    /// An attacker process outside the traced tree (`steps` as for the tree; [`WORK`] is
+    /// replaced), started before oci-attest and killed once it has exited. When `ready` is
+    /// given (a path, [`WORK`] replaced), oci-attest starts only once that file exists.
+    pub fn outsider<S: AsRef<OsStr>>(mut self, steps: &[S], ready: Option<&str>) -> Self {
+        self.outsiders.push((
+            steps.iter().map(|step| step.as_ref().to_owned()).collect(),
+            ready.map(str::to_owned),
+        ));
         self
     }
 
@@ -189,14 +218,19 @@ impl Scenario {
             .prefix("oci-attest-attack-")
             .tempdir()
             .context("cannot create a temp dir")?;
+        // The command's user may pass through to its working directory, nothing more.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
         let work = dir.path().canonicalize()?.join("work");
         self.prepare(&work)?;
         let outfile = dir.path().join("att.json");
-        let mut command = Command::new(&self.binary);
+        let mut command = crate::oci_attest::run_command(&self.binary)?;
         command
-            .args(["run", "--trace", "ebpf", "--unsigned", "-o"])
+            .args(["--trace", "ebpf", "--unsigned", "-o"])
             .arg(&outfile)
             .args(&self.options);
+        if self.as_root.is_some() {
+            command.arg("--run-as").arg("root");
+        }
         if allow_incomplete {
             command.arg("--allow-incomplete-trace");
         }
@@ -205,8 +239,7 @@ impl Scenario {
             .arg(&self.attacker)
             .args(self.steps.iter().map(|step| self.substitute(step, &work)))
             .current_dir(&work)
-            .stdin(Stdio::null())
-            .env("PATH", crate::paths::search_path());
+            .stdin(Stdio::null());
         let inherited = match &self.inherited {
             Some((fd, path)) => {
                 let file = File::options()
@@ -215,10 +248,17 @@ impl Scenario {
                     .open(work.join(path))
                     .with_context(|| format!("cannot open {} to pass down", path.display()))?;
                 let (source, target) = (file.as_raw_fd(), *fd);
-                // SAFETY: dup2 is async-signal-safe; it also clears close-on-exec on `target`.
+                // SAFETY: dup2 and fcntl are async-signal-safe. dup2 clears close-on-exec on
+                // `target`, except when the file already has that number (then it does
+                // nothing): clear the flag there.
                 unsafe {
                     command.pre_exec(move || {
-                        if libc::dup2(source, target) < 0 {
+                        let done = if source == target {
+                            libc::fcntl(target, libc::F_SETFD, 0)
+                        } else {
+                            libc::dup2(source, target)
+                        };
+                        if done < 0 {
                             return Err(std::io::Error::last_os_error());
                         }
                         Ok(())
@@ -228,6 +268,7 @@ impl Scenario {
             }
             None => None,
         };
+        let outsiders = self.start_outsiders(&work)?;
         // Files, not pipes: a process the command leaves behind cannot hold the run open, and
         // the exit is collected with wait4 for its resource usage.
         let stderr_path = dir.path().join("stderr");
@@ -239,6 +280,7 @@ impl Scenario {
         let oci_attest_pid = child.id();
         let (status, peak_rss_kib) = wait_with_peak_rss(oci_attest_pid)?;
         drop(inherited);
+        drop(outsiders);
         let stderr = String::from_utf8_lossy(&std::fs::read(&stderr_path)?).into_owned();
         if let Some(code) = status.code() {
             ensure!(
@@ -261,6 +303,32 @@ impl Scenario {
             peak_rss_kib,
             _dir: dir,
         })
+    }
+
+    fn start_outsiders(&self, work: &Path) -> anyhow::Result<Vec<Outsider>> {
+        let mut started = Vec::new();
+        for (steps, ready) in &self.outsiders {
+            let child = Command::new(&self.attacker)
+                .args(steps.iter().map(|step| self.substitute(step, work)))
+                .current_dir(work)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("cannot start an outsider")?;
+            started.push(Outsider(child));
+            if let Some(ready) = ready {
+                let ready = self.substitute(OsStr::new(ready), work);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while !Path::new(&ready).exists() {
+                    ensure!(
+                        std::time::Instant::now() < deadline,
+                        "the outsider never created {}",
+                        Path::new(&ready).display()
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        Ok(started)
     }
 
     fn substitute(&self, step: &OsStr, work: &Path) -> OsString {
@@ -290,7 +358,19 @@ impl Scenario {
             std::fs::copy(&self.attacker, work.join(program))
                 .with_context(|| format!("cannot copy the attacker to {}", program.display()))?;
         }
-        Ok(())
+        // The working directory is the command's; outside it (the temp dir holding it, the
+        // statement) is root's.
+        crate::oci_attest::give_to_test_user(work)
+    }
+}
+
+/// An attacker process outside the traced tree; killed and reaped when dropped.
+struct Outsider(std::process::Child);
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -486,6 +566,27 @@ impl Verdict {
             ),
         }
         self.assert_incomplete_for(reasons);
+    }
+
+    /// The run must have been refused (exit 3) for one of `reasons`, named on stderr and in
+    /// the statement signed with `--allow-incomplete-trace`.
+    pub fn assert_refused(&self, reasons: &[&str]) {
+        assert!(
+            matches!(self, Verdict::Incomplete { .. }),
+            "the run must exit 3 for one of {reasons:?}\n{}",
+            self.describe()
+        );
+        self.assert_incomplete_for(reasons);
+    }
+
+    /// The details of the statement's `reason` entries.
+    pub fn details(&self, reason: &str) -> Vec<String> {
+        self.statement()
+            .incomplete()
+            .into_iter()
+            .filter(|(listed, _)| listed == reason)
+            .map(|(_, detail)| detail)
+            .collect()
     }
 
     /// `path` was not changed by the command and must not be a product; the trace is complete.

@@ -18,8 +18,10 @@ pub mod oci_attest;
 pub mod paths;
 pub mod registry;
 pub mod registry_bench;
+pub mod release;
 pub mod storage;
 pub mod tamper;
+pub mod tsa;
 
 /// Set by `cargo xtask test`: every test that would skip for a missing environment fails.
 pub const REQUIRE_ALL_ENV: &str = "OCI_ATTEST_REQUIRE_ALL";

@@ -1,9 +1,99 @@
-//! The oci-attest binary under test.
+//! The oci-attest binary under test, and the identity its `run` gives the wrapped command.
+//!
+//! oci-attest runs as root in the tests (it loads eBPF) and, like a CI job started through
+//! sudo, runs the command as an unprivileged user: [`TEST_USER`], made by `cargo xtask setup`.
+//! Every test starts `oci-attest run` through [`run_command`]; one that needs the command to be
+//! root adds `--run-as root` and says why.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{ensure, Context as _};
+
+/// The unprivileged user `cargo xtask setup` creates (with a home and subordinate id ranges);
+/// the commands under test run as this user.
+pub const TEST_USER: &str = "oci-attest-test";
+
+/// The test user from the user database.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// [`TEST_USER`], or what to do when it is missing.
+pub fn test_user() -> anyhow::Result<TestUser> {
+    let user = nix::unistd::User::from_name(TEST_USER)
+        .context("cannot read the user database")?
+        .with_context(|| format!("no user {TEST_USER} (run `cargo xtask setup` as root)"))?;
+    Ok(TestUser {
+        name: user.name,
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+    })
+}
+
+/// `BINARY run` as the tests start it: oci-attest as root, with `SUDO_UID`/`SUDO_GID` of the
+/// test user set as sudo sets them, so the command runs as that user (no capabilities,
+/// no_new_privs). Add the rest of `run`'s arguments. Only a root oci-attest can keep the
+/// command away from the key and the tracer, so anything else is an `Err` (a skip outside CI).
+pub fn run_command(binary: &Path) -> anyhow::Result<Command> {
+    let mut command = Command::new(binary);
+    command.arg("run");
+    invoked_by_test_user(&mut command)?;
+    Ok(command)
+}
+
+/// The environment [`run_command`] gives oci-attest, for a `run` started through a wrapper
+/// (`/usr/bin/time -v oci-attest run ...`): root, the test user as sudo's invoker, the tool
+/// PATH, no key passphrase.
+pub fn invoked_by_test_user(command: &mut Command) -> anyhow::Result<()> {
+    crate::root()?;
+    let user = test_user()?;
+    command
+        .env("PATH", crate::paths::search_path())
+        .env("SUDO_UID", user.uid.to_string())
+        .env("SUDO_GID", user.gid.to_string())
+        .env("SUDO_USER", &user.name)
+        .env_remove("OCI_ATTEST_KEY_PASSPHRASE");
+    Ok(())
+}
+
+/// [`run_command`] of the binary under test ([`binary`]).
+pub fn run() -> anyhow::Result<Command> {
+    run_command(&binary()?)
+}
+
+/// A temp dir owned by the test user, for the command to write its products into (the test,
+/// as root, still puts its inputs and keys there; a key keygen writes is root's, mode 0600).
+pub fn user_dir() -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("oci-attest-user.")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    give_to_test_user(dir.path())?;
+    Ok(dir)
+}
+
+/// Hands `path` and everything under it (not following symlinks) to the test user, for inputs
+/// the command must change.
+pub fn give_to_test_user(path: &Path) -> anyhow::Result<()> {
+    let user = test_user()?;
+    let mut pending = vec![path.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        std::os::unix::fs::lchown(&next, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("cannot give {} to {}", next.display(), user.name))?;
+        if next.symlink_metadata()?.is_dir() {
+            for entry in std::fs::read_dir(&next)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `OCI_ATTEST_BIN`, else the workspace's debug build.
 pub fn binary() -> anyhow::Result<PathBuf> {
@@ -23,14 +113,6 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 pub fn command() -> anyhow::Result<Command> {
     let mut command = Command::new(binary()?);
     command.env("PATH", crate::paths::search_path());
-    Ok(command)
-}
-
-/// `BINARY run` as the tests start it (add the rest of `run`'s arguments). Every test starts
-/// `oci-attest run` through this one helper.
-pub fn run() -> anyhow::Result<Command> {
-    let mut command = command()?;
-    command.arg("run");
     Ok(command)
 }
 

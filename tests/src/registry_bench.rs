@@ -48,7 +48,8 @@ impl Bench {
         oci_attest::binary()?;
         let registries = RegistryEnv::from_env()?;
         let fixtures = Fixtures::from_env()?;
-        let work = tempfile::tempdir()?;
+        // The command's user writes here; the key in it is root's (mode 0600).
+        let work = oci_attest::user_dir()?;
         let key = work.path().join("key.pem");
         let out = oci_attest::output([Path::new("keygen"), Path::new("--out"), &key])?;
         anyhow::ensure!(out.status.success(), "keygen failed: {}", text(&out));
@@ -141,7 +142,16 @@ impl Bench {
 
     /// [`Bench::oci_attest`], with the command adjusted first (environment, …).
     pub fn oci_attest_with(&self, args: &[String], adjust: impl FnOnce(&mut Command)) -> Output {
-        let mut command = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+        self.output(oci_attest::command(), args, adjust)
+    }
+
+    fn output(
+        &self,
+        command: anyhow::Result<Command>,
+        args: &[String],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Output {
+        let mut command = command.unwrap_or_else(|error| panic!("{error:#}"));
         command
             .args(args)
             .current_dir(self.work.path())
@@ -153,7 +163,7 @@ impl Bench {
     }
 
     /// `oci-attest run -k KEY -o OUT OPTIONS -- COMMAND`: every registry test starts `run`
-    /// here, so how tests start it is one place.
+    /// here, through the harness's [`oci_attest::run`] (the command runs as the test user).
     pub fn run(&self, out: &Path, options: &[String], command: &[String]) -> Output {
         self.run_with(out, options, command, |_| {})
     }
@@ -166,14 +176,14 @@ impl Bench {
         command: &[String],
         adjust: impl FnOnce(&mut Command),
     ) -> Output {
-        let mut args = vec!["run".to_owned(), "-k".to_owned()];
+        let mut args = vec!["-k".to_owned()];
         args.push(self.key.display().to_string());
         args.push("-o".to_owned());
         args.push(out.display().to_string());
         args.extend(options.iter().cloned());
         args.push("--".to_owned());
         args.extend(command.iter().cloned());
-        self.oci_attest_with(&args, adjust)
+        self.output(oci_attest::run(), &args, adjust)
     }
 }
 

@@ -39,10 +39,10 @@ fn skopeo_run(
     source: &Path,
     dest: &str,
 ) -> Command {
-    let mut command = oci_attest::command().expect("oci-attest binary");
+    let mut command = oci_attest::run().expect("checked by user_dir");
     command
         .current_dir(dir)
-        .args(["run", "--trace", "off", "-k"])
+        .args(["--trace", "off", "-k"])
         .arg(key)
         .arg("-o")
         .arg(out)
@@ -83,17 +83,17 @@ fn statement(envelope: &[u8]) -> Value {
 /// archive, so the run is refused before podman starts (podman never creates its storage).
 #[test]
 fn redirected_stdout_is_refused_before_podman_save_starts() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let storage = ContainersStorage::create(&d.join("storage")).unwrap();
     std::fs::remove_dir_all(storage.root.join("graph")).unwrap();
     let archive = std::fs::File::create(d.join("img.tar")).unwrap();
-    let output = oci_attest::command()
+    let output = oci_attest::run()
         .unwrap()
         .current_dir(d)
         .envs(storage.env())
-        .args(["run", "--trace", "off", "-k"])
+        .args(["--trace", "off", "-k"])
         .arg(&key)
         .args(["--", "podman", "save", "localhost/fx/app:1"])
         .stdout(archive)
@@ -113,7 +113,7 @@ fn redirected_stdout_is_refused_before_podman_save_starts() {
 /// `-o link.json` where link.json → real/att.json: the target gets the envelope, the link stays.
 #[test]
 fn symlinked_outfile_is_written_through() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let source = require!(source_archive());
@@ -146,7 +146,7 @@ fn symlinked_outfile_is_written_through() {
 /// by `mknod`: it stays a device, and the run succeeds.
 #[test]
 fn character_device_outfile_is_written_in_place() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let source = require!(source_archive());
@@ -174,7 +174,7 @@ fn character_device_outfile_is_written_in_place() {
 /// `-o /dev/stdout` is an explicit choice: the envelope goes to the (redirected) stdout.
 #[test]
 fn dev_stdout_outfile_is_written_to_the_inherited_descriptor() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let source = require!(source_archive());
@@ -188,17 +188,17 @@ fn dev_stdout_outfile_is_written_to_the_inherited_descriptor() {
 }
 
 /// The command removes the outfile's directory: the envelope lands in the working directory
-/// and the path is printed.
+/// and the path is printed, also with `--quiet`.
 #[test]
 fn vanished_outfile_directory_falls_back_to_the_working_dir() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     std::fs::create_dir(d.join("out")).unwrap();
-    let output = oci_attest::command()
+    let output = oci_attest::run()
         .unwrap()
         .current_dir(d)
-        .args(["run", "--trace", "off", "-k"])
+        .args(["--quiet", "--trace", "off", "-k"])
         .arg(&key)
         .args(["-o", "out/att.json", "--", "rm", "-r", "out"])
         .output()
@@ -222,7 +222,7 @@ fn vanished_outfile_directory_falls_back_to_the_working_dir() {
 /// Four runs race to the same `-o`: all succeed and what is left is one complete envelope.
 #[test]
 fn concurrent_runs_with_one_outfile_leave_a_complete_envelope() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let source = require!(source_archive());
@@ -258,7 +258,7 @@ fn concurrent_runs_with_one_outfile_leave_a_complete_envelope() {
 /// `-o -` is the explicit choice of stdout, whatever stdout is (here a pipe).
 #[test]
 fn dash_outfile_writes_the_envelope_to_stdout() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let source = require!(source_archive());
@@ -278,7 +278,7 @@ fn dash_outfile_writes_the_envelope_to_stdout() {
 /// (`| jq`) parses both.
 #[test]
 fn json_summary_never_shares_stdout_with_skopeo_progress() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let key = require!(keygen(d));
     let source = require!(source_archive());

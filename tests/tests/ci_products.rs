@@ -30,8 +30,8 @@ fn products_are_the_working_dir_and_the_image_not_tool_caches() {
     require!(oci_attest_tests::root());
     let fixtures = require!(Fixtures::from_env());
     let source = fixtures.path(require!(fixtures.get(APP_ARCHIVE)));
-    let work = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
+    let work = require!(oci_attest::user_dir());
+    let outside = require!(oci_attest::user_dir());
     let d = work.path();
     let o = outside.path().canonicalize().unwrap();
     let keygen = oci_attest::command()
@@ -48,12 +48,11 @@ fn products_are_the_working_dir_and_the_image_not_tool_caches() {
         source.display(),
         o = o.display()
     );
-    let output = oci_attest::command()
+    let output = oci_attest::run()
         .unwrap()
         .current_dir(d)
         .args([
             "-v",
-            "run",
             "--trace",
             "ebpf",
             "-k",

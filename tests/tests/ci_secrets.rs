@@ -30,7 +30,12 @@ fn encrypted_key(dir: &Path, passphrase: &str) -> anyhow::Result<()> {
         .arg(format!("pass:{passphrase}"))
         .status()?;
     anyhow::ensure!(status.success(), "openssl pkcs8 failed");
+    // Root's, mode 0600: out of the command's reach, as run demands.
     std::fs::write(dir.join("pass.txt"), format!("{passphrase}\n"))?;
+    std::fs::set_permissions(
+        dir.join("pass.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     Ok(())
 }
 
@@ -39,7 +44,7 @@ fn no_secret_reaches_the_statement() {
     require!(oci_attest_tests::root());
     let fixtures = require!(Fixtures::from_env());
     let source = fixtures.path(require!(fixtures.get(APP_ARCHIVE)));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = require!(oci_attest::user_dir());
     let d = dir.path();
     let passphrase = "passphrase-secret-22";
     require!(encrypted_key(d, passphrase));

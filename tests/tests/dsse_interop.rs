@@ -169,14 +169,13 @@ fn run_envelopes_verify_with_securesystemslib() {
     require!(oci_attest::binary());
     let engine = base64::engine::general_purpose::STANDARD;
     for algorithm in ALGORITHMS {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = require!(oci_attest::user_dir());
         let key = dir.path().join("key.pem");
         let envelope = dir.path().join("att.json");
         keygen(algorithm, &key);
-        let mut run = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+        let mut run = oci_attest::run().unwrap_or_else(|error| panic!("{error:#}"));
         // Characters Go's JSON escapes, so the payload bytes are what witness would sign.
         let wrapped = run
-            .arg("run")
             .args(["--trace", "off", "-k"])
             .arg(&key)
             .arg("-o")
@@ -257,10 +256,9 @@ fn signed_policies_cross_between_securesystemslib_and_oci_attest() {
     let python = require!(python());
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
-    let work = d.join("work");
-    std::fs::create_dir(&work).unwrap();
-    let run = |args: &[&str], cwd: &Path| {
-        let mut command = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+    let work = require!(oci_attest::user_dir());
+    let work = work.path();
+    let succeed = |mut command: Command, args: &[&str], cwd: &Path| {
         let output = command
             .args(args)
             .current_dir(cwd)
@@ -268,12 +266,13 @@ fn signed_policies_cross_between_securesystemslib_and_oci_attest() {
             .expect("oci-attest");
         assert!(output.status.success(), "{args:?}: {}", describe(&output));
     };
-    run(&["keygen", "--out", "functionary.pem"], d);
+    let plain = || oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+    succeed(plain(), &["keygen", "--out", "functionary.pem"], d);
     let functionary = d.join("functionary.pem");
     let attestation = d.join("interop.att.json");
-    run(
+    succeed(
+        oci_attest::run().unwrap_or_else(|error| panic!("{error:#}")),
         &[
-            "run",
             "--step",
             "interop",
             "--trace",
@@ -287,7 +286,7 @@ fn signed_policies_cross_between_securesystemslib_and_oci_attest() {
             "-c",
             "printf built > out.bin",
         ],
-        &work,
+        work,
     );
     let policy = d.join("policy.json");
     std::fs::write(&policy, exit_zero_policy(&d.join("functionary.pem.pub"))).unwrap();
@@ -324,9 +323,10 @@ fn signed_policies_cross_between_securesystemslib_and_oci_attest() {
         );
     }
 
-    run(&["keygen", "--out", "policy-key.pem"], d);
+    succeed(plain(), &["keygen", "--out", "policy-key.pem"], d);
     let signed = d.join("policy.signed.json");
-    run(
+    succeed(
+        plain(),
         &[
             "sign",
             "-k",

@@ -1,55 +1,37 @@
-//! The example policies of `examples/policies/` against real traced saves: `skopeo copy` from
-//! podman's storage under `oci-attest run --trace ebpf`, the policy filled in with
-//! `fill-key.sh`, signed with `oci-attest sign` and checked with `oci-attest verify -p`.
+//! The example policies of `examples/policies/` against real traced saves: `skopeo copy` of the
+//! fixture archive by the unprivileged test user under `oci-attest run --trace ebpf` (the
+//! policies deny a root command), the policy written with `oci-attest policy new` from the
+//! `.rego` files (the image tag given as a parameter), signed with `oci-attest sign` and checked
+//! with `oci-attest verify -p`.
 //!
-//! Needs root (eBPF), skopeo and the private storage and fixtures `cargo xtask test` prepares.
+//! Needs root (eBPF), the test user, skopeo and the fixtures `cargo xtask test` prepares.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use base64::Engine as _;
-use oci_attest_tests::command::{describe, output_text, run};
-use oci_attest_tests::fixtures::{Fixtures, APP_IMAGE, MULTI_ARCHIVE};
-use oci_attest_tests::storage::ContainersStorage;
+use oci_attest_tests::command::{describe, output_text};
+use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE, APP_IMAGE};
 use oci_attest_tests::{oci_attest, paths, require};
 use serde_json::Value;
 
-/// Podman's private storage with the fixture images loaded, once per test process.
-fn storage() -> anyhow::Result<&'static ContainersStorage> {
-    static STORAGE: OnceLock<Result<ContainersStorage, String>> = OnceLock::new();
-    STORAGE
-        .get_or_init(|| {
-            let prepare = || -> anyhow::Result<ContainersStorage> {
-                oci_attest::binary()?;
-                let storage = ContainersStorage::from_env()?;
-                let fixtures = Fixtures::from_env()?;
-                let images = fixtures.path(fixtures.get(MULTI_ARCHIVE)?);
-                run(storage
-                    .command("podman")
-                    .args(["load", "-q", "-i"])
-                    .arg(&images))?;
-                Ok(storage)
-            };
-            prepare().map_err(|error| format!("{error:#}"))
-        })
-        .as_ref()
-        .map_err(|error| anyhow::anyhow!("{error}"))
+/// The fixture docker-archive (written by skopeo), as the source of the saves.
+fn source() -> anyhow::Result<String> {
+    oci_attest::binary()?;
+    let fixtures = Fixtures::from_env()?;
+    Ok(format!(
+        "docker-archive:{}",
+        fixtures.path(fixtures.get(APP_ARCHIVE)?).display()
+    ))
 }
 
 fn examples() -> PathBuf {
     paths::workspace_root().join("examples/policies")
 }
 
-/// oci-attest with the storage in its environment, in `dir`.
-fn oci_attest_in(storage: &ContainersStorage, dir: &Path, args: &[&str]) -> Output {
-    let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
-    let mut command = Command::new(binary);
-    command
-        .env("PATH", paths::search_path())
-        .envs(storage.env())
-        .args(args)
-        .current_dir(dir);
+/// `command` with `args` in `dir`, run to its end.
+fn output_in(mut command: Command, dir: &Path, args: &[&str]) -> Output {
+    command.args(args).current_dir(dir);
     command
         .output()
         .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(&command)))
@@ -58,21 +40,22 @@ fn oci_attest_in(storage: &ContainersStorage, dir: &Path, args: &[&str]) -> Outp
 /// A fresh working directory (where the saves run) and a directory for keys, attestations and
 /// policies (never materials or products of the saves).
 struct Setup {
-    storage: &'static ContainersStorage,
+    /// The command's user owns it.
     work: tempfile::TempDir,
+    /// Root's: out of the command's reach.
     out: tempfile::TempDir,
 }
 
 impl Setup {
-    fn new(storage: &'static ContainersStorage) -> Setup {
+    /// `Err` when root or the test user is missing (a skip outside CI).
+    fn new() -> anyhow::Result<Setup> {
         let setup = Setup {
-            storage,
-            work: tempfile::tempdir().expect("temp dir"),
-            out: tempfile::tempdir().expect("temp dir"),
+            work: oci_attest::user_dir()?,
+            out: tempfile::tempdir()?,
         };
         let output = setup.oci_attest(&["keygen", "--out", &setup.out("key.pem")]);
         assert!(output.status.success(), "{}", output_text(&output));
-        setup
+        Ok(setup)
     }
 
     fn out(&self, name: &str) -> String {
@@ -80,36 +63,44 @@ impl Setup {
     }
 
     fn oci_attest(&self, args: &[&str]) -> Output {
-        oci_attest_in(self.storage, self.work.path(), args)
+        let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
+        output_in(Command::new(binary), self.work.path(), args)
     }
 
     /// `oci-attest run --step STEP --trace TRACE -- COMMAND…`, attestation in `STEP.att.json`.
     fn run(&self, step: &str, trace: &str, command: &[&str]) -> Output {
         let (key, outfile) = (self.out("key.pem"), self.out(&format!("{step}.att.json")));
         let mut args = vec![
-            "run", "--step", step, "--trace", trace, "-k", &key, "-o", &outfile, "--",
+            "--step", step, "--trace", trace, "-k", &key, "-o", &outfile, "--",
         ];
         args.extend(command);
-        self.oci_attest(&args)
+        let run = oci_attest::run().unwrap_or_else(|error| panic!("{error:#}"));
+        output_in(run, self.work.path(), &args)
     }
 
-    /// Fills `template` with the public key (`fill-key.sh`) and signs it.
-    fn sign(&self, template: &str) -> String {
-        let filled = Command::new("sh")
-            .arg(examples().join("fill-key.sh"))
-            .arg(self.out("key.pem.pub"))
-            .arg(examples().join(template))
-            .output()
-            .expect("run fill-key.sh");
-        assert!(filled.status.success(), "{}", output_text(&filled));
-        std::fs::write(self.out("policy.json"), &filled.stdout).unwrap();
+    /// Writes a policy with `policy new`, one call per step (each `--rego`/`--attestation`
+    /// argument list of `steps`, the key and the example directory filled in), and signs it.
+    fn sign(&self, steps: &[(&str, &[&str])]) -> String {
+        let (key, policy) = (self.out("key.pem.pub"), self.out("policy.json"));
+        for (index, (step, extra)) in steps.iter().enumerate() {
+            let mut args = vec![
+                "policy", "new", "--step", step, "--key", &key, "-o", &policy,
+            ];
+            if index > 0 {
+                args.extend(["--add-to", &policy]);
+            }
+            args.extend(extra.iter().copied());
+            let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
+            let output = output_in(Command::new(binary), &examples(), &args);
+            assert!(output.status.success(), "{}", output_text(&output));
+        }
         let signed = self.out("policy.signed.json");
         let output = self.oci_attest(&[
             "sign",
             "-k",
             &self.out("key.pem"),
             "--infile",
-            &self.out("policy.json"),
+            &policy,
             "--outfile",
             &signed,
         ]);
@@ -139,11 +130,22 @@ fn skopeo_save<'a>(archive: &'a str, source: &'a str) -> [&'a str; 4] {
 
 #[test]
 fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
-    let storage = require!(storage());
-    let setup = Setup::new(storage);
-    let source = format!("containers-storage:{APP_IMAGE}");
+    let source = require!(source());
+    let setup = require!(Setup::new());
     let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
-    let policy = setup.sign("traced-save.policy.json");
+    let tag = format!("--param=image_tag={APP_IMAGE}");
+    let policy = setup.sign(&[(
+        "save",
+        &[
+            "--rego",
+            "traced-save.rego",
+            "--rego",
+            "run-options.rego",
+            "--rego",
+            "oci=image-tag.rego",
+            &tag,
+        ],
+    )]);
 
     let traced = setup.run("save", "ebpf", &skopeo_save(&archive, &source));
     assert!(traced.status.success(), "{}", output_text(&traced));
@@ -177,9 +179,8 @@ fn traced_save_policy_passes_a_traced_skopeo_copy_only() {
 
 #[test]
 fn build_then_save_policy_follows_the_chain() {
-    let storage = require!(storage());
-    let setup = Setup::new(storage);
-    let source = format!("containers-storage:{APP_IMAGE}");
+    let source = require!(source());
+    let setup = require!(Setup::new());
     let build = setup.run(
         "build",
         "ebpf",
@@ -189,7 +190,23 @@ fn build_then_save_policy_follows_the_chain() {
     let archive = format!("docker-archive:app.tar:{APP_IMAGE}");
     let save = setup.run("save", "ebpf", &skopeo_save(&archive, "oci:layout:app"));
     assert!(save.status.success(), "{}", output_text(&save));
-    let policy = setup.sign("build-then-save.policy.json");
+    let policy = setup.sign(&[
+        (
+            "build",
+            &["--rego", "build-succeeded.rego", "--attestation", "product"],
+        ),
+        (
+            "save",
+            &[
+                "--artifacts-from",
+                "build",
+                "--rego",
+                "traced-save.rego",
+                "--attestation",
+                "material",
+            ],
+        ),
+    ]);
     let verified = setup.verify(&policy, &["build", "save"], "app.tar");
     let report = output_text(&verified);
     assert!(verified.status.success(), "{report}");
@@ -212,26 +229,62 @@ fn build_then_save_policy_follows_the_chain() {
     );
 }
 
-/// The policy templates embed their Rego modules (base64); they must be the `.rego` files.
+/// `policy new` embeds the `.rego` files byte for byte, with the image tag parameter filled in,
+/// and refuses to write the tag rule without it.
 #[test]
-fn example_policies_embed_the_rego_files_next_to_them() {
-    for template in ["traced-save.policy.json", "build-then-save.policy.json"] {
-        let text = std::fs::read_to_string(examples().join(template)).unwrap();
-        let policy: Value = serde_json::from_str(&text).unwrap();
-        for step in policy["steps"].as_object().unwrap().values() {
-            for attestation in step["attestations"].as_array().unwrap() {
-                for module in attestation["regopolicies"].as_array().unwrap() {
-                    let name = module["name"].as_str().unwrap();
-                    let embedded = base64::engine::general_purpose::STANDARD
-                        .decode(module["module"].as_str().unwrap())
-                        .unwrap();
-                    let file = std::fs::read(examples().join(format!("{name}.rego"))).unwrap();
-                    assert!(
-                        embedded == file,
-                        "{template}: module {name} differs from {name}.rego"
-                    );
-                }
-            }
-        }
-    }
+fn policy_new_embeds_the_example_rego_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("key.pem");
+    let keygen = oci_attest::output([Path::new("keygen"), Path::new("--out"), &key]).unwrap();
+    assert!(keygen.status.success(), "{}", output_text(&keygen));
+    let public = format!("{}.pub", key.display());
+    let new = |extra: &[&str]| {
+        let mut command = oci_attest::command().unwrap();
+        command
+            .args([
+                "policy",
+                "new",
+                "--step",
+                "save",
+                "--key",
+                &public,
+                "--rego",
+                "traced-save.rego",
+            ])
+            .args(extra)
+            .current_dir(examples());
+        command.output().unwrap()
+    };
+    let unset = new(&["--rego", "oci=image-tag.rego"]);
+    assert_eq!(unset.status.code(), Some(1), "{}", output_text(&unset));
+    assert!(output_text(&unset).contains("--param image_tag=VALUE"));
+    let written = new(&[
+        "--rego",
+        "oci=image-tag.rego",
+        "--param",
+        "image_tag=reg.example/app:7",
+    ]);
+    assert!(written.status.success(), "{}", output_text(&written));
+    let policy: Value = serde_json::from_slice(&written.stdout).unwrap();
+    let attestations = policy["steps"]["save"]["attestations"].as_array().unwrap();
+    let module = |index: usize| {
+        base64::engine::general_purpose::STANDARD
+            .decode(
+                attestations[index]["regopolicies"][0]["module"]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        module(0),
+        std::fs::read(examples().join("traced-save.rego")).unwrap()
+    );
+    let tag_rule = String::from_utf8(module(1)).unwrap();
+    let file = std::fs::read_to_string(examples().join("image-tag.rego")).unwrap();
+    assert_eq!(tag_rule, file.replace("${image_tag}", "reg.example/app:7"));
+    assert_eq!(
+        attestations[1]["type"],
+        "https://aflock.ai/attestations/oci/v0.1"
+    );
 }

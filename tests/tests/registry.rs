@@ -303,7 +303,9 @@ fn podman_and_buildah_pushes_are_subjects() {
             "localhost/fx/app:1".to_owned(),
             format!("docker://{image}"),
         ];
-        let result = env.run_with(&out, &[], &push, |command| {
+        // The image is in root's containers-storage (loaded above), so the push runs as root,
+        // said explicitly.
+        let result = env.run_with(&out, &strings(&["--run-as", "root"]), &push, |command| {
             command.envs(storage.env());
         });
         assert!(result.status.success(), "{tool}: {}", text(&result));
@@ -360,6 +362,50 @@ fn a_push_inside_a_script_is_a_subject() {
         .is_some(),
         "{statement:#}"
     );
+}
+
+/// A push tool that lies in its `--digestfile` (a stand-in that runs the real skopeo, then
+/// writes another digest there): the registry's answer is asked after the push, they disagree,
+/// and nothing is signed: exit 3, `pushed-digest-mismatch`, even with --allow-missing-subjects.
+#[test]
+fn a_digestfile_the_registry_contradicts_is_never_signed() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = require!(Bench::prepare());
+    let real = std::env::split_paths(&oci_attest_tests::paths::search_path())
+        .map(|dir| dir.join("skopeo"))
+        .find(|path| path.is_file())
+        .expect("skopeo on PATH");
+    let bin = env.work.path().join("lying-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let skopeo = bin.join("skopeo");
+    std::fs::write(
+        &skopeo,
+        format!(
+            "#!/bin/sh\n{} \"$@\" || exit\nprevious=\nfor word in \"$@\"; do\n  \
+             [ \"$previous\" = --digestfile ] && echo sha256:{} > \"$word\"\n  \
+             previous=$word\ndone\n",
+            real.display(),
+            "0".repeat(64)
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&skopeo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let image = format!("{}/{}:1", env.registries.plain, repository("lying"));
+    let out = env.work.path().join("lying.att.json");
+    let mut push = env.skopeo_push_args("skopeo-docker-archive", &image, false);
+    push[0] = skopeo.display().to_string();
+    let result = env.run(
+        &out,
+        &strings(&["--trace", "off", "--plain-http", "--allow-missing-subjects"]),
+        &push,
+    );
+    assert_eq!(result.status.code(), Some(3), "{}", text(&result));
+    assert!(
+        String::from_utf8_lossy(&result.stderr).contains("pushed-digest-mismatch"),
+        "{}",
+        text(&result)
+    );
+    assert!(!out.exists(), "an attestation was written over a lie");
 }
 
 /// A push whose digest cannot be found (a `crane` stand-in that pushes nothing, so the
@@ -441,7 +487,9 @@ fn a_docker_save_attaches_to_the_docker_push_by_image_id() {
         archive.display().to_string(),
         image.clone(),
     ];
-    let result = env.run_with(&out, &strings(&["--trace", "off"]), &save, |command| {
+    // The test's dockerd socket is root's: the save runs as root, said explicitly.
+    let options = strings(&["--trace", "off", "--run-as", "root"]);
+    let result = env.run_with(&out, &options, &save, |command| {
         command.env("DOCKER_HOST", &daemons.docker_host);
     });
     assert_success(&result);
@@ -492,7 +540,7 @@ fn a_docker_save_attaches_to_the_docker_push_by_image_id() {
         "{}",
         text(&untraced)
     );
-    let accepted = verify(&["--allow-untraced"]);
+    let accepted = verify(&["--allow-untraced", "--allow-root-command"]);
     assert_success(&accepted);
     assert!(
         String::from_utf8_lossy(&accepted.stdout).contains("linked by the image ID"),

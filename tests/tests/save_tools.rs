@@ -107,6 +107,29 @@ fn oci_attest_in(environment: &SaveEnvironment, work: &Path, args: &[&str]) -> O
     let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
     let mut command = environment.command(&binary);
     command.args(args).current_dir(work);
+    output_of(command)
+}
+
+/// `oci-attest run --run-as root ARGS` in `work`. The saves read the fixture images from root's
+/// docker daemon, containers-storage and containerd, loaded once for every test here, so the
+/// command runs as root, said explicitly; `verify` then needs `--allow-root-command`.
+fn run_as_root_in(environment: &SaveEnvironment, work: &Path, args: &[&str]) -> Output {
+    let binary = oci_attest::binary().unwrap_or_else(|error| panic!("{error:#}"));
+    let mut command = oci_attest::run_command(&binary).unwrap_or_else(|error| panic!("{error:#}"));
+    let tools = environment.command(&binary);
+    command
+        .envs(
+            tools
+                .get_envs()
+                .filter_map(|(name, value)| Some((name, value?))),
+        )
+        .args(["--run-as", "root"])
+        .args(args)
+        .current_dir(work);
+    output_of(command)
+}
+
+fn output_of(mut command: Command) -> Output {
     command
         .output()
         .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(&command)))
@@ -161,9 +184,9 @@ fn attest_and_verify(save: &[&str], setup: impl FnOnce(&Path), product: &str, im
         public_key.display()
     );
 
-    let mut run_args = vec!["run", "-k", "key.pem", "-o", "out.att.json", "--"];
+    let mut run_args = vec!["-k", "key.pem", "-o", "out.att.json", "--"];
     run_args.extend_from_slice(save);
-    let wrapped = oci_attest_in(environment, work, &run_args);
+    let wrapped = run_as_root_in(environment, work, &run_args);
     assert!(
         wrapped.status.success(),
         "oci-attest {}: {}",
@@ -184,6 +207,7 @@ fn attest_and_verify(save: &[&str], setup: impl FnOnce(&Path), product: &str, im
             "verify",
             "--key",
             "key.pem.pub",
+            "--allow-root-command",
             "--image",
             product,
             "out.att.json",
@@ -457,7 +481,6 @@ fn verify_rejects_a_different_image() {
         output_text(&keygen)
     );
     let save = [
-        "run",
         "-k",
         "key.pem",
         "-o",
@@ -469,7 +492,7 @@ fn verify_rejects_a_different_image() {
         "out.tar",
         APP_IMAGE,
     ];
-    let wrapped = oci_attest_in(environment, work, &save);
+    let wrapped = run_as_root_in(environment, work, &save);
     assert!(
         wrapped.status.success(),
         "oci-attest {}: {}",
@@ -491,6 +514,7 @@ fn verify_rejects_a_different_image() {
             "verify",
             "--key",
             "key.pem.pub",
+            "--allow-root-command",
             "--image",
             &other,
             "out.att.json",

@@ -36,6 +36,13 @@ pub struct Args {
     /// Where the generated archives go (kept between runs: generation is slow).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Benchmark this oci-attest binary instead of a fresh `cargo build --release`.
+    #[arg(long, value_name = "PATH")]
+    binary: Option<PathBuf>,
+    /// Also time this second oci-attest binary in the same rounds (e.g. the static release
+    /// build of `cargo xtask dist` against the glibc one) and print its ratio to the first.
+    #[arg(long, value_name = "PATH")]
+    compare: Option<PathBuf>,
 }
 
 const TARGET_PLAIN_RATIO: f64 = 1.3;
@@ -57,7 +64,10 @@ pub fn run(args: Args) -> Result<()> {
             "the bench needs `{tool}` (apt-get install openssl pigz tar time)"
         );
     }
-    let oci_attest = build_release(&root)?;
+    let oci_attest = match &args.binary {
+        Some(binary) => binary.clone(),
+        None => build_release(&root)?,
+    };
     let work_dir = args
         .work_dir
         .clone()
@@ -81,7 +91,12 @@ pub fn run(args: Args) -> Result<()> {
     let pipeline_script = large.pipeline_script();
     let mut plain = (Vec::new(), Vec::new());
     let mut gzip = (Vec::new(), Vec::new());
+    let mut compared = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
+        if let Some(other) = &args.compare {
+            compared.0.push(run_inspect(other, &large.docker, &large)?);
+            compared.1.push(run_inspect(other, &large.oci, &large)?);
+        }
         plain
             .0
             .push(run_inspect(&oci_attest, &large.docker, &large)?);
@@ -147,6 +162,33 @@ pub fn run(args: Args) -> Result<()> {
         );
         println!("{:<32} baseline: {baseline_label}", "");
         time_met.push(wall.0 / wall.1 <= target);
+    }
+    if let Some(other) = &args.compare {
+        println!();
+        println!(
+            "compared: {} vs {} (wall and cpu medians, ratio compared/benchmarked)",
+            other.display(),
+            oci_attest.display()
+        );
+        for (label, ours, theirs) in [
+            ("docker-archive plain", &plain.0, &compared.0),
+            ("oci-archive gzip", &gzip.0, &compared.1),
+        ] {
+            let wall = (
+                median(theirs, |s| s.wall.as_secs_f64()),
+                median(ours, |s| s.wall.as_secs_f64()),
+            );
+            let cpu = (median(theirs, |s| s.cpu), median(ours, |s| s.cpu));
+            println!(
+                "{label:<32} {:>8.2}s {:>8.2}s {:>6.2} | {:>7.2}s {:>7.2}s {:>6.2}",
+                wall.0,
+                wall.1,
+                wall.0 / wall.1,
+                cpu.0,
+                cpu.1,
+                cpu.0 / cpu.1
+            );
+        }
     }
     println!();
     println!("peak RSS of oci-attest inspect (target ≤ {TARGET_RSS_MIB} MiB):");

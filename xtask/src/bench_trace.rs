@@ -9,12 +9,16 @@
 //!    phases.
 //! 3. Loss: 100k opens and 20k new files beside two CPU burners must lose nothing; a flood
 //!    into a 4 KiB ring buffer must lose events and make `run` exit 3.
+//! 4. The exec storm (20 000 processes exec'd with 200 arguments of 100 bytes): peak RSS of
+//!    `run` and how it ends; the walk of a working directory of 20 000 files that compares it
+//!    with the trace after the command.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context as _};
+use oci_attest_tests::oci_attest::{give_to_test_user, invoked_by_test_user, run_command};
 
 pub struct Options {
     /// Rounds per workload (≥ 3).
@@ -195,9 +199,131 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
         loaded_with_burners.0, loaded_with_burners.1
     );
     let binary = workspace.join("target/release/oci-attest");
+    // `run` runs the commands as the unprivileged test user, as the tests do: the scratch dir
+    // is theirs.
+    give_to_test_user(&scratch.0)?;
     whole_run(&binary, &tracer, &scratch.0, &workloads, options.rounds)?;
     flood(&binary, &python, &scratch.0)?;
+    exec_storm(workspace, &binary, &scratch.0)?;
+    working_dir_walk(&binary, &scratch.0, options.rounds)?;
     Ok(())
+}
+
+/// Exec storm: 20 000 processes, 2 at a time, each exec'd with 200 arguments of 100 bytes (the
+/// attack helper's `exec-storm`). Reports peak RSS (`/usr/bin/time -v`), wall time and exit code.
+fn exec_storm(workspace: &Path, binary: &Path, scratch: &Path) -> anyhow::Result<()> {
+    let attacker = scratch.join("attacker");
+    let status = Command::new("gcc")
+        .args(["-O1", "-o"])
+        .arg(&attacker)
+        .arg(workspace.join("tests/attackers/attacker.c"))
+        .arg("-lpthread")
+        .status()
+        .context("compiling the attacker helper (gcc)")?;
+    ensure!(status.success(), "compiling the attacker helper failed");
+    let dir = scratch.join("storm");
+    std::fs::create_dir(&dir)?;
+    give_to_test_user(&dir)?;
+    let started = Instant::now();
+    let mut time = Command::new("/usr/bin/time");
+    invoked_by_test_user(&mut time)?;
+    let output = time
+        .arg("-v")
+        .arg(binary)
+        .args(["--quiet", "run", "--unsigned", "--trace", "ebpf", "-o"])
+        .arg(scratch.join("storm.json"))
+        .arg("--")
+        .arg(&attacker)
+        .args(["exec-storm", "20000", "2", "200", "100"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .output()
+        .context("running the exec storm under /usr/bin/time")?;
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let peak_kib = stderr
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .context("no peak RSS from /usr/bin/time")?;
+    let exit = stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Exit status: "))
+        .unwrap_or("?");
+    let reasons: Vec<&str> = ["argv-limit", "lost-events"]
+        .into_iter()
+        .filter(|reason| stderr.contains(reason))
+        .collect();
+    println!(
+        "exec storm, 20000 execs × 200 args × 100 B: peak RSS {} MiB (target ≤ 256), {seconds:.1} s, exit {exit} ({})",
+        peak_kib / 1024,
+        reasons.join(", ")
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The working-directory comparison on 20 000 files: `run -v -- true` in such a directory, the
+/// walk after the command and the comparison with the trace as `run` logs them (medians).
+fn working_dir_walk(binary: &Path, scratch: &Path, rounds: usize) -> anyhow::Result<()> {
+    const FILES: usize = 20_000;
+    let dir = scratch.join("walk");
+    for index in 0..FILES {
+        let sub = dir.join(format!("d{}", index / 500));
+        if index % 500 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        std::fs::write(sub.join(format!("f{index}")), index.to_string())?;
+    }
+    let (mut walks, mut compares) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let output = run_command(binary)?
+            .args(["-v", "--unsigned", "--trace", "ebpf", "-o"])
+            .arg(scratch.join("walk.json"))
+            .args(["--", "true"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .output()
+            .context("running oci-attest in the 20 000-file directory")?;
+        ensure!(
+            output.status.success(),
+            "oci-attest run -- true in the 20 000-file directory failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        walks.push(logged_ms(&stderr, "files in ")?);
+        compares.push(logged_ms(&stderr, "compared in ")?);
+    }
+    println!(
+        "working directory of {FILES} files: walk after the command {:.1} ms, comparison with the trace {:.1} ms (medians of {rounds})",
+        median(&mut walks),
+        median(&mut compares)
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// The duration `run -v` logged right after `marker` (Rust's `Debug` of a `Duration`).
+fn logged_ms(stderr: &str, marker: &str) -> anyhow::Result<f64> {
+    let text = stderr
+        .split_once(marker)
+        .map(|(_, rest)| rest.split([':', ' ', '\n']).next().unwrap_or_default())
+        .with_context(|| format!("`run -v` did not log \"{marker}\": {stderr}"))?;
+    let (number, scale) = if let Some(value) = text.strip_suffix("ms") {
+        (value, 1.0)
+    } else if let Some(value) = text.strip_suffix("µs") {
+        (value, 0.001)
+    } else if let Some(value) = text.strip_suffix("ns") {
+        (value, 0.000_001)
+    } else if let Some(value) = text.strip_suffix('s') {
+        (value, 1000.0)
+    } else {
+        bail!("cannot read the duration {text:?}")
+    };
+    Ok(number.parse::<f64>().context("bad duration")? * scale)
 }
 
 /// New files created beside the burners: each is one event (reads cost none).
@@ -242,8 +368,8 @@ fn whole_run(
         for _ in 0..rounds {
             for (trace, samples) in [("off", &mut off), ("ebpf", &mut ebpf)] {
                 let started = Instant::now();
-                let status = Command::new(binary)
-                    .args(["--quiet", "run", "--unsigned", "--trace", trace, "-o"])
+                let status = run_command(binary)?
+                    .args(["--quiet", "--unsigned", "--trace", trace, "-o"])
                     .arg(&outfile)
                     .arg("--")
                     .args(&workload.command)
@@ -279,10 +405,10 @@ fn whole_run(
 fn flood(binary: &Path, python: &str, scratch: &Path) -> anyhow::Result<()> {
     let dir = scratch.join("flood");
     std::fs::create_dir(&dir)?;
-    let status = Command::new(binary)
+    give_to_test_user(&dir)?;
+    let status = run_command(binary)?
         .args([
             "--quiet",
-            "run",
             "--unsigned",
             "--trace",
             "ebpf",

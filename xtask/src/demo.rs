@@ -1,6 +1,9 @@
 //! `cargo xtask demo`: the README's first command. Builds a small image offline, saves it under
-//! `oci-attest run`, and verifies the signed attestation against the archive.
+//! `oci-attest run` as an unprivileged user (the test user `cargo xtask setup` makes, with
+//! `--run-as`) that cannot read the root-owned key, and verifies the signed attestation
+//! against the archive.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -36,20 +39,33 @@ fn build_and_attest(work: &Path) -> anyhow::Result<()> {
     let storage = ContainersStorage::create(&work.join("storage"))?;
     build_images(&storage, &work.join("build"))?;
     println!("demo: built {APP_IMAGE} offline (busybox rootfs + 3 COPY layers)");
+    // Root's containers-storage is out of the unprivileged user's reach: the image is handed
+    // over as an OCI layout, which skopeo reads without privileges.
+    let layout = work.join("layout");
+    crate::setup::run_visible(
+        storage
+            .command("skopeo")
+            .args(["copy", "--quiet"])
+            .arg(format!("containers-storage:{APP_IMAGE}"))
+            .arg(format!("oci:{}:app", layout.display())),
+    )?;
+    std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o755))?;
     let out = paths::workspace_root().join("target/demo");
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    save_and_verify(&storage, APP_IMAGE, &out)
+    // The save writes demo.tar here as the user; the key here stays root's, mode 0600.
+    oci_attest_tests::oci_attest::give_to_test_user(&out)?;
+    save_and_verify(&layout, APP_IMAGE, &out)
 }
 
 /// The wrapped save and the verification. Writes `demo-key.pem` (+ `.pub`), `demo.tar` and
 /// `demo.att.json` into `out`.
-fn save_and_verify(storage: &ContainersStorage, image: &str, out: &Path) -> anyhow::Result<()> {
+fn save_and_verify(layout: &Path, image: &str, out: &Path) -> anyhow::Result<()> {
     let key = out.join("demo-key.pem");
     let archive = out.join("demo.tar");
     let attestation = out.join("demo.att.json");
     let oci_attest = oci_attest_tests::oci_attest::binary()?;
     let step = |args: &mut Command| -> anyhow::Result<()> {
-        args.envs(storage.env()).env("PATH", paths::search_path());
+        args.env("PATH", paths::search_path());
         println!("demo: $ {}", describe(args));
         let status = args
             .status()
@@ -75,17 +91,15 @@ fn save_and_verify(storage: &ContainersStorage, image: &str, out: &Path) -> anyh
     step(
         Command::new(&oci_attest)
             .arg("run")
+            .args(["--run-as", oci_attest_tests::oci_attest::TEST_USER])
             .arg("-k")
             .arg(&key)
             .arg("-o")
             .arg(&attestation)
-            .args([
-                "--",
-                "skopeo",
-                "copy",
-                &format!("containers-storage:{image}"),
-            ])
-            .arg(format!("docker-archive:{}:{image}", archive.display())),
+            .args(["--", "skopeo", "copy"])
+            .arg(format!("oci:{}:app", layout.display()))
+            .arg(format!("docker-archive:{}:{image}", archive.display()))
+            .current_dir(out),
     )?;
     step(
         Command::new(&oci_attest)

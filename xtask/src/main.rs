@@ -10,6 +10,7 @@ mod bench_inspect;
 mod bench_policy;
 mod bench_trace;
 mod demo;
+mod dist;
 mod fixtures;
 mod fuzz;
 mod setup;
@@ -28,6 +29,10 @@ enum Command {
     Setup,
     /// Set up, build, start private daemons, build fixtures and run every test.
     Test {
+        /// Also build the release (`cargo xtask dist`) for the tests that check it; the whole
+        /// suite (no test arguments) always does.
+        #[arg(long)]
+        dist: bool,
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cargo_test_args: Vec<String>,
@@ -38,6 +43,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build the release: static musl binary (attested by oci-attest), tarball, SBOM, image,
+    /// SHA256SUMS.
+    Dist(dist::Args),
     /// Build a small image offline, save it under oci-attest, verify the attestation.
     Demo,
     /// Run the cargo-fuzz targets of the archive reader (or write their seed corpus).
@@ -71,7 +79,11 @@ fn main() -> ExitCode {
         .unwrap_or(Path::new("."));
     let result = match Cli::parse().command {
         Command::Setup => setup::run().map(|()| ExitCode::SUCCESS),
-        Command::Test { cargo_test_args } => test_run::run(&cargo_test_args),
+        Command::Test {
+            dist,
+            cargo_test_args,
+        } => test_run::run(&cargo_test_args, dist),
+        Command::Dist(args) => dist::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Fixtures { out } => fixtures::run(out).map(|()| ExitCode::SUCCESS),
         Command::Demo => demo::run().map(|()| ExitCode::SUCCESS),
         Command::Fuzz(args) => fuzz::run(&args),

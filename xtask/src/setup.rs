@@ -29,25 +29,45 @@ const APT_PACKAGES: &[&str] = &[
     "make",
     "openssl",
     "time",
+    "acl",
+    // The static release build (`cargo xtask dist`): musl-gcc for the C in ring, aws-lc, zstd.
+    "musl-tools",
+    // The release's container image carries the CA bundle.
+    "ca-certificates",
+    // The action and GitLab template tests run `sudo -E oci-attest run` as a CI job user.
+    "sudo",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// PyPI packages for the DSSE interop tests; `crypto` pulls in `cryptography` for the key types.
-const PYTHON_PACKAGES: &[&str] = &["securesystemslib[crypto]"];
+/// cargo-cyclonedx (CycloneDX, OWASP) writes the release's SBOM from the crate graph.
+const CARGO_CYCLONEDX_VERSION: &str = "0.5.9";
+
+/// PyPI packages of the independent checks: securesystemslib for DSSE (`crypto` pulls in
+/// `cryptography` for the key types), in-toto-attestation for Statement v1, SLSA provenance and
+/// VSAs, rfc3161-client for timestamp tokens (tests/python/).
+const PYTHON_PACKAGES: &[&str] = &[
+    "securesystemslib[crypto]",
+    "in-toto-attestation==0.9.3",
+    "rfc3161-client==1.0.9",
+];
 
 /// A set-up step: `Ok(Some(what it did))`, or `Ok(None)` when there was nothing to do.
 type Step = fn() -> anyhow::Result<Option<String>>;
 
 pub fn run() -> anyhow::Result<()> {
     let mut actions = Vec::new();
-    let steps: [(&str, Step); 6] = [
+    let steps: [(&str, Step); 10] = [
         ("Debian packages", apt_packages),
         ("rust-src for nightly", rust_src),
+        ("musl target", musl_target),
         ("bpf-linker", bpf_linker),
         ("tracefs", tracefs),
         ("docker.io (unpacked)", docker),
         ("python venv", python_venv),
+        ("test user", test_user),
+        ("cargo-cyclonedx", cargo_cyclonedx),
+        ("CI job user", ci_job_user),
     ];
     for (name, step) in steps {
         if let Some(action) = step().with_context(|| format!("setup step `{name}` failed"))? {
@@ -74,7 +94,7 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 /// Runs a command with inherited output (long installs show their progress), failing loudly.
-fn run_visible(command: &mut Command) -> anyhow::Result<()> {
+pub fn run_visible(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot start `{}`", describe(command)))?;
@@ -134,6 +154,86 @@ fn rust_src() -> anyhow::Result<Option<String>> {
         "nightly",
     ]))?;
     Ok(Some("added rust-src to the nightly toolchain".to_owned()))
+}
+
+/// The release binary's target: static, no glibc (`cargo xtask dist`).
+fn musl_target() -> anyhow::Result<Option<String>> {
+    let target = crate::dist::TARGET;
+    let installed = stdout_of(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|line| line.trim() == target) {
+        return Ok(None);
+    }
+    run_visible(Command::new("rustup").args(["target", "add", target]))?;
+    Ok(Some(format!("added the {target} target")))
+}
+
+fn cargo_cyclonedx() -> anyhow::Result<Option<String>> {
+    let tools = paths::tools_dir();
+    let binary = tools.join("bin/cargo-cyclonedx");
+    let works = || {
+        stdout_of(Command::new(&binary).args(["cyclonedx", "--version"]))
+            .is_ok_and(|version| version.ends_with(CARGO_CYCLONEDX_VERSION))
+    };
+    if works() {
+        return Ok(None);
+    }
+    println!("setup: building cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} (about a minute)");
+    run_visible(
+        Command::new("cargo")
+            // Unoptimised: it reads one Cargo.lock per release, and builds in half the time.
+            .args([
+                "install",
+                "cargo-cyclonedx",
+                "--locked",
+                "--quiet",
+                "--debug",
+            ])
+            .args(["--version", CARGO_CYCLONEDX_VERSION])
+            .arg("--root")
+            .arg(&tools)
+            // Outside the workspace, so its cargo config and target dir stay out of the way.
+            .current_dir(&tools),
+    )?;
+    ensure!(
+        works(),
+        "{} was installed but does not run",
+        binary.display()
+    );
+    Ok(Some(format!(
+        "built cargo-cyclonedx {CARGO_CYCLONEDX_VERSION} into {}",
+        binary.display()
+    )))
+}
+
+/// The CI job user of the action and template tests, with a home and a sudoers rule like a CI runner's (`NOPASSWD`, `SETENV` for
+/// `sudo -E`).
+fn ci_job_user() -> anyhow::Result<Option<String>> {
+    use oci_attest_tests::release::CI_JOB_USER;
+    let sudoers = Path::new("/etc/sudoers.d/oci-attest-ci");
+    let rule = format!("{CI_JOB_USER} ALL=(ALL) NOPASSWD:SETENV: ALL\n");
+    let exists = nix::unistd::User::from_name(CI_JOB_USER)?.is_some();
+    if exists && std::fs::read_to_string(sudoers).is_ok_and(|text| text == rule) {
+        return Ok(None);
+    }
+    require_root(&format!("creating the CI job user {CI_JOB_USER}"))?;
+    if !exists {
+        command::run(Command::new("useradd").args([
+            "--create-home",
+            "--shell",
+            "/bin/bash",
+            CI_JOB_USER,
+        ]))?;
+    }
+    let staged = sudoers.with_extension("new");
+    std::fs::write(&staged, &rule).with_context(|| format!("cannot write {}", staged.display()))?;
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o440))?;
+    command::run(Command::new("visudo").arg("-cf").arg(&staged))?;
+    std::fs::rename(&staged, sudoers)
+        .with_context(|| format!("cannot install {}", sudoers.display()))?;
+    Ok(Some(format!(
+        "CI job user {CI_JOB_USER} with passwordless sudo ({})",
+        sudoers.display()
+    )))
 }
 
 fn bpf_linker_works(binary: &Path) -> bool {
@@ -261,7 +361,8 @@ fn docker() -> anyhow::Result<Option<String>> {
 
 fn python_venv() -> anyhow::Result<Option<String>> {
     let python = paths::venv_python();
-    let import_check = "import securesystemslib.signer";
+    let import_check =
+        "import securesystemslib.signer, in_toto_attestation.v1.statement, rfc3161_client";
     if command::run(Command::new(&python).args(["-c", import_check])).is_ok() {
         return Ok(None);
     }
@@ -274,7 +375,9 @@ fn python_venv() -> anyhow::Result<Option<String>> {
             system_python.display()
         );
     }
-    command::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
+    if !python.is_file() {
+        command::run(Command::new(system_python).args(["-m", "venv"]).arg(&venv))?;
+    }
     run_visible(
         Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "--disable-pip-version-check"])
@@ -286,4 +389,50 @@ fn python_venv() -> anyhow::Result<Option<String>> {
         venv.display(),
         PYTHON_PACKAGES.join(" ")
     )))
+}
+
+/// First id of the subordinate ranges given to the test user when useradd gave none.
+const SUBORDINATE_START: u32 = 100_000;
+/// Size of the subordinate uid and gid ranges (rootless podman maps 65536 ids).
+const SUBORDINATE_COUNT: u32 = 65_536;
+
+/// The unprivileged user the tests run commands as (oci_attest_tests::oci_attest::TEST_USER),
+/// with a home and subordinate uid/gid ranges for rootless podman and buildah.
+fn test_user() -> anyhow::Result<Option<String>> {
+    let name = oci_attest_tests::oci_attest::TEST_USER;
+    let mut actions = Vec::new();
+    if nix::unistd::User::from_name(name)?.is_none() {
+        require_root(&format!("creating the test user {name}"))?;
+        command::run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]))?;
+        actions.push(format!("created user {name}"));
+    }
+    for (file, flag) in [
+        ("/etc/subuid", "--add-subuids"),
+        ("/etc/subgid", "--add-subgids"),
+    ] {
+        let ranges = std::fs::read_to_string(file).unwrap_or_default();
+        if ranges
+            .lines()
+            .any(|line| line.split(':').next() == Some(name))
+        {
+            continue;
+        }
+        require_root(&format!("giving {name} subordinate ids in {file}"))?;
+        // After every range already given, so none overlaps.
+        let start = ranges
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(':').skip(1);
+                let first: u32 = fields.next()?.parse().ok()?;
+                let count: u32 = fields.next()?.parse().ok()?;
+                first.checked_add(count)
+            })
+            .max()
+            .unwrap_or(SUBORDINATE_START)
+            .max(SUBORDINATE_START);
+        let range = format!("{start}-{}", start + SUBORDINATE_COUNT - 1);
+        command::run(Command::new("usermod").args([flag, &range, name]))?;
+        actions.push(format!("{file}: {name} {range}"));
+    }
+    Ok((!actions.is_empty()).then(|| actions.join("; ")))
 }

@@ -13,37 +13,56 @@ use anyhow::{ensure, Context as _};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use oci_attest_tests::daemons::Daemons;
 use oci_attest_tests::registry::Registries;
+use oci_attest_tests::release::RELEASE_DIR_ENV;
 use oci_attest_tests::storage::{remove_tree, ContainersStorage};
 use oci_attest_tests::{fixtures, paths, REQUIRE_ALL_ENV};
 
-pub fn run(cargo_test_args: &[String]) -> anyhow::Result<ExitCode> {
+/// With `dist`, or with no test filter (the whole suite, as CI runs it), `cargo xtask dist`
+/// runs first and its release directory is handed to the tests; `OCI_ATTEST_RELEASE_DIR`
+/// given by the caller is used as it is.
+pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
     crate::setup::run()?;
-    let root = paths::workspace_root();
-    let status = Command::new("cargo")
-        .args(["build", "-p", "oci-attest"])
-        .env("PATH", paths::search_path())
-        .current_dir(&root)
-        .status()
-        .context("cannot start cargo build")?;
-    ensure!(
-        status.success(),
-        "`cargo build -p oci-attest` failed ({status})"
-    );
-    let binary = target_dir().join("debug/oci-attest");
+    let binary = build_host_binary()?;
+    let release = match std::env::var_os(RELEASE_DIR_ENV) {
+        Some(dir) => Some(std::path::PathBuf::from(dir)),
+        None if dist || cargo_test_args.is_empty() => {
+            let started = std::time::Instant::now();
+            let release = crate::dist::build(&crate::dist::Args::default(), &binary)?;
+            println!("test: cargo xtask dist took {:.0?}", started.elapsed());
+            Some(release)
+        }
+        None => None,
+    };
 
     let temp = tempfile::Builder::new()
         .prefix("oci-attest-test-")
         .tempdir()
         .context("cannot create a temp dir")?;
     survive_interrupts()?;
-    let outcome = run_with_daemons(temp.path(), &binary, cargo_test_args);
+    let outcome = run_with_daemons(temp.path(), &binary, release.as_deref(), cargo_test_args);
     let cleanup = remove_tree(temp.path());
     let code = outcome?;
     cleanup?;
     Ok(code)
 }
 
-fn target_dir() -> std::path::PathBuf {
+/// `cargo build -p oci-attest` (debug, for the host): the binary the tests run, and the one
+/// that attests the release build.
+pub fn build_host_binary() -> anyhow::Result<std::path::PathBuf> {
+    let status = Command::new("cargo")
+        .args(["build", "-p", "oci-attest"])
+        .env("PATH", paths::search_path())
+        .current_dir(paths::workspace_root())
+        .status()
+        .context("cannot start cargo build")?;
+    ensure!(
+        status.success(),
+        "`cargo build -p oci-attest` failed ({status})"
+    );
+    Ok(target_dir().join("debug/oci-attest"))
+}
+
+pub fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| paths::workspace_root().join("target"), Into::into)
 }
@@ -67,6 +86,7 @@ fn survive_interrupts() -> anyhow::Result<()> {
 fn run_with_daemons(
     temp: &std::path::Path,
     binary: &std::path::Path,
+    release: Option<&std::path::Path>,
     cargo_test_args: &[String],
 ) -> anyhow::Result<ExitCode> {
     let mut daemons = Daemons::start(&temp.join("daemons"))?;
@@ -81,7 +101,14 @@ fn run_with_daemons(
         "test: registries at {} (plain HTTP) and {} (TLS, basic auth)",
         registries.handles.plain, registries.handles.tls
     );
-    let result = build_fixtures_and_test(temp, binary, &daemons, &registries, cargo_test_args);
+    let result = build_fixtures_and_test(
+        temp,
+        binary,
+        release,
+        &daemons,
+        &registries,
+        cargo_test_args,
+    );
     let stopped_registries = registries.stop();
     let stopped = daemons.stop();
     let code = result?;
@@ -93,6 +120,7 @@ fn run_with_daemons(
 fn build_fixtures_and_test(
     temp: &std::path::Path,
     binary: &std::path::Path,
+    release: Option<&std::path::Path>,
     daemons: &Daemons,
     registries: &Registries,
     cargo_test_args: &[String],
@@ -127,6 +155,7 @@ fn build_fixtures_and_test(
         .envs(daemons.env())
         .envs(registries.env())
         .envs(storage.env())
+        .envs(release.map(|dir| (RELEASE_DIR_ENV, dir)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut totals = Totals::default();

@@ -9,6 +9,7 @@ use crate::attestors::{
     Attach, Attestation, Attestor, AttestorOptions, RunContext, Stage, COMMAND_RUN_TYPE_URI,
 };
 use crate::digest::{sha256_hex, sha256_set, DigestSet};
+use crate::identity::CommandIdentity;
 use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
 use crate::pathtext;
 use crate::redact::Redaction;
@@ -19,6 +20,8 @@ use crate::run_options::{RunOptions, Source};
 struct CommandRun {
     cmd: Vec<String>,
     exitcode: i32,
+    /// Who the command ran as (docs/format.md).
+    identity: CommandIdentity,
     summary: Summary,
     processes: Vec<Process>,
     /// Every option that shaped the statement, with its source.
@@ -171,16 +174,18 @@ fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let outcome = run.outcome(ATTESTOR.name)?;
     Ok(vec![attest(
         &outcome.observation,
+        &run.late_gaps.borrow(),
         &run.options,
         run.default_step(),
     )?])
 }
 
-/// The command-run attestation for `observation`; every command line goes through the options'
-/// redaction. A step left to the default is recorded as `default_step`, the name the
-/// collection gets.
+/// The command-run attestation for `observation`, with the gaps `late_gaps` found after the
+/// command besides its own; every command line goes through the options' redaction. A step
+/// left to the default is recorded as `default_step`, the name the collection gets.
 pub fn attest(
     observation: &Observation,
+    late_gaps: &[Incomplete],
     options: &AttestorOptions,
     default_step: &str,
 ) -> anyhow::Result<Attestation> {
@@ -250,6 +255,7 @@ pub fn attest(
     let predicate = CommandRun {
         cmd: lines.argv(&observation.argv),
         exitcode: observation.termination.exit_code(),
+        identity: observation.identity.clone(),
         summary: Summary {
             trace,
             reason,
@@ -264,6 +270,7 @@ pub fn attest(
             incomplete: observation
                 .incomplete
                 .iter()
+                .chain(late_gaps)
                 .map(|entry| Incomplete {
                     reason: entry.reason,
                     detail: options.redaction.text(&entry.detail),
@@ -309,7 +316,7 @@ mod tests {
             parent_pid: 1,
             execs: vec![ExecRecord {
                 program: program.to_owned(),
-                program_id: (1, 2),
+                program_id: crate::observed::ProgramId::default(),
                 program_digest: digest.map(str::to_owned),
                 argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
                 time: at(started),
@@ -337,6 +344,7 @@ mod tests {
             ("HOME".to_owned(), "/root/home-dir".to_owned()),
         ]);
         let observation = Observation {
+            identity: crate::identity::CommandIdentity::current(),
             argv: vec![
                 "sh".into(),
                 "-c".into(),
@@ -374,6 +382,7 @@ mod tests {
                 ),
             ],
             written: Vec::new(),
+            outside_writes: Vec::new(),
             incomplete: vec![Incomplete {
                 reason: IncompleteReason::TreeStillRunning,
                 detail: "pid 30 (/usr/bin/sleep) still running".into(),
@@ -383,7 +392,7 @@ mod tests {
             redaction,
             ..AttestorOptions::default()
         };
-        let attestation = attest(&observation, &options, "run").unwrap();
+        let attestation = attest(&observation, &[], &options, "run").unwrap();
         let predicate = &attestation.predicate;
         assert_eq!(
             predicate["cmd"],
@@ -421,7 +430,9 @@ mod tests {
             argv_digests: true,
             ..AttestorOptions::default()
         };
-        let predicate = attest(&observation, &options, "run").unwrap().predicate;
+        let predicate = attest(&observation, &[], &options, "run")
+            .unwrap()
+            .predicate;
         let digest = |text: &str| format!("sha256:{}", sha256_hex(text.as_bytes()));
         assert_eq!(
             predicate["cmd"],
@@ -441,6 +452,7 @@ mod tests {
 
     fn untraced(argv: &[&str]) -> Observation {
         Observation {
+            identity: crate::identity::CommandIdentity::current(),
             argv: argv.iter().map(|word| (*word).to_owned()).collect(),
             working_dir: PathBuf::from("/"),
             started: at(0),
@@ -452,6 +464,7 @@ mod tests {
             counts: TraceCounts::default(),
             processes: Vec::new(),
             written: Vec::new(),
+            outside_writes: Vec::new(),
             incomplete: Vec::new(),
         }
     }
@@ -459,7 +472,7 @@ mod tests {
     #[test]
     fn untraced_summary_records_the_reason() {
         let observation = untraced(&["true"]);
-        let attestation = attest(&observation, &AttestorOptions::default(), "run").unwrap();
+        let attestation = attest(&observation, &[], &AttestorOptions::default(), "run").unwrap();
         assert_eq!(attestation.predicate["summary"]["trace"], "off");
         assert_eq!(attestation.predicate["summary"]["reason"], "not root");
         assert_eq!(

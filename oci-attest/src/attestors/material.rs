@@ -22,7 +22,15 @@ pub const ATTESTOR: Attestor = Attestor {
 fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let started = SystemTime::now();
     let paths: Vec<PathBuf> = run.before.paths().map(Path::to_path_buf).collect();
-    let materials = products::hash_files(&paths, &HashMap::new(), &run.working_dir)?;
+    // Materials are what was there before the command; one that keeps changing is left out
+    // (the comparison after the command names it if the change goes on).
+    let materials =
+        products::hash_files(&paths, &HashMap::new(), &HashMap::new(), &run.working_dir)?.digests;
+    run.material_digests.borrow_mut().extend(
+        materials
+            .iter()
+            .map(|file| (run.working_dir.join(&file.path), file.sha256.clone())),
+    );
     Ok(vec![attest(&materials, started, SystemTime::now())?])
 }
 

@@ -23,10 +23,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::digest::DigestSet;
-use crate::observed::Observation;
-use crate::products::Snapshot;
+use crate::observed::{Incomplete, Observation};
 use crate::redact::Redaction;
 use crate::run_options::RunOptions;
+use crate::snapshot::{FileStamp, Snapshot};
 
 pub const COMMAND_RUN_TYPE_URI: &str = "https://aflock.ai/attestations/command-run/v0.1";
 pub const ENVIRONMENT_TYPE_URI: &str = "https://aflock.ai/attestations/environment/v0.1";
@@ -37,15 +37,17 @@ pub const PRODUCT_TYPE_URI: &str = "https://aflock.ai/attestations/product/v0.3"
 /// Every attestor, in the order a run calls them. The collection lists their output in
 /// [`Stage`] order instead: `oci` runs before `product` so that `product` reuses the digest of
 /// each archive `oci` has just read (every archive is read once), yet appears after it.
+/// `command-run` runs last: it records every gap of the run, also those found while the
+/// products were read (`RunContext::late_gaps`).
 pub const ATTESTORS: &[Attestor] = &[
     environment::ATTESTOR,
     git::ATTESTOR,
     github::ATTESTOR,
     gitlab::ATTESTOR,
     material::ATTESTOR,
-    command_run::ATTESTOR,
     oci::ATTESTOR,
     product::ATTESTOR,
+    command_run::ATTESTOR,
 ];
 
 /// One attestor, described completely.
@@ -168,6 +170,9 @@ pub struct Outcome {
     pub observation: Observation,
     /// The files it produced.
     pub products: Vec<PathBuf>,
+    /// Their stamps when the command ended, where known: a product whose stamp moved since
+    /// was changed by someone else before it was read.
+    pub product_stamps: HashMap<PathBuf, FileStamp>,
 }
 
 /// Why an attestor is part of the run.
@@ -202,6 +207,11 @@ pub struct RunContext {
     pub outcome: Option<Outcome>,
     /// Files already hashed during this run (archives `oci` read), by path.
     pub known_digests: RefCell<HashMap<PathBuf, String>>,
+    /// Digests of the materials, taken before the command (the `material` attestor's): the
+    /// content of a file before it, when its stamps alone cannot tell.
+    pub material_digests: RefCell<HashMap<PathBuf, String>>,
+    /// Gaps found after the command, while the products were read (`product-unstable`).
+    pub late_gaps: RefCell<Vec<Incomplete>>,
     /// The registry reference the command pushed, when it is a recognised push (its image is
     /// then the oci subject, with or without an archive).
     pub pushed: Option<String>,
@@ -225,6 +235,8 @@ impl RunContext {
             before,
             outcome: None,
             known_digests: RefCell::new(HashMap::new()),
+            material_digests: RefCell::new(HashMap::new()),
+            late_gaps: RefCell::new(Vec::new()),
             pushed: None,
             attached: Vec::new(),
         };

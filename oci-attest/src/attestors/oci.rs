@@ -1,6 +1,6 @@
 //! The `oci` attestor: wraps the archive reader's verified facts into an attestation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::attestors::{
@@ -9,8 +9,10 @@ use crate::attestors::{
 use crate::digest::{sha256_hex, sha256_set, DigestSet};
 use crate::exit::{failure, FailureKind};
 use crate::inspect::{self, Analysis, ArchiveKind};
+use crate::observed::{Incomplete, IncompleteReason};
 use crate::products;
 use crate::save_command;
+use crate::snapshot::FileStamp;
 
 mod predicate;
 
@@ -141,20 +143,44 @@ fn from_run(run: &RunContext) -> anyhow::Result<Vec<Attestation>> {
     let mut attestations = Vec::new();
     for archive in archives {
         let started = SystemTime::now();
+        let before = stamp_of(&archive);
         let analysis = inspect::analyze(&archive, &options).map_err(|error| {
             failure(
                 FailureKind::Analysis,
                 format!("{error}; nothing was signed"),
             )
         })?;
-        if let Some(digest) = &analysis.file_sha256 {
-            run.known_digests
-                .borrow_mut()
-                .insert(archive.clone(), digest.clone());
+        // The analysis and the product digest come from one read, only if the archive is the
+        // version the command left and did not change while it was read.
+        let expected = outcome.product_stamps.get(&archive).copied();
+        let stable = before.is_some()
+            && before == stamp_of(&archive)
+            && expected.is_none_or(|expected| Some(expected) == before);
+        match &analysis.file_sha256 {
+            Some(digest) if stable => {
+                run.known_digests
+                    .borrow_mut()
+                    .insert(archive.clone(), digest.clone());
+            }
+            Some(_) => run.late_gaps.borrow_mut().push(Incomplete {
+                reason: IncompleteReason::ProductUnstable,
+                detail: format!(
+                    "{}: changed while it was analysed, or since the command ended",
+                    crate::pathtext::escape(&archive)
+                ),
+            }),
+            None => {}
         }
         attestations.push(attest(&analysis, started, SystemTime::now()));
     }
     Ok(attestations)
+}
+
+/// What the archive (a file, or a layout directory) looks like now; `None` if it cannot be seen.
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|metadata| FileStamp::of(&metadata))
 }
 
 /// The image archives among the products: OCI layout directories, and files whose content is

@@ -9,7 +9,10 @@ use super::attach::as_registry_failure;
 use crate::registry::{self, ImageRef, RegistryArgs};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  oci-attest discover registry.example/team/app:1")]
+#[command(
+    after_help = "Examples:\n  oci-attest discover registry.example/team/app:1\n  \
+    oci-attest discover --predicate-type https://slsa.dev/provenance/v1 registry.example/team/app:1"
+)]
 pub struct Args {
     /// The image: REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:….
     #[arg(value_name = "IMAGE-REF")]
@@ -17,6 +20,10 @@ pub struct Args {
     /// Print a JSON document instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only the attestations whose statement has this predicate type (e.g.
+    /// https://slsa.dev/provenance/v1, https://aflock.ai/attestation-collection/v0.1).
+    #[arg(long, value_name = "URI")]
+    pub predicate_type: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -43,6 +50,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     })
     .map_err(|error| as_registry_failure(error, &format!("{}: discover failed", image.text)))?;
     let subject = &discovered.identity.subject.digest;
+    if let Some(wanted) = &args.predicate_type {
+        attachments.retain(|found| &found.summary.predicate_type == wanted);
+    }
     if args.json {
         let list: Vec<_> = attachments
             .iter()
@@ -77,8 +87,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     for found in &attachments {
         let short = |digest: &str| digest.chars().take(19).collect::<String>();
         println!(
-            "  {}  step {:?}  keyid {}  via {}",
+            "  {}  {}  step {:?}  keyid {}  via {}",
             short(&found.envelope_digest),
+            found.summary.predicate_type,
             found.summary.step,
             found.summary.keyids.join(","),
             match found.source {
@@ -86,7 +97,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 registry::Source::CosignTag => "cosign .att tag",
             }
         );
-        println!("      {}", found.summary.attestor_types.join(", "));
+        if !found.summary.attestor_types.is_empty() {
+            println!("      {}", found.summary.attestor_types.join(", "));
+        }
     }
     if discovered.duplicates + discovered.skipped > 0 {
         println!(

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::attestors::{Attach, ATTESTORS};
 use crate::exit::{failure, FailureKind};
+use crate::identity::CommandIdentity;
 use crate::trace::{layout, Privileges, ProgramStatus, TraceConfig, Tracer, MINIMUM_KERNEL};
 use crate::{launch, program_path};
 
@@ -132,10 +133,18 @@ fn program_json(program: &ProgramStatus) -> Value {
 /// Traces `true` and reports what the kernel programs saw of it.
 fn self_test(mut tracer: Tracer) -> anyhow::Result<Value> {
     let argv = [OsString::from("true")];
-    let child = launch::spawn_stopped(&argv, &std::env::current_dir()?)?;
+    let child = launch::spawn_stopped(
+        &argv,
+        &std::env::current_dir()?,
+        &CommandIdentity::current(),
+    )?;
     tracer.track(child.pid())?;
     child.release()?.wait()?;
-    let outcome = tracer.finish(&std::env::current_dir()?)?;
+    // `true` writes nothing: no working directory to look through.
+    let outcome = tracer.finish(
+        &std::env::current_dir()?,
+        &crate::snapshot::Snapshot::default(),
+    )?;
     let exec_observed = outcome
         .processes
         .iter()

@@ -1,5 +1,6 @@
-//! `oci-attest keygen`: a fresh signing key, written as unencrypted PKCS#8 (mode 0600) with its
-//! public key next to it (`KEY.pem.pub`). Existing files are never overwritten.
+//! `oci-attest keygen`: a fresh signing key, written as PKCS#8 (mode 0600; encrypted with
+//! `--passphrase-file`, as cosign encrypts its keys) with its public key next to it
+//! (`KEY.pem.pub`). Existing files are never overwritten.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -10,9 +11,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::exit::{failure, FailureKind};
-use crate::keys::{Algorithm, PrivateKey};
+use crate::keys::{self, Algorithm, PrivateKey};
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  oci-attest keygen --out key.pem\n  \
+    oci-attest keygen --algorithm ecdsa-p256 --out key.pem --passphrase-file pass.txt")]
 pub struct Args {
     /// Signature algorithm of the new key.
     #[arg(long, value_enum, default_value = "ed25519")]
@@ -20,6 +23,10 @@ pub struct Args {
     /// Where to write the private key; the public key goes to `<OUT>.pub`.
     #[arg(long, value_name = "KEY.pem")]
     pub out: PathBuf,
+    /// Encrypt the private key with the passphrase in this file (one trailing newline is
+    /// dropped); `run` and `sign` read it with --signer-file-key-passphrase-path.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 fn public_path(private: &Path) -> PathBuf {
@@ -56,8 +63,17 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    let passphrase = match &args.passphrase_file {
+        Some(path) => keys::read_passphrase(Some(path))?,
+        None => None,
+    };
     let key = PrivateKey::generate(args.algorithm)?;
-    let private_pem = key.to_pkcs8_pem()?;
+    let private_pem = match &passphrase {
+        Some(passphrase) => key
+            .to_encrypted_pkcs8_pem(passphrase)
+            .map_err(|error| failure(FailureKind::Key, format!("{error:#}")))?,
+        None => key.to_pkcs8_pem()?,
+    };
     create_new(&args.out, 0o600, private_pem.as_bytes())?;
     if let Err(error) = create_new(&public_out, 0o644, key.public().to_pem().as_bytes()) {
         // Do not leave half a key pair behind.
@@ -68,9 +84,14 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "wrote {} ({}) and {}; keyid {}",
+        "wrote {} ({}{}) and {}; keyid {}",
         args.out.display(),
         args.algorithm,
+        if passphrase.is_some() {
+            ", encrypted"
+        } else {
+            ""
+        },
         public_out.display(),
         key.keyid()
     );

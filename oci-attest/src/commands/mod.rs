@@ -5,6 +5,7 @@ pub mod discover;
 pub mod doctor;
 pub mod inspect;
 pub mod keygen;
+pub mod policy;
 pub mod run;
 pub mod sign;
 pub mod tools;

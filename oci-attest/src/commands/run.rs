@@ -6,25 +6,31 @@
 //! without having run the save. After the command: products, attestors, statement, signature.
 //! Any failure after the command leaves an existing `--outfile` untouched.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 
+use crate::attest::slsa;
 use crate::attestors::environment;
 use crate::attestors::{self, Attestation, Attestor, AttestorOptions, Outcome, RunContext};
 use crate::certificate::CertChain;
 use crate::exit::{failure, FailureKind};
+use crate::identity::{self, CommandIdentity, IdentitySource};
 use crate::keys::{self, PrivateKey};
 use crate::observed::{Incomplete, IncompleteReason, Observation, TraceMode};
 use crate::product_scope::ProductScope;
-use crate::products::{self, Snapshot};
+use crate::products;
 use crate::push::{self, Push};
+use crate::reconcile;
 use crate::redact::Redaction;
 use crate::registry::{ImageRef, RegistryArgs};
 use crate::run_options::{self, DirIdentity, RunOptions, Setting, Settings};
+use crate::snapshot::{FileStamp, Snapshot};
 use crate::trace::{self, Tracer};
 use crate::{collection, dsse, launch, output};
 
@@ -48,6 +54,15 @@ pub struct Args {
     pub passphrase: Option<PathBuf>,
     #[command(flatten)]
     pub certificate: crate::certificate::CertArgs,
+    /// RFC 3161 timestamp servers (comma separated or repeated): each signature gets a token
+    /// from each, stored as witness stores it. A server failing fails the run; nothing is signed.
+    #[arg(
+        long = "timestamp-servers",
+        value_name = "URL",
+        value_delimiter = ',',
+        conflicts_with = "unsigned"
+    )]
+    pub timestamp_servers: Vec<String>,
     /// Write the bare in-toto Statement instead of a signed envelope.
     #[arg(long, conflicts_with_all = ["key", "passphrase", "cert"])]
     pub unsigned: bool,
@@ -156,6 +171,19 @@ pub struct Args {
     /// Sign even when the pushed image's digest cannot be found (no manifest-digest subject).
     #[arg(long)]
     pub allow_missing_subjects: bool,
+    /// Also write SLSA provenance v1 of the run (in-toto Statement v1, signed with the same key)
+    /// to PATH; `--attach` attaches it too. Not written when the command fails.
+    #[arg(long, value_name = "PATH")]
+    pub slsa_out: Option<PathBuf>,
+    /// witness's spelling of --slsa-out: the provenance goes to `<OUTFILE>-slsa.json`.
+    #[arg(long, requires = "outfile", conflicts_with = "slsa_out")]
+    pub attestor_slsa_export: bool,
+    /// The provenance's `runDetails.builder.id` (default: the CI job URL on GitHub Actions and
+    /// GitLab CI, else https://oci-attest.dev/builders/local/v1).
+    #[arg(long, value_name = "URI")]
+    pub slsa_builder_id: Option<String>,
+    #[command(flatten)]
+    pub isolation: IsolationArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     /// The command to run, after `--`.
@@ -164,6 +192,28 @@ pub struct Args {
     /// Where each option came from (command line, environment, config file).
     #[arg(skip)]
     pub provenance: crate::config::Provenance,
+}
+
+/// Who the command runs as, and what it may reach (SECURITY.md).
+#[derive(Debug, Default, clap::Args)]
+#[command(next_help_heading = "Command identity")]
+pub struct IsolationArgs {
+    /// Run the command as USER (a name or uid), with GROUP as its primary group if given. By
+    /// default the command runs as the user who started oci-attest through sudo
+    /// (SUDO_UID/SUDO_GID), or as oci-attest's own user when oci-attest is not root.
+    /// `--run-as root` runs it as root: it could then read the key and tamper with the tracer,
+    /// and `verify` rejects the attestation unless given --allow-root-command.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub run_as: Option<String>,
+    /// Do not set no_new_privs on the command, so setuid programs inside it work (rootless
+    /// podman and buildah need the setuid newuidmap/newgidmap). Recorded as
+    /// identity.nonewprivs=false.
+    #[arg(long)]
+    pub allow_new_privileges: bool,
+    /// Start the command even when its user can read the signing key or the passphrase file
+    /// (it could sign a statement of its own); recorded as identity.keyreadable=true.
+    #[arg(long)]
+    pub allow_readable_key: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -182,6 +232,8 @@ pub enum HashAlgorithm {
 
 /// What `run` knows before the command starts.
 struct Prepared {
+    /// Who the command runs as.
+    identity: CommandIdentity,
     /// `None` with `--unsigned`: the bare statement is written.
     signer: Option<PrivateKey>,
     /// The signer's certificate chain, recorded in the signature.
@@ -194,6 +246,8 @@ struct Prepared {
     context: RunContext,
     /// Pre-material and material attestations, taken before the command.
     early: Vec<Attestation>,
+    /// Where the SLSA provenance goes (`--slsa-out`, `--attestor-slsa-export`).
+    provenance: Option<output::Destination>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -276,32 +330,17 @@ impl SummaryOut {
 fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     let mut prepared = prepare(args)?;
     let mut command = args.command.clone();
-    let push = PushPlan::prepare(&mut command, &mut prepared.context.argv)?;
-    let observation = observe(
+    let push = PushPlan::prepare(&mut command, &mut prepared.context.argv, &prepared.identity)?;
+    let (mut observation, after) = observe(
         &command,
         &prepared.context.argv,
         &prepared.context.working_dir,
+        &prepared.identity,
         prepared.tracer,
         Duration::from_secs(args.wait_for_tree),
     )?;
-    if !observation.incomplete.is_empty() && !args.allow_incomplete_trace {
-        let reasons: Vec<String> = observation
-            .incomplete
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        return Err(failure(
-            FailureKind::TraceIncomplete,
-            format!(
-                "the observation is incomplete ({}): nothing was signed (pass \
-                 --allow-incomplete-trace to sign it with these reasons recorded)",
-                reasons.join("; ")
-            ),
-        ));
-    }
-    for entry in &observation.incomplete {
-        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
-    }
+    let products = select_products(&mut observation, &after, &prepared.context, &prepared.scope);
+    refuse_if_incomplete(&observation.incomplete, args.allow_incomplete_trace)?;
     // A push inside the command (a script, a make target) is seen by the trace; its digest is
     // resolved against the registry.
     let push = push.or_else(|| PushPlan::observed(&observation));
@@ -314,11 +353,12 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         None => None,
     };
     prepared.context.pushed = push.as_ref().map(|plan| plan.push.reference.clone());
-    let mut attestations = attest_observation(
-        &mut prepared.context,
-        observation,
-        prepared.early,
-        &prepared.scope,
+    let mut attestations =
+        attest_observation(&mut prepared.context, observation, products, prepared.early)?;
+    // Reading the products can find more gaps (a product that keeps changing).
+    refuse_if_incomplete(
+        &prepared.context.late_gaps.borrow(),
+        args.allow_incomplete_trace,
     )?;
     attestations.extend(pushed.iter().map(|(_, attestation)| attestation.clone()));
     let context = &prepared.context;
@@ -329,18 +369,34 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         .unwrap_or_else(|| context.default_step().to_owned());
     let statement = collection::statement_json(&step, &attestations)?;
     let document = match &prepared.signer {
-        Some(key) => dsse::sign_with_chain(
-            dsse::IN_TOTO_PAYLOAD_TYPE,
+        Some(key) => sign(
             &statement,
             key,
             prepared.chain.as_ref(),
-        )
-        .map_err(|error| failure(FailureKind::Key, format!("signing failed: {error:#}")))?,
+            &args.timestamp_servers,
+        )?,
         None => statement,
     };
     let written = prepared
         .destination
         .write(&document, &context.working_dir)?;
+    let code = observation.termination.exit_code();
+    let provenance = match &prepared.provenance {
+        Some(_) if code != 0 => {
+            tracing::warn!("no SLSA provenance: the command failed (exit code {code})");
+            None
+        }
+        Some(destination) => Some(write_provenance(
+            args,
+            &step,
+            &attestations,
+            (&document, &written),
+            (prepared.signer.as_ref(), prepared.chain.as_ref()),
+            destination,
+            &context.working_dir,
+        )?),
+        None => None,
+    };
     summarise(
         &step,
         &attestations,
@@ -355,7 +411,6 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         &written,
         prepared.signer.is_some(),
     );
-    let code = observation.termination.exit_code();
     if code != 0 {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
         return Ok((
@@ -364,14 +419,39 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
         ));
     }
     if args.attach {
+        let mut envelopes = vec![(written.describe(), document)];
+        envelopes.extend(provenance);
         attach_to_pushed(
-            &document,
+            &envelopes,
             pushed.as_ref().map(|(image, _)| image),
             &registry,
             args,
         )?;
     }
     Ok((summary, ExitCode::SUCCESS))
+}
+
+/// Exit 3 (nothing signed) when there are gaps, unless `--allow-incomplete-trace`; then they
+/// are only warned about (they are recorded in the statement).
+fn refuse_if_incomplete(gaps: &[Incomplete], allowed: bool) -> anyhow::Result<()> {
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    if !allowed {
+        let reasons: Vec<String> = gaps.iter().map(ToString::to_string).collect();
+        return Err(failure(
+            FailureKind::TraceIncomplete,
+            format!(
+                "the observation is incomplete ({}): nothing was signed (pass \
+                 --allow-incomplete-trace to sign it with these reasons recorded)",
+                reasons.join("; ")
+            ),
+        ));
+    }
+    for entry in gaps {
+        tracing::warn!("signed although incomplete (--allow-incomplete-trace): {entry}");
+    }
+    Ok(())
 }
 
 /// The `--json` summary: what a CI script needs without decoding the envelope.
@@ -434,6 +514,7 @@ impl PushPlan {
     fn prepare(
         command: &mut Vec<OsString>,
         argv: &mut Vec<String>,
+        identity: &CommandIdentity,
     ) -> anyhow::Result<Option<Self>> {
         let Some(push) = push::recognise(argv) else {
             return Ok(None);
@@ -448,6 +529,13 @@ impl PushPlan {
                 .prefix("oci-attest-push.")
                 .tempdir()
                 .context("cannot create a temp dir for the pushed digest")?;
+            // The push tool writes the digest file as the command's user.
+            nix::unistd::chown(
+                dir.path(),
+                Some(nix::unistd::Uid::from_raw(identity.uid)),
+                Some(nix::unistd::Gid::from_raw(identity.gid)),
+            )
+            .context("cannot give the pushed-digest temp dir to the command's user")?;
             let path = dir.path().join(Self::DIGESTFILE_NAME);
             for (offset, word) in [OsString::from("--digestfile"), path.into()]
                 .into_iter()
@@ -514,7 +602,10 @@ impl PushPlan {
             (None, None) => None,
         };
         let found = match &digestfile {
-            Some(path) => push::read_digestfile(path).map(|digest| (digest, "--digestfile")),
+            Some(path) => push::read_digestfile(path).and_then(|digest| {
+                cross_check_pushed(&self.push.reference, &digest, &observation.argv, registry)?;
+                Ok((digest, "--digestfile"))
+            }),
             None => {
                 resolve_pushed(&self.push.reference, registry).map(|digest| (digest, "registry"))
             }
@@ -533,6 +624,9 @@ impl PushPlan {
                     push::attest(&self.push, &digest, how, started),
                 )))
             }
+            Err(error) if crate::exit::kind_of(&error) == FailureKind::PushedDigestMismatch => {
+                Err(error)
+            }
             Err(error) if allow_missing_subjects => {
                 tracing::warn!(
                     "the pushed image {} has no subject: {error:#} (--allow-missing-subjects)",
@@ -549,6 +643,78 @@ impl PushPlan {
     }
 }
 
+/// The digest a push tool wrote to its `--digestfile` is the command's word: the registry is
+/// asked for the reference after the push, and a disagreement is `pushed-digest-mismatch`
+/// (exit 3, nothing signed). Not even `--allow-missing-subjects` signs over it.
+fn cross_check_pushed(
+    reference: &str,
+    digest: &str,
+    push_argv: &[String],
+    registry_args: &RegistryArgs,
+) -> anyhow::Result<()> {
+    let mut answer = Err(anyhow::anyhow!("no way to reach the registry"));
+    for attempt in reach_as_the_push_did(push_argv, registry_args) {
+        answer = resolve_pushed(reference, &attempt);
+        if answer.is_ok() {
+            break;
+        }
+    }
+    let answer = answer.with_context(|| {
+        format!("cannot cross-check the pushed digest {digest} with the registry")
+    })?;
+    if answer != digest {
+        return Err(failure(
+            FailureKind::PushedDigestMismatch,
+            format!(
+                "the command says it pushed {reference} as {digest}, but the registry answers \
+                 {answer}: nothing was signed"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How to reach the registry the push reached, in order: `given` (oci-attest's options, filled
+/// from the push's by `PushPlan::registry_args`), then with the push tool's own credentials
+/// (`--dest-creds`/`--creds`) where the user gave others (the push worked with them); each also
+/// (when the tool was told not to verify TLS, as skopeo's `--dest-tls-verify=false`) with
+/// unverified TLS, then plain HTTP, as the tool tries them.
+fn reach_as_the_push_did(push_argv: &[String], given: &RegistryArgs) -> Vec<RegistryArgs> {
+    let value_of = |names: &[&str]| {
+        push_argv.iter().enumerate().find_map(|(index, word)| {
+            names.iter().find_map(|name| match word.strip_prefix(name) {
+                Some(rest) if rest.starts_with('=') => Some(rest[1..].to_owned()),
+                Some("") => push_argv.get(index + 1).cloned(),
+                _ => None,
+            })
+        })
+    };
+    let mut bases = vec![given.clone()];
+    let push_creds = value_of(&["--dest-creds", "--creds"]);
+    if push_creds.is_some() && push_creds != given.creds {
+        bases.push(RegistryArgs {
+            creds: push_creds,
+            ..given.clone()
+        });
+    }
+    let unverified = value_of(&["--dest-tls-verify", "--tls-verify"]).as_deref() == Some("false");
+    let mut attempts = Vec::new();
+    for base in bases {
+        attempts.push(base.clone());
+        if unverified && !given.plain_http {
+            attempts.push(RegistryArgs {
+                tls_verify: Some(false),
+                ..base.clone()
+            });
+            attempts.push(RegistryArgs {
+                plain_http: true,
+                ..base
+            });
+        }
+    }
+    attempts
+}
+
 /// The digest a reference names in its registry, found after the push.
 fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Result<String> {
     let image = ImageRef::parse(reference)?;
@@ -558,18 +724,19 @@ fn resolve_pushed(reference: &str, registry_args: &RegistryArgs) -> anyhow::Resu
     Ok(descriptor.digest)
 }
 
-/// `--attach`: the signed envelope goes to the pushed image. The envelope is already written,
-/// so a failure here says where it is and exits with the registry code.
+/// `--attach`: the signed envelopes (name, bytes) go to the pushed image. They are already
+/// written, so a failure here says where they are and exits with the registry code.
 fn attach_to_pushed(
-    envelope: &[u8],
+    envelopes: &[(String, Vec<u8>)],
     pushed: Option<&String>,
     registry: &RegistryArgs,
     args: &Args,
 ) -> anyhow::Result<()> {
-    let kept = args
-        .outfile
-        .as_ref()
-        .map_or_else(|| "stdout".to_owned(), |path| path.display().to_string());
+    let kept = envelopes
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ");
     let Some(image) = pushed else {
         return Err(failure(
             FailureKind::Registry,
@@ -579,10 +746,13 @@ fn attach_to_pushed(
             ),
         ));
     };
-    let envelopes = [crate::registry::Envelope {
-        name: kept.clone(),
-        bytes: envelope,
-    }];
+    let envelopes: Vec<crate::registry::Envelope<'_>> = envelopes
+        .iter()
+        .map(|(name, bytes)| crate::registry::Envelope {
+            name: name.clone(),
+            bytes,
+        })
+        .collect();
     let attached = ImageRef::parse(image).and_then(|image| {
         crate::registry::attach(&envelopes, &image, registry, false, args.cosign_tag)
             .map(|attached| super::attach::report(&envelopes, &image, &attached))
@@ -599,6 +769,79 @@ fn attach_to_pushed(
             &format!("--attach to {image} failed; the signed attestation is kept at {kept}"),
         )),
     }
+}
+
+/// `--slsa-out`: the SLSA provenance of the run, derived from the collection just written and
+/// signed with the same key; returns where it went and its bytes (for `--attach`).
+fn write_provenance(
+    args: &Args,
+    step: &str,
+    attestations: &[Attestation],
+    (collection, written): (&[u8], &output::Written),
+    (signer, chain): (Option<&PrivateKey>, Option<&CertChain>),
+    destination: &output::Destination,
+    working_dir: &Path,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    let ci_job = slsa::ci_job_url(|name| std::env::var(name).ok());
+    let builder_id = args
+        .slsa_builder_id
+        .clone()
+        .or_else(|| ci_job.clone())
+        .unwrap_or_else(|| slsa::DEFAULT_BUILDER_ID.to_owned());
+    let invocation_id = ci_job.unwrap_or_else(random_invocation_id);
+    let run = slsa::Run {
+        step,
+        attestations,
+        builder_id: &builder_id,
+        invocation_id: &invocation_id,
+        collection,
+        collection_signed: signer.is_some(),
+        collection_name: &written.describe(),
+    };
+    let statement = slsa::statement_json(&run).with_context(|| {
+        format!(
+            "no SLSA provenance written (the attestation is at {})",
+            written.describe()
+        )
+    })?;
+    let document = match signer {
+        Some(key) => sign(&statement, key, chain, &args.timestamp_servers)?,
+        None => statement,
+    };
+    let written = destination.write(&document, working_dir)?;
+    tracing::info!("wrote SLSA provenance to {}", written.describe());
+    Ok((written.describe(), document))
+}
+
+/// The envelope of an in-toto statement (with the key's certificate chain, if any), its
+/// signature timestamped by every server given.
+fn sign(
+    statement: &[u8],
+    key: &PrivateKey,
+    chain: Option<&CertChain>,
+    timestamp_servers: &[String],
+) -> anyhow::Result<Vec<u8>> {
+    let stamp_failed = std::cell::Cell::new(false);
+    let stamp = |signature: &[u8]| {
+        crate::timestamp::tokens(timestamp_servers, signature)
+            .inspect_err(|_| stamp_failed.set(true))
+    };
+    dsse::sign_with_chain(dsse::IN_TOTO_PAYLOAD_TYPE, statement, key, chain, &stamp).map_err(
+        |error| {
+            if stamp_failed.get() {
+                anyhow::anyhow!("timestamping failed, nothing was signed: {error:#}")
+            } else {
+                failure(FailureKind::Key, format!("signing failed: {error:#}"))
+            }
+        },
+    )
+}
+
+/// A fresh id for a run outside CI: 128 random bits in hex.
+fn random_invocation_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    hex::encode(bytes)
 }
 
 /// A few lines on stderr saying what was attested, so a CI log shows it without decoding the
@@ -697,6 +940,7 @@ fn summarise(
 }
 
 fn prepare(args: &Args) -> anyhow::Result<Prepared> {
+    let mut identity = command_identity(args)?;
     let mut redaction = Redaction::new(
         &args.env_add_sensitive_key,
         &args.env_allow_sensitive_key,
@@ -717,7 +961,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         if let Some(passphrase) = &passphrase {
             redaction = redaction.with_secret(&String::from_utf8_lossy(passphrase));
         }
-        Some(keys::load_private_key(path, passphrase.as_deref())?)
+        let key = keys::load_private_key(path, passphrase.as_deref())?;
+        keep_key_out_of_reach(&mut identity, args)?;
+        Some(key)
     };
     let chain = match &signer {
         Some(key) => args.certificate.load(key.public())?,
@@ -750,7 +996,23 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
              (or --json-out FILE for the summary)"
         );
     }
+    crate::timestamp::check_servers(&args.timestamp_servers)?;
     let destination = output::Destination::choose(args.outfile.as_deref())?;
+    let provenance_path = provenance_path(args);
+    let provenance = provenance_path
+        .as_deref()
+        .map(|path| output::Destination::choose(Some(path)))
+        .transpose()?;
+    if let Some(same) = provenance
+        .as_ref()
+        .and_then(output::Destination::file_path)
+        .filter(|path| destination.file_path() == Some(*path))
+    {
+        anyhow::bail!(
+            "{}: the SLSA provenance and the attestation cannot go to the same file",
+            same.display()
+        );
+    }
     let argv: Vec<String> = args
         .command
         .iter()
@@ -775,6 +1037,7 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         destination.file_path(),
         args.attestor_github_jwt_path.as_deref(),
         args.attestor_gitlab_jwt_path.as_deref(),
+        provenance.as_ref().and_then(output::Destination::file_path),
     ]
     .into_iter()
     .flatten()
@@ -791,7 +1054,9 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
     let tracer = load_tracer(args)?;
     let early = context.attest()?;
+    announce(&identity);
     Ok(Prepared {
+        identity,
         signer,
         chain,
         destination,
@@ -799,7 +1064,102 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         tracer,
         context,
         early,
+        provenance,
     })
+}
+
+/// Who the command runs as; refuses (exit 125) a root command nobody asked for.
+fn command_identity(args: &Args) -> anyhow::Result<CommandIdentity> {
+    let request = identity::Request {
+        run_as: args.isolation.run_as.clone(),
+        allow_new_privileges: args.isolation.allow_new_privileges,
+    };
+    identity::resolve(&request, &identity::Invoker::current())
+}
+
+/// Says on stderr whom the command runs as, loudly when that weakens the attestation.
+fn announce(identity: &CommandIdentity) {
+    let privileges = if identity.nonewprivs {
+        "no capabilities, no_new_privs"
+    } else {
+        "no capabilities, new privileges allowed (--allow-new-privileges)"
+    };
+    match identity.source {
+        _ if identity.root => tracing::warn!(
+            "the command runs as ROOT (--run-as root): it can read the signing key and tamper \
+             with the tracer; verify rejects this attestation unless --allow-root-command"
+        ),
+        IdentitySource::SameUser => tracing::warn!(
+            "oci-attest is not root: the command runs as its own user {} ({privileges}); that \
+             user can reach oci-attest and what it can read",
+            identity.describe()
+        ),
+        IdentitySource::Sudo | IdentitySource::RunAs => {
+            tracing::info!("the command runs as {} ({privileges})", identity.describe())
+        }
+    }
+    if let Some(docker) = identity.docker_group() {
+        tracing::warn!(
+            "{} is in the docker group (gid {docker}), which is root-equivalent: through the \
+             docker daemon the command can read any file, the signing key included (SECURITY.md)",
+            identity.user
+        );
+    }
+}
+
+/// Refuses (exit 125, `key-readable-by-command`) a signing key or passphrase file the command's
+/// user can open, unless `--allow-readable-key` (then recorded). A root command can read
+/// anything: that was accepted with `--run-as root`.
+fn keep_key_out_of_reach(identity: &mut CommandIdentity, args: &Args) -> anyhow::Result<()> {
+    if identity.root {
+        return Ok(());
+    }
+    let mut readable = Vec::new();
+    for path in [args.key.as_deref(), args.passphrase.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if identity.can_open(path)? {
+            readable.push(path.display().to_string());
+        }
+    }
+    if readable.is_empty() {
+        return Ok(());
+    }
+    let readable = readable.join(" and ");
+    if args.isolation.allow_readable_key {
+        tracing::warn!(
+            "{} can read {readable}: the command could sign a statement of its own \
+             (--allow-readable-key; recorded as identity.keyreadable)",
+            identity.user
+        );
+        identity.keyreadable = true;
+        return Ok(());
+    }
+    Err(failure(
+        FailureKind::KeyReadableByCommand,
+        format!(
+            "{readable} can be read by {}, who runs the command: it could sign a statement of \
+             its own. Put the key out of that user's reach: owned by root with mode 0600 \
+             (`sudo chown root: KEY && sudo chmod 600 KEY`), or in a directory the user cannot \
+             enter; the command was not started",
+            identity.describe()
+        ),
+    ))
+}
+
+/// `--slsa-out PATH`, or with `--attestor-slsa-export` witness's `<OUTFILE>-slsa.json`.
+fn provenance_path(args: &Args) -> Option<PathBuf> {
+    if let Some(path) = &args.slsa_out {
+        return Some(path.clone());
+    }
+    let outfile = args
+        .outfile
+        .as_ref()
+        .filter(|_| args.attestor_slsa_export)?;
+    let mut name = outfile.as_os_str().to_owned();
+    name.push("-slsa.json");
+    Some(PathBuf::from(name))
 }
 
 /// Every option that shapes the statement, with its source, as signed in the command-run
@@ -942,17 +1302,19 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
 }
 
 /// Runs the command (traced when a tracer is given) until its whole process tree has ended, or
-/// `wait_for_tree` after the command itself exited, and returns what was observed.
+/// `wait_for_tree` after the command itself exited, and returns what was observed, with the
+/// working directory as it is then.
 fn observe(
     command: &[OsString],
     argv: &[String],
     working_dir: &Path,
+    identity: &CommandIdentity,
     tracer: Result<Tracer, String>,
     wait_for_tree: Duration,
-) -> anyhow::Result<Observation> {
+) -> anyhow::Result<(Observation, Snapshot)> {
     let started = SystemTime::now();
     launch::become_subreaper()?;
-    let child = launch::spawn_stopped(command, working_dir)?;
+    let child = launch::spawn_stopped(command, working_dir, identity)?;
     let mut tracer = tracer;
     if let Ok(active) = &mut tracer {
         active.track(child.pid())?;
@@ -971,9 +1333,16 @@ fn observe(
         })
         .collect();
     let ended = SystemTime::now();
+    let walking = std::time::Instant::now();
+    let after = Snapshot::take(working_dir)?;
+    tracing::debug!(
+        "working directory after the command: {} files in {:?}",
+        after.len(),
+        walking.elapsed()
+    );
     let (trace, outcome) = match tracer {
         Ok(active) => {
-            let outcome = active.finish(working_dir)?;
+            let outcome = active.finish(working_dir, &after)?;
             tracing::debug!(
                 "eBPF phases: load {:?}, attach {:?}, detach {:?}",
                 outcome.phases.load,
@@ -986,8 +1355,9 @@ fn observe(
     };
     let outcome = outcome.unwrap_or_default();
     incomplete.extend(outcome.incomplete);
-    Ok(Observation {
+    let observation = Observation {
         argv: argv.to_vec(),
+        identity: identity.clone(),
         working_dir: working_dir.to_path_buf(),
         started,
         ended,
@@ -996,28 +1366,95 @@ fn observe(
         counts: outcome.counts,
         processes: outcome.processes,
         written: outcome.written,
+        outside_writes: outcome.outside_writes,
         incomplete,
-    })
+    };
+    Ok((observation, after))
 }
 
-/// Everything after the command: its products, then the attestations of the attestors that
-/// run after it (the table says which), appended to the `early` (pre-material and material)
-/// ones. Traced or not, it only needs the [`Observation`].
+/// The products, with their stamps when the command ended where known. Traced, they are the
+/// paths of the written inodes, checked against the second witness (`reconcile`): changes of
+/// the working directory the trace does not explain, and writes by processes outside the tree
+/// to products, are gaps added to the observation; written files that did not change are no
+/// products. Untraced, they are the files new or changed since the snapshot before the command.
+fn select_products(
+    observation: &mut Observation,
+    after: &Snapshot,
+    context: &RunContext,
+    scope: &ProductScope,
+) -> (Vec<PathBuf>, HashMap<PathBuf, FileStamp>) {
+    let stamps: HashMap<PathBuf, FileStamp> = after
+        .files()
+        .map(|(path, stamp)| (path.to_path_buf(), *stamp))
+        .collect();
+    let written = match observation.trace {
+        TraceMode::Off { .. } => {
+            let mut changed = after.changed_since(&context.before);
+            changed.retain(|path| !scope.is_private(path));
+            return (scope.products(changed), stamps);
+        }
+        TraceMode::Ebpf => products::traced_products(&observation.written),
+    };
+    let reconciling = std::time::Instant::now();
+    let reconciled = reconcile::reconcile(
+        observation,
+        &context.before,
+        after,
+        &context.material_digests.borrow(),
+        |path| scope.is_private(path) || scope.is_excluded(path),
+    );
+    tracing::debug!(
+        "trace and working directory compared in {:?}: {} unexplained change(s)",
+        reconciling.elapsed(),
+        reconciled.unexplained.len()
+    );
+    observation
+        .incomplete
+        .extend(reconciled.gap(&observation.working_dir));
+    let products = scope.products(
+        written
+            .into_iter()
+            .filter(|path| !reconciled.unchanged_written.contains(path))
+            .collect(),
+    );
+    for product in &products {
+        let Ok(metadata) = std::fs::symlink_metadata(product) else {
+            continue;
+        };
+        let writers = observation
+            .outside_writes
+            .iter()
+            .filter(|write| (write.dev, write.ino) == (metadata.dev(), metadata.ino()));
+        for writer in writers {
+            observation.incomplete.push(Incomplete {
+                reason: IncompleteReason::UntracedChange,
+                detail: format!(
+                    "{}: also written by pid {} ({}), a process outside the traced tree",
+                    products::recorded_path(product, &observation.working_dir),
+                    writer.pid,
+                    writer.program
+                ),
+            });
+        }
+    }
+    observation.incomplete.sort();
+    observation.incomplete.dedup();
+    (products, stamps)
+}
+
+/// Everything after the command: the attestations of the attestors that run after it (the
+/// table says which), appended to the `early` (pre-material and material) ones. Traced or not,
+/// it only needs the [`Observation`] and its products.
 fn attest_observation(
     context: &mut RunContext,
     observation: Observation,
+    (products, product_stamps): (Vec<PathBuf>, HashMap<PathBuf, FileStamp>),
     early: Vec<Attestation>,
-    scope: &ProductScope,
 ) -> anyhow::Result<Vec<Attestation>> {
-    let written = match observation.trace {
-        TraceMode::Ebpf => products::traced_products(&observation.written),
-        TraceMode::Off { .. } => {
-            Snapshot::take(&observation.working_dir)?.changed_since(&context.before)
-        }
-    };
     context.command_ran(Outcome {
         observation,
-        products: scope.products(written),
+        products,
+        product_stamps,
     });
     let mut attestations = early;
     attestations.extend(context.attest()?);
@@ -1043,6 +1480,7 @@ mod tests {
         let at = |seconds: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds);
         let observation = Observation {
             argv: vec!["save".into()],
+            identity: crate::identity::CommandIdentity::current(),
             working_dir: d.clone(),
             started: at(0),
             ended: at(1),
@@ -1056,8 +1494,10 @@ mod tests {
                 written_as: d.join(".image.tar.tmp"),
                 fate: Fate::Present(vec![d.join("image.tar")]),
             }],
+            outside_writes: Vec::new(),
             incomplete: Vec::new(),
         };
+        let mut observation = observation;
         let mut context = RunContext::before_command(
             d.clone(),
             observation.argv.clone(),
@@ -1066,8 +1506,24 @@ mod tests {
             &[],
         );
         let scope = ProductScope::new(&d, &[], &[], &[]).unwrap();
+        let after = Snapshot::take(&d).unwrap();
+        let products = select_products(&mut observation, &after, &context, &scope);
+        // The second witness: the noise was not written by the traced tree.
+        assert_eq!(
+            observation.incomplete.len(),
+            1,
+            "{:?}",
+            observation.incomplete
+        );
+        assert_eq!(
+            observation.incomplete[0].reason,
+            IncompleteReason::UntracedChange
+        );
+        assert!(observation.incomplete[0]
+            .detail
+            .contains("created untraced-noise"));
         let attestations =
-            attest_observation(&mut context, observation, Vec::new(), &scope).unwrap();
+            attest_observation(&mut context, observation, products, Vec::new()).unwrap();
         assert_eq!(context.reason(attestors::oci::ATTESTOR.name), None);
         let product = attestations
             .iter()

@@ -41,6 +41,9 @@ pub struct Args {
     #[arg(short = 't', long, value_name = "URI", default_value = model::POLICY_PAYLOAD_TYPE,
           value_parser = [model::POLICY_PAYLOAD_TYPE, model::LEGACY_POLICY_PAYLOAD_TYPE])]
     pub datatype: String,
+    /// RFC 3161 timestamp servers (comma separated or repeated) that timestamp the signature.
+    #[arg(long = "timestamp-servers", value_name = "URL", value_delimiter = ',')]
+    pub timestamp_servers: Vec<String>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,7 +52,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let document = policy::read_capped(&args.infile, MAX_POLICY_BYTES)?;
     model::parse(&document).with_context(|| format!("{}: not signing", args.infile.display()))?;
     let chain = args.certificate.load(key.public())?;
-    let envelope = dsse::sign_with_chain(&args.datatype, &document, &key, chain.as_ref())?;
+    crate::timestamp::check_servers(&args.timestamp_servers)?;
+    let stamp = |signature: &[u8]| crate::timestamp::tokens(&args.timestamp_servers, signature);
+    let envelope = dsse::sign_with_chain(&args.datatype, &document, &key, chain.as_ref(), &stamp)?;
     // No command's output to mix with here: without -o the envelope goes to stdout as is.
     match args.outfile.as_deref() {
         Some(outfile) => {

@@ -27,13 +27,26 @@ const MAX_ENVELOPE_BYTES: u64 = 256 << 20;
 /// The statement and collection types oci-attest writes (and witness/cilock read).
 const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v0.1";
 const COLLECTION_TYPE: &str = "https://aflock.ai/attestation-collection/v0.1";
+/// The Statement v1 predicates oci-attest writes beside the collection.
+const STATEMENT_V1_PREDICATES: [&str; 2] = [
+    crate::attest::slsa::PROVENANCE_TYPE,
+    crate::verify::vsa::VSA_TYPE,
+];
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("evidence").args(["attestations", "image_ref"]).multiple(true)))]
+#[command(group(
+    clap::ArgGroup::new("target")
+        .args(["artifactfile", "subjects", "image_ref"])
+        .multiple(true)
+))]
 #[command(
     after_help = "Examples:\n  oci-attest verify --key key.pem.pub att.json\n  \
                         oci-attest verify --key key.pem.pub att.json --image image.tar\n  \
                         oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
                         -a att.json --artifactfile image.tar\n  \
+                        oci-attest verify -p policy.signed.json -k policy-key.pem.pub \
+                        --image-ref reg.example/app:1\n  \
                         oci-attest verify -k key.pem.pub --image-ref reg.example/app:1 --json\n\n\
                         Exit codes: 0 verified; 7 signature, statement, run or image does not \
                         pass; 1 unreadable input; 4 unusable key."
@@ -62,14 +75,25 @@ pub struct Args {
     /// Accept an attestation whose trace lost events or is otherwise incomplete.
     #[arg(long)]
     pub allow_incomplete_trace: bool,
+    /// Accept an attestation whose command ran as root (`run --run-as root`), or that does not
+    /// say whom it ran as: such a command could have read the key and forged the attestation.
+    #[arg(long)]
+    pub allow_root_command: bool,
+    /// Accept an attestation whose command's user could read the signing key
+    /// (`run --allow-readable-key`).
+    #[arg(long)]
+    pub allow_readable_key: bool,
     /// Print the result as one JSON object on stdout (`docs/json.md`).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub policy: verify_policy::PolicyArgs,
+    #[command(flatten)]
+    pub timestamps: crate::timestamp::TrustArgs,
     /// Verify the attestations attached to this image in its registry instead of a file
-    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…).
-    #[arg(long, value_name = "IMAGE-REF", conflicts_with_all = ["image", "policy"])]
+    /// (REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:…); with -p, check the policy against them
+    /// (and any -a files), the image's manifest digest being the artifact unless -f/-s say.
+    #[arg(long, value_name = "IMAGE-REF", conflicts_with = "image")]
     pub image_ref: Option<String>,
     #[command(flatten)]
     pub registry: crate::registry::RegistryArgs,
@@ -89,7 +113,17 @@ struct Report {
     run: Option<RunFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     image: Option<Comparison>,
+    /// RFC 3161 timestamps of the signature that verified under `--tsa-ca`/`--tsa-cert`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    timestamps: Vec<crate::timestamp::Verified>,
+    /// Timestamps present but not checked (no TSA trust given).
+    #[serde(rename = "uncheckedTimestamps", skip_serializing_if = "is_zero")]
+    unchecked_timestamps: usize,
     problems: Vec<String>,
+}
+
+fn is_zero(count: &usize) -> bool {
+    *count == 0
 }
 
 /// The key that verified the envelope, and the certificate the signer recorded with it.
@@ -133,6 +167,8 @@ pub(super) struct RunFacts {
     reason: Option<String>,
     lost: u64,
     incomplete: Vec<String>,
+    /// `identity` of the command-run predicate (null when the attestor did not record it).
+    identity: Value,
     /// The options that weakened the run, from the signed options record; `None` when the
     /// attestation has none (another tool, an older oci-attest).
     weakening: Option<Vec<Weakening>>,
@@ -164,6 +200,18 @@ impl Report {
                 );
             }
         }
+        for timestamp in &self.timestamps {
+            println!(
+                "timestamp: {} (TSA {}, policy {})",
+                timestamp.time, timestamp.tsa, timestamp.policy
+            );
+        }
+        if self.unchecked_timestamps > 0 {
+            println!(
+                "timestamp: {} present, not checked (give --tsa-ca or --tsa-cert)",
+                self.unchecked_timestamps
+            );
+        }
         if let Some(statement) = &self.statement {
             let count = statement.subjects.len();
             println!(
@@ -190,6 +238,7 @@ impl Report {
                 format!("INCOMPLETE ({})", reasons.join(", "))
             };
             println!("run: command exit code {exit}, trace {trace}, {completeness}");
+            println!("run: {}", describe_identity(&run.identity));
             match &run.weakening {
                 None => println!("options: not recorded (no signed options record)"),
                 Some(weakening) if weakening.is_empty() => {
@@ -222,8 +271,26 @@ impl Report {
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let trust = args
+        .timestamps
+        .load()
+        .map_err(|error| failure(FailureKind::Key, format!("{error:#}")))?;
     if let Some(policy) = &args.policy.policy {
-        return verify_policy::execute(&args.key, policy, &args.policy, args.json);
+        let image = args
+            .image_ref
+            .as_deref()
+            .map(|image| verify_policy::ImageSource {
+                image,
+                registry: &args.registry,
+            });
+        return verify_policy::execute(
+            &args.key,
+            policy,
+            &args.policy,
+            image,
+            trust.as_ref(),
+            args.json,
+        );
     }
     if let Some(image_ref) = &args.image_ref {
         let key = keys::load_public_key(&args.key)?;
@@ -247,7 +314,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         envelope: envelope_path.clone(),
         ..Report::default()
     };
-    let outcome = check(&args, &key, bytes, &mut report);
+    let outcome = check(&args, &key, trust.as_ref(), bytes, &mut report);
     report.verified = outcome.is_ok() && report.problems.is_empty();
     report.print(args.json)?;
     outcome?;
@@ -295,6 +362,7 @@ fn read_envelope(path: &Path) -> anyhow::Result<Vec<u8>> {
 fn check(
     args: &Args,
     key: &keys::PublicKey,
+    trust: Option<&crate::timestamp::Trust>,
     bytes: Vec<u8>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -345,6 +413,7 @@ fn check(
         keyid: key.keyid(),
         certificate,
     });
+    check_timestamps(&signature, trust, report);
     let statement = slim_statement(&payload).map_err(|error| {
         failure(
             FailureKind::VerificationFailed,
@@ -352,6 +421,27 @@ fn check(
         )
     })?;
     drop(payload);
+    if statement["_type"] == crate::attest::statement::STATEMENT_V1_TYPE {
+        // Provenance and VSAs (Statement v1) carry no collection: their signature, timestamps
+        // and subjects are what `verify` checks.
+        let predicate_type = statement["predicateType"].as_str().unwrap_or_default();
+        if !STATEMENT_V1_PREDICATES.contains(&predicate_type) {
+            report.problems.push(format!(
+                "predicateType {predicate_type:?} is not one oci-attest writes"
+            ));
+        }
+        if args.image.is_some() {
+            report.problems.push(format!(
+                "--image compares a collection's image facts; this is a {predicate_type} statement"
+            ));
+        }
+        report.statement = Some(StatementFacts {
+            predicate_type: statement["predicateType"].clone(),
+            step: String::new(),
+            subjects: statement_subjects(&statement),
+        });
+        return Ok(());
+    }
     for (field, expected) in [
         ("_type", STATEMENT_TYPE),
         ("predicateType", COLLECTION_TYPE),
@@ -406,6 +496,36 @@ fn check(
     }
     report.image = Some(comparison);
     Ok(())
+}
+
+/// With TSA trust, at least one timestamp of the verified signature must verify (each is
+/// reported); without it, timestamps are only counted.
+fn check_timestamps(
+    signature: &dsse::Signature,
+    trust: Option<&crate::timestamp::Trust>,
+    report: &mut Report,
+) {
+    let tokens = signature.timestamp_tokens();
+    let Some(trust) = trust else {
+        report.unchecked_timestamps = tokens.len();
+        return;
+    };
+    let signed = signature.bytes().unwrap_or_default();
+    let mut refused = Vec::new();
+    for token in &tokens {
+        match crate::timestamp::verify(token, &signed, trust) {
+            Ok(timestamp) => report.timestamps.push(timestamp),
+            Err(error) => refused.push(error.to_string()),
+        }
+    }
+    if report.timestamps.is_empty() {
+        report.problems.push(if refused.is_empty() {
+            "the signature carries no RFC 3161 timestamp (--tsa-ca/--tsa-cert require one)"
+                .to_owned()
+        } else {
+            format!("no timestamp verifies: {}", refused.join("; "))
+        });
+    }
 }
 
 /// Whether `bytes` is an in-toto statement rather than an envelope (read without building a
@@ -510,7 +630,42 @@ pub(super) fn run_facts(statement: &Value) -> Option<RunFacts> {
                 None => reason.to_string(),
             })
             .collect(),
+        identity: predicate["identity"].clone(),
     })
+}
+
+/// `command ran as alice (uid 1000, gid 1000, groups 1000,27), no_new_privs`.
+fn describe_identity(identity: &Value) -> String {
+    if identity.is_null() {
+        return "the attestation does not say whom the command ran as".to_owned();
+    }
+    let groups: Vec<String> = identity["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    let mut text = format!(
+        "command ran as {}{} (uid {}, gid {}, groups {})",
+        if identity["root"] == true {
+            "ROOT "
+        } else {
+            ""
+        },
+        identity["user"].as_str().unwrap_or("?"),
+        identity["uid"],
+        identity["gid"],
+        groups.join(",")
+    );
+    text.push_str(if identity["nonewprivs"] == true {
+        ", no_new_privs"
+    } else {
+        ", new privileges allowed"
+    });
+    if identity["keyreadable"] == true {
+        text.push_str(", the signing key was readable by it");
+    }
+    text
 }
 
 /// The `--allow-*` flags: which runs a pipeline accepts besides complete, traced, successful
@@ -519,6 +674,8 @@ pub(super) struct Allowances {
     failed_command: bool,
     untraced: bool,
     incomplete_trace: bool,
+    root_command: bool,
+    readable_key: bool,
 }
 
 impl Allowances {
@@ -527,6 +684,8 @@ impl Allowances {
             failed_command: args.allow_failed_command,
             untraced: args.allow_untraced,
             incomplete_trace: args.allow_incomplete_trace,
+            root_command: args.allow_root_command,
+            readable_key: args.allow_readable_key,
         }
     }
 }
@@ -546,6 +705,26 @@ pub(super) fn judge_run(allow: &Allowances, run: &RunFacts, problems: &mut Vec<S
             "the run was not traced (trace {}); pass --allow-untraced to accept it",
             run.trace
         ));
+    }
+    // A missing `root` field proves nothing either way: treated as root.
+    let root = run.identity["root"] != false;
+    if root && !allow.root_command {
+        problems.push(format!(
+            "{}: it could have read the signing key and forged this attestation; pass \
+             --allow-root-command to accept it",
+            if run.identity.is_null() {
+                "the attestation does not say whom the command ran as".to_owned()
+            } else {
+                "the command ran as root".to_owned()
+            }
+        ));
+    }
+    if !root && run.identity["keyreadable"] != false && !allow.readable_key {
+        problems.push(
+            "the command's user could read the signing key (run --allow-readable-key): it could \
+             have forged this attestation; pass --allow-readable-key to accept it"
+                .to_owned(),
+        );
     }
     if (run.lost > 0 || !run.incomplete.is_empty()) && !allow.incomplete_trace {
         problems

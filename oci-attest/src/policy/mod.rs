@@ -1,8 +1,10 @@
 //! Policy verification compatible with witness and cilock: the policy document ([`model`]),
 //! predicate type aliases ([`predicate_types`]), attestations as evidence ([`evidence`]), Rego
-//! evaluation ([`rego`]) and the step and chain checks ([`verification`]). Semantics and the
-//! supported / refused features: `docs/policy.md`.
+//! evaluation ([`rego`]) and the step and chain checks ([`verification`]); [`authoring`] writes
+//! policies (`oci-attest policy`). Semantics and the supported / refused features:
+//! `docs/policy.md`.
 
+pub mod authoring;
 pub mod evidence;
 pub mod model;
 pub mod predicate_types;

@@ -242,11 +242,6 @@ impl Session {
         self.runtime.block_on(work)
     }
 
-    /// `registry/repository`, for messages.
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
-    }
-
     /// `work` to completion or to the command's deadline.
     async fn within<T>(
         &self,

@@ -6,9 +6,11 @@
 use std::mem::offset_of;
 
 use oci_attest_common::{
-    EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, ForkEvent, InodeId, PathOp,
-    PathOpEvent, WrittenEvent, PATH_CAPACITY,
+    EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, ForkEvent, InodeId, KernelTime,
+    PathOp, PathOpEvent, WrittenEvent, PATH_CAPACITY,
 };
+
+use crate::trace::identity::{Identity, Timestamp};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -49,7 +51,9 @@ pub enum Event {
     },
     Exec {
         old_tid: u32,
-        program: FileId,
+        program: Identity,
+        /// The program's link count at the exec (0: it had no name).
+        nlink: u32,
         path: KernelPath,
     },
     /// One chunk of the argument area of the exec just reported.
@@ -63,8 +67,8 @@ pub enum Event {
     },
     Written {
         how: u32,
-        file: FileId,
-        generation: u32,
+        /// Its ctime is the inode's right after the first change.
+        identity: Identity,
         fs_magic: u64,
         nlink: u32,
         path: KernelPath,
@@ -121,14 +125,26 @@ impl Record<'_> {
             .ok_or_else(|| self.malformed("string longer than the record"))
     }
 
-    fn inode_at(&self, offset: usize) -> Result<(FileId, u32), MalformedRecord> {
+    /// The inode at `inode_offset` with the ctime at `ctime_offset`.
+    fn identity_at(
+        &self,
+        inode_offset: usize,
+        ctime_offset: usize,
+    ) -> Result<Identity, MalformedRecord> {
         let inode = InodeId {
-            dev: self.u64_at(offset + offset_of!(InodeId, dev))?,
-            ino: self.u64_at(offset + offset_of!(InodeId, ino))?,
-            generation: self.u32_at(offset + offset_of!(InodeId, generation))?,
+            dev: self.u64_at(inode_offset + offset_of!(InodeId, dev))?,
+            ino: self.u64_at(inode_offset + offset_of!(InodeId, ino))?,
+            generation: self.u32_at(inode_offset + offset_of!(InodeId, generation))?,
             _reserved: 0,
         };
-        Ok((FileId::from_kernel(&inode), inode.generation))
+        Ok(Identity {
+            file: FileId::from_kernel(&inode),
+            generation: inode.generation,
+            ctime: Timestamp {
+                sec: self.u64_at(ctime_offset + offset_of!(KernelTime, sec))? as i64,
+                nsec: self.u32_at(ctime_offset + offset_of!(KernelTime, nsec))?,
+            },
+        })
     }
 }
 
@@ -149,7 +165,9 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Event), MalformedRecord> {
             let len = record.u32_at(offset_of!(ExecEvent, path_len))?;
             Event::Exec {
                 old_tid: record.u32_at(offset_of!(ExecEvent, old_tid))?,
-                program: record.inode_at(offset_of!(ExecEvent, program))?.0,
+                program: record
+                    .identity_at(offset_of!(ExecEvent, program), offset_of!(ExecEvent, ctime))?,
+                nlink: record.u32_at(offset_of!(ExecEvent, nlink))?,
                 path: KernelPath {
                     bytes: record.bytes_at(offset_of!(ExecEvent, path), len)?.to_vec(),
                     flags: record.u32_at(offset_of!(ExecEvent, path_flags))?,
@@ -173,11 +191,12 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Event), MalformedRecord> {
         }
         EventKind::Written => {
             let len = record.u32_at(offset_of!(WrittenEvent, path_len))?;
-            let (file, generation) = record.inode_at(offset_of!(WrittenEvent, inode))?;
             Event::Written {
                 how: record.u32_at(offset_of!(WrittenEvent, how))?,
-                file,
-                generation,
+                identity: record.identity_at(
+                    offset_of!(WrittenEvent, inode),
+                    offset_of!(WrittenEvent, ctime),
+                )?,
                 fs_magic: record.u64_at(offset_of!(WrittenEvent, fs_magic))?,
                 nlink: record.u32_at(offset_of!(WrittenEvent, nlink))?,
                 path: KernelPath {
@@ -262,13 +281,24 @@ mod tests {
         bytes.extend(0xef53u64.to_ne_bytes()); // ext4
         bytes.extend(1u32.to_ne_bytes()); // nlink
         bytes.extend(6u32.to_ne_bytes()); // path len
+        bytes.extend(1_700_000_000i64.to_ne_bytes()); // ctime
+        bytes.extend(7u32.to_ne_bytes());
+        bytes.extend(0u32.to_ne_bytes());
         bytes.extend(b"/w/a\nb");
         let (_, event) = decode(&bytes).unwrap();
-        let Event::Written { file, path, .. } = event else {
+        let Event::Written { identity, path, .. } = event else {
             panic!("{event:?}");
         };
-        assert_eq!(file.dev, libc::makedev(8, 1));
-        assert_eq!(file.ino, 99);
+        assert_eq!(identity.file.dev, libc::makedev(8, 1));
+        assert_eq!(identity.file.ino, 99);
+        assert_eq!(identity.generation, 5);
+        assert_eq!(
+            identity.ctime,
+            Timestamp {
+                sec: 1_700_000_000,
+                nsec: 7
+            }
+        );
         assert_eq!(path.bytes, b"/w/a\nb");
     }
 

@@ -26,6 +26,13 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
         btf.member_offset(structure, member)
             .ok_or_else(|| anyhow!("kernel BTF has no member {member} in struct {structure}"))
     };
+    // Members renamed between kernel versions: the first that exists.
+    let first_of = |specs: &[&str]| -> anyhow::Result<u32> {
+        specs
+            .iter()
+            .find_map(|spec| at(spec).ok())
+            .ok_or_else(|| anyhow!("kernel BTF has none of {}", specs.join(", ")))
+    };
     Ok(Layout {
         task_pid: at("task_struct:pid")?,
         task_tgid: at("task_struct:tgid")?,
@@ -54,6 +61,21 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
         inode_nlink: at("inode:i_nlink")?,
         inode_generation: at("inode:i_generation")?,
         inode_size: at("inode:i_size")?,
+        inode_ctime_sec: first_of(&[
+            "inode:i_ctime_sec",
+            "inode:__i_ctime.tv_sec",
+            "inode:i_ctime.tv_sec",
+        ])?,
+        inode_ctime_nsec: first_of(&[
+            "inode:i_ctime_nsec",
+            "inode:__i_ctime.tv_nsec",
+            "inode:i_ctime.tv_nsec",
+        ])?,
+        inode_dentries: at("inode:i_dentry")?,
+        dentry_alias: at("dentry:d_u.d_alias")?,
+        task_flags: at("task_struct:flags")?,
+        // An enum member since 6.12 (its value moved); a define of 1 << 2 before.
+        dirty_pages_flag: btf.enum_value("I_DIRTY_PAGES").unwrap_or(1 << 2),
         sb_dev: at("super_block:s_dev")?,
         sb_magic: at("super_block:s_magic")?,
         mount_mnt: at("mount:mnt")?,
@@ -70,6 +92,7 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
 
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
@@ -216,6 +239,22 @@ impl<'a> Btf<'a> {
         None
     }
 
+    /// The value of the enum member `name` in any enum (the first found), if it fits in 32 bits.
+    pub fn enum_value(&self, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32).find_map(|id| {
+            let found = self.get(id)?;
+            if found.kind != KIND_ENUM {
+                return None;
+            }
+            (0..found.vlen).find_map(|index| {
+                let entry = found.trailing + 8 * index;
+                (self.name(u32_in(self.raw, entry)?) == name.as_bytes())
+                    .then(|| u32_in(self.raw, entry + 4))
+                    .flatten()
+            })
+        })
+    }
+
     /// Byte offset of `member` (dotted for nested members: `thread_info.status`) in
     /// `struct name`, looking through anonymous structs and unions.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
@@ -324,5 +363,7 @@ mod tests {
         }
         let layout = read_layout().unwrap();
         assert!(layout.task_tgid > 0 && layout.inode_sb > 0 && layout.mm_arg_end > 0);
+        assert!(layout.inode_ctime_sec > 0 && layout.dentry_alias > 0);
+        assert!(layout.dirty_pages_flag.is_power_of_two());
     }
 }

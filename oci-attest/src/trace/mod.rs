@@ -7,6 +7,7 @@
 //! settles every written inode and executed program, and lists every gap of the trace.
 
 pub mod events;
+pub mod identity;
 pub mod layout;
 pub mod model;
 pub mod settle;
@@ -24,9 +25,13 @@ use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use oci_attest_common::{DropReason, FlaggedSyscall, SyscallRule};
+use oci_attest_common::{DropReason, FlaggedSyscall, InodeId, OutsideWriter, SyscallRule};
 
-use crate::observed::{Incomplete, IncompleteReason, ObservedProcess, SettledFile, TraceCounts};
+use crate::observed::{
+    Incomplete, IncompleteReason, ObservedProcess, OutsideWrite, SettledFile, TraceCounts,
+};
+use crate::snapshot::Snapshot;
+use events::FileId;
 use model::{BootClock, ProcessTree};
 
 /// Ring buffer size when not configured: 100k opens/s under CPU load lost nothing at 4 MiB;
@@ -37,11 +42,12 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
 pub const MINIMUM_KERNEL: &str = "5.17";
 
 /// The raw tracepoints, by program name (the program names are the tracepoint names).
-const TRACEPOINTS: [&str; 4] = [
+pub const TRACEPOINTS: [&str; 5] = [
     "sys_exit",
     "sched_process_fork",
     "sched_process_exec",
     "sched_process_exit",
+    "writeback_mark_inode_dirty",
 ];
 
 #[derive(Clone, Debug)]
@@ -109,6 +115,8 @@ pub struct TraceOutcome {
     pub written: Vec<SettledFile>,
     /// Every gap of the trace (empty when complete).
     pub incomplete: Vec<Incomplete>,
+    /// Processes outside the tree that wrote files the tree wrote, while it was traced.
+    pub outside_writes: Vec<OutsideWrite>,
     pub phases: Phases,
 }
 
@@ -119,6 +127,7 @@ pub struct Tracer {
     tracked: BpfHashMap<MapData, u32, u8>,
     dropped: PerCpuArray<MapData, u64>,
     flagged: BpfHashMap<MapData, FlaggedSyscall, u8>,
+    outside_writers: BpfHashMap<MapData, InodeId, OutsideWriter>,
     /// What the consumer thread takes over once `track` starts it.
     consumer_inputs: Option<RingBuf<MapData>>,
     consumer: Option<Consumer>,
@@ -208,6 +217,8 @@ impl Tracer {
             .map_err(|error| TraceUnavailable::new(format!("map DROPPED: {error}")))?;
         let flagged = BpfHashMap::try_from(map("FLAGGED")?)
             .map_err(|error| TraceUnavailable::new(format!("map FLAGGED: {error}")))?;
+        let outside_writers = BpfHashMap::try_from(map("OUTSIDE_WRITERS")?)
+            .map_err(|error| TraceUnavailable::new(format!("map OUTSIDE_WRITERS: {error}")))?;
         let events = RingBuf::try_from(map("EVENTS")?)
             .map_err(|error| TraceUnavailable::new(format!("map EVENTS: {error}")))?;
         Ok(Tracer {
@@ -216,6 +227,7 @@ impl Tracer {
             tracked,
             dropped,
             flagged,
+            outside_writers,
             consumer_inputs: Some(events),
             consumer: None,
             phases,
@@ -257,9 +269,9 @@ impl Tracer {
     }
 
     /// Drains the remaining events (call after the tracked tree ended), then settles what
-    /// was written and executed against the filesystem as it is now; `working_dir` is walked
-    /// to find written inodes that moved.
-    pub fn finish(mut self, working_dir: &Path) -> anyhow::Result<TraceOutcome> {
+    /// was written and executed against the filesystem as it is now; `after` (the snapshot of
+    /// `working_dir` taken now) finds written inodes that moved there.
+    pub fn finish(mut self, working_dir: &Path, after: &Snapshot) -> anyhow::Result<TraceOutcome> {
         let consumer = self
             .consumer
             .take()
@@ -308,6 +320,25 @@ impl Tracer {
             .keys()
             .collect::<Result<_, _>>()
             .context("reading the flagged syscalls")?;
+        let outside_writes: Vec<OutsideWrite> = self
+            .outside_writers
+            .iter()
+            .map(|entry| {
+                entry.map(|(inode, writer)| {
+                    let file = FileId::from_kernel(&inode);
+                    let comm =
+                        &writer.comm[..writer.comm.iter().position(|&b| b == 0).unwrap_or(16)];
+                    OutsideWrite {
+                        dev: file.dev,
+                        ino: file.ino,
+                        generation: inode.generation,
+                        pid: writer.pid,
+                        program: crate::pathtext::escape_bytes(comm),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()
+            .context("reading the outside writers")?;
         let detaching = Instant::now();
         // Raw tracepoint links detach in well under a millisecond each.
         drop(std::mem::take(&mut self.links));
@@ -339,6 +370,11 @@ impl Tracer {
                 counts.truncated_paths,
                 "paths longer than the kernel buffer (4096 bytes)",
             ),
+            (
+                IncompleteReason::ArgvLimit,
+                counts.argv_over_limit,
+                "execs recorded without their argv: the run's argv budget (32 MiB) was spent",
+            ),
         ];
         for (reason, count, what) in drops.into_iter().chain(observed_gaps) {
             if count > 0 {
@@ -350,9 +386,14 @@ impl Tracer {
         }
         incomplete.extend(flagged.iter().map(flagged_reason));
         let mut processes = recorded.processes;
-        let written =
-            settle::settle_written(&recorded.written, &processes, working_dir, &mut incomplete);
-        settle::settle_programs(&mut processes, &mut incomplete);
+        let written = settle::settle_written(
+            &recorded.written,
+            &processes,
+            working_dir,
+            after,
+            &mut incomplete,
+        );
+        settle::settle_programs(&mut processes, &recorded.written, &mut incomplete);
         for file in &written {
             tracing::debug!(
                 "written {} (inode {}:{}): {:?}",
@@ -369,6 +410,7 @@ impl Tracer {
             counts,
             written,
             incomplete,
+            outside_writes,
             phases,
         })
     }

@@ -12,11 +12,22 @@ use std::time::{Duration, SystemTime};
 
 use oci_attest_common::{
     PathOp, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE, PATH_TRUNCATED, PATH_UNRESOLVED,
+    WRITTEN_DIRTIED, WRITTEN_HANDED_OUT,
 };
 
-use crate::observed::{ExecRecord, ObservedProcess, Termination, TraceCounts, WrittenFile};
+use crate::observed::{
+    ExecRecord, ObservedProcess, ProgramId, Termination, TraceCounts, WrittenFile,
+};
 use crate::pathtext;
-use crate::trace::events::{Event, FileId, Header, KernelPath};
+use crate::trace::events::{Event, Header, KernelPath};
+use crate::trace::identity::Identity;
+
+/// argv bytes kept for the whole run (documented in `docs/tracing.md`). The command-run
+/// predicate holds every argv twice (`cmdline` and `argv`) and is signed whole, so a tree that
+/// execs 20 000 programs with 20 KB of argv each would need gigabytes; past this budget execs
+/// are still recorded, without their argv, and the trace is incomplete (`argv-limit`). The
+/// attested `cargo build --release` of `cargo xtask dist` spends more than 4 MiB.
+pub const MAX_RECORDED_ARGV_BYTES: usize = 32 * 1024 * 1024;
 
 /// Converts the kernel's boot-time clock into wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -46,19 +57,24 @@ impl BootClock {
 /// What the settling step needs to know about a written inode besides its path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WrittenInode {
-    pub file: FileId,
-    pub generation: u32,
+    /// Its ctime is the inode's right after the first change.
+    pub identity: Identity,
+    /// `WRITTEN_*` bits of the event.
+    pub how: u32,
     pub path: PathBuf,
     pub path_flags: u32,
     pub fs_magic: u64,
     /// Link count at the first write: 0 for an O_TMPFILE or an already unlinked file.
     pub nlink: u32,
+    /// When the kernel reported it.
+    pub time: SystemTime,
 }
 
 struct Process {
     observed: ObservedProcess,
-    /// The argument area of the last exec, until its last chunk arrives.
-    argv_bytes: Option<Vec<u8>>,
+    /// The argument area of the last exec, until its last chunk arrives (`None` inside: over
+    /// the argv budget, dropped).
+    argv_bytes: Option<Option<Vec<u8>>>,
 }
 
 pub struct ProcessTree {
@@ -68,6 +84,8 @@ pub struct ProcessTree {
     written: Vec<WrittenInode>,
     counts: TraceCounts,
     clock: BootClock,
+    /// argv bytes that may still be kept ([`MAX_RECORDED_ARGV_BYTES`] at the start).
+    argv_budget: usize,
 }
 
 /// Everything the tree recorded, for the settling step.
@@ -87,6 +105,7 @@ impl ProcessTree {
             written: Vec::new(),
             counts: TraceCounts::default(),
             clock,
+            argv_budget: MAX_RECORDED_ARGV_BYTES,
         }
     }
 
@@ -108,23 +127,40 @@ impl ProcessTree {
         let process = live_process(&mut self.live, header.pid, time);
         match event {
             Event::Fork { .. } => {}
-            Event::Exec { program, path, .. } => {
+            Event::Exec {
+                program,
+                nlink,
+                path,
+                ..
+            } => {
                 self.counts.execs += 1;
                 count_path_flags(&mut self.counts, &path);
-                process.argv_bytes = Some(Vec::new());
+                process.argv_bytes = Some(Some(Vec::new()));
                 process.observed.execs.push(ExecRecord {
                     program: pathtext::escape_bytes(&path.bytes),
-                    program_id: (program.dev, program.ino),
+                    program_id: ProgramId {
+                        dev: program.file.dev,
+                        ino: program.file.ino,
+                        generation: program.generation,
+                        ctime: (program.ctime.sec, program.ctime.nsec),
+                        nlink,
+                    },
                     program_digest: None,
                     argv: Vec::new(),
                     time,
                 });
             }
             Event::ExecArgv { bytes, flags } => {
-                let Some(buffer) = process.argv_bytes.as_mut() else {
+                let Some(kept) = process.argv_bytes.as_mut() else {
                     return;
                 };
-                buffer.extend_from_slice(&bytes);
+                if let Some(buffer) = kept {
+                    if buffer.len() + bytes.len() > self.argv_budget {
+                        *kept = None;
+                    } else {
+                        buffer.extend_from_slice(&bytes);
+                    }
+                }
                 if flags & ARGV_TRUNCATED != 0 {
                     self.counts.truncated_argvs += 1;
                 }
@@ -132,9 +168,14 @@ impl ProcessTree {
                     self.counts.unreadable_argvs += 1;
                 }
                 if flags & ARGV_CONTINUED == 0 {
-                    let area = process.argv_bytes.take().unwrap_or_default();
-                    if let Some(exec) = process.observed.execs.last_mut() {
-                        exec.argv = split_argv(&area);
+                    match process.argv_bytes.take().flatten() {
+                        Some(area) => {
+                            self.argv_budget -= area.len();
+                            if let Some(exec) = process.observed.execs.last_mut() {
+                                exec.argv = split_argv(&area);
+                            }
+                        }
+                        None => self.counts.argv_over_limit += 1,
                     }
                 }
             }
@@ -150,28 +191,34 @@ impl ProcessTree {
                 }
             }
             Event::Written {
-                file,
-                generation,
+                how,
+                identity,
                 fs_magic,
                 nlink,
                 path,
-                ..
             } => {
                 self.counts.file_ops += 1;
-                count_path_flags(&mut self.counts, &path);
+                // A dirtied inode's path is a hint built from its first dentry (settling looks
+                // for the inode itself): one that could not be built is no gap.
+                if how & WRITTEN_DIRTIED == 0 {
+                    count_path_flags(&mut self.counts, &path);
+                }
                 let as_path = PathBuf::from(OsStr::from_bytes(&path.bytes));
-                process.observed.writes.push(WrittenFile {
-                    path: as_path.clone(),
-                    dev: file.dev,
-                    ino: file.ino,
-                });
+                if how & WRITTEN_HANDED_OUT == 0 {
+                    process.observed.writes.push(WrittenFile {
+                        path: as_path.clone(),
+                        dev: identity.file.dev,
+                        ino: identity.file.ino,
+                    });
+                }
                 self.written.push(WrittenInode {
-                    file,
-                    generation,
+                    identity,
+                    how,
                     path: as_path,
                     path_flags: path.flags,
                     fs_magic,
                     nlink,
+                    time,
                 });
             }
             Event::PathOp { op, operands } => {
@@ -275,6 +322,8 @@ fn termination_from_wait_status(status: i32) -> Termination {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::events::FileId;
+    use crate::trace::identity::Timestamp;
 
     fn header(pid: u32) -> Header {
         Header {
@@ -291,11 +340,18 @@ mod tests {
         }
     }
 
+    fn identity(ino: u64) -> Identity {
+        Identity {
+            file: FileId { dev: 1, ino },
+            generation: 0,
+            ctime: Timestamp::default(),
+        }
+    }
+
     fn written(path: &str, ino: u64) -> Event {
         Event::Written {
             how: 4,
-            file: FileId { dev: 1, ino },
-            generation: 0,
+            identity: identity(ino),
             fs_magic: 0xef53,
             nlink: 1,
             path: kernel_path(path),
@@ -309,7 +365,8 @@ mod tests {
             header(10),
             Event::Exec {
                 old_tid: 10,
-                program: FileId { dev: 1, ino: 2 },
+                program: identity(2),
+                nlink: 1,
                 path: kernel_path("/usr/bin/tar"),
             },
         );
@@ -325,7 +382,8 @@ mod tests {
         let recorded = tree.finish(0);
         assert_eq!(recorded.processes[0].argv(), ["tar", "cf", "x.tar"]);
         assert_eq!(recorded.processes[0].program(), "/usr/bin/tar");
-        assert_eq!(recorded.processes[0].execs[0].program_id, (1, 2));
+        let id = recorded.processes[0].execs[0].program_id;
+        assert_eq!((id.dev, id.ino, id.nlink), (1, 2, 1));
         assert_eq!(recorded.counts.truncated_argvs, 0);
     }
 
@@ -337,7 +395,8 @@ mod tests {
                 header(10),
                 Event::Exec {
                     old_tid: 10,
-                    program: FileId { dev: 1, ino: 2 },
+                    program: identity(2),
+                    nlink: 1,
                     path: kernel_path(program),
                 },
             );
@@ -395,6 +454,50 @@ mod tests {
         assert_eq!(child.exit, Some(Termination::Signalled(9)));
         assert_eq!(recorded.written.len(), 1);
         assert_eq!(recorded.counts.lost, 3);
+    }
+
+    /// An exec storm: past the budget every exec is still recorded, without its argv.
+    #[test]
+    fn argv_past_the_budget_is_dropped_and_counted() {
+        let mut tree = ProcessTree::new(10, 1, BootClock::now());
+        let argv = vec![b'a'; 1024 * 1024];
+        let execs = MAX_RECORDED_ARGV_BYTES / argv.len() + 3;
+        for _ in 0..execs {
+            tree.apply(
+                header(10),
+                Event::Exec {
+                    old_tid: 10,
+                    program: identity(2),
+                    nlink: 1,
+                    path: kernel_path("/bin/x"),
+                },
+            );
+            for chunk in argv.chunks(8192) {
+                tree.apply(
+                    header(10),
+                    Event::ExecArgv {
+                        bytes: chunk.to_vec(),
+                        flags: ARGV_CONTINUED,
+                    },
+                );
+            }
+            tree.apply(
+                header(10),
+                Event::ExecArgv {
+                    bytes: Vec::new(),
+                    flags: 0,
+                },
+            );
+        }
+        let recorded = tree.finish(0);
+        let execs_kept = &recorded.processes[0].execs;
+        assert_eq!(execs_kept.len(), execs);
+        let with_argv = execs_kept
+            .iter()
+            .filter(|exec| !exec.argv.is_empty())
+            .count();
+        assert_eq!(with_argv, MAX_RECORDED_ARGV_BYTES / argv.len());
+        assert_eq!(recorded.counts.argv_over_limit, 3);
     }
 
     #[test]

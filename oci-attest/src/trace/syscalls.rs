@@ -55,7 +55,7 @@ pub const X86_64: &[Row] = &[
     row(1, "write", write_fd(0)),
     row(2, "open", open(1, false)),
     row(9, "mmap", rule(SyscallClass::Mmap, 0, [4, 3, N, N, N])),
-    row(16, "ioctl", rule(SyscallClass::Ioctl, 0, [0, 1, N, N, N])),
+    row(16, "ioctl", rule(SyscallClass::Ioctl, 0, [0, 1, 2, N, N])),
     row(18, "pwrite64", write_fd(0)),
     row(20, "writev", write_fd(0)),
     row(40, "sendfile", write_fd(0)),
