@@ -377,6 +377,7 @@ impl<'a> Bench<'a> {
             self.oci_attest,
             &[
                 "verify".as_ref(),
+                "--allow-untraced".as_ref(),
                 "-k".as_ref(),
                 key.as_os_str(),
                 envelope.as_os_str(),
