@@ -23,6 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use serde::{Deserialize, Serialize};
@@ -512,8 +513,8 @@ impl Running {
             command.pre_exec(|| {
                 // The address space is bounded for good (the hard limit too); the CPU soft
                 // limit is moved forward before each evaluation (`limit_cpu_from_now`).
-                bound(libc::RLIMIT_AS, MEMORY_LIMIT_BYTES, true)?;
-                bound(libc::RLIMIT_CPU, CPU_SECONDS, false)
+                bound(Resource::RLIMIT_AS, MEMORY_LIMIT_BYTES, true)?;
+                bound(Resource::RLIMIT_CPU, CPU_SECONDS, false)
             });
         }
         let mut child = command.spawn().context("cannot start")?;
@@ -592,25 +593,10 @@ impl Drop for Running {
 
 /// Lowers `resource`'s soft limit (and with `hard`, its hard limit) to `value`, never above
 /// the hard limit the process already has. Async-signal-safe.
-fn bound(resource: libc::__rlimit_resource_t, value: u64, hard: bool) -> std::io::Result<()> {
-    let mut current = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct they are given.
-    unsafe {
-        if libc::getrlimit(resource, &mut current) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let value = value.min(current.rlim_max);
-        let limit = libc::rlimit {
-            rlim_cur: value,
-            rlim_max: if hard { value } else { current.rlim_max },
-        };
-        if libc::setrlimit(resource, &limit) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
+fn bound(resource: Resource, value: u64, hard: bool) -> std::io::Result<()> {
+    let (_, current_hard) = getrlimit(resource)?;
+    let value = value.min(current_hard);
+    setrlimit(resource, value, if hard { value } else { current_hard })?;
     Ok(())
 }
 

@@ -58,7 +58,8 @@ pub struct Now {
 }
 
 /// `FS_IOC_GETVERSION`: `_IOR('v', 1, long)`.
-const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+/// `libc::Ioctl` is `c_ulong` on glibc and `c_int` on musl (the static release build).
+const FS_IOC_GETVERSION: libc::Ioctl = 0x8008_7601_u32 as libc::Ioctl;
 
 /// Opens `path` without following a symlink, without blocking on a FIFO and without making
 /// a terminal the controlling one, and recognises it.

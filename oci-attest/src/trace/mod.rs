@@ -373,7 +373,7 @@ impl Tracer {
             (
                 IncompleteReason::ArgvLimit,
                 counts.argv_over_limit,
-                "execs recorded without their argv: the run's argv budget (4 MiB) was spent",
+                "execs recorded without their argv: the run's argv budget (32 MiB) was spent",
             ),
         ];
         for (reason, count, what) in drops.into_iter().chain(observed_gaps) {

@@ -49,6 +49,41 @@ const PSEUDO_FILESYSTEMS: &[u64] = &[
 /// up (what they could not map stays unverified).
 const WALK_LIMIT: usize = 2_000_000;
 
+/// Rounds of [`moved_by_directory_renames`]: a file can be carried by a rename of its
+/// directory, then of that directory's parent, and so on; each round follows one more.
+const DIRECTORY_RENAME_ROUNDS: usize = 8;
+
+/// Where the tree's renames of directories carried `paths`: cargo, for one, fills a fresh
+/// temporary directory and renames it into place, so the path built at the write names a
+/// directory that no longer exists while the file lives on under the new name.
+fn moved_by_directory_renames(
+    paths: &BTreeSet<PathBuf>,
+    renames: &[&(PathBuf, PathBuf)],
+) -> BTreeSet<PathBuf> {
+    let mut moved = BTreeSet::new();
+    let mut round: BTreeSet<PathBuf> = paths.clone();
+    for _ in 0..DIRECTORY_RENAME_ROUNDS {
+        let mut next = BTreeSet::new();
+        for path in &round {
+            for (old, new) in renames {
+                if let Ok(rest) = path.strip_prefix(old) {
+                    if !rest.as_os_str().is_empty() {
+                        let carried = new.join(rest);
+                        if !paths.contains(&carried) && moved.insert(carried.clone()) {
+                            next.insert(carried);
+                        }
+                    }
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        round = next;
+    }
+    moved
+}
+
 /// Where each written inode is now. `working_dir` is seen through `after`, its snapshot at the
 /// end of the run. Reasons for what cannot be accounted for are appended.
 pub fn settle_written(
@@ -100,6 +135,12 @@ pub fn settle_written(
             path,
         );
     }
+    let renames: Vec<&(PathBuf, PathBuf)> = processes
+        .iter()
+        .flat_map(|process| process.renames.iter())
+        .collect();
+    let moved = moved_by_directory_renames(&candidates, &renames);
+    candidates.extend(moved);
     for path in &candidates {
         names.add(path);
     }
@@ -473,6 +514,38 @@ mod tests {
         assert_eq!(settled[3].fate, Fate::Unverified);
         assert_eq!(incomplete.len(), 1);
         assert_eq!(incomplete[0].reason, IncompleteReason::UnverifiedProduct);
+    }
+
+    #[test]
+    fn follows_files_outside_the_working_directory_through_the_trees_directory_renames() {
+        // cargo's pattern: fill target/tripleXXXX, rename it to target/triple; here the
+        // parent is renamed too, and all of it lies outside the working directory.
+        let working = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let o = outside.path().canonicalize().unwrap();
+        fs::create_dir_all(o.join("target/tripleXYZ")).unwrap();
+        fs::write(o.join("target/tripleXYZ/CACHEDIR.TAG"), "tag").unwrap();
+        let tag = written(&o.join("target/tripleXYZ/CACHEDIR.TAG"), 1);
+        fs::rename(o.join("target/tripleXYZ"), o.join("target/triple")).unwrap();
+        fs::rename(o.join("target"), o.join("final")).unwrap();
+        let mut renamer = process();
+        renamer
+            .renames
+            .push((o.join("target/tripleXYZ"), o.join("target/triple")));
+        renamer.renames.push((o.join("target"), o.join("final")));
+        let mut incomplete = Vec::new();
+        let settled = settle_written(
+            &[tag],
+            &[renamer],
+            working.path(),
+            &Snapshot::take(working.path()).unwrap(),
+            &mut incomplete,
+        );
+        assert_eq!(
+            settled[0].fate,
+            Fate::Present(vec![o.join("final/triple/CACHEDIR.TAG")])
+        );
+        assert!(incomplete.is_empty(), "{incomplete:?}");
     }
 
     fn program_id(path: &Path, nlink: u32) -> ProgramId {
