@@ -176,6 +176,9 @@ pub const WRITTEN_DIRTIED: u32 = 64;
 /// [`WrittenEvent::how`]: not a write: the tree handed the file, open for writing, to a
 /// kernel service that writes it on its own later (a loop device). Reported every time.
 pub const WRITTEN_HANDED_OUT: u32 = 128;
+/// With [`WRITTEN_HANDED_OUT`]: handed over a Unix socket (`SCM_RIGHTS` in sendmsg/sendmmsg)
+/// rather than to a loop device: whoever receives it can write it, inside the tree or not.
+pub const WRITTEN_PASSED: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -279,6 +282,10 @@ pub enum SyscallClass {
     Unmodelled = 7,
     /// mknod/mknodat: mode `arg_a`; unmodelled when it makes a regular file.
     Mknod = 8,
+    /// sendmsg (`op` 0: a `msghdr` at `arg_a`) or sendmmsg (`op` 1: as many `mmsghdr` at
+    /// `arg_a` as the result says): files passed with `SCM_RIGHTS`, open for writing, are
+    /// handed out.
+    SendMsg = 9,
 }
 
 /// Argument index meaning "none" (a dirfd that is AT_FDCWD, creat's implied flags).

@@ -1,6 +1,7 @@
 //! The syscall table the kernel programs dispatch on: for each x86_64 syscall that can create
 //! or change a file's content, how it is followed, or that it makes the trace incomplete.
-//! Syscalls not listed cannot change file content (reads, stat, close, sockets, ...).
+//! Syscalls not listed cannot change file content (reads, stat, close, sockets other than
+//! passing fds, ...).
 //! A new syscall is one more row.
 
 use oci_attest_common::{PathOp, SyscallClass, SyscallRule, NO_ARG, SYSCALL_TABLE_SIZE};
@@ -45,6 +46,10 @@ const fn resize_fd(fd: u8) -> SyscallRule {
 const fn path_op(op: PathOp, args: [u8; 5]) -> SyscallRule {
     rule(SyscallClass::PathOp, op as u8, args)
 }
+/// sendmsg/sendmmsg: the message (array) is the second argument.
+const fn send_msg(several: bool) -> SyscallRule {
+    rule(SyscallClass::SendMsg, several as u8, [1, N, N, N, N])
+}
 const UNMODELLED: SyscallRule = rule(SyscallClass::Unmodelled, 0, [N; 5]);
 
 const fn row(nr: u32, name: &'static str, rule: SyscallRule) -> Row {
@@ -59,6 +64,7 @@ pub const X86_64: &[Row] = &[
     row(18, "pwrite64", write_fd(0)),
     row(20, "writev", write_fd(0)),
     row(40, "sendfile", write_fd(0)),
+    row(46, "sendmsg", send_msg(false)),
     row(76, "truncate", path_op(PathOp::Truncate, [N, 0, N, N, N])),
     row(77, "ftruncate", resize_fd(0)),
     row(82, "rename", path_op(PathOp::Rename, [N, 0, N, 1, N])),
@@ -84,6 +90,7 @@ pub const X86_64: &[Row] = &[
     row(285, "fallocate", resize_fd(0)),
     row(296, "pwritev", write_fd(0)),
     row(304, "open_by_handle_at", open(2, false)),
+    row(307, "sendmmsg", send_msg(true)),
     row(311, "process_vm_writev", UNMODELLED),
     row(316, "renameat2", path_op(PathOp::Rename, [0, 1, 2, 3, N])),
     row(326, "copy_file_range", write_fd(2)),
