@@ -140,7 +140,15 @@ pub struct ExecEvent {
     pub ctime: KernelTime,
     /// The program's link count at the exec: 0 for a memfd, an O_TMPFILE or a deleted file.
     pub nlink: u32,
-    pub _reserved2: u32,
+    /// 1 when the exec changed the process's identity or gave it capabilities (setuid, setgid,
+    /// file capabilities: the kernel's `linux_binprm.secureexec`, which sets `AT_SECURE`).
+    pub secureexec: u32,
+    /// The credentials the new image runs with: real and effective uid, effective and
+    /// permitted capabilities.
+    pub uid: u32,
+    pub euid: u32,
+    pub cap_effective: u64,
+    pub cap_permitted: u64,
     /// Bytes used in `path`.
     pub path_len: u32,
     pub _reserved: u32,
@@ -282,10 +290,69 @@ pub enum SyscallClass {
     Unmodelled = 7,
     /// mknod/mknodat: mode `arg_a`; unmodelled when it makes a regular file.
     Mknod = 8,
+    /// Aimed at the tracer (`op`: a `TRACER_*` target): a successful call makes the trace
+    /// incomplete; with [`TRACER_ALSO_UNMODELLED`] in `op` a successful call is also unmodelled.
+    Tracer = 9,
     /// sendmsg (`op` 0: a `msghdr` at `arg_a`) or sendmmsg (`op` 1: as many `mmsghdr` at
     /// `arg_a` as the result says): files passed with `SCM_RIGHTS`, open for writing, are
     /// handed out.
-    SendMsg = 9,
+    SendMsg = 10,
+}
+
+/// [`SyscallClass::Tracer`] target: the process id in `arg_a` (a thread of oci-attest; for a
+/// signal, `arg_b` holds the signal, and 0, -1 and process groups reach oci-attest too).
+pub const TRACER_PID: u8 = 1;
+/// [`SyscallClass::Tracer`] target: the pidfd in `arg_a` (signal in `arg_b`, if any).
+pub const TRACER_PIDFD: u8 = 2;
+/// [`SyscallClass::Tracer`] target: any successful call (bpf(2): the tracer's maps and
+/// programs are reachable through it by id; module and kexec loads change the kernel).
+pub const TRACER_ANY: u8 = 3;
+/// Flag in `op`: a successful call is also [`SyscallClass::Unmodelled`] (ptrace, process_vm_writev
+/// change other processes of the tree in ways the programs do not follow).
+pub const TRACER_ALSO_UNMODELLED: u8 = 0x10;
+
+/// [`Tampering::kind`]: a syscall aimed at oci-attest (a signal, ptrace, its memory, its
+/// limits or scheduling, its descriptors) succeeded.
+pub const TAMPER_TARGETED: u32 = 1;
+/// [`Tampering::kind`]: a private `/proc/<pid>/` file of oci-attest was opened (one other
+/// users cannot read, or opened for writing).
+pub const TAMPER_PROC: u32 = 2;
+/// [`Tampering::kind`]: bpf(2), or a module or kexec load, succeeded.
+pub const TAMPER_BPF: u32 = 3;
+/// [`Tampering::kind`]: the inode of the signing key or of its passphrase file was opened.
+pub const TAMPER_KEY: u32 = 4;
+
+/// Key of the `TAMPERED` map: what a process of the tree did to oci-attest or its key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tampering {
+    /// The process (thread-group id).
+    pub pid: u32,
+    /// The syscall.
+    pub nr: u32,
+    /// A `TAMPER_*` kind.
+    pub kind: u32,
+    pub _reserved: u32,
+}
+
+/// Key of the `PROTECTED` map: a file the tree must not open (the signing key), by the kernel's
+/// `s_dev` encoding (major << 20 | minor) and inode number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// Who oci-attest is, set at load time: signals to its process group, or to every process,
+/// reach it too; whether the caller could signal it depends on its uid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TracerSelf {
+    pub tgid: u32,
+    pub pgid: u32,
+    pub uid: u32,
+    pub _reserved: u32,
 }
 
 /// Argument index meaning "none" (a dirfd that is AT_FDCWD, creat's implied flags).
@@ -399,6 +466,24 @@ pub struct Layout {
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
     pub binprm_file: u32,
+    /// Bit offset of the `linux_binprm.secureexec` bitfield.
+    pub binprm_secureexec_bit: u32,
+    /// `task_struct.cred` and the members of `struct cred` an exec may raise.
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    pub cred_euid: u32,
+    pub cred_cap_effective: u32,
+    pub cred_cap_permitted: u32,
+    /// `struct proc_inode`: its `pid` and the embedded `vfs_inode` (a procfs inode's task).
+    pub proc_inode_pid: u32,
+    pub proc_inode_vfs_inode: u32,
+    /// `struct pid.tasks` (its first task) and `task_struct.pid_links` (the link in it).
+    pub pid_tasks: u32,
+    pub task_pid_links: u32,
+    /// `file.private_data` (a pidfd's `struct pid` before pidfs) and `inode.i_private` (a
+    /// pidfs inode's `struct pid`).
+    pub file_private_data: u32,
+    pub inode_private: u32,
 }
 
 #[cfg(feature = "user")]
@@ -409,4 +494,7 @@ mod user {
     unsafe impl aya::Pod for super::FlaggedSyscall {}
     unsafe impl aya::Pod for super::InodeId {}
     unsafe impl aya::Pod for super::OutsideWriter {}
+    unsafe impl aya::Pod for super::Tampering {}
+    unsafe impl aya::Pod for super::FileKey {}
+    unsafe impl aya::Pod for super::TracerSelf {}
 }

@@ -26,13 +26,14 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use oci_attest_common::{
-    DropReason, EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FlaggedSyscall,
-    ForkEvent, InodeId, KernelTime, Layout, OutsideWriter, PathOp, PathOpEvent, SyscallClass,
-    SyscallRule, WrittenEvent, ARGV_CHUNK, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE,
-    MAX_ARGV_CHUNKS, MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY, PATH_OP_SLOTS, PATH_TRUNCATED,
-    PATH_UNRESOLVED, SYSCALL_TABLE_SIZE, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED,
-    WRITTEN_EMPTY_AT_OPEN, WRITTEN_HANDED_OUT, WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RESIZED,
-    WRITTEN_TRUNCATED,
+    DropReason, EventHeader, EventKind, ExecArgvEvent, ExecEvent, ExitEvent, FileKey,
+    FlaggedSyscall, ForkEvent, InodeId, KernelTime, Layout, OutsideWriter, PathOp, PathOpEvent,
+    SyscallClass, SyscallRule, Tampering, TracerSelf, WrittenEvent, ARGV_CHUNK, ARGV_CONTINUED,
+    ARGV_TRUNCATED, ARGV_UNREADABLE, MAX_ARGV_CHUNKS, MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY,
+    PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED, SYSCALL_TABLE_SIZE, TAMPER_BPF, TAMPER_KEY,
+    TAMPER_PROC, TAMPER_TARGETED, TRACER_ALSO_UNMODELLED, TRACER_ANY, TRACER_PIDFD,
+    WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED, WRITTEN_EMPTY_AT_OPEN, WRITTEN_HANDED_OUT,
+    WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -82,6 +83,27 @@ static LAYOUT: Layout = Layout {
     mm_arg_start: 0,
     mm_arg_end: 0,
     binprm_file: 0,
+    binprm_secureexec_bit: 0,
+    task_cred: 0,
+    cred_uid: 0,
+    cred_euid: 0,
+    cred_cap_effective: 0,
+    cred_cap_permitted: 0,
+    proc_inode_pid: 0,
+    proc_inode_vfs_inode: 0,
+    pid_tasks: 0,
+    task_pid_links: 0,
+    file_private_data: 0,
+    inode_private: 0,
+};
+
+/// oci-attest itself (filled by userspace before loading, like `LAYOUT`).
+#[unsafe(no_mangle)]
+static TRACER_SELF: TracerSelf = TracerSelf {
+    tgid: 0,
+    pgid: 0,
+    uid: 0,
+    _reserved: 0,
 };
 
 /// Ring-buffer fill level (bytes) from which a write wakes the consumer. Below it, writes do
@@ -119,6 +141,20 @@ static OUTSIDE_WRITERS: HashMap<InodeId, OutsideWriter> = HashMap::with_max_entr
 /// Unmodelled (and 32-bit compat) syscalls the tree made; userspace names them.
 #[map]
 static FLAGGED: HashMap<FlaggedSyscall, u8> = HashMap::with_max_entries(1024, 0);
+
+/// What the tree did to oci-attest or to its key. Userspace freezes the map (no syscall may
+/// change it, root's included): only these programs add to it.
+#[map]
+static TAMPERED: HashMap<Tampering, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Thread ids of oci-attest (its thread-group id among them): userspace adds those that exist
+/// when the tree starts, `sched_process_fork` those it creates later.
+#[map]
+static TRACER_THREADS: HashMap<u32, u8> = HashMap::with_max_entries(1024, 0);
+
+/// The signing key and its passphrase file, filled and frozen by userspace before the tree starts.
+#[map]
+static PROTECTED: HashMap<FileKey, u8> = HashMap::with_max_entries(8, 0);
 
 /// Per-CPU scratch space: the big events are built here and copied into the ring buffer with
 /// only the bytes they use (a raw tracepoint program runs without migration, so a CPU's slot
@@ -179,6 +215,12 @@ const AT_REMOVEDIR: u64 = 0x200;
 const FICLONE: u64 = 0x4004_9409;
 const FICLONERANGE: u64 = 0x4020_940d;
 const MAX_ERRNO: u64 = 4095;
+/// `f_mode` of an `O_PATH` descriptor: it cannot read or write the file.
+const FMODE_PATH: u32 = 0x4000;
+const S_IROTH: u16 = 0o4;
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const PIDFS_MAGIC: u64 = 0x5049_4446;
+const CAP_KILL: u64 = 5;
 
 fn count_drop(reason: DropReason) {
     if let Some(counter) = DROPPED.get_ptr_mut(reason as u32) {
@@ -546,11 +588,12 @@ fn file_mode(file: u64) -> u32 {
 /// (`FMODE_CREATED`, set by the kernel) or truncated (O_TRUNC in the flags register, or
 /// implied by creat). openat2's flags are in user memory, which can change under us: for it a
 /// file empty right after the open counts too.
-fn opened(rule: &SyscallRule, regs: u64, fd: u64) {
+fn opened(nr: u32, rule: &SyscallRule, regs: u64, fd: u64) {
     let Some(file) = file_of_fd(fd) else {
         count_drop(DropReason::UnreadableFile);
         return;
     };
+    check_opened(nr, file);
     let mode = file_mode(file);
     if mode & FMODE_WRITE == 0 {
         return;
@@ -837,6 +880,146 @@ fn path_op(rule: &SyscallRule, regs: u64) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The tracer and its key: what the tree must not touch
+
+fn tampered(nr: u32, kind: u32) {
+    let key = Tampering {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        nr,
+        kind,
+        _reserved: 0,
+    };
+    // A full map still holds earlier entries: the run is incomplete anyway.
+    let _ = TAMPERED.insert(&key, &1, 0);
+}
+
+fn tracer_self() -> TracerSelf {
+    // SAFETY: read-only global, rewritten by userspace at load time (see `layout!`).
+    unsafe { core::ptr::read_volatile(&TRACER_SELF) }
+}
+
+fn is_tracer_thread(id: u32) -> bool {
+    // SAFETY: only tested for presence.
+    unsafe { TRACER_THREADS.get(&id).is_some() }
+}
+
+/// The thread-group id of the task a `struct pid` names (0 when it names none any more).
+fn tgid_of_pid(pid: u64) -> u32 {
+    let first = read::<u64>(pid, layout!(pid_tasks)).unwrap_or(0);
+    if first == 0 {
+        return 0;
+    }
+    read::<u32>(first - layout!(task_pid_links), layout!(task_tgid)).unwrap_or(0)
+}
+
+/// The `struct pid` a procfs inode of `/proc/<pid>/` names (0 for other procfs inodes).
+fn pid_of_proc_inode(inode: u64) -> u64 {
+    // Every procfs inode is embedded in a `struct proc_inode`.
+    read::<u64>(
+        inode - layout!(proc_inode_vfs_inode),
+        layout!(proc_inode_pid),
+    )
+    .unwrap_or(0)
+}
+
+/// The `struct pid` of a pidfd: the inode's on pidfs (since 6.9), the file's on the anonymous
+/// inode before; a `/proc/<pid>` directory serves as a pidfd too.
+fn pid_of_pidfd(file: u64) -> u64 {
+    let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
+    let super_block = read::<u64>(inode, layout!(inode_sb)).unwrap_or(0);
+    match read::<u64>(super_block, layout!(sb_magic)).unwrap_or(0) {
+        PROC_SUPER_MAGIC => pid_of_proc_inode(inode),
+        PIDFS_MAGIC => read::<u64>(inode, layout!(inode_private)).unwrap_or(0),
+        _ => read::<u64>(file, layout!(file_private_data)).unwrap_or(0),
+    }
+}
+
+/// Whether the current task may signal oci-attest (the kernel's `kill_ok_by_cred`, for the
+/// signals sent to a process group or to everyone, whose targets the call does not name).
+fn may_signal_tracer() -> bool {
+    let cred = read::<u64>(current_task(), layout!(task_cred)).unwrap_or(0);
+    let uid = read::<u32>(cred, layout!(cred_uid)).unwrap_or(u32::MAX);
+    let euid = read::<u32>(cred, layout!(cred_euid)).unwrap_or(u32::MAX);
+    let caps = read::<u64>(cred, layout!(cred_cap_effective)).unwrap_or(0);
+    let tracer = tracer_self().uid;
+    uid == tracer || euid == tracer || caps & (1 << CAP_KILL) != 0
+}
+
+/// Whether a successful syscall of class [`SyscallClass::Tracer`] reached oci-attest.
+fn reached_tracer(rule: &SyscallRule, regs: u64) -> bool {
+    let target = rule.op & !TRACER_ALSO_UNMODELLED;
+    let signal = rule.arg_b != NO_ARG;
+    if signal && syscall_arg(regs, rule.arg_b) as u32 == 0 {
+        // Signal 0 only asks whether the process exists.
+        return false;
+    }
+    if target == TRACER_ANY {
+        return true;
+    }
+    let argument = syscall_arg(regs, rule.arg_a);
+    if target == TRACER_PIDFD {
+        let pid = file_of_fd(argument).map_or(0, pid_of_pidfd);
+        return pid != 0 && tgid_of_pid(pid) == tracer_self().tgid;
+    }
+    let pid = argument as i32;
+    if pid > 0 {
+        return is_tracer_thread(pid as u32);
+    }
+    // kill(0), kill(-1) and kill(-pgid) reach every process of a group, or every process, the
+    // caller may signal: oci-attest shares its process group with the command.
+    signal
+        && (pid == 0 || pid == -1 || (-(pid as i64)) as u32 == tracer_self().pgid)
+        && may_signal_tracer()
+}
+
+fn tracer_call(nr: u32, rule: &SyscallRule, regs: u64, succeeded: bool) {
+    // A failed ptrace or process_vm_writev changed nothing.
+    if succeeded && rule.op & TRACER_ALSO_UNMODELLED != 0 {
+        flag_syscall(nr, 0);
+    }
+    if succeeded && reached_tracer(rule, regs) {
+        let kind = if rule.op == TRACER_ANY {
+            TAMPER_BPF
+        } else {
+            TAMPER_TARGETED
+        };
+        tampered(nr, kind);
+    }
+}
+
+/// A file the tree opened: the signing key, or a private `/proc` file of oci-attest (one other
+/// users cannot read, or opened for writing: its memory, environment, descriptors, limits).
+/// `O_PATH` descriptors are left out: they can neither read nor write.
+fn check_opened(nr: u32, file: u64) {
+    let mode = file_mode(file);
+    if mode & FMODE_PATH != 0 {
+        return;
+    }
+    let inode = read::<u64>(file, layout!(file_inode)).unwrap_or(0);
+    let super_block = read::<u64>(inode, layout!(inode_sb)).unwrap_or(0);
+    let key = FileKey {
+        dev: read::<u32>(super_block, layout!(sb_dev)).unwrap_or(0) as u64,
+        ino: read::<u64>(inode, layout!(inode_ino)).unwrap_or(0),
+    };
+    // SAFETY: only tested for presence.
+    if unsafe { PROTECTED.get(&key).is_some() } {
+        tampered(nr, TAMPER_KEY);
+        return;
+    }
+    if read::<u64>(super_block, layout!(sb_magic)) != Some(PROC_SUPER_MAGIC) {
+        return;
+    }
+    let pid = pid_of_proc_inode(inode);
+    if pid == 0 || tgid_of_pid(pid) != tracer_self().tgid {
+        return;
+    }
+    let inode_mode = read::<u16>(inode, layout!(inode_mode)).unwrap_or(0);
+    if mode & FMODE_WRITE != 0 || inode_mode & S_IROTH == 0 {
+        tampered(nr, TAMPER_PROC);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Syscall exit: the one entry point for syscalls
 
 fn flag_syscall(nr: u32, compat: u32) {
@@ -875,8 +1058,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         class if class == SyscallClass::Ignored as u8 => {}
         class if class == SyscallClass::Open as u8 => {
             if succeeded {
-                opened(&rule, regs, result as u64);
+                opened(nr as u32, &rule, regs, result as u64);
             }
+        }
+        class if class == SyscallClass::Tracer as u8 => {
+            tracer_call(nr as u32, &rule, regs, succeeded);
         }
         class if class == SyscallClass::WriteFd as u8 => {
             if result > 0 {
@@ -1018,10 +1204,17 @@ fn dirtied_outside(inode: u64, tgid: u32) {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     let head = header(EventKind::Fork);
+    let child: u64 = ctx.arg(1);
     if !is_tracked(head.pid) {
+        if head.pid == tracer_self().tgid {
+            // A new thread of oci-attest: signals and ptrace may name it.
+            let thread = read::<u32>(child, layout!(task_pid)).unwrap_or(0);
+            if thread != read::<u32>(child, layout!(task_tgid)).unwrap_or(0) {
+                let _ = TRACER_THREADS.insert(&thread, &1, 0);
+            }
+        }
         return 0;
     }
-    let child: u64 = ctx.arg(1);
     let (Some(child_pid), Some(child_tgid)) = (
         read::<u32>(child, layout!(task_pid)),
         read::<u32>(child, layout!(task_tgid)),
@@ -1167,7 +1360,15 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
         (*event).program = program;
         (*event).ctime = inode_ctime(inode);
         (*event).nlink = read::<u32>(inode, layout!(inode_nlink)).unwrap_or(0);
-        (*event)._reserved2 = 0;
+        let bit = layout!(binprm_secureexec_bit);
+        let secure = read::<u8>(binprm, bit / 8).unwrap_or(0) >> (bit % 8) & 1;
+        (*event).secureexec = secure as u32;
+        // The credentials were committed before this tracepoint: they are the new image's.
+        let cred = read::<u64>(current_task(), layout!(task_cred)).unwrap_or(0);
+        (*event).uid = read::<u32>(cred, layout!(cred_uid)).unwrap_or(u32::MAX);
+        (*event).euid = read::<u32>(cred, layout!(cred_euid)).unwrap_or(u32::MAX);
+        (*event).cap_effective = read::<u64>(cred, layout!(cred_cap_effective)).unwrap_or(0);
+        (*event).cap_permitted = read::<u64>(cred, layout!(cred_cap_permitted)).unwrap_or(0);
         let (len, flags) = if file == 0 {
             (0, PATH_UNRESOLVED)
         } else {
@@ -1192,6 +1393,10 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> u32 {
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> u32 {
     let head = header(EventKind::Exit);
     if !is_tracked(head.pid) {
+        if head.pid == tracer_self().tgid && head.tid != head.pid {
+            // Its id may go to another process now.
+            let _ = TRACER_THREADS.remove(&head.tid);
+        }
         return 0;
     }
     let task = current_task();

@@ -86,6 +86,14 @@ pub enum IncompleteReason {
     ProductUnstable,
     /// More argv than the run records in total: later execs are listed without their argv.
     ArgvLimit,
+    /// The tree reached oci-attest itself: a signal, ptrace, its memory, limits, scheduling or
+    /// descriptors, a private `/proc` file of it, or bpf(2).
+    TracerTampered,
+    /// The tree opened the signing key or its passphrase file: the key is compromised.
+    KeyAccessed,
+    /// An exec raised a process's privileges (setuid, setgid, file capabilities), by a program
+    /// other than the uid-mapping helpers of rootless containers.
+    PrivilegeGained,
 }
 
 impl IncompleteReason {
@@ -108,6 +116,9 @@ impl IncompleteReason {
             IncompleteReason::HandedOut => "handed-out",
             IncompleteReason::ProductUnstable => "product-unstable",
             IncompleteReason::ArgvLimit => "argv-limit",
+            IncompleteReason::TracerTampered => "tracer-tampered",
+            IncompleteReason::KeyAccessed => "key-accessed",
+            IncompleteReason::PrivilegeGained => "privilege-gained",
         }
     }
 }
@@ -218,6 +229,21 @@ pub struct ExecRecord {
     /// argv as the new image received it.
     pub argv: Vec<String>,
     pub time: SystemTime,
+    /// The credentials the exec gave the process when it raised its privileges (setuid,
+    /// setgid, file capabilities); `None` when it did not.
+    pub privileges: Option<RaisedPrivileges>,
+}
+
+/// The credentials of an exec that raised privileges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RaisedPrivileges {
+    pub uid: u32,
+    pub euid: u32,
+    /// Capability sets as bit masks (bit n: capability n).
+    #[serde(rename = "capeffective")]
+    pub cap_effective: u64,
+    #[serde(rename = "cappermitted")]
+    pub cap_permitted: u64,
 }
 
 impl ObservedProcess {

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use oci_attest_tests::command::output_text as text;
+use oci_attest_tests::command::{assert_exit, assert_exit_saying};
 use oci_attest_tests::require;
 use serde_json::Value;
 
@@ -52,7 +53,7 @@ fn stderr(output: &Output) -> String {
 
 fn keygen(dir: &Path, algorithm: &str, out: &str) {
     let output = oci_attest(dir, &["keygen", "--algorithm", algorithm, "--out", out]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
 }
 
 /// `policy.json` in `dir`: one step whose functionary is `key.pem.pub` (for `sign`).
@@ -104,7 +105,7 @@ fn run_json_summary_is_apart_from_the_commands_stdout() {
     )
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let summary: Value = serde_json::from_str(stdout(&output).trim_end()).unwrap();
     assert_eq!(stdout(&output).lines().count(), 1, "{}", text(&output));
     assert_eq!(summary["products"], serde_json::json!(["made.txt"]));
@@ -124,7 +125,7 @@ fn run_json_summary_is_apart_from_the_commands_stdout() {
     )
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     assert_eq!(stdout(&output), "Copying blob 1/1\n");
     let summary: Value =
         serde_json::from_slice(&std::fs::read(d.join("summary.json")).unwrap()).unwrap();
@@ -150,7 +151,7 @@ fn run_json_summary_is_apart_from_the_commands_stdout() {
     )
     .output()
     .unwrap();
-    assert_eq!(output.status.code(), Some(125), "{}", text(&output));
+    assert_exit(&output, 125);
     let failed: Value =
         serde_json::from_slice(&std::fs::read(d.join("failed.json")).unwrap()).unwrap();
     assert_eq!(failed["reason"], "key-error");
@@ -191,7 +192,7 @@ fn dash_outfile_is_stdout() {
     )
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     assert_eq!(statement(&output.stdout)["predicate"]["name"], "run");
     assert!(!d.join("-").exists());
 
@@ -200,7 +201,7 @@ fn dash_outfile_is_stdout() {
         d,
         &["sign", "-k", "key.pem", "-f", "policy.json", "-o", "-"],
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let envelope: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(envelope["payloadType"], "https://aflock.ai/policy/v0.1");
     assert!(!d.join("-").exists());
@@ -213,7 +214,7 @@ fn quiet_silences_keygen_sign_and_verify() {
     let dir = require!(oci_attest_tests::oci_attest::user_dir());
     let d = dir.path();
     let output = oci_attest(d, &["-q", "keygen", "--out", "key.pem"]);
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     assert!(
         output.stdout.is_empty() && output.stderr.is_empty(),
         "{}",
@@ -233,7 +234,7 @@ fn quiet_silences_keygen_sign_and_verify() {
             "p.json",
         ],
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     assert!(
         output.stdout.is_empty() && output.stderr.is_empty(),
         "{}",
@@ -248,7 +249,7 @@ fn quiet_silences_keygen_sign_and_verify() {
     )
     .output()
     .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
+    assert_exit(&made, 0);
     let verify = [
         "verify",
         "-q",
@@ -258,7 +259,7 @@ fn quiet_silences_keygen_sign_and_verify() {
         "att.json",
     ];
     let output = oci_attest(d, &verify);
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     assert!(
         output.stdout.is_empty() && output.stderr.is_empty(),
         "{}",
@@ -270,7 +271,7 @@ fn quiet_silences_keygen_sign_and_verify() {
         true
     );
     let output = oci_attest(d, &["verify", "-q", "-k", "key.pem.pub", "att.json"]);
-    assert_eq!(output.status.code(), Some(7), "{}", text(&output));
+    assert_exit(&output, 7);
     assert!(output.stdout.is_empty(), "{}", text(&output));
     assert!(
         stderr(&output).contains("--allow-untraced"),
@@ -303,7 +304,7 @@ fn verify_json_has_structured_fields() {
     )
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let output = oci_attest(
         d,
         &[
@@ -315,7 +316,7 @@ fn verify_json_has_structured_fields() {
             "att.json",
         ],
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["verified"], true);
     assert_eq!(report["signature"]["algorithm"], "Ed25519");
@@ -373,7 +374,7 @@ fn log_level_version_and_attestors_list() {
     let warn = run(d, &[&["-l", "warn"][..], &base, &["true"]].concat())
         .output()
         .unwrap();
-    assert!(warn.status.success(), "{}", text(&warn));
+    assert_exit(&warn, 0);
     assert!(!stderr(&warn).contains("INFO"), "{}", text(&warn));
     let info = run(
         d,
@@ -397,12 +398,12 @@ fn log_level_version_and_attestors_list() {
         .unwrap();
     assert!(stderr(&debug).contains("DEBUG"), "{}", text(&debug));
     let bad = oci_attest(d, &["-l", "loud", "version"]);
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert_exit(&bad, 2);
 
     // `version` (witness's spelling) prints what `--version` prints: the version first, then
     // the commit, target, tracer and kernel lines.
     let version = oci_attest(d, &["version"]);
-    assert!(version.status.success(), "{}", text(&version));
+    assert_exit(&version, 0);
     assert!(
         stdout(&version).starts_with(&format!(
             "oci-attest {}\ncommit: ",
@@ -414,7 +415,7 @@ fn log_level_version_and_attestors_list() {
     assert_eq!(stdout(&version), stdout(&oci_attest(d, &["--version"])));
     let attestors = oci_attest(d, &["attestors", "list"]);
     let tools = oci_attest(d, &["tools", "list"]);
-    assert!(attestors.status.success(), "{}", text(&attestors));
+    assert_exit(&attestors, 0);
     assert_eq!(attestors.stdout, tools.stdout);
     assert!(
         stdout(&attestors).contains("github"),
@@ -490,7 +491,7 @@ fn signer_certificate_chain_is_recorded_in_the_envelope() {
     )
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let envelope: Value =
         serde_json::from_slice(&std::fs::read(d.join("att.json")).unwrap()).unwrap();
     let signature = &envelope["signatures"][0];
@@ -514,7 +515,7 @@ fn signer_certificate_chain_is_recorded_in_the_envelope() {
             "att.json",
         ],
     );
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     let certificate = &report["signature"]["certificate"];
     assert_eq!(certificate["subject"], "CN=ci signer");
@@ -540,12 +541,7 @@ fn signer_certificate_chain_is_recorded_in_the_envelope() {
     )
     .output()
     .unwrap();
-    assert_eq!(output.status.code(), Some(125), "{}", text(&output));
-    assert!(
-        stderr(&output).contains("ca.crt: the certificate is for another key"),
-        "{}",
-        text(&output)
-    );
+    assert_exit_saying(&output, 125, "ca.crt: the certificate is for another key");
     assert!(!d.join("ran").exists() && !d.join("other.json").exists());
 }
 
@@ -595,7 +591,7 @@ fn github_and_gitlab_attestors_record_the_job() {
     ])
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let statement: Value =
         serde_json::from_slice(&std::fs::read(d.join("gh.json")).unwrap()).unwrap();
     let github = attestation(&statement, "https://aflock.ai/attestations/github/v0.1").unwrap();
@@ -654,7 +650,7 @@ fn github_and_gitlab_attestors_record_the_job() {
     ])
     .output()
     .unwrap();
-    assert!(output.status.success(), "{}", text(&output));
+    assert_exit(&output, 0);
     let statement: Value =
         serde_json::from_slice(&std::fs::read(d.join("gl.json")).unwrap()).unwrap();
     let gitlab = attestation(&statement, "https://aflock.ai/attestations/gitlab/v0.1").unwrap();
@@ -693,8 +689,7 @@ fn github_and_gitlab_attestors_record_the_job() {
         .env_remove("GITLAB_CI")
         .output()
         .unwrap();
-        assert_eq!(output.status.code(), Some(125), "{}", text(&output));
-        assert!(stderr(&output).contains(marker), "{}", text(&output));
+        assert_exit_saying(&output, 125, marker);
         assert!(!d.join("ran").exists());
     }
     let output = run(
@@ -713,10 +708,5 @@ fn github_and_gitlab_attestors_record_the_job() {
     )
     .output()
     .unwrap();
-    assert_eq!(output.status.code(), Some(125), "{}", text(&output));
-    assert!(
-        stderr(&output).contains("add -a gitlab"),
-        "{}",
-        text(&output)
-    );
+    assert_exit_saying(&output, 125, "add -a gitlab");
 }

@@ -9,6 +9,7 @@ use oci_attest_tests::require;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use oci_attest_tests::command::{assert_exit, assert_exit_saying};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -74,7 +75,7 @@ fn keygen(dir: &Path, algorithm: &str) -> PathBuf {
         dir,
         &["keygen", "--algorithm", algorithm, "--out", "key.pem"],
     );
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     dir.join("key.pem")
 }
 
@@ -140,7 +141,7 @@ fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
         "image.tar",
         "out.tar",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let envelope = std::fs::read(d.join("att.json")).unwrap();
     assert!(!envelope.ends_with(b"\n"));
     let statement = payload(&envelope);
@@ -224,7 +225,7 @@ fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
             "--json",
         ],
     );
-    assert_eq!(mismatch.status.code(), Some(7), "{}", stderr(&mismatch));
+    assert_exit(&mismatch, 7);
     let report: Value = serde_json::from_slice(&mismatch.stdout).unwrap();
     let image = &report["image"];
     assert_eq!(image["path"], "other.tar");
@@ -264,7 +265,7 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
         "-c",
         "echo x > f; exit 42",
     ]);
-    assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
+    assert_exit(&output, 42);
     let statement = payload(&std::fs::read(d.join("att.json")).unwrap());
     let of_type = |type_uri: &str| {
         statement["predicate"]["attestations"]
@@ -291,7 +292,7 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     assert_eq!(products[0]["path"], "f");
     // verify tells the truth about the run: a failed, untraced run does not pass by default.
     let refused = w.oci_attest(&["verify", "--key", "key.pem.pub", "att.json"]);
-    assert_eq!(refused.status.code(), Some(7), "{}", stderr(&refused));
+    assert_exit(&refused, 7);
     let report = String::from_utf8_lossy(&refused.stdout).into_owned();
     assert!(report.contains("signature: ok"), "{report}");
     assert!(
@@ -318,7 +319,7 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
         "--json",
         "att.json",
     ]);
-    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert_exit(&verified, 0);
     let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
     assert_eq!(report["verified"], true);
     assert_eq!(report["run"]["exitcode"], 42);
@@ -335,13 +336,12 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
         "--",
         "true",
     ]);
-    assert!(unsigned.status.success(), "{}", stderr(&unsigned));
+    assert_exit(&unsigned, 0);
     let output = w.oci_attest(&["verify", "--key", "key.pem.pub", "bare.json"]);
-    assert_eq!(output.status.code(), Some(7));
-    assert!(
-        stderr(&output).contains("unsigned in-toto statement (written with --unsigned)"),
-        "{}",
-        stderr(&output)
+    assert_exit_saying(
+        &output,
+        7,
+        "unsigned in-toto statement (written with --unsigned)",
     );
 }
 
@@ -358,18 +358,13 @@ fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
         "--",
         "true",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
     assert_eq!(statement["predicate"]["name"], "run");
 
     let output = w.run(&["--trace", "off", "--", "touch", "ran"]);
-    assert_eq!(output.status.code(), Some(125));
-    assert!(
-        stderr(&output).contains("no signing key"),
-        "{}",
-        stderr(&output)
-    );
+    assert_exit_saying(&output, 125, "no signing key");
     assert!(!d.join("ran").exists());
 }
 
@@ -441,7 +436,7 @@ fn unusable_keys_fail_before_the_command_starts() {
         "touch",
         "ran",
     ]);
-    assert_eq!(refused.status.code(), Some(125), "{}", stderr(&refused));
+    assert_exit(&refused, 125);
     let error = stderr(&refused);
     assert!(
         error.contains("pass can be read by oci-attest-test"),
@@ -465,7 +460,7 @@ fn unusable_keys_fail_before_the_command_starts() {
         "--",
         "true",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
 }
 
 #[test]
@@ -496,8 +491,7 @@ fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
         "image.tar",
         "out.tar",
     ]);
-    assert_eq!(output.status.code(), Some(125), "{}", stderr(&output));
-    assert!(stderr(&output).contains("out.tar"), "{}", stderr(&output));
+    assert_exit_saying(&output, 125, "out.tar");
     assert!(
         stderr(&output).contains("(reason: analysis-failed)"),
         "{}",
@@ -520,7 +514,7 @@ fn verify_detects_a_tampered_envelope() {
     let output = w.run(&[
         "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let mut envelope: Value =
         serde_json::from_slice(&std::fs::read(d.join("att.json")).unwrap()).unwrap();
     let mut statement = payload(&std::fs::read(d.join("att.json")).unwrap());
@@ -600,7 +594,7 @@ fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
         "src",
         "out",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let statement: Value =
         serde_json::from_slice(&std::fs::read(d.join("st.json")).unwrap()).unwrap();
     assert_eq!(statement["predicate"]["name"], "oci-save");
@@ -629,7 +623,7 @@ fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
         "--",
         "true",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     assert!(
         stderr(&output).contains("oci attestor skipped"),
         "{}",
@@ -660,12 +654,7 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
         "touch",
         "ran",
     ]);
-    assert_eq!(output.status.code(), Some(125));
-    assert!(
-        stderr(&output).contains("does not exist"),
-        "{}",
-        stderr(&output)
-    );
+    assert_exit_saying(&output, 125, "does not exist");
     assert!(!d.join("ran").exists());
 
     w.keygen("ed25519");
@@ -700,7 +689,7 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
         .env("OCI_ATTEST_KEY_PASSPHRASE", "from-env-123")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     assert_eq!(std::fs::read_to_string(d.join("seen")).unwrap(), "[]\n");
 }
 
@@ -773,7 +762,7 @@ fn witness_flags_and_config_file() {
         .env("MY_TOKEN", "shown-because-excluded")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let statement: Value =
         serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
     assert_eq!(statement["predicate"]["name"], "from-flag");
@@ -789,11 +778,10 @@ fn witness_flags_and_config_file() {
 
     std::fs::write(d.join(".oci-attest.yaml"), "run:\n  no-such-option: 1\n").unwrap();
     let output = w.run(&["--unsigned", "--", "touch", "ran"]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains(".oci-attest.yaml: run.no-such-option: not an option"),
-        "{}",
-        stderr(&output)
+    assert_exit_saying(
+        &output,
+        2,
+        ".oci-attest.yaml: run.no-such-option: not an option",
     );
     assert!(!d.join("ran").exists());
 }
@@ -817,7 +805,7 @@ fn json_summaries_and_inspect_of_a_missing_file() {
         "-c",
         "echo b > b.txt; echo a > a.txt; exit 3",
     ]);
-    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert_exit(&output, 3);
     let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(summary["step"], "run");
     assert_eq!(summary["outfile"], "att.json");
@@ -861,12 +849,7 @@ fn json_summaries_and_inspect_of_a_missing_file() {
     }
 
     let output = w.oci_attest(&["inspect", "no-such.tar"]);
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("no-such.tar: cannot read"),
-        "{}",
-        stderr(&output)
-    );
+    assert_exit_saying(&output, 1, "no-such.tar: cannot read");
 }
 
 /// `--log-format json`: one object per line, with the facts as fields, not only in a message.
@@ -886,7 +869,7 @@ fn json_logs_carry_structured_fields() {
         "-c",
         "echo p > p.txt",
     ]);
-    assert!(output.status.success(), "{}", stderr(&output));
+    assert_exit(&output, 0);
     let events: Vec<Value> = stderr(&output)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))

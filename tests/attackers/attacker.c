@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/aio_abi.h>
+#include <linux/bpf.h>
 #include <linux/io_uring.h>
 #include <linux/openat2.h>
 #include <pthread.h>
@@ -1475,6 +1476,224 @@ static void step_exec_storm(char **a)
 		wait(NULL);
 }
 
+/* ---- the tracer and its key: what the command may try against oci-attest, its parent ----
+ * Each attempt appends "ROUTE: done" or "ROUTE: denied (why)" to tamper.log in the working
+ * directory and carries on: a refused attempt is the expected outcome for an unprivileged
+ * command, not a failed test step. */
+
+static void outcome(const char *route, int done, const char *why)
+{
+	char line[512];
+	int len = done ? snprintf(line, sizeof line, "%s: done\n", route)
+		       : snprintf(line, sizeof line, "%s: denied (%s)\n", route, why);
+	/* A setuid helper may create it: whoever runs next must still be able to add to it. */
+	int fd = open("tamper.log", O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0666);
+	if (fd >= 0 && fchmod(fd, 0666) < 0)
+		die("fchmod", "tamper.log");
+	if (fd < 0)
+		fd = open("tamper.log", O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (fd < 0)
+		die("open", "tamper.log");
+	write_all(fd, line, (size_t)len, "tamper.log");
+	close(fd);
+}
+
+static void attempt(const char *route, int done)
+{
+	outcome(route, done, strerror(errno));
+}
+
+/* The start of PID's first mapping (from /proc/PID/maps), or 0x400000 if that is unreadable. */
+static unsigned long first_mapping(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/maps", pid);
+	FILE *maps = fopen(path, "re");
+	unsigned long start = 0x400000;
+	if (maps) {
+		if (fscanf(maps, "%lx", &start) != 1)
+			start = 0x400000;
+		fclose(maps);
+	}
+	return start;
+}
+
+static int try_read(const char *path)
+{
+	char buffer[64];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int done = fd >= 0 && read(fd, buffer, sizeof buffer) >= 0;
+	attempt("read", done);
+	if (fd >= 0)
+		close(fd);
+	return done;
+}
+
+/* Opens PATH and reads from it. */
+static void step_try_read(char **a) { try_read(a[0]); }
+
+/* The same, and exits 1 when denied (for a helper run by try-run). */
+static void step_read_or_fail(char **a)
+{
+	if (!try_read(a[0]))
+		exit(1);
+}
+
+/* Opens /proc/PARENT/NAME and reads it (mem: at the parent's first mapping). */
+static void step_try_read_parent(char **a)
+{
+	pid_t parent = getppid();
+	char path[64], buffer[64];
+	snprintf(path, sizeof path, "/proc/%d/%s", parent, a[0]);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	off_t at = strcmp(a[0], "mem") == 0 ? (off_t)first_mapping(parent) : 0;
+	int done = fd >= 0 && pread(fd, buffer, sizeof buffer, at) > 0;
+	attempt(a[0], done);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Sends SIGNAL (STOP, KILL, TERM) to the parent; a stopped parent is continued 200 ms later. */
+static void step_signal_parent(char **a)
+{
+	int signal = strcmp(a[0], "STOP") == 0 ? SIGSTOP : strcmp(a[0], "KILL") == 0 ? SIGKILL : SIGTERM;
+	pid_t parent = getppid();
+	int done = kill(parent, signal) == 0;
+	attempt(a[0], done);
+	if (done && signal == SIGSTOP) {
+		sleep_ms(200);
+		kill(parent, SIGCONT);
+	}
+}
+
+/* Reads and sets again the parent's core-size limit. */
+static void step_prlimit_parent(char **a)
+{
+	(void)a;
+	struct rlimit limit;
+	pid_t parent = getppid();
+	int done = prlimit(parent, RLIMIT_CORE, NULL, &limit) == 0 &&
+		   prlimit(parent, RLIMIT_CORE, &limit, NULL) == 0;
+	attempt("prlimit", done);
+}
+
+/* Attaches to the parent without stopping it (the attachment ends when this process exits). */
+static void step_ptrace_parent(char **a)
+{
+	(void)a;
+	attempt("ptrace", ptrace(PTRACE_SEIZE, getppid(), 0, 0) == 0);
+}
+
+/* Reads 16 bytes of the parent's memory at its first mapping. */
+static void step_vm_read_parent(char **a)
+{
+	(void)a;
+	pid_t parent = getppid();
+	char buffer[16];
+	struct iovec local = { buffer, sizeof buffer };
+	struct iovec remote = { (void *)first_mapping(parent), sizeof buffer };
+	attempt("process_vm_readv", process_vm_readv(parent, &local, 1, &remote, 1, 0) > 0);
+}
+
+/* Takes a copy of one of the parent's descriptors through a pidfd. */
+static void step_pidfd_getfd_parent(char **a)
+{
+	(void)a;
+	int pidfd = (int)syscall(SYS_pidfd_open, getppid(), 0);
+	int done = 0;
+	if (pidfd >= 0) {
+		for (int fd = 0; fd < 64 && !done; fd++) {
+			int copy = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
+			if (copy >= 0) {
+				done = 1;
+				close(copy);
+			} else if (errno == EPERM) {
+				break;
+			}
+		}
+	}
+	attempt("pidfd_getfd", done);
+	if (pidfd >= 0)
+		close(pidfd);
+}
+
+static long bpf(int command, union bpf_attr *attr)
+{
+	return syscall(SYS_bpf, command, attr, sizeof *attr);
+}
+
+/* Walks every BPF map of the system by id; a map named TAMPERED (the tracer's record of
+ * attacks) is then edited: "bpf: done" and "bpf-edit: denied" when the record is frozen. */
+static void step_bpf_walk(char **a)
+{
+	(void)a;
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof attr);
+	int walked = 0;
+	while (bpf(BPF_MAP_GET_NEXT_ID, &attr) == 0) {
+		unsigned int id = attr.next_id;
+		memset(&attr, 0, sizeof attr);
+		attr.map_id = id;
+		int fd = (int)bpf(BPF_MAP_GET_FD_BY_ID, &attr);
+		if (fd >= 0) {
+			walked++;
+			struct bpf_map_info info;
+			memset(&info, 0, sizeof info);
+			memset(&attr, 0, sizeof attr);
+			attr.info.bpf_fd = (unsigned int)fd;
+			attr.info.info_len = sizeof info;
+			attr.info.info = (unsigned long)&info;
+			if (bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && strcmp(info.name, "TAMPERED") == 0) {
+				char key[64], value[64];
+				memset(key, 0, sizeof key);
+				memset(value, 0, sizeof value);
+				memset(&attr, 0, sizeof attr);
+				attr.map_fd = (unsigned int)fd;
+				attr.key = (unsigned long)key;
+				attr.value = (unsigned long)value;
+				attempt("bpf-edit", bpf(BPF_MAP_UPDATE_ELEM, &attr) == 0);
+			}
+			close(fd);
+		}
+		memset(&attr, 0, sizeof attr);
+		attr.start_id = id;
+	}
+	attempt("bpf", walked > 0);
+}
+
+/* Mounts a tmpfs on DIR (made here), then asks for a free loop device. */
+static void step_mount_and_loop(char **a)
+{
+	if (mkdir(a[0], 0755) < 0)
+		die("mkdir", a[0]);
+	int mounted = mount("none", a[0], "tmpfs", 0, NULL) == 0;
+	attempt("mount", mounted);
+	if (mounted)
+		umount(a[0]);
+	int control = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	attempt("loop", control >= 0 && ioctl(control, LOOP_CTL_GET_FREE) >= 0);
+	if (control >= 0)
+		close(control);
+}
+
+/* Runs PROGRAM ARGS... as a child and waits: "PROGRAM: done" when it exits 0. */
+static void step_try_run(char **a)
+{
+	pid_t child = fork();
+	if (child < 0)
+		die("fork", NULL);
+	if (child == 0) {
+		execv(a[0], a);
+		_exit(127);
+	}
+	int status;
+	if (waitpid(child, &status, 0) < 0)
+		die("waitpid", a[0]);
+	char why[32];
+	snprintf(why, sizeof why, "exit status %d", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	outcome(a[0], WIFEXITED(status) && WEXITSTATUS(status) == 0, why);
+}
+
 static void step_ignore(char **a) { (void)a; }
 
 static void step_exec(char **a)
@@ -1559,6 +1778,17 @@ static const struct step steps[] = {
 	{ "toucher", 3, step_toucher },
 	{ "write-big", 2, step_write_big },
 	{ "exec-storm", 4, step_exec_storm },
+	{ "try-read", 1, step_try_read },
+	{ "read-or-fail", 1, step_read_or_fail },
+	{ "try-read-parent", 1, step_try_read_parent },
+	{ "signal-parent", 1, step_signal_parent },
+	{ "prlimit-parent", 0, step_prlimit_parent },
+	{ "ptrace-parent", 0, step_ptrace_parent },
+	{ "vm-read-parent", 0, step_vm_read_parent },
+	{ "pidfd-getfd-parent", 0, step_pidfd_getfd_parent },
+	{ "bpf-walk", 0, step_bpf_walk },
+	{ "mount-and-loop", 1, step_mount_and_loop },
+	{ "try-run", -1, step_try_run },
 	{ "ignore", -1, step_ignore },
 	{ "exec", -1, step_exec },
 };

@@ -39,6 +39,17 @@ pub const INCOMPLETE_EXIT: i32 = 3;
 pub const WORK: &str = "{work}";
 /// Placeholder for the absolute path of the attacker binary.
 pub const ATTACKER: &str = "{attacker}";
+/// Placeholder for the absolute path of the signing key of a [`Scenario::signed`] run.
+pub const KEY: &str = "{key}";
+
+/// How a [`Scenario::privileged_program`] copy of the attacker raises its privileges.
+#[derive(Clone, Copy, Debug)]
+pub enum Privilege {
+    /// Owned by root, mode 04755.
+    SetuidRoot,
+    /// File capabilities (`setcap` text, e.g. `cap_dac_read_search+ep`).
+    FileCapabilities(&'static str),
+}
 
 /// The attacker binary, compiled once per source version into the workspace's target dir.
 pub fn attacker() -> anyhow::Result<PathBuf> {
@@ -99,6 +110,10 @@ pub struct Scenario {
     dirs: Vec<PathBuf>,
     /// Copies of the attacker binary (programs to exec or replace).
     programs: Vec<PathBuf>,
+    /// Copies of the attacker binary that raise the privileges of whoever runs them.
+    privileged: Vec<(PathBuf, Privilege)>,
+    /// Signed with a key of root's (mode 0600) beside the working directory, not `--unsigned`.
+    signed: bool,
     /// (fd number, file): opened read-write by the test and inherited through oci-attest.
     inherited: Option<(i32, PathBuf)>,
     steps: Vec<OsString>,
@@ -121,6 +136,8 @@ impl Scenario {
             files: Vec::new(),
             dirs: Vec::new(),
             programs: Vec::new(),
+            privileged: Vec::new(),
+            signed: false,
             inherited: None,
             steps: steps.iter().map(|step| step.as_ref().to_owned()).collect(),
             options: Vec::new(),
@@ -144,6 +161,20 @@ impl Scenario {
     /// A copy of the attacker binary at `path` in the working directory.
     pub fn program(mut self, path: impl AsRef<Path>) -> Self {
         self.programs.push(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// A copy of the attacker binary at `path` in the working directory that raises the
+    /// privileges of whoever executes it (`how`).
+    pub fn privileged_program(mut self, path: impl AsRef<Path>, how: Privilege) -> Self {
+        self.privileged.push((path.as_ref().to_path_buf(), how));
+        self
+    }
+
+    /// Signs the statement with a new key of root's (mode 0600, in root's directory beside the
+    /// working directory; [`KEY`] in the steps names it) instead of `--unsigned`.
+    pub fn signed(mut self) -> Self {
+        self.signed = true;
         self
     }
 
@@ -223,11 +254,20 @@ impl Scenario {
         let work = dir.path().canonicalize()?.join("work");
         self.prepare(&work)?;
         let outfile = dir.path().join("att.json");
+        let key = dir.path().canonicalize()?.join("key.pem");
         let mut command = crate::oci_attest::run_command(&self.binary)?;
-        command
-            .args(["--trace", "ebpf", "--unsigned", "-o"])
-            .arg(&outfile)
-            .args(&self.options);
+        command.args(["--trace", "ebpf"]);
+        if self.signed {
+            crate::command::run(
+                Command::new(&self.binary)
+                    .args(["keygen", "--out"])
+                    .arg(&key),
+            )?;
+            command.arg("-k").arg(&key);
+        } else {
+            command.arg("--unsigned");
+        }
+        command.arg("-o").arg(&outfile).args(&self.options);
         if self.as_root.is_some() {
             command.arg("--run-as").arg("root");
         }
@@ -237,7 +277,11 @@ impl Scenario {
         command
             .arg("--")
             .arg(&self.attacker)
-            .args(self.steps.iter().map(|step| self.substitute(step, &work)))
+            .args(
+                self.steps
+                    .iter()
+                    .map(|step| replace_key(&self.substitute(step, &work), &key)),
+            )
             .current_dir(&work)
             .stdin(Stdio::null());
         let inherited = match &self.inherited {
@@ -289,9 +333,10 @@ impl Scenario {
             );
         }
         let statement = match std::fs::read(&outfile) {
-            Ok(bytes) => Some(Statement(serde_json::from_slice(&bytes).with_context(
-                || format!("{} is not JSON: {stderr}", outfile.display()),
-            )?)),
+            Ok(bytes) => Some(
+                Statement::from_output(&bytes)
+                    .with_context(|| format!("{} is no statement: {stderr}", outfile.display()))?,
+            ),
             Err(_) => None,
         };
         Ok(Run {
@@ -354,13 +399,31 @@ impl Scenario {
             std::fs::write(&path, content)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        for program in &self.programs {
+        for program in self
+            .programs
+            .iter()
+            .chain(self.privileged.iter().map(|(p, _)| p))
+        {
             std::fs::copy(&self.attacker, work.join(program))
                 .with_context(|| format!("cannot copy the attacker to {}", program.display()))?;
         }
         // The working directory is the command's; outside it (the temp dir holding it, the
         // statement) is root's.
-        crate::oci_attest::give_to_test_user(work)
+        crate::oci_attest::give_to_test_user(work)?;
+        for (program, how) in &self.privileged {
+            let path = work.join(program);
+            std::os::unix::fs::chown(&path, Some(0), Some(0))?;
+            match how {
+                Privilege::SetuidRoot => {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4755))?
+                }
+                Privilege::FileCapabilities(capabilities) => {
+                    crate::command::run(Command::new("setcap").arg(capabilities).arg(&path))
+                        .context("setcap (cargo xtask setup installs libcap2-bin)")?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -396,6 +459,14 @@ fn wait_with_peak_rss(pid: u32) -> anyhow::Result<(ExitStatus, u64)> {
     Ok((
         ExitStatus::from_raw(status),
         u64::try_from(usage.ru_maxrss).unwrap_or_default(),
+    ))
+}
+
+fn replace_key(step: &OsStr, key: &Path) -> OsString {
+    OsString::from_vec(replace(
+        step.as_bytes(),
+        KEY.as_bytes(),
+        key.as_os_str().as_bytes(),
     ))
 }
 
@@ -650,10 +721,25 @@ fn shorten(text: &str) -> String {
     format!("{}... ({} bytes)", &text[..cut], text.len())
 }
 
-/// A decoded in-toto statement (unsigned run).
+/// A decoded in-toto statement.
 pub struct Statement(pub Value);
 
 impl Statement {
+    /// The statement `run -o` wrote: bare (`--unsigned`) or the payload of a DSSE envelope.
+    pub fn from_output(bytes: &[u8]) -> anyhow::Result<Statement> {
+        use base64::Engine as _;
+        let document: Value = serde_json::from_slice(bytes).context("not JSON")?;
+        let Some(payload) = document["payload"].as_str() else {
+            return Ok(Statement(document));
+        };
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .context("the envelope's payload is not base64")?;
+        Ok(Statement(
+            serde_json::from_slice(&payload).context("the envelope's payload is not JSON")?,
+        ))
+    }
+
     fn attestation(&self, type_uri: &str) -> &Value {
         self.0["predicate"]["attestations"]
             .as_array()

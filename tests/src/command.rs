@@ -24,6 +24,23 @@ pub fn output_text(output: &Output) -> String {
     )
 }
 
+/// Asserts that a finished command exited with `code`, printing what it said otherwise.
+#[track_caller]
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(output.status.code(), Some(code), "{}", output_text(output));
+}
+
+/// Asserts that a finished command exited with `code` and said `message` on stderr.
+#[track_caller]
+pub fn assert_exit_saying(output: &Output, code: i32, message: &str) {
+    assert_exit(output, code);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(message),
+        "expected {message:?} on stderr: {}",
+        output_text(output)
+    );
+}
+
 /// Runs `command` to completion with captured output; fails unless it exits 0.
 pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     let output = command

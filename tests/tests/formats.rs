@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 use base64::Engine as _;
 use oci_attest_tests::archive::sha256_hex as sha256;
-use oci_attest_tests::command::{output_text, run, sha256sum};
+use oci_attest_tests::command::{assert_exit, output_text, run, sha256sum};
 use oci_attest_tests::fixtures::Fixtures;
 use oci_attest_tests::registry::RegistryEnv;
 use oci_attest_tests::tsa::{Tsa, MISISSUED, POLICY};
@@ -60,24 +60,20 @@ fn python_check(python: &Path, args: &[&Path]) -> String {
 /// Every `oci-attest run` of this file, in `dir`: the one place that says how the tests start
 /// the attested command.
 fn run_attested(dir: &Path, args: &[&str]) -> Output {
-    let mut command = oci_attest::run().unwrap_or_else(|error| panic!("{error:#}"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null());
-    command
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run oci-attest: {error}"))
+    output_in(oci_attest::run(), dir, args)
 }
 
 /// Any other oci-attest command, in `dir`.
 fn oci_attest_in(dir: &Path, args: &[&str]) -> Output {
-    let mut command = oci_attest::command().unwrap_or_else(|error| panic!("{error:#}"));
+    output_in(oci_attest::command(), dir, args)
+}
+
+fn output_in(command: anyhow::Result<Command>, dir: &Path, args: &[&str]) -> Output {
     command
+        .unwrap_or_else(|error| panic!("{error:#}"))
         .args(args)
         .current_dir(dir)
-        .stdin(std::process::Stdio::null());
-    command
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap_or_else(|error| panic!("cannot run oci-attest: {error}"))
 }
@@ -98,7 +94,7 @@ impl Workspace {
             panic!("{error:#} (root and the test user of `cargo xtask setup` are needed)")
         });
         let keygen = oci_attest_in(dir.path(), &["keygen", "--out", "key.pem"]);
-        assert!(keygen.status.success(), "{}", output_text(&keygen));
+        assert_exit(&keygen, 0);
         Workspace { dir }
     }
 
@@ -113,6 +109,45 @@ impl Workspace {
     fn work(&self) -> PathBuf {
         self.path("work")
     }
+
+    /// `run --trace off -k key.pem -o OUT EXTRA… -- COMMAND…` in `work/`.
+    fn attest_untraced(&self, out: &str, extra: &[&str], command: &[&str]) -> Output {
+        let key = self.arg("key.pem");
+        let mut args = vec!["--trace", "off", "-k", &key, "-o", out];
+        args.extend(extra);
+        args.push("--");
+        args.extend(command);
+        run_attested(&self.work(), &args)
+    }
+
+    /// `sign -k KEY -f policy.json -o policy.signed.json EXTRA…`, which must succeed.
+    fn sign_policy(&self, key: &str, extra: &[&str]) {
+        let mut args = vec![
+            "sign",
+            "-k",
+            key,
+            "-f",
+            "policy.json",
+            "-o",
+            "policy.signed.json",
+        ];
+        args.extend(extra);
+        assert_exit(&oci_attest_in(self.dir.path(), &args), 0);
+    }
+}
+
+/// `formats_check.py statement key.pem.pub ENVELOPE KIND`: the envelope verifies with the
+/// workspace's key and its statement validates as KIND; the statement as the library read it.
+fn check_statement(python: &Path, space: &Workspace, envelope: &Path, kind: &str) -> String {
+    python_check(
+        python,
+        &[
+            Path::new("statement"),
+            &space.path("key.pem.pub"),
+            envelope,
+            Path::new(kind),
+        ],
+    )
 }
 
 /// The statement inside an envelope file.
@@ -186,17 +221,9 @@ fn slsa_provenance_of_a_traced_push_validates_and_is_attached() {
             &destination,
         ],
     );
-    assert!(pushed.status.success(), "{}", output_text(&pushed));
+    assert_exit(&pushed, 0);
 
-    let printed = python_check(
-        &python,
-        &[
-            Path::new("statement"),
-            &space.path("key.pem.pub"),
-            &space.path("slsa.json"),
-            Path::new("provenance"),
-        ],
-    );
+    let printed = check_statement(&python, &space, &space.path("slsa.json"), "provenance");
     let provenance: Value = serde_json::from_str(&printed).unwrap();
     assert_eq!(provenance, statement(&space.path("slsa.json")));
 
@@ -237,7 +264,7 @@ fn slsa_provenance_of_a_traced_push_validates_and_is_attached() {
         args.extend(extra);
         args.push(&image);
         let output = oci_attest_in(&space.work(), &args);
-        assert!(output.status.success(), "{}", output_text(&output));
+        assert_exit(&output, 0);
         let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
         listed["attestations"].as_array().unwrap().clone()
     };
@@ -285,13 +312,13 @@ fn slsa_provenance_of_a_traced_push_validates_and_is_attached() {
             &policy,
         ],
     );
-    assert!(drafted.status.success(), "{}", output_text(&drafted));
+    assert_exit(&drafted, 0);
     let signed_policy = space.arg("policy.signed.json");
     let sign = oci_attest_in(
         &space.work(),
         &["sign", "-k", &key, "-f", &policy, "-o", &signed_policy],
     );
-    assert!(sign.status.success(), "{}", output_text(&sign));
+    assert_exit(&sign, 0);
     let gate = oci_attest_in(
         &space.work(),
         &[
@@ -305,7 +332,7 @@ fn slsa_provenance_of_a_traced_push_validates_and_is_attached() {
             "--plain-http",
         ],
     );
-    assert!(gate.status.success(), "{}", output_text(&gate));
+    assert_exit(&gate, 0);
     assert!(
         output_text(&gate).contains("policy: PASS"),
         "{}",
@@ -349,12 +376,7 @@ fn slsa_provenance_of_a_traced_push_validates_and_is_attached() {
             "--plain-http",
         ],
     );
-    assert_eq!(
-        refused.status.code(),
-        Some(EXIT_MISMATCH),
-        "{}",
-        output_text(&refused)
-    );
+    assert_exit(&refused, EXIT_MISMATCH);
 }
 
 /// witness's spelling writes `<OUTFILE>-slsa.json`; a save to an OCI archive names the image's
@@ -366,35 +388,12 @@ fn slsa_export_names_saved_manifests_and_never_describes_a_failure() {
     let fixtures = require!(Fixtures::from_env());
     let archive = fixtures.path(require!(fixtures.get("skopeo-oci-archive")));
     let space = Workspace::new();
-    let (key, att) = (space.arg("key.pem"), space.arg("save.json"));
+    let att = space.arg("save.json");
     let copy = format!("cp {} app.oci.tar", archive.display());
-    let saved = run_attested(
-        &space.work(),
-        &[
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &att,
-            "--attestor-slsa-export",
-            "--",
-            "sh",
-            "-c",
-            &copy,
-        ],
-    );
-    assert!(saved.status.success(), "{}", output_text(&saved));
+    let saved = space.attest_untraced(&att, &["--attestor-slsa-export"], &["sh", "-c", &copy]);
+    assert_exit(&saved, 0);
     let exported = space.path("save.json-slsa.json");
-    python_check(
-        &python,
-        &[
-            Path::new("statement"),
-            &space.path("key.pem.pub"),
-            &exported,
-            Path::new("provenance"),
-        ],
-    );
+    check_statement(&python, &space, &exported, "provenance");
     let inspected = oci_attest::inspect_json(&space.work().join("app.oci.tar")).unwrap();
     let manifest = inspected["images"][0]["manifestdigest"]["sha256"]
         .as_str()
@@ -412,24 +411,12 @@ fn slsa_export_names_saved_manifests_and_never_describes_a_failure() {
     );
 
     let slsa = space.arg("failed-slsa.json");
-    let failed = run_attested(
-        &space.work(),
-        &[
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &space.arg("failed.json"),
-            "--slsa-out",
-            &slsa,
-            "--",
-            "sh",
-            "-c",
-            "printf x > out.bin; exit 3",
-        ],
+    let failed = space.attest_untraced(
+        &space.arg("failed.json"),
+        &["--slsa-out", &slsa],
+        &["sh", "-c", "printf x > out.bin; exit 3"],
     );
-    assert_eq!(failed.status.code(), Some(3), "{}", output_text(&failed));
+    assert_exit(&failed, 3);
     assert!(space.path("failed.json").is_file());
     assert!(
         !space.path("failed-slsa.json").exists(),
@@ -437,22 +424,8 @@ fn slsa_export_names_saved_manifests_and_never_describes_a_failure() {
         output_text(&failed)
     );
 
-    let same = run_attested(
-        &space.work(),
-        &[
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &att,
-            "--slsa-out",
-            &att,
-            "--",
-            "true",
-        ],
-    );
-    assert_eq!(same.status.code(), Some(125), "{}", output_text(&same));
+    let same = space.attest_untraced(&att, &["--slsa-out", &att], &["true"]);
+    assert_exit(&same, 125);
     assert!(oci_attest::stderr(&same).contains("cannot go to the same file"));
 }
 
@@ -502,24 +475,12 @@ fn rfc3161_timestamps_from_a_real_tsa_verify_everywhere() {
     let tsa = require!(tsa());
     let space = Workspace::new();
     let (key, att) = (space.arg("key.pem"), space.arg("att.json"));
-    let signed = run_attested(
-        &space.work(),
-        &[
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &att,
-            "--timestamp-servers",
-            &tsa.url,
-            "--",
-            "sh",
-            "-c",
-            "printf built > out.bin",
-        ],
+    let signed = space.attest_untraced(
+        &att,
+        &["--timestamp-servers", &tsa.url],
+        &["sh", "-c", "printf built > out.bin"],
     );
-    assert!(signed.status.success(), "{}", output_text(&signed));
+    assert_exit(&signed, 0);
     let (signature, token) = signature_and_token(&space.path("att.json"));
     std::fs::write(space.path("sig.bin"), &signature).unwrap();
     std::fs::write(space.path("token.der"), &token).unwrap();
@@ -550,7 +511,7 @@ fn rfc3161_timestamps_from_a_real_tsa_verify_everywhere() {
         &space.path("att.json"),
         &["--tsa-ca", &root.display().to_string()],
     );
-    assert!(output.status.success(), "{}", output_text(&output));
+    assert_exit(&output, 0);
     let timestamp = &report["timestamps"][0];
     assert_eq!(timestamp["policy"], POLICY, "{report:#}");
     assert_eq!(timestamp["tsa"], "CN=oci-attest test tsa");
@@ -571,41 +532,19 @@ fn rfc3161_timestamps_from_a_real_tsa_verify_everywhere() {
             "1.2.3.4.5",
         ],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(EXIT_MISMATCH),
-        "{}",
-        output_text(&output)
-    );
+    assert_exit(&output, EXIT_MISMATCH);
     assert!(oci_attest::stderr(&output).contains("not the required 1.2.3.4.5"));
 
     // The token of this signature pasted onto another run's signature proves nothing.
-    let other = run_attested(
-        &space.work(),
-        &[
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &space.arg("other.json"),
-            "--",
-            "true",
-        ],
-    );
-    assert!(other.status.success(), "{}", output_text(&other));
+    let other = space.attest_untraced(&space.arg("other.json"), &[], &["true"]);
+    assert_exit(&other, 0);
     with_token(&space.path("other.json"), &token, &space.path("moved.json"));
     let (output, _) = verify_json(
         &space,
         &space.path("moved.json"),
         &["--tsa-ca", &root.display().to_string()],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(EXIT_MISMATCH),
-        "{}",
-        output_text(&output)
-    );
+    assert_exit(&output, EXIT_MISMATCH);
     assert!(oci_attest::stderr(&output).contains("message imprint"));
     // With TSA trust given, an envelope without a timestamp does not pass.
     let (output, _) = verify_json(
@@ -613,33 +552,14 @@ fn rfc3161_timestamps_from_a_real_tsa_verify_everywhere() {
         &space.path("other.json"),
         &["--tsa-ca", &root.display().to_string()],
     );
-    assert_eq!(
-        output.status.code(),
-        Some(EXIT_MISMATCH),
-        "{}",
-        output_text(&output)
-    );
+    assert_exit(&output, EXIT_MISMATCH);
 
     std::fs::write(
         space.path("policy.json"),
         exit_zero_policy(&space, "interop"),
     )
     .unwrap();
-    let sign = oci_attest_in(
-        space.dir.path(),
-        &[
-            "sign",
-            "-k",
-            &key,
-            "-f",
-            "policy.json",
-            "-o",
-            "policy.signed.json",
-            "--timestamp-servers",
-            &tsa.url,
-        ],
-    );
-    assert!(sign.status.success(), "{}", output_text(&sign));
+    space.sign_policy(&key, &["--timestamp-servers", &tsa.url]);
     let (signature, token) = signature_and_token(&space.path("policy.signed.json"));
     std::fs::write(space.path("policy-sig.bin"), &signature).unwrap();
     std::fs::write(space.path("policy-token.der"), &token).unwrap();
@@ -663,22 +583,8 @@ fn a_tsa_certificate_without_a_sole_critical_time_stamping_eku_is_refused() {
     let tsa = require!(tsa());
     let space = Workspace::new();
     let att = space.arg("att.json");
-    let signed = run_attested(
-        &space.work(),
-        &[
-            "--trace",
-            "off",
-            "-k",
-            &space.arg("key.pem"),
-            "-o",
-            &att,
-            "--timestamp-servers",
-            &tsa.url,
-            "--",
-            "true",
-        ],
-    );
-    assert!(signed.status.success(), "{}", output_text(&signed));
+    let signed = space.attest_untraced(&att, &["--timestamp-servers", &tsa.url], &["true"]);
+    assert_exit(&signed, 0);
     let (_, token) = signature_and_token(&space.path("att.json"));
     std::fs::write(space.path("token.der"), &token).unwrap();
     run(Command::new("openssl")
@@ -797,40 +703,14 @@ fn verify_policy_writes_signed_vsas_and_requires_trusted_time() {
     let tsa = require!(tsa());
     let space = Workspace::new();
     let key = space.arg("key.pem");
-    let stamped = run_attested(
-        &space.work(),
-        &[
-            "--step",
-            "build",
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &space.arg("build.json"),
-            "--timestamp-servers",
-            &tsa.url,
-            "--",
-            "sh",
-            "-c",
-            "printf app > app.bin",
-        ],
+    let stamped = space.attest_untraced(
+        &space.arg("build.json"),
+        &["--step", "build", "--timestamp-servers", &tsa.url],
+        &["sh", "-c", "printf app > app.bin"],
     );
-    assert!(stamped.status.success(), "{}", output_text(&stamped));
+    assert_exit(&stamped, 0);
     std::fs::write(space.path("policy.json"), exit_zero_policy(&space, "build")).unwrap();
-    let sign = oci_attest_in(
-        space.dir.path(),
-        &[
-            "sign",
-            "-k",
-            &key,
-            "-f",
-            "policy.json",
-            "-o",
-            "policy.signed.json",
-        ],
-    );
-    assert!(sign.status.success(), "{}", output_text(&sign));
+    space.sign_policy(&key, &[]);
     let root = tsa.file("root.pem").display().to_string();
     let gate = |attestation: &str, vsa: &str| {
         oci_attest_in(
@@ -855,16 +735,8 @@ fn verify_policy_writes_signed_vsas_and_requires_trusted_time() {
         )
     };
     let passed = gate("build.json", "vsa.json");
-    assert!(passed.status.success(), "{}", output_text(&passed));
-    let printed = python_check(
-        &python,
-        &[
-            Path::new("statement"),
-            &space.path("key.pem.pub"),
-            &space.path("vsa.json"),
-            Path::new("vsa"),
-        ],
-    );
+    assert_exit(&passed, 0);
+    let printed = check_statement(&python, &space, &space.path("vsa.json"), "vsa");
     let summary: Value = serde_json::from_str(&printed).unwrap();
     assert_eq!(summary["predicateType"], VSA);
     let artifact = sha256sum(&space.work().join("app.bin")).unwrap();
@@ -884,43 +756,20 @@ fn verify_policy_writes_signed_vsas_and_requires_trusted_time() {
         sha256(&std::fs::read(space.path("build.json")).unwrap())
     );
 
-    let unstamped = run_attested(
-        &space.work(),
-        &[
-            "--step",
-            "build",
-            "--trace",
-            "off",
-            "-k",
-            &key,
-            "-o",
-            &space.arg("unstamped.json"),
-            "--",
-            "true",
-        ],
+    let unstamped = space.attest_untraced(
+        &space.arg("unstamped.json"),
+        &["--step", "build"],
+        &["true"],
     );
-    assert!(unstamped.status.success(), "{}", output_text(&unstamped));
+    assert_exit(&unstamped, 0);
     let failed = gate("unstamped.json", "failed-vsa.json");
-    assert_eq!(
-        failed.status.code(),
-        Some(EXIT_MISMATCH),
-        "{}",
-        output_text(&failed)
-    );
+    assert_exit(&failed, EXIT_MISMATCH);
     assert!(
         output_text(&failed).contains("no RFC 3161 timestamp"),
         "{}",
         output_text(&failed)
     );
-    let printed = python_check(
-        &python,
-        &[
-            Path::new("statement"),
-            &space.path("key.pem.pub"),
-            &space.path("failed-vsa.json"),
-            Path::new("vsa"),
-        ],
-    );
+    let printed = check_statement(&python, &space, &space.path("failed-vsa.json"), "vsa");
     let summary: Value = serde_json::from_str(&printed).unwrap();
     assert_eq!(summary["predicate"]["verificationResult"], "FAILED");
 }
@@ -951,7 +800,7 @@ fn encrypted_keys_from_keygen_sign_runs_and_policies() {
             "pass.txt",
         ],
     );
-    assert!(keygen.status.success(), "{}", output_text(&keygen));
+    assert_exit(&keygen, 0);
     let pem = std::fs::read_to_string(space.path("enc.pem")).unwrap();
     assert!(
         pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
@@ -991,19 +840,14 @@ fn encrypted_keys_from_keygen_sign_runs_and_policies() {
         )
     };
     let refused = attested(&wrong, &space.arg("refused.json"));
-    assert_eq!(
-        refused.status.code(),
-        Some(125),
-        "{}",
-        output_text(&refused)
-    );
+    assert_exit(&refused, 125);
     assert!(oci_attest::stderr(&refused).contains("wrong passphrase"));
     assert!(
         !space.work().join("ran.txt").exists(),
         "the command ran with an unusable key"
     );
     let signed = attested(&pass, &space.arg("att.json"));
-    assert!(signed.status.success(), "{}", output_text(&signed));
+    assert_exit(&signed, 0);
     let verified = oci_attest_in(
         space.dir.path(),
         &[
@@ -1014,22 +858,11 @@ fn encrypted_keys_from_keygen_sign_runs_and_policies() {
             "att.json",
         ],
     );
-    assert!(verified.status.success(), "{}", output_text(&verified));
+    assert_exit(&verified, 0);
 
     std::fs::write(space.path("policy.json"), exit_zero_policy(&space, "build")).unwrap();
-    let sign = oci_attest_in(
-        space.dir.path(),
-        &[
-            "sign",
-            "-k",
-            "enc.pem",
-            "--signer-file-key-passphrase-path",
-            "pass.txt",
-            "-f",
-            "policy.json",
-            "-o",
-            "policy.signed.json",
-        ],
+    space.sign_policy(
+        "enc.pem",
+        &["--signer-file-key-passphrase-path", "pass.txt"],
     );
-    assert!(sign.status.success(), "{}", output_text(&sign));
 }

@@ -10,7 +10,7 @@ use crate::attestors::{
 };
 use crate::digest::{sha256_hex, sha256_set, DigestSet};
 use crate::identity::CommandIdentity;
-use crate::observed::{Incomplete, Observation, ObservedProcess, TraceMode};
+use crate::observed::{Incomplete, Observation, ObservedProcess, RaisedPrivileges, TraceMode};
 use crate::pathtext;
 use crate::redact::Redaction;
 use crate::rfc3339::rfc3339_nano;
@@ -104,6 +104,10 @@ struct Exec {
     argv: Vec<String>,
     /// Only when the program's path still names the inode the kernel executed.
     programdigest: Option<DigestSet>,
+    /// The credentials the exec gave the process, only when it raised its privileges
+    /// (setuid, setgid, file capabilities).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    privileges: Option<RaisedPrivileges>,
 }
 
 /// Every change the process made to files, wherever they are (the products are the subset in
@@ -233,6 +237,7 @@ pub fn attest(
                         cmdline: lines.cmdline(&exec.argv),
                         argv: lines.argv(&exec.argv),
                         programdigest: digest_set(&exec.program_digest),
+                        privileges: exec.privileges,
                     })
                     .collect(),
                 file_ops: FileOps {
@@ -327,6 +332,7 @@ mod tests {
                 program_digest: digest.map(str::to_owned),
                 argv: argv.iter().map(|arg| (*arg).to_owned()).collect(),
                 time: at(started),
+                privileges: None,
             }],
             started: at(started),
             ended: Some(at(started + 1)),

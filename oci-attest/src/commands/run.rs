@@ -1284,6 +1284,13 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
     }
     let config = trace::TraceConfig {
         ring_buffer_bytes: args.trace_buffer_bytes,
+        // Signed runs only: the key of an unsigned run is not read.
+        protected_files: [args.key.as_deref(), args.passphrase.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|_| !args.unsigned)
+            .map(Path::to_path_buf)
+            .collect(),
     };
     match Tracer::load(&config) {
         Ok(tracer) => Ok(Ok(tracer)),

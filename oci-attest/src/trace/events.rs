@@ -10,6 +10,7 @@ use oci_attest_common::{
     PathOp, PathOpEvent, WrittenEvent, PATH_CAPACITY,
 };
 
+use crate::observed::RaisedPrivileges;
 use crate::trace::identity::{Identity, Timestamp};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub enum Event {
         /// The program's link count at the exec (0: it had no name).
         nlink: u32,
         path: KernelPath,
+        /// The new credentials when the exec raised privileges.
+        privileges: Option<RaisedPrivileges>,
     },
     /// One chunk of the argument area of the exec just reported.
     ExecArgv {
@@ -171,6 +174,16 @@ pub fn decode(bytes: &[u8]) -> Result<(Header, Event), MalformedRecord> {
                 path: KernelPath {
                     bytes: record.bytes_at(offset_of!(ExecEvent, path), len)?.to_vec(),
                     flags: record.u32_at(offset_of!(ExecEvent, path_flags))?,
+                },
+                privileges: if record.u32_at(offset_of!(ExecEvent, secureexec))? != 0 {
+                    Some(RaisedPrivileges {
+                        uid: record.u32_at(offset_of!(ExecEvent, uid))?,
+                        euid: record.u32_at(offset_of!(ExecEvent, euid))?,
+                        cap_effective: record.u64_at(offset_of!(ExecEvent, cap_effective))?,
+                        cap_permitted: record.u64_at(offset_of!(ExecEvent, cap_permitted))?,
+                    })
+                } else {
+                    None
                 },
             }
         }

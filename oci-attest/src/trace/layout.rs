@@ -87,6 +87,20 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
         mm_arg_start: at("mm_struct:arg_start")?,
         mm_arg_end: at("mm_struct:arg_end")?,
         binprm_file: at("linux_binprm:file")?,
+        binprm_secureexec_bit: btf
+            .member_bit_offset("linux_binprm", "secureexec")
+            .ok_or_else(|| anyhow!("kernel BTF has no member secureexec in struct linux_binprm"))?,
+        task_cred: at("task_struct:cred")?,
+        cred_uid: at("cred:uid")?,
+        cred_euid: at("cred:euid")?,
+        cred_cap_effective: at("cred:cap_effective")?,
+        cred_cap_permitted: at("cred:cap_permitted")?,
+        proc_inode_pid: at("proc_inode:pid")?,
+        proc_inode_vfs_inode: at("proc_inode:vfs_inode")?,
+        pid_tasks: at("pid:tasks")?,
+        task_pid_links: at("task_struct:pid_links")?,
+        file_private_data: at("file:private_data")?,
+        inode_private: at("inode:i_private")?,
     })
 }
 
@@ -258,6 +272,12 @@ impl<'a> Btf<'a> {
     /// Byte offset of `member` (dotted for nested members: `thread_info.status`) in
     /// `struct name`, looking through anonymous structs and unions.
     pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        let bits = self.member_bit_offset(name, member)?;
+        (bits % 8 == 0).then_some(bits / 8)
+    }
+
+    /// Bit offset of `member` in `struct name` (as [`Btf::member_offset`]), for bitfields.
+    pub fn member_bit_offset(&self, name: &str, member: &str) -> Option<u32> {
         let mut current = self.get(*self.structs.get(name.as_bytes())?)?;
         let mut total_bits = 0;
         let mut parts = member.split('.').peekable();
@@ -268,7 +288,7 @@ impl<'a> Btf<'a> {
                 current = self.resolve(type_id)?;
             }
         }
-        (total_bits % 8 == 0).then_some(total_bits / 8)
+        Some(total_bits)
     }
 
     fn find_member(&self, within: &Type, name: &[u8], depth: u32) -> Option<(u32, u32)> {
@@ -365,5 +385,7 @@ mod tests {
         assert!(layout.task_tgid > 0 && layout.inode_sb > 0 && layout.mm_arg_end > 0);
         assert!(layout.inode_ctime_sec > 0 && layout.dentry_alias > 0);
         assert!(layout.dirty_pages_flag.is_power_of_two());
+        assert!(layout.binprm_secureexec_bit / 8 < layout.binprm_file);
+        assert!(layout.proc_inode_vfs_inode > layout.proc_inode_pid);
     }
 }

@@ -14,18 +14,22 @@ pub mod settle;
 pub mod syscalls;
 
 use std::io::Write as _;
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd as _, OwnedFd};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use oci_attest_common::{DropReason, FlaggedSyscall, InodeId, OutsideWriter, SyscallRule};
+use oci_attest_common::{
+    DropReason, FileKey, FlaggedSyscall, InodeId, OutsideWriter, SyscallRule, Tampering,
+    TracerSelf, TAMPER_BPF, TAMPER_KEY, TAMPER_PROC,
+};
 
 use crate::observed::{
     Incomplete, IncompleteReason, ObservedProcess, OutsideWrite, SettledFile, TraceCounts,
@@ -54,12 +58,16 @@ pub const TRACEPOINTS: [&str; 5] = [
 pub struct TraceConfig {
     /// Size of the event ring buffer: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
+    /// Files the tree must not open (the signing key, its passphrase file): an open of their
+    /// inode makes the trace incomplete (`key-accessed`).
+    pub protected_files: Vec<PathBuf>,
 }
 
 impl Default for TraceConfig {
     fn default() -> Self {
         TraceConfig {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            protected_files: Vec::new(),
         }
     }
 }
@@ -128,6 +136,9 @@ pub struct Tracer {
     dropped: PerCpuArray<MapData, u64>,
     flagged: BpfHashMap<MapData, FlaggedSyscall, u8>,
     outside_writers: BpfHashMap<MapData, InodeId, OutsideWriter>,
+    tampered: BpfHashMap<MapData, Tampering, u8>,
+    /// oci-attest's own process id, as the kernel programs know it.
+    tracer_pid: u32,
     /// What the consumer thread takes over once `track` starts it.
     consumer_inputs: Option<RingBuf<MapData>>,
     consumer: Option<Consumer>,
@@ -167,8 +178,15 @@ impl Tracer {
         let layout =
             layout::read_layout().map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
         tracing::debug!("eBPF: kernel BTF layout read in {:?}", started.elapsed());
+        let tracer_self = TracerSelf {
+            tgid: std::process::id(),
+            pgid: nix::unistd::getpgrp().as_raw() as u32,
+            uid: nix::unistd::getuid().as_raw(),
+            _reserved: 0,
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global("LAYOUT", &layout, true)
+            .override_global("TRACER_SELF", &tracer_self, true)
             .override_global("WAKEUP_BYTES", &u64::from(size / 4), true)
             .map_max_entries("EVENTS", size)
             .load(aya::include_bytes_aligned!(concat!(
@@ -188,6 +206,20 @@ impl Tracer {
                 .set(nr as u32, rule, 0)
                 .map_err(|error| TraceUnavailable::new(format!("filling RULES: {error}")))?;
         }
+        let mut protected: BpfHashMap<MapData, FileKey, u8> = BpfHashMap::try_from(
+            ebpf.take_map("PROTECTED")
+                .ok_or_else(|| missing_map("PROTECTED"))?,
+        )
+        .map_err(|error| TraceUnavailable::new(format!("map PROTECTED: {error}")))?;
+        for path in &config.protected_files {
+            let key =
+                file_key(path).map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
+            protected
+                .insert(key, 1, 0)
+                .map_err(|error| TraceUnavailable::new(format!("filling PROTECTED: {error}")))?;
+        }
+        freeze(rules.map())?;
+        freeze(protected.map())?;
         let before_programs = started.elapsed();
         let (programs, links, verify, attach) = attach_all(&mut ebpf);
         let phases = Phases {
@@ -219,8 +251,26 @@ impl Tracer {
             .map_err(|error| TraceUnavailable::new(format!("map FLAGGED: {error}")))?;
         let outside_writers = BpfHashMap::try_from(map("OUTSIDE_WRITERS")?)
             .map_err(|error| TraceUnavailable::new(format!("map OUTSIDE_WRITERS: {error}")))?;
+        let tampered = BpfHashMap::try_from(map("TAMPERED")?)
+            .map_err(|error| TraceUnavailable::new(format!("map TAMPERED: {error}")))?;
+        let mut threads: BpfHashMap<MapData, u32, u8> =
+            BpfHashMap::try_from(map("TRACER_THREADS")?)
+                .map_err(|error| TraceUnavailable::new(format!("map TRACER_THREADS: {error}")))?;
         let events = RingBuf::try_from(map("EVENTS")?)
             .map_err(|error| TraceUnavailable::new(format!("map EVENTS: {error}")))?;
+        // `sched_process_fork` adds the threads oci-attest starts from now on; these exist.
+        for thread in own_threads().map_err(|error| TraceUnavailable::new(format!("{error:#}")))? {
+            threads.insert(thread, 1, 0).map_err(|error| {
+                TraceUnavailable::new(format!("filling TRACER_THREADS: {error}"))
+            })?;
+        }
+        // Only the kernel programs write these from now on: a command that gets hold of a map
+        // (it would need bpf(2), which is recorded) cannot erase what was recorded.
+        freeze(threads.map())?;
+        freeze(tampered.map())?;
+        freeze(flagged.map())?;
+        freeze(outside_writers.map())?;
+        freeze(dropped.map())?;
         Ok(Tracer {
             programs,
             links,
@@ -228,6 +278,8 @@ impl Tracer {
             dropped,
             flagged,
             outside_writers,
+            tampered,
+            tracer_pid: tracer_self.tgid,
             consumer_inputs: Some(events),
             consumer: None,
             phases,
@@ -258,6 +310,7 @@ impl Tracer {
         self.tracked
             .insert(pid, 1, 0)
             .with_context(|| format!("adding pid {pid} to the tracked set"))?;
+        freeze(self.tracked.map())?;
         let tree = ProcessTree::new(pid, std::process::id(), BootClock::now());
         let (stop_read, stop) = nix::unistd::pipe().context("creating the stop pipe")?;
         let thread = std::thread::Builder::new()
@@ -385,7 +438,18 @@ impl Tracer {
             }
         }
         incomplete.extend(flagged.iter().map(flagged_reason));
+        let tampered: Vec<Tampering> = self
+            .tampered
+            .keys()
+            .collect::<Result<_, _>>()
+            .context("reading what the tree did to oci-attest")?;
         let mut processes = recorded.processes;
+        incomplete.extend(
+            tampered
+                .iter()
+                .map(|tampering| tampering_reason(tampering, self.tracer_pid, &processes)),
+        );
+        incomplete.extend(privileges_gained(&processes));
         let written = settle::settle_written(
             &recorded.written,
             &processes,
@@ -432,6 +496,141 @@ fn flagged_reason(syscall: &FlaggedSyscall) -> Incomplete {
             detail: format!("{name}: can change files in ways the trace does not follow"),
         }
     }
+}
+
+/// The program the process `pid` of the tree last executed, for messages.
+fn program_of(pid: u32, processes: &[ObservedProcess]) -> &str {
+    processes
+        .iter()
+        .find(|process| process.pid == pid)
+        .map_or("?", ObservedProcess::program)
+}
+
+fn tampering_reason(
+    tampering: &Tampering,
+    tracer_pid: u32,
+    processes: &[ObservedProcess],
+) -> Incomplete {
+    let who = format!(
+        "pid {} ({})",
+        tampering.pid,
+        program_of(tampering.pid, processes)
+    );
+    let call = syscalls::name(tampering.nr).unwrap_or("a syscall");
+    let (reason, detail) = match tampering.kind {
+        TAMPER_KEY => (
+            IncompleteReason::KeyAccessed,
+            format!(
+                "{who} opened the signing key or its passphrase file ({call}): the key must be \
+                 considered compromised (replace it and stop trusting its public key)"
+            ),
+        ),
+        TAMPER_PROC => (
+            IncompleteReason::TracerTampered,
+            format!(
+                "{who} opened a private /proc file of oci-attest (pid {tracer_pid}) with {call}"
+            ),
+        ),
+        TAMPER_BPF if call == "bpf" => (
+            IncompleteReason::TracerTampered,
+            format!("{who} called bpf(2): the tracer's programs and maps are reachable through it"),
+        ),
+        TAMPER_BPF => (
+            IncompleteReason::TracerTampered,
+            format!("{who} called {call}: it changes the kernel the tracer runs in"),
+        ),
+        _ => (
+            IncompleteReason::TracerTampered,
+            format!("{who} called {call} on oci-attest (pid {tracer_pid})"),
+        ),
+    };
+    Incomplete { reason, detail }
+}
+
+/// The uid-mapping helpers of rootless containers: the setuid programs a command run with
+/// `--allow-new-privileges` is expected to need.
+const ID_MAP_HELPERS: [&str; 2] = ["newuidmap", "newgidmap"];
+
+/// Every exec that raised privileges, by a program other than the id-mapping helpers.
+fn privileges_gained(processes: &[ObservedProcess]) -> Vec<Incomplete> {
+    processes
+        .iter()
+        .flat_map(|process| process.execs.iter().map(move |exec| (process.pid, exec)))
+        .filter_map(|(pid, exec)| {
+            let raised = exec.privileges.as_ref()?;
+            let name = exec.program.rsplit('/').next().unwrap_or_default();
+            if ID_MAP_HELPERS.contains(&name) {
+                return None;
+            }
+            Some(Incomplete {
+                reason: IncompleteReason::PrivilegeGained,
+                detail: format!(
+                    "pid {pid} executed {} and gained privileges (uid {}, euid {}, effective \
+                     capabilities {:#x})",
+                    exec.program, raised.uid, raised.euid, raised.cap_effective
+                ),
+            })
+        })
+        .collect()
+}
+
+/// The kernel's identity of `path` (`s_dev` encoding: major << 20 | minor).
+fn file_key(path: &Path) -> anyhow::Result<FileKey> {
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("{}: cannot stat", path.display()))?;
+    let dev = metadata.dev();
+    Ok(FileKey {
+        dev: (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev)),
+        ino: metadata.ino(),
+    })
+}
+
+/// The thread ids of this process.
+fn own_threads() -> anyhow::Result<Vec<u32>> {
+    std::fs::read_dir("/proc/self/task")
+        .context("/proc/self/task: cannot list this process's threads")?
+        .map(|entry| {
+            let entry = entry.context("/proc/self/task")?;
+            entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse().ok())
+                .with_context(|| {
+                    format!("/proc/self/task: unexpected entry {:?}", entry.file_name())
+                })
+        })
+        .collect()
+}
+
+/// Makes `map` read-only for every bpf(2) caller, root included, for good: only the kernel
+/// programs can change it from now on. By hand because aya keeps its freeze private (it
+/// freezes only `.rodata`).
+fn freeze(map: &MapData) -> Result<(), TraceUnavailable> {
+    /// `union bpf_attr` as BPF_MAP_FREEZE reads it.
+    #[repr(C)]
+    struct FreezeAttr {
+        map_fd: u32,
+    }
+    const BPF_MAP_FREEZE: libc::c_long = 22;
+    let attr = FreezeAttr {
+        map_fd: map.fd().as_fd().as_raw_fd() as u32,
+    };
+    // SAFETY: a valid attribute of the size passed; the kernel only reads it.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_FREEZE,
+            &attr as *const FreezeAttr,
+            size_of::<FreezeAttr>() as libc::c_uint,
+        )
+    };
+    if done < 0 {
+        return Err(TraceUnavailable::new(format!(
+            "freezing a map of the kernel programs: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 fn missing_map(name: &str) -> TraceUnavailable {

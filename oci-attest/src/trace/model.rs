@@ -131,6 +131,7 @@ impl ProcessTree {
                 program,
                 nlink,
                 path,
+                privileges,
                 ..
             } => {
                 self.counts.execs += 1;
@@ -148,6 +149,7 @@ impl ProcessTree {
                     program_digest: None,
                     argv: Vec::new(),
                     time,
+                    privileges,
                 });
             }
             Event::ExecArgv { bytes, flags } => {
@@ -368,6 +370,7 @@ mod tests {
                 program: identity(2),
                 nlink: 1,
                 path: kernel_path("/usr/bin/tar"),
+                privileges: None,
             },
         );
         for (bytes, flags) in [(&b"tar\0c"[..], ARGV_CONTINUED), (b"f\0x.tar\0", 0)] {
@@ -398,6 +401,7 @@ mod tests {
                     program: identity(2),
                     nlink: 1,
                     path: kernel_path(program),
+                    privileges: None,
                 },
             );
         }
@@ -470,6 +474,7 @@ mod tests {
                     program: identity(2),
                     nlink: 1,
                     path: kernel_path("/bin/x"),
+                    privileges: None,
                 },
             );
             for chunk in argv.chunks(8192) {

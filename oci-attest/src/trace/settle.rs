@@ -575,6 +575,7 @@ mod tests {
             program_digest: None,
             argv: Vec::new(),
             time: UNIX_EPOCH,
+            privileges: None,
         };
         let changed_id = program_id(&changed, 1);
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -625,6 +626,7 @@ mod tests {
             program_digest: None,
             argv: Vec::new(),
             time: UNIX_EPOCH,
+            privileges: None,
         }];
         let mut rewrite = written(&program, 1);
         rewrite.time = UNIX_EPOCH + std::time::Duration::from_secs(1);

@@ -1,10 +1,14 @@
 //! The syscall table the kernel programs dispatch on: for each x86_64 syscall that can create
-//! or change a file's content, how it is followed, or that it makes the trace incomplete.
-//! Syscalls not listed cannot change file content (reads, stat, close, sockets other than
-//! passing fds, ...).
+//! or change a file's content, how it is followed, or that it makes the trace incomplete; and
+//! each one that can reach oci-attest itself (signals, ptrace, its memory, limits, scheduling
+//! and descriptors, bpf(2)). Syscalls not listed can do neither (reads, stat, close, sockets
+//! other than passing fds, ...).
 //! A new syscall is one more row.
 
-use oci_attest_common::{PathOp, SyscallClass, SyscallRule, NO_ARG, SYSCALL_TABLE_SIZE};
+use oci_attest_common::{
+    PathOp, SyscallClass, SyscallRule, NO_ARG, SYSCALL_TABLE_SIZE, TRACER_ALSO_UNMODELLED,
+    TRACER_ANY, TRACER_PID, TRACER_PIDFD,
+};
 
 /// One row: number, name, rule.
 pub struct Row {
@@ -52,6 +56,31 @@ const fn send_msg(several: bool) -> SyscallRule {
 }
 const UNMODELLED: SyscallRule = rule(SyscallClass::Unmodelled, 0, [N; 5]);
 
+/// Any successful call can reach the kernel programs or change the kernel they run in.
+const TOUCHES_KERNEL: SyscallRule = rule(SyscallClass::Tracer, TRACER_ANY, [N; 5]);
+
+/// Aimed at a process: the pid in argument `pid`.
+const fn at_pid(pid: u8) -> SyscallRule {
+    rule(SyscallClass::Tracer, TRACER_PID, [pid, N, N, N, N])
+}
+/// A signal to the process in argument `pid` (or a group): the signal in argument `signal`.
+const fn signal_pid(pid: u8, signal: u8) -> SyscallRule {
+    rule(SyscallClass::Tracer, TRACER_PID, [pid, signal, N, N, N])
+}
+/// Aimed at the process of the pidfd in argument `fd` (a signal in argument `signal`).
+const fn at_pidfd(fd: u8, signal: u8) -> SyscallRule {
+    rule(SyscallClass::Tracer, TRACER_PIDFD, [fd, signal, N, N, N])
+}
+/// Aimed at a process (pid in argument `pid`), and able to change the tree's own processes in
+/// ways the programs do not follow.
+const fn at_pid_unmodelled(pid: u8) -> SyscallRule {
+    rule(
+        SyscallClass::Tracer,
+        TRACER_PID | TRACER_ALSO_UNMODELLED,
+        [pid, N, N, N, N],
+    )
+}
+
 const fn row(nr: u32, name: &'static str, rule: SyscallRule) -> Row {
     Row { nr, name, rule }
 }
@@ -65,18 +94,29 @@ pub const X86_64: &[Row] = &[
     row(20, "writev", write_fd(0)),
     row(40, "sendfile", write_fd(0)),
     row(46, "sendmsg", send_msg(false)),
+    row(62, "kill", signal_pid(0, 1)),
     row(76, "truncate", path_op(PathOp::Truncate, [N, 0, N, N, N])),
     row(77, "ftruncate", resize_fd(0)),
     row(82, "rename", path_op(PathOp::Rename, [N, 0, N, 1, N])),
     row(85, "creat", open(N, true)),
     row(86, "link", path_op(PathOp::Link, [N, 0, N, 1, N])),
     row(87, "unlink", path_op(PathOp::Unlink, [N, 0, N, N, N])),
-    row(101, "ptrace", UNMODELLED),
+    row(101, "ptrace", at_pid_unmodelled(1)),
+    row(129, "rt_sigqueueinfo", signal_pid(0, 1)),
     row(133, "mknod", rule(SyscallClass::Mknod, 0, [1, N, N, N, N])),
+    row(142, "sched_setparam", at_pid(0)),
+    row(144, "sched_setscheduler", at_pid(0)),
     row(163, "acct", UNMODELLED),
     row(167, "swapon", UNMODELLED),
+    row(175, "init_module", TOUCHES_KERNEL),
+    row(176, "delete_module", TOUCHES_KERNEL),
+    row(200, "tkill", signal_pid(0, 1)),
+    row(203, "sched_setaffinity", at_pid(0)),
     row(209, "io_submit", UNMODELLED),
     row(216, "remap_file_pages", UNMODELLED),
+    row(234, "tgkill", signal_pid(0, 2)),
+    row(246, "kexec_load", TOUCHES_KERNEL),
+    row(256, "migrate_pages", at_pid(0)),
     row(257, "openat", open(2, false)),
     row(
         259,
@@ -87,19 +127,31 @@ pub const X86_64: &[Row] = &[
     row(264, "renameat", path_op(PathOp::Rename, [0, 1, 2, 3, N])),
     row(265, "linkat", path_op(PathOp::Link, [0, 1, 2, 3, 4])),
     row(275, "splice", write_fd(2)),
+    row(279, "move_pages", at_pid(0)),
     row(285, "fallocate", resize_fd(0)),
     row(296, "pwritev", write_fd(0)),
+    row(297, "rt_tgsigqueueinfo", signal_pid(0, 2)),
+    row(298, "perf_event_open", at_pid(1)),
+    row(302, "prlimit64", at_pid(0)),
     row(304, "open_by_handle_at", open(2, false)),
     row(307, "sendmmsg", send_msg(true)),
-    row(311, "process_vm_writev", UNMODELLED),
+    row(310, "process_vm_readv", at_pid(0)),
+    row(311, "process_vm_writev", at_pid_unmodelled(0)),
+    row(313, "finit_module", TOUCHES_KERNEL),
+    row(314, "sched_setattr", at_pid(0)),
     row(316, "renameat2", path_op(PathOp::Rename, [0, 1, 2, 3, N])),
+    row(320, "kexec_file_load", TOUCHES_KERNEL),
+    row(321, "bpf", TOUCHES_KERNEL),
     row(326, "copy_file_range", write_fd(2)),
     row(328, "pwritev2", write_fd(0)),
+    row(424, "pidfd_send_signal", at_pidfd(0, 1)),
     row(425, "io_uring_setup", UNMODELLED),
     row(426, "io_uring_enter", UNMODELLED),
     row(427, "io_uring_register", UNMODELLED),
     // openat2's flags are in user memory: only the kernel-side emptiness test applies.
     row(437, "openat2", open(N, false)),
+    row(438, "pidfd_getfd", at_pidfd(0, N)),
+    row(440, "process_madvise", at_pidfd(0, N)),
 ];
 
 /// The rules by syscall number, for the kernel's `RULES` array.
@@ -148,6 +200,20 @@ mod tests {
             (libc::SYS_linkat, "linkat"),
             (libc::SYS_truncate, "truncate"),
             (libc::SYS_process_vm_writev, "process_vm_writev"),
+            (libc::SYS_kill, "kill"),
+            (libc::SYS_tgkill, "tgkill"),
+            (libc::SYS_rt_tgsigqueueinfo, "rt_tgsigqueueinfo"),
+            (libc::SYS_perf_event_open, "perf_event_open"),
+            (libc::SYS_prlimit64, "prlimit64"),
+            (libc::SYS_process_vm_readv, "process_vm_readv"),
+            (libc::SYS_sched_setattr, "sched_setattr"),
+            (libc::SYS_bpf, "bpf"),
+            (libc::SYS_finit_module, "finit_module"),
+            (libc::SYS_kexec_file_load, "kexec_file_load"),
+            (libc::SYS_pidfd_send_signal, "pidfd_send_signal"),
+            (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+            (libc::SYS_process_madvise, "process_madvise"),
+            (libc::SYS_move_pages, "move_pages"),
         ] {
             assert_eq!(name(nr as u32), Some(expected));
         }
