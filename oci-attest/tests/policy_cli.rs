@@ -1365,3 +1365,110 @@ fn the_git_attestor_runs_no_git_the_build_could_have_planted() {
         "{used}"
     );
 }
+
+// ---- large but allowed attestations -----------------------------------------------------------
+
+/// A real attestation of tens of MB (a run over a working directory of 7 000 files with
+/// paths of 3 700 bytes: hard links to one file deep down, cheap to make and to hash) is
+/// verified by `verify -p` and `verify --key` with their address space bounded to 64 MiB plus
+/// three times the envelope's size (`prlimit --as`): the envelope is decoded in place and its
+/// trees read without a JSON tree, where holding the file, the payload text, the payload, the
+/// signed message and a JSON tree of it would take several times that.
+#[test]
+fn a_large_attestation_is_verified_in_memory_proportional_to_its_size() {
+    let keys = Keys::new(&["policy", "build"]);
+    let work = tempfile::tempdir().unwrap();
+    let component = "d".repeat(250);
+    let deep = work.path().join(vec![component.as_str(); 14].join("/"));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("seed"), "the same content").unwrap();
+    let name = "f".repeat(240);
+    for number in 0..7_000 {
+        std::fs::hard_link(deep.join("seed"), deep.join(format!("{name}{number:06}"))).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let envelope = out.path().join("large.json");
+    run_step(work.path(), &keys, "build", "build", &envelope, "true");
+    let size = std::fs::metadata(&envelope).unwrap().len();
+    assert!(size > 32 << 20, "the envelope is only {size} bytes");
+
+    let statement: Value = {
+        let envelope: Value = serde_json::from_slice(&std::fs::read(&envelope).unwrap()).unwrap();
+        serde_json::from_slice(
+            &BASE64
+                .decode(envelope["payload"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let root = statement["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|subject| {
+            subject["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("tree:materials")
+        })
+        .map(|subject| subject["digest"]["sha256"].as_str().unwrap().to_owned())
+        .unwrap();
+    drop(statement);
+    let steps = json!([command_run(&[module("exit", EXIT_ZERO_V0)]), {"type": MATERIAL}]);
+    let document = policy(
+        &keys,
+        &["policy", "build"],
+        &[("build", "build", steps, &[])],
+    );
+    let policy = sign_policy(out.path(), &keys, "policy", &document);
+
+    let limit = (64 << 20) + 3 * size;
+    let bounded = |args: &[&str]| {
+        let started = Instant::now();
+        let output = Command::new("prlimit")
+            .arg(format!("--as={limit}"))
+            .arg(BIN)
+            .args(args)
+            .current_dir(out.path())
+            .output()
+            .expect("run prlimit");
+        (output, started.elapsed())
+    };
+    let (output, elapsed) = bounded(&[
+        "verify",
+        "-p",
+        policy.to_str().unwrap(),
+        "-k",
+        &keys.public("policy"),
+        "-a",
+        envelope.to_str().unwrap(),
+        "-s",
+        &format!("sha256:{root}"),
+    ]);
+    assert!(
+        output.status.success(),
+        "within {limit} bytes: {}",
+        text(&output)
+    );
+    assert!(text(&output).contains("policy: PASS"), "{}", text(&output));
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "verify -p took {elapsed:?}"
+    );
+    let (output, elapsed) = bounded(&[
+        "verify",
+        "--allow-untraced",
+        "-k",
+        &keys.public("build"),
+        envelope.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "within {limit} bytes: {}",
+        text(&output)
+    );
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "verify took {elapsed:?}"
+    );
+}
