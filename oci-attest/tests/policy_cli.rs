@@ -1366,7 +1366,101 @@ fn the_git_attestor_runs_no_git_the_build_could_have_planted() {
     );
 }
 
-// ---- large but allowed attestations -----------------------------------------------------------
+// ---- many and large attestations ---------------------------------------------------------------
+
+/// A CI history passed whole to `verify -p`: 200 distinct attestations of the step (a real
+/// run re-signed with other command lines), each tied to the artifact and each evaluated by a
+/// Rego module. One sandbox process evaluates them all — strace counts the execs of
+/// `rego-sandbox` — and the run ends within a generous bound; `cargo xtask bench policy` times
+/// 10 000 precisely.
+#[test]
+fn many_attestations_are_evaluated_by_one_sandbox() {
+    const COUNT: usize = 200;
+    let keys = Keys::new(&["policy", "build"]);
+    let work = work_dir();
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("build-0.json");
+    run_step(
+        work.path(),
+        &keys,
+        "build",
+        "build",
+        &first,
+        "printf binary > app.bin",
+    );
+    let mut attestations = vec![first.display().to_string()];
+    for number in 1..COUNT {
+        let copy = out.path().join(format!("build-{number}.json"));
+        std::fs::copy(&first, &copy).unwrap();
+        let copy = copy.display().to_string();
+        resign(&copy, &keys.private("build"), |statement| {
+            let attestations = statement["predicate"]["attestations"]
+                .as_array_mut()
+                .unwrap();
+            let run = attestations
+                .iter_mut()
+                .find(|attestation| attestation["type"] == COMMAND_RUN)
+                .unwrap();
+            run["attestation"]["cmd"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(format!("run {number}")));
+        });
+        attestations.push(copy);
+    }
+    let steps = json!([command_run(&[module("exit", EXIT_ZERO_V0)])]);
+    let document = policy(
+        &keys,
+        &["policy", "build"],
+        &[("build", "build", steps, &[])],
+    );
+    let policy = sign_policy(out.path(), &keys, "policy", &document);
+    let trace = out.path().join("execs.strace");
+    let mut args: Vec<String> = [
+        "-f",
+        "-qq",
+        "--seccomp-bpf",
+        "-e",
+        "trace=execve",
+        "-e",
+        "signal=none",
+        "-o",
+        trace.to_str().unwrap(),
+        BIN,
+        "verify",
+        "-p",
+        policy.to_str().unwrap(),
+        "-k",
+        &keys.public("policy"),
+        "-s",
+        &format!("sha256:{}", hex::encode(Sha256::digest(b"binary"))),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for attestation in &attestations {
+        args.extend(["-a".to_owned(), attestation.clone()]);
+    }
+    let started = Instant::now();
+    let output = Command::new("strace")
+        .args(&args)
+        .current_dir(out.path())
+        .output()
+        .expect("run strace (cargo xtask setup installs it)");
+    let elapsed = started.elapsed();
+    eprintln!("verify -p of {COUNT} attestations under strace: {elapsed:?}");
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("policy: PASS"), "{}", text(&output));
+    let execs = std::fs::read_to_string(&trace).unwrap();
+    let sandboxes = execs
+        .lines()
+        .filter(|line| line.contains("execve(") && line.contains("\"rego-sandbox\""))
+        .count();
+    assert_eq!(sandboxes, 1, "sandbox processes started:\n{execs}");
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "{COUNT} attestations took {elapsed:?}"
+    );
+}
 
 /// A real attestation of tens of MB (a run over a working directory of 7 000 files with
 /// paths of 3 700 bytes: hard links to one file deep down, cheap to make and to hash) is
