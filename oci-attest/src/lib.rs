@@ -25,6 +25,7 @@ pub mod collection;
 pub mod commands;
 #[cfg(feature = "tracer")]
 pub mod config;
+pub mod config_file;
 pub mod digest;
 pub mod dsse;
 pub mod exit;
@@ -46,7 +47,7 @@ pub mod progress;
 pub mod push;
 pub mod reconcile;
 pub mod redact;
-#[cfg(feature = "tracer")]
+#[cfg(feature = "registry")]
 pub mod registry;
 pub mod rfc3339;
 pub mod run_options;

@@ -376,3 +376,103 @@ fn the_command_cannot_read_a_root_only_key_or_passphrase() {
     assert!(setup.read("key.err").contains("Permission denied"));
     assert!(setup.read("pass.err").contains("Permission denied"));
 }
+
+/// `oci-attest doctor` as the tests start `run` (root, the test user as sudo's invoker).
+fn doctor(setup: &Setup, options: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    oci_attest_tests::oci_attest::invoked_by_test_user(&mut command).unwrap();
+    command
+        .arg("doctor")
+        .args(options)
+        .current_dir(setup.path())
+        .output()
+        .expect("run oci-attest doctor")
+}
+
+#[test]
+fn doctor_shows_whom_run_would_run_the_command_as_and_whether_it_can_read_the_key() {
+    let setup = require!(Setup::new());
+    let user = &setup.user;
+    let report = doctor(&setup, &["--json", "-k", "key.pem"]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    let command = &report["command"];
+    assert_eq!(command["identity"]["user"], user.name.as_str(), "{command}");
+    assert_eq!(command["identity"]["uid"], user.uid);
+    assert_eq!(command["identity"]["source"], "sudo");
+    assert_eq!(command["dockerGroup"], Value::Null);
+    assert_eq!(command["files"][0]["path"], "key.pem");
+    assert_eq!(command["files"][0]["readableByCommand"], false, "{command}");
+
+    std::fs::set_permissions(
+        setup.path().join("key.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let text = doctor(&setup, &["-k", "key.pem"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "command runs as   {} (uid {}, gid {}, groups {}): the user who invoked sudo",
+            user.name, user.uid, user.gid, user.gid
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("key.pem: READABLE by the command: run refuses it"),
+        "{text}"
+    );
+
+    // Without sudo's variables or --run-as, run would refuse; doctor says so and why.
+    let refused = Command::new(BIN)
+        .args(["doctor", "--json"])
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .output()
+        .unwrap();
+    let refused: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(
+        refused["command"]["refused"]
+            .as_str()
+            .is_some_and(|why| why.contains("--run-as")),
+        "{}",
+        refused["command"]
+    );
+}
+
+/// The docker group is root-equivalent: `doctor` and `run` say so when the command's identity
+/// is in it (`cargo xtask setup` creates the group; the test user joins it through --run-as).
+#[test]
+fn doctor_and_run_warn_about_the_docker_group() {
+    let setup = require!(Setup::new());
+    let docker = nix::unistd::Group::from_name("docker")
+        .unwrap()
+        .expect("a docker group (cargo xtask setup creates it)")
+        .gid
+        .as_raw();
+    let run_as = format!("{}:docker", setup.user.name);
+    let report = doctor(&setup, &["--json", "--run-as", &run_as]);
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(
+        report["command"]["dockerGroup"], docker,
+        "{}",
+        report["command"]
+    );
+    let text = doctor(&setup, &["--run-as", &run_as]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains(&format!(
+            "WARNING: in the docker group (gid {docker}), which is root-equivalent"
+        )),
+        "{text}"
+    );
+    let output = setup.run(&["--run-as", &run_as], "true");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!(
+            "is in the docker group (gid {docker}), which is root-equivalent"
+        )),
+        "{}",
+        stderr(&output)
+    );
+}

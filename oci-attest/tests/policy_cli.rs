@@ -1365,3 +1365,204 @@ fn the_git_attestor_runs_no_git_the_build_could_have_planted() {
         "{used}"
     );
 }
+
+// ---- many and large attestations ---------------------------------------------------------------
+
+/// A CI history passed whole to `verify -p`: 200 distinct attestations of the step (a real
+/// run re-signed with other command lines), each tied to the artifact and each evaluated by a
+/// Rego module. One sandbox process evaluates them all — strace counts the execs of
+/// `rego-sandbox` — and the run ends within a generous bound; `cargo xtask bench policy` times
+/// 10 000 precisely.
+#[test]
+fn many_attestations_are_evaluated_by_one_sandbox() {
+    const COUNT: usize = 200;
+    let keys = Keys::new(&["policy", "build"]);
+    let work = work_dir();
+    let out = tempfile::tempdir().unwrap();
+    let first = out.path().join("build-0.json");
+    run_step(
+        work.path(),
+        &keys,
+        "build",
+        "build",
+        &first,
+        "printf binary > app.bin",
+    );
+    let mut attestations = vec![first.display().to_string()];
+    for number in 1..COUNT {
+        let copy = out.path().join(format!("build-{number}.json"));
+        std::fs::copy(&first, &copy).unwrap();
+        let copy = copy.display().to_string();
+        resign(&copy, &keys.private("build"), |statement| {
+            let attestations = statement["predicate"]["attestations"]
+                .as_array_mut()
+                .unwrap();
+            let run = attestations
+                .iter_mut()
+                .find(|attestation| attestation["type"] == COMMAND_RUN)
+                .unwrap();
+            run["attestation"]["cmd"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(format!("run {number}")));
+        });
+        attestations.push(copy);
+    }
+    let steps = json!([command_run(&[module("exit", EXIT_ZERO_V0)])]);
+    let document = policy(
+        &keys,
+        &["policy", "build"],
+        &[("build", "build", steps, &[])],
+    );
+    let policy = sign_policy(out.path(), &keys, "policy", &document);
+    let trace = out.path().join("execs.strace");
+    let mut args: Vec<String> = [
+        "-f",
+        "-qq",
+        "--seccomp-bpf",
+        "-e",
+        "trace=execve",
+        "-e",
+        "signal=none",
+        "-o",
+        trace.to_str().unwrap(),
+        BIN,
+        "verify",
+        "-p",
+        policy.to_str().unwrap(),
+        "-k",
+        &keys.public("policy"),
+        "-s",
+        &format!("sha256:{}", hex::encode(Sha256::digest(b"binary"))),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for attestation in &attestations {
+        args.extend(["-a".to_owned(), attestation.clone()]);
+    }
+    let started = Instant::now();
+    let output = Command::new("strace")
+        .args(&args)
+        .current_dir(out.path())
+        .output()
+        .expect("run strace (cargo xtask setup installs it)");
+    let elapsed = started.elapsed();
+    eprintln!("verify -p of {COUNT} attestations under strace: {elapsed:?}");
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("policy: PASS"), "{}", text(&output));
+    let execs = std::fs::read_to_string(&trace).unwrap();
+    let sandboxes = execs
+        .lines()
+        .filter(|line| line.contains("execve(") && line.contains("\"rego-sandbox\""))
+        .count();
+    assert_eq!(sandboxes, 1, "sandbox processes started:\n{execs}");
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "{COUNT} attestations took {elapsed:?}"
+    );
+}
+
+/// A real attestation of tens of MB (a run over a working directory of 7 000 files with
+/// paths of 3 700 bytes: hard links to one file deep down, cheap to make and to hash) is
+/// verified by `verify -p` and `verify --key` with their address space bounded to 64 MiB plus
+/// three times the envelope's size (`prlimit --as`): the envelope is decoded in place and its
+/// trees read without a JSON tree, where holding the file, the payload text, the payload, the
+/// signed message and a JSON tree of it would take several times that.
+#[test]
+fn a_large_attestation_is_verified_in_memory_proportional_to_its_size() {
+    let keys = Keys::new(&["policy", "build"]);
+    let work = tempfile::tempdir().unwrap();
+    let component = "d".repeat(250);
+    let deep = work.path().join(vec![component.as_str(); 14].join("/"));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("seed"), "the same content").unwrap();
+    let name = "f".repeat(240);
+    for number in 0..7_000 {
+        std::fs::hard_link(deep.join("seed"), deep.join(format!("{name}{number:06}"))).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let envelope = out.path().join("large.json");
+    run_step(work.path(), &keys, "build", "build", &envelope, "true");
+    let size = std::fs::metadata(&envelope).unwrap().len();
+    assert!(size > 32 << 20, "the envelope is only {size} bytes");
+
+    let statement: Value = {
+        let envelope: Value = serde_json::from_slice(&std::fs::read(&envelope).unwrap()).unwrap();
+        serde_json::from_slice(
+            &BASE64
+                .decode(envelope["payload"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let root = statement["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|subject| {
+            subject["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("tree:materials")
+        })
+        .map(|subject| subject["digest"]["sha256"].as_str().unwrap().to_owned())
+        .unwrap();
+    drop(statement);
+    let steps = json!([command_run(&[module("exit", EXIT_ZERO_V0)]), {"type": MATERIAL}]);
+    let document = policy(
+        &keys,
+        &["policy", "build"],
+        &[("build", "build", steps, &[])],
+    );
+    let policy = sign_policy(out.path(), &keys, "policy", &document);
+
+    let limit = (64 << 20) + 3 * size;
+    let bounded = |args: &[&str]| {
+        let started = Instant::now();
+        let output = Command::new("prlimit")
+            .arg(format!("--as={limit}"))
+            .arg(BIN)
+            .args(args)
+            .current_dir(out.path())
+            .output()
+            .expect("run prlimit");
+        (output, started.elapsed())
+    };
+    let (output, elapsed) = bounded(&[
+        "verify",
+        "-p",
+        policy.to_str().unwrap(),
+        "-k",
+        &keys.public("policy"),
+        "-a",
+        envelope.to_str().unwrap(),
+        "-s",
+        &format!("sha256:{root}"),
+    ]);
+    assert!(
+        output.status.success(),
+        "within {limit} bytes: {}",
+        text(&output)
+    );
+    assert!(text(&output).contains("policy: PASS"), "{}", text(&output));
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "verify -p took {elapsed:?}"
+    );
+    let (output, elapsed) = bounded(&[
+        "verify",
+        "--allow-untraced",
+        "-k",
+        &keys.public("build"),
+        envelope.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "within {limit} bytes: {}",
+        text(&output)
+    );
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "verify took {elapsed:?}"
+    );
+}

@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
     let small = Image::generate(&work_dir, args.small_size_mib)?;
     let large = Image::generate(&work_dir, args.size_mib)?;
 
-    let load_before = load_average();
+    let load_before = crate::load_average();
     let mut rss = Vec::new();
     for image in [&small, &large] {
         for archive in [&image.docker, &image.oci] {
@@ -123,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         args.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_before,
-        load_average()
+        crate::load_average()
     );
     println!(
         "{:<32} {:>9} {:>9} {:>6} {:>7} | {:>8} {:>8} {:>6}",
@@ -228,7 +228,7 @@ fn median(samples: &[Sample], value: impl Fn(&Sample) -> f64) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn build_release(root: &Path) -> Result<PathBuf> {
+pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
     // The build script links the eBPF object with bpf-linker from the project's tools dir.
     let tools = root.join(".tools/bin");
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -249,14 +249,14 @@ fn build_release(root: &Path) -> Result<PathBuf> {
 /// CPU time is reported too because these machines are shared: under load, wall-clock ratios
 /// say more about the neighbours than about the code.
 #[derive(Clone, Copy)]
-struct Sample {
-    wall: Duration,
-    cpu: f64,
-    peak_rss_mib: f64,
+pub(crate) struct Sample {
+    pub(crate) wall: Duration,
+    pub(crate) cpu: f64,
+    pub(crate) peak_rss_mib: f64,
 }
 
 /// Runs `program args` under `/usr/bin/time`, returning its stdout and the sample.
-fn measured(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(Vec<u8>, Sample)> {
+pub(crate) fn measured(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(Vec<u8>, Sample)> {
     let report = tempfile::NamedTempFile::new()?;
     let started = Instant::now();
     let output = Command::new("/usr/bin/time")
@@ -290,17 +290,6 @@ fn measured(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(Vec<u8>, Sampl
         peak_rss_mib: fields[2] / 1024.0,
     };
     Ok((output.stdout, sample))
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 /// Runs `oci-attest inspect --json` and checks its diffIDs against the generator's.

@@ -14,7 +14,14 @@ use oci_attest_tests::archive::{
 };
 use serde_json::{json, Value};
 
-pub const TARGETS: [&str; 2] = ["archive", "documents"];
+pub const TARGETS: [&str; 6] = [
+    "archive",
+    "documents",
+    "policy",
+    "envelope",
+    "registry",
+    "config",
+];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -116,9 +123,15 @@ const PART_SEPARATOR: &[u8] = b"\0";
 
 fn write_seeds(seeds: &Path) -> anyhow::Result<()> {
     let mut total = 0;
+    let binary = oci_attest_tests::oci_attest::binary()?;
+    let envelopes = envelope_seeds(&binary)?;
     for (target, files) in [
         ("archive", archive_seeds()),
         ("documents", document_seeds()),
+        ("policy", policy_seeds(&binary)?),
+        ("registry", registry_seeds(&envelopes)),
+        ("envelope", envelopes),
+        ("config", config_seeds()),
     ] {
         let dir = seeds.join(target);
         if dir.exists() {
@@ -137,6 +150,330 @@ fn write_seeds(seeds: &Path) -> anyhow::Result<()> {
     }
     eprintln!("xtask: wrote {total} bytes of seeds to {}", seeds.display());
     Ok(())
+}
+
+/// A fixed Ed25519 public key as `oci-attest keygen` writes it, and its keyid.
+fn seed_key() -> anyhow::Result<(String, String)> {
+    use ed25519_dalek::pkcs8::EncodePublicKey as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key();
+    let pem = key
+        .to_public_key_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .context("encoding the seed key")?;
+    use sha2::Digest as _;
+    Ok((hex::encode(sha2::Sha256::digest(pem.as_bytes())), pem))
+}
+
+/// Runs `oci-attest ARGS` (the debug build, `cargo build -p oci-attest`) in `cwd` with an empty
+/// environment; a wrapped command may fail (the failed-build seed), oci-attest itself may not.
+fn oci_attest(binary: &Path, cwd: &Path, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
+    let output = Command::new(binary)
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .context("running oci-attest")?;
+    let wrapped_failed = args.first() == Some(&"run".as_ref()) && output.status.code() == Some(3);
+    ensure!(
+        output.status.success() || wrapped_failed,
+        "oci-attest {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// Policies as people write them: the example policies put together by `oci-attest policy new`
+/// as docs/policy.md shows (a build step with Rego and a traced save reading its products), a
+/// witness-style document with every optional field present and empty (`null` lists, unset
+/// constraints), and a step reading another through `attestationsFrom`.
+fn policy_seeds(binary: &Path) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+    use base64::Engine as _;
+    let (keyid, pem) = seed_key()?;
+    let dir = tempfile::tempdir()?;
+    let public = dir.path().join("key.pem.pub");
+    std::fs::write(&public, &pem)?;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let example = |name: &str| examples.join(name).into_os_string();
+    let written = dir.path().join("policy.json");
+    let new_step = |step: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "policy".as_ref(),
+            "new".as_ref(),
+            "--key".as_ref(),
+            public.as_os_str(),
+            "--expires".as_ref(),
+            "2035-01-01".as_ref(),
+            "-o".as_ref(),
+            written.as_os_str(),
+        ];
+        args.extend_from_slice(step);
+        oci_attest(binary, dir.path(), &args)
+    };
+    let (succeeded, traced, image_tag) = (
+        example("build-succeeded.rego"),
+        example("traced-save.rego"),
+        example("image-tag.rego"),
+    );
+    new_step(&[
+        "--step".as_ref(),
+        "build".as_ref(),
+        "--rego".as_ref(),
+        &succeeded,
+        "--attestation".as_ref(),
+        "product".as_ref(),
+    ])?;
+    let oci_rego = {
+        let mut text = std::ffi::OsString::from("oci=");
+        text.push(&image_tag);
+        text
+    };
+    new_step(&[
+        "--add-to".as_ref(),
+        written.as_os_str(),
+        "--step".as_ref(),
+        "save".as_ref(),
+        "--artifacts-from".as_ref(),
+        "build".as_ref(),
+        "--rego".as_ref(),
+        &traced,
+        "--rego".as_ref(),
+        &oci_rego,
+        "--param".as_ref(),
+        "image_tag=reg.example/team/app:1".as_ref(),
+    ])?;
+    let mut seeds = vec![(
+        "build-then-save.json",
+        std::fs::read(&written).context("reading the policy `policy new` wrote")?,
+    )];
+    let key = base64::engine::general_purpose::STANDARD.encode(&pem);
+    let module = |source: &str| base64::engine::general_purpose::STANDARD.encode(source);
+    let functionary = json!([{"type": "publickey", "publickeyid": keyid,
+        "certConstraint": {"commonname": "", "dnsnames": [], "emails": [], "organizations": [],
+                           "uris": [], "roots": [], "extensions": {}}}]);
+    let witness = json!({
+        "expires": "2035-01-01T00:00:00Z",
+        "roots": {}, "timestampauthorities": {},
+        "publickeys": {&keyid: {"keyid": keyid, "key": key}},
+        "steps": {
+            "build": {"name": "build", "functionaries": functionary,
+                      "attestations": [{"type": "https://witness.dev/attestations/command-run/v0.1",
+                                        "regopolicies": null}],
+                      "artifactsFrom": null, "attestationsFrom": null},
+            "scan": {"name": "scan", "functionaries": functionary,
+                     "attestations": [{"type": "https://aflock.ai/attestations/material/v0.3",
+                                       "regopolicies": [{"name": "from-build", "module": module(
+                         "package scan\nimport rego.v1\ndeny contains \"failed\" if input.steps.build[\"https://aflock.ai/attestations/command-run/v0.1\"].exitcode != 0\n")}]}],
+                     "artifactsFrom": ["build"], "attestationsFrom": ["build"]},
+        },
+    });
+    seeds.push(("witness-style.json", to_json(&witness)));
+    Ok(seeds)
+}
+
+/// Envelopes written by `oci-attest run --run-as root --trace off` (no tracer needed, as root
+/// like the tests): a build whose two products share their content (the `files` list), a failed
+/// command, and a save of a small docker archive (an oci attestation).
+fn envelope_seeds(binary: &Path) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>> {
+    let dir = tempfile::tempdir()?;
+    let key = dir.path().join("key.pem");
+    oci_attest(
+        binary,
+        dir.path(),
+        &["keygen".as_ref(), "--out".as_ref(), key.as_os_str()],
+    )?;
+    let work = tempfile::tempdir()?;
+    let plain = layer(1);
+    let image_config = config(&[&plain]);
+    let config_hex = sha256_hex(&image_config);
+    let archive = tar(vec![
+        file("1/layer.tar", plain),
+        file(&format!("{config_hex}.json"), image_config),
+        file(
+            "manifest.json",
+            to_json(&json!([{"Config": format!("{config_hex}.json"),
+                             "RepoTags": ["seed:1"], "Layers": ["1/layer.tar"]}])),
+        ),
+    ]);
+    std::fs::write(work.path().join("image.oci.tar.in"), archive)?;
+    let mut seeds = Vec::new();
+    for (name, step, script) in [
+        (
+            "build.json",
+            "build",
+            "printf binary > app.bin; printf binary > app.copy",
+        ),
+        ("failed.json", "build", "printf partial > app.bin; exit 3"),
+        ("save.json", "save", "cp image.oci.tar.in image.oci.tar"),
+    ] {
+        let outfile = dir.path().join(name);
+        oci_attest(
+            binary,
+            work.path(),
+            &[
+                "run".as_ref(),
+                "--run-as".as_ref(),
+                "root".as_ref(),
+                "--trace".as_ref(),
+                "off".as_ref(),
+                "--step".as_ref(),
+                step.as_ref(),
+                "-k".as_ref(),
+                key.as_os_str(),
+                "-o".as_ref(),
+                outfile.as_os_str(),
+                "--".as_ref(),
+                "sh".as_ref(),
+                "-c".as_ref(),
+                script.as_ref(),
+            ],
+        )?;
+        let bytes =
+            std::fs::read(&outfile).with_context(|| format!("oci-attest run wrote no {name}"))?;
+        seeds.push((name, bytes));
+    }
+    Ok(seeds)
+}
+
+/// Registries as `attach` leaves them (docs/registry.md), in the `registry` target's input
+/// format (parts at NUL; `@k`/`#k` the digest and size of part k; `@@` the digest of part 0,
+/// the image): an image manifest with one referrer and a cosign `.att` image, an index of two
+/// platform manifests, a docker manifest list without the referrers API. The envelopes are
+/// those of [`envelope_seeds`].
+fn registry_seeds(envelopes: &[(&'static str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
+    const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+    const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+    let empty_config =
+        json!({"mediaType": EMPTY, "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2});
+    let image_manifest = |media_type: &str, seed: u8| {
+        let plain = layer(seed);
+        to_json(&json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": descriptor(OCI_CONFIG, &config(&[&plain])),
+            "layers": [descriptor(OCI_LAYER_GZIP, &gzip(&plain))],
+        }))
+    };
+    // Placeholders are resolved by the fuzz harness: json! would escape nothing in them, but
+    // sizes must be bare numbers, so they are spliced in as text.
+    let referrer = |envelope: usize| {
+        String::from_utf8(to_json(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": DSSE,
+            "config": empty_config,
+            "layers": [{"mediaType": DSSE, "digest": format!("sha256:@{envelope}"), "size": "SIZE"}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": "sha256:@@", "size": 1},
+            "annotations": {"in-toto.io/predicate-type": "https://aflock.ai/attestation-collection/v0.1",
+                            "ai.aflock.attestation.step": "build"},
+        })))
+        .expect("JSON is UTF-8")
+        .replace("\"SIZE\"", &format!("#{envelope}"))
+    };
+    let referrers = |manifests: &[usize], cosign_envelope: Option<usize>| {
+        let entries: Vec<String> = manifests
+            .iter()
+            .map(|part| {
+                format!(
+                    r#"{{"mediaType":"{OCI_MANIFEST}","artifactType":"{DSSE}","digest":"sha256:@{part}","size":#{part}}}"#
+                )
+            })
+            .collect();
+        let layers = cosign_envelope.map_or(String::new(), |part| {
+            format!(
+                r#","layers":[{{"mediaType":"{DSSE}","digest":"sha256:@{part}","size":#{part}}}]"#
+            )
+        });
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{}]{layers}}}"#,
+            entries.join(",")
+        )
+    };
+    let envelope = |name: &str| -> &[u8] {
+        &envelopes
+            .iter()
+            .find(|(seed, _)| *seed == name)
+            .expect("an envelope seed")
+            .1
+    };
+    let join = |parts: &[&[u8]]| parts.join(PART_SEPARATOR);
+    let manifest = image_manifest(OCI_MANIFEST, 1);
+    let platform = |part: usize, architecture: &str| {
+        format!(
+            r#"{{"mediaType":"{OCI_MANIFEST}","digest":"sha256:@{part}","size":#{part},"platform":{{"os":"linux","architecture":"{architecture}"}}}}"#
+        )
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{},{}]}}"#,
+        platform(2, "amd64"),
+        platform(3, "arm64")
+    );
+    let docker_list = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{}]}}"#,
+        platform(2, "amd64").replace(
+            OCI_MANIFEST,
+            "application/vnd.docker.distribution.manifest.v2+json"
+        )
+    );
+    vec![
+        (
+            "manifest-referrer-cosign.seed",
+            join(&[
+                &manifest,
+                referrers(&[2], Some(4)).as_bytes(),
+                referrer(3).as_bytes(),
+                envelope("build.json"),
+                envelope("failed.json"),
+            ]),
+        ),
+        (
+            "index-platforms.seed",
+            join(&[
+                index.as_bytes(),
+                referrers(&[4], None).as_bytes(),
+                &manifest,
+                &image_manifest(OCI_MANIFEST, 2),
+                referrer(5).as_bytes(),
+                envelope("save.json"),
+            ]),
+        ),
+        (
+            "docker-list-no-referrers-api.seed",
+            join(&[
+                docker_list.as_bytes(),
+                b"",
+                &image_manifest("application/vnd.docker.distribution.manifest.v2+json", 1),
+            ]),
+        ),
+    ]
+}
+
+/// Config files as docs/options.md and witness users write them: both sections with lists,
+/// witness's `trace: false`, anchors and aliases, flow style, comments, an empty document.
+fn config_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    [
+        (
+            "oci-attest.yaml",
+            "# oci-attest config\nrun:\n  signer-file-key-path: key.pem\n  outfile: att.json\n  \
+             attestations: [environment, git, oci]\n  attestor-product-exclude-glob: [\"*.log\"]\n  \
+             trace: false\nverify:\n  key: key.pem.pub\n",
+        ),
+        (
+            "witness.yaml",
+            "run:\n  step: build\n  signer-file-key-path: &key ./key.pem\n  \
+             attestor-product-include-glob:\n    - \"dist/**\"\n    - 'out/*.tar'\n\
+             verify:\n  policy: policy.signed.json\n  publickey: *key\n  \
+             artifactfile: app.tar\n",
+        ),
+        (
+            "flow.yaml",
+            "{run: {step: save, trace: auto, allow-incomplete-trace: true, hashes: [sha256]}, \
+             verify: null}\n",
+        ),
+        ("empty.yaml", "---\n"),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, text.as_bytes().to_vec()))
+    .collect()
 }
 
 fn to_json(value: &Value) -> Vec<u8> {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench_inspect;
+mod bench_policy;
 mod bench_trace;
 mod demo;
 mod dist;
@@ -58,6 +59,9 @@ enum Command {
 enum Bench {
     /// `oci-attest inspect` vs openssl and the standard-tools pipeline; peak RSS.
     Inspect(bench_inspect::Args),
+    /// `verify -p` on 10 000 attestations (with and without Rego), a CI history, and the peak
+    /// RSS of a 200 MB attestation.
+    Policy(bench_policy::Args),
     /// Tracing overhead: untraced vs oci-attest eBPF vs strace; load+attach time; lost events.
     Trace {
         /// Rounds per workload (the table shows medians).
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Bench(Bench::Inspect(args)) => {
             bench_inspect::run(args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Bench(Bench::Policy(args)) => bench_policy::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench(Bench::Trace { rounds, image_mib }) => {
             bench_trace::run(workspace, &bench_trace::Options { rounds, image_mib })
                 .map(|()| ExitCode::SUCCESS)
@@ -95,4 +100,17 @@ fn main() -> ExitCode {
         eprintln!("xtask: error: {error:#}");
         ExitCode::FAILURE
     })
+}
+
+/// The 1, 5 and 15-minute load averages, printed beside each measurement: these machines are
+/// shared, and a number means little without the load it was taken under.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }

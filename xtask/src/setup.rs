@@ -400,10 +400,16 @@ const SUBORDINATE_START: u32 = 100_000;
 const SUBORDINATE_COUNT: u32 = 65_536;
 
 /// The unprivileged user the tests run commands as (oci_attest_tests::oci_attest::TEST_USER),
-/// with a home and subordinate uid/gid ranges for rootless podman and buildah.
+/// with a home and subordinate uid/gid ranges for rootless podman and buildah; and a `docker`
+/// group (the test user is not in it: the tests that need it say `--run-as USER:docker`).
 fn test_user() -> anyhow::Result<Option<String>> {
     let name = oci_attest_tests::oci_attest::TEST_USER;
     let mut actions = Vec::new();
+    if nix::unistd::Group::from_name("docker")?.is_none() {
+        require_root("creating the docker group")?;
+        command::run(Command::new("groupadd").args(["--system", "docker"]))?;
+        actions.push("created group docker".to_owned());
+    }
     if nix::unistd::User::from_name(name)?.is_none() {
         require_root(&format!("creating the test user {name}"))?;
         command::run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]))?;

@@ -1,15 +1,16 @@
 //! `oci-attest doctor`: what this host supports. It really loads and attaches the kernel
-//! programs and traces one short command, so "ok" means tracing works, not that it might.
+//! programs and traces one short command, so "ok" means tracing works, not that it might. It
+//! also says whom `run` would run the command as, and whether that user could read the key.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
 use crate::attestors::{Attach, ATTESTORS};
 use crate::exit::{failure, FailureKind};
-use crate::identity::CommandIdentity;
+use crate::identity::{self, CommandIdentity};
 use crate::trace::{layout, Privileges, ProgramStatus, TraceConfig, Tracer, MINIMUM_KERNEL};
 use crate::{launch, program_path};
 
@@ -21,6 +22,15 @@ pub struct Args {
     /// Ring buffer size to try, in bytes (a power of two).
     #[arg(long, default_value_t = crate::trace::DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_bytes: u32,
+    /// Check whether the command's user could read this signing key, as `run -k` does.
+    #[arg(short = 'k', long = "signer-file-key-path", value_name = "KEY.pem")]
+    pub key: Option<PathBuf>,
+    /// Check the passphrase file too.
+    #[arg(long = "signer-file-key-passphrase-path", value_name = "FILE")]
+    pub passphrase: Option<PathBuf>,
+    /// The identity `run --run-as USER[:GROUP]` would give the command.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub run_as: Option<String>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -28,7 +38,8 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         ring_buffer_bytes: args.ring_buffer_bytes,
         ..TraceConfig::default()
     };
-    let (report, unavailable) = build_report(&config);
+    let (mut report, unavailable) = build_report(&config);
+    report["command"] = command_report(&args);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -116,6 +127,46 @@ fn build_report(config: &TraceConfig) -> (Value, Option<String>) {
         "saveTools": tools,
     });
     (report, unavailable)
+}
+
+/// Whom `run` would run the command as (or why it would refuse to), whether that identity is
+/// in the root-equivalent docker group, and whether it can open the key and passphrase files.
+fn command_report(args: &Args) -> Value {
+    let request = identity::Request {
+        run_as: args.run_as.clone(),
+        allow_new_privileges: false,
+    };
+    let identity = match identity::resolve(&request, &identity::Invoker::current()) {
+        Ok(identity) => identity,
+        Err(error) => return json!({"identity": null, "refused": format!("{error:#}")}),
+    };
+    let files: Vec<Value> = [args.key.as_deref(), args.passphrase.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(|path| {
+            let readable = if identity.root {
+                Ok(true)
+            } else {
+                identity.can_open(path)
+            };
+            match readable {
+                Ok(readable) => json!({"path": path, "readableByCommand": readable}),
+                Err(error) => json!({"path": path, "error": format!("{error:#}")}),
+            }
+        })
+        .collect();
+    json!({
+        "identity": {
+            "user": identity.user,
+            "uid": identity.uid,
+            "gid": identity.gid,
+            "groups": identity.groups,
+            "root": identity.root,
+            "source": identity.source,
+        },
+        "dockerGroup": identity.docker_group(),
+        "files": files,
+    })
 }
 
 fn program_json(program: &ProgramStatus) -> Value {
@@ -268,7 +319,66 @@ fn render_text(report: &Value) -> String {
             format!("{tool:<10}{}", path.as_str().unwrap_or("not on PATH")),
         );
     }
+    render_command(&report["command"], &mut line);
     text
+}
+
+fn render_command(command: &Value, line: &mut impl FnMut(&str, String)) {
+    if command.is_null() {
+        return;
+    }
+    if let Some(refused) = command["refused"].as_str() {
+        line("command runs as", format!("REFUSED by run: {refused}"));
+        return;
+    }
+    let identity = &command["identity"];
+    let groups: Vec<String> = identity["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    let why = match identity["source"].as_str() {
+        _ if identity["root"] == true => {
+            "ROOT (--run-as root): it could read the key and tamper with the tracer"
+        }
+        Some("sudo") => "the user who invoked sudo",
+        Some("run-as") => "--run-as",
+        _ => "oci-attest's own user (not root): it can reach oci-attest and what it reads",
+    };
+    line(
+        "command runs as",
+        format!(
+            "{} (uid {}, gid {}, groups {}): {why}",
+            identity["user"].as_str().unwrap_or("?"),
+            identity["uid"],
+            identity["gid"],
+            groups.join(",")
+        ),
+    );
+    if let Some(docker) = command["dockerGroup"].as_u64() {
+        line(
+            "",
+            format!(
+                "WARNING: in the docker group (gid {docker}), which is root-equivalent: through \
+                 the docker daemon the command can read any file, the key included (SECURITY.md)"
+            ),
+        );
+    }
+    for file in command["files"].as_array().into_iter().flatten() {
+        let path = file["path"].as_str().unwrap_or("?");
+        let verdict = match (file["readableByCommand"].as_bool(), file["error"].as_str()) {
+            (Some(false), _) => "not readable by the command".to_string(),
+            (Some(true), _) if identity["root"] == true => {
+                "READABLE by the command (it runs as root)".to_string()
+            }
+            (Some(true), _) => "READABLE by the command: run refuses it (exit 125, \
+                                key-readable-by-command); make it root's, mode 0600"
+                .to_string(),
+            (None, error) => format!("cannot check: {}", error.unwrap_or("?")),
+        };
+        line("key file", format!("{path}: {verdict}"));
+    }
 }
 
 #[cfg(test)]

@@ -178,8 +178,9 @@ pub fn load(
     read_statement(source, signers, &payload, keep)
 }
 
-/// Reads the signed statement `payload` of `source`.
-fn read_statement(
+/// Reads the statement `payload` of `source`, whose envelope verified under `signers` (the
+/// fuzz target reads statements this way, without signatures).
+pub fn read_statement(
     source: &str,
     signers: Vec<String>,
     payload: &[u8],
@@ -373,6 +374,32 @@ fn read_tree(json: &str) -> Result<(Files, BTreeSet<Digest>), String> {
 }
 
 impl Evidence {
+    /// A digest of the collection's material and product files (and why they are unknown,
+    /// when they are): two collections with the same one link alike through `artifactsFrom`.
+    pub fn files_digest(&self) -> Digest {
+        let mut hasher = sha2::Sha256::new();
+        for files in [&self.materials, &self.products] {
+            match files {
+                None => hasher.update([0]),
+                Some(Files::Unknown(reason)) => {
+                    hasher.update([1]);
+                    hasher.update((reason.len() as u64).to_le_bytes());
+                    hasher.update(reason.as_bytes());
+                }
+                Some(Files::Known(files)) => {
+                    hasher.update([2]);
+                    hasher.update((files.len() as u64).to_le_bytes());
+                    for (path, digest) in files {
+                        hasher.update((path.len() as u64).to_le_bytes());
+                        hasher.update(path.as_bytes());
+                        hasher.update(digest);
+                    }
+                }
+            }
+        }
+        hasher.finalize().into()
+    }
+
     /// The attestations of type `type_uri` (or one of its aliases).
     pub fn predicates<'a>(&'a self, type_uri: &'a str) -> impl Iterator<Item = &'a Predicate> + 'a {
         self.attestations

@@ -311,32 +311,58 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        // Upstream candidates by what they left: a link is compared once per distinct file
+        // set, however many collections recorded it (a CI history of identical builds).
+        let mut groups: HashMap<&str, Vec<Vec<usize>>> = HashMap::new();
+        for (name, collections) in &self.by_step {
+            let mut by_files: HashMap<Digest, Vec<usize>> = HashMap::new();
+            for &index in collections.iter().filter(|&&index| self.accepted[index]) {
+                by_files
+                    .entry(self.evidence[index].files_digest())
+                    .or_default()
+                    .push(index);
+            }
+            // In the order the collections were given, so messages do not change between runs.
+            let mut in_order: Vec<Vec<usize>> = by_files.into_values().collect();
+            in_order.sort_unstable();
+            groups.insert(name, in_order);
+        }
         let mut queue: Vec<usize> = (0..self.evidence.len())
             .filter(|&index| self.accepted[index])
             .filter(|&index| self.artifacts.iter().any(|a| self.evidence[index].names(a)))
             .collect();
         let mut reached: HashSet<usize> = queue.iter().copied().collect();
+        // Each group and each back-reference is followed once, so ties spread in time linear
+        // in the collections, not quadratic.
+        let mut followed_groups: HashSet<(&str, usize)> = HashSet::new();
+        let mut followed_backrefs: HashSet<&Digest> = HashSet::new();
         while let Some(index) = queue.pop() {
             let item = self.evidence[index];
             let step = &self.policy.steps[&item.step];
             let mut broken = Vec::new();
-            let mut upstream_matches = Vec::new();
+            let mut next = Vec::new();
             for upstream in &step.artifacts_from {
                 let mut reasons = Vec::new();
-                let before = upstream_matches.len();
-                for &other in &self.by_step[upstream.as_str()] {
-                    if !self.accepted[other] {
-                        continue;
-                    }
-                    match chained(item, self.evidence[other]) {
-                        Ok(()) => upstream_matches.push(other),
+                let mut matched = false;
+                for (group, members) in groups[upstream.as_str()].iter().enumerate() {
+                    match chained(item, self.evidence[members[0]]) {
+                        Ok(()) => {
+                            matched = true;
+                            if followed_groups.insert((upstream.as_str(), group)) {
+                                next.extend(members.iter().copied());
+                            }
+                        }
                         Err(reason) => reasons.push(format!(
-                            "artifactsFrom {upstream:?} ({}): {reason}",
-                            self.evidence[other].source
+                            "artifactsFrom {upstream:?} ({}{}): {reason}",
+                            self.evidence[members[0]].source,
+                            match members.len() {
+                                1 => String::new(),
+                                count => format!(" and {} more with the same files", count - 1),
+                            }
                         )),
                     }
                 }
-                if upstream_matches.len() > before {
+                if matched {
                     continue;
                 }
                 if reasons.is_empty() {
@@ -361,14 +387,14 @@ impl<'a> Run<'a> {
             // Back-references widen the search as witness does: a collection whose subjects
             // include one of them belongs to the same artifact. The empty digest is every
             // empty tree's root and leads nowhere.
-            let backrefs = item
-                .backrefs
-                .iter()
-                .filter(|digest| **digest != empty_digest())
-                .flat_map(|digest| by_subject.get(digest).into_iter().flatten());
-            for &next in upstream_matches.iter().chain(backrefs) {
-                if reached.insert(next) {
-                    queue.push(next);
+            for digest in &item.backrefs {
+                if *digest != empty_digest() && followed_backrefs.insert(digest) {
+                    next.extend(by_subject.get(digest).into_iter().flatten().copied());
+                }
+            }
+            for other in next {
+                if reached.insert(other) {
+                    queue.push(other);
                 }
             }
         }
