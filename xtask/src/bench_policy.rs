@@ -24,7 +24,8 @@ use ed25519_dalek::Signer as _;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::bench_inspect::{build_release, load_average, measured, Sample};
+use crate::bench_inspect::{build_release, measured, Sample};
+use crate::load_average;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
