@@ -427,7 +427,10 @@ impl Tracer {
             (
                 IncompleteReason::ArgvLimit,
                 counts.argv_over_limit,
-                "execs recorded without their argv: the run's argv budget (32 MiB) was spent",
+                &format!(
+                    "execs recorded without their argv: the run's argv budget ({} MiB) was spent",
+                    crate::trace::model::MAX_RECORDED_ARGV_BYTES >> 20
+                ),
             ),
         ];
         for (reason, count, what) in drops.into_iter().chain(observed_gaps) {
