@@ -181,11 +181,15 @@ fn check_outcome(scenario: &Scenario, mode: &str, expected: Outcome) -> String {
                 );
             }
             if reasons.contains(&"privilege-gained") {
+                // setuid root: euid 0; file capabilities: an effective capability.
                 assert!(
                     raised(&again)
                         .iter()
-                        .any(|(_, privileges)| privileges["euid"] == 0),
-                    "{mode}: no exec recorded with euid 0: {:?}",
+                        .any(|(_, privileges)| privileges["euid"] == 0
+                            || privileges["capeffective"]
+                                .as_u64()
+                                .is_some_and(|caps| caps != 0)),
+                    "{mode}: no exec recorded with the privileges it gained: {:?}",
                     raised(&again)
                 );
             }
