@@ -484,6 +484,10 @@ pub struct Layout {
     /// pidfs inode's `struct pid`).
     pub file_private_data: u32,
     pub inode_private: u32,
+    /// `signal_struct.pids` (the group's `struct pid` by type) and `pid.numbers` (its first
+    /// `upid`, whose `nr` comes first): the caller's process group, for `kill(0)`.
+    pub signal_pids: u32,
+    pub pid_numbers: u32,
 }
 
 #[cfg(feature = "user")]

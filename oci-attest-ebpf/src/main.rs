@@ -95,6 +95,8 @@ static LAYOUT: Layout = Layout {
     task_pid_links: 0,
     file_private_data: 0,
     inode_private: 0,
+    signal_pids: 0,
+    pid_numbers: 0,
 };
 
 /// oci-attest itself (filled by userspace before loading, like `LAYOUT`).
@@ -221,6 +223,8 @@ const S_IROTH: u16 = 0o4;
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 const PIDFS_MAGIC: u64 = 0x5049_4446;
 const CAP_KILL: u64 = 5;
+/// `enum pid_type` index of the process group in `signal_struct.pids`.
+const PIDTYPE_PGID: u64 = 2;
 
 fn count_drop(reason: DropReason) {
     if let Some(counter) = DROPPED.get_ptr_mut(reason as u32) {
@@ -965,11 +969,21 @@ fn reached_tracer(rule: &SyscallRule, regs: u64) -> bool {
     if pid > 0 {
         return is_tracer_thread(pid as u32);
     }
-    // kill(0), kill(-1) and kill(-pgid) reach every process of a group, or every process, the
-    // caller may signal: oci-attest shares its process group with the command.
-    signal
-        && (pid == 0 || pid == -1 || (-(pid as i64)) as u32 == tracer_self().pgid)
-        && may_signal_tracer()
+    // kill(0) (the caller's group), kill(-pgid) and kill(-1) (every process) reach oci-attest
+    // when it is in that group (the command starts in oci-attest's) and the caller may signal it.
+    let group = match pid {
+        0 => caller_pgid(),
+        -1 => tracer_self().pgid,
+        _ => (-(pid as i64)) as u32,
+    };
+    signal && group == tracer_self().pgid && may_signal_tracer()
+}
+
+/// The process group id of the current task.
+fn caller_pgid() -> u32 {
+    let signal = read::<u64>(current_task(), layout!(task_signal)).unwrap_or(0);
+    let group = read::<u64>(signal, layout!(signal_pids) + PIDTYPE_PGID * 8).unwrap_or(0);
+    read::<u32>(group, layout!(pid_numbers)).unwrap_or(0)
 }
 
 fn tracer_call(nr: u32, rule: &SyscallRule, regs: u64, succeeded: bool) {

@@ -1622,8 +1622,10 @@ static long bpf(int command, union bpf_attr *attr)
 	return syscall(SYS_bpf, command, attr, sizeof *attr);
 }
 
-/* Walks every BPF map of the system by id; a map named TAMPERED (the tracer's record of
- * attacks) is then edited: "bpf: done" and "bpf-edit: denied" when the record is frozen. */
+/* Walks every BPF map of the system by id; from each map named TAMPERED (a tracer's record of
+ * attacks: its parent's, and those of other runs) it tries to erase an entry: "bpf: done", and
+ * "bpf-edit: denied (Operation not permitted)" for a frozen record (the zero key it erases is
+ * never a real entry, so a concurrent run's record is left as it was). */
 static void step_bpf_walk(char **a)
 {
 	(void)a;
@@ -1644,14 +1646,12 @@ static void step_bpf_walk(char **a)
 			attr.info.info_len = sizeof info;
 			attr.info.info = (unsigned long)&info;
 			if (bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && strcmp(info.name, "TAMPERED") == 0) {
-				char key[64], value[64];
+				char key[64];
 				memset(key, 0, sizeof key);
-				memset(value, 0, sizeof value);
 				memset(&attr, 0, sizeof attr);
 				attr.map_fd = (unsigned int)fd;
 				attr.key = (unsigned long)key;
-				attr.value = (unsigned long)value;
-				attempt("bpf-edit", bpf(BPF_MAP_UPDATE_ELEM, &attr) == 0);
+				attempt("bpf-edit", bpf(BPF_MAP_DELETE_ELEM, &attr) == 0);
 			}
 			close(fd);
 		}
