@@ -184,6 +184,9 @@ pub const WRITTEN_DIRTIED: u32 = 64;
 /// [`WrittenEvent::how`]: not a write: the tree handed the file, open for writing, to a
 /// kernel service that writes it on its own later (a loop device). Reported every time.
 pub const WRITTEN_HANDED_OUT: u32 = 128;
+/// With [`WRITTEN_HANDED_OUT`]: handed over a Unix socket (`SCM_RIGHTS` in sendmsg/sendmmsg)
+/// rather than to a loop device: whoever receives it can write it, inside the tree or not.
+pub const WRITTEN_PASSED: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -290,6 +293,10 @@ pub enum SyscallClass {
     /// Aimed at the tracer (`op`: a `TRACER_*` target): a successful call makes the trace
     /// incomplete; with [`TRACER_ALSO_UNMODELLED`] in `op` a successful call is also unmodelled.
     Tracer = 9,
+    /// sendmsg (`op` 0: a `msghdr` at `arg_a`) or sendmmsg (`op` 1: as many `mmsghdr` at
+    /// `arg_a` as the result says): files passed with `SCM_RIGHTS`, open for writing, are
+    /// handed out.
+    SendMsg = 10,
 }
 
 /// [`SyscallClass::Tracer`] target: the process id in `arg_a` (a thread of oci-attest; for a
@@ -477,6 +484,10 @@ pub struct Layout {
     /// pidfs inode's `struct pid`).
     pub file_private_data: u32,
     pub inode_private: u32,
+    /// `signal_struct.pids` (the group's `struct pid` by type) and `pid.numbers` (its first
+    /// `upid`, whose `nr` comes first): the caller's process group, for `kill(0)`.
+    pub signal_pids: u32,
+    pub pid_numbers: u32,
 }
 
 #[cfg(feature = "user")]

@@ -33,7 +33,7 @@ use oci_attest_common::{
     PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED, SYSCALL_TABLE_SIZE, TAMPER_BPF, TAMPER_KEY,
     TAMPER_PROC, TAMPER_TARGETED, TRACER_ALSO_UNMODELLED, TRACER_ANY, TRACER_PIDFD,
     WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED, WRITTEN_EMPTY_AT_OPEN, WRITTEN_HANDED_OUT,
-    WRITTEN_MAPPED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
+    WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -95,6 +95,8 @@ static LAYOUT: Layout = Layout {
     task_pid_links: 0,
     file_private_data: 0,
     inode_private: 0,
+    signal_pids: 0,
+    pid_numbers: 0,
 };
 
 /// oci-attest itself (filled by userspace before loading, like `LAYOUT`).
@@ -221,6 +223,8 @@ const S_IROTH: u16 = 0o4;
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 const PIDFS_MAGIC: u64 = 0x5049_4446;
 const CAP_KILL: u64 = 5;
+/// `enum pid_type` index of the process group in `signal_struct.pids`.
+const PIDTYPE_PGID: u64 = 2;
 
 fn count_drop(reason: DropReason) {
     if let Some(counter) = DROPPED.get_ptr_mut(reason as u32) {
@@ -564,9 +568,10 @@ fn submit_written(inode: u64, id: &InodeId, how: u32, vfsmount: u64, dentry: u64
     }
 }
 
-/// The tree gave `file` to a kernel service that writes it later on its own (a loop device):
-/// reported every time, whether or not the tree changed the file itself.
-fn report_handed_out(file: u64) {
+/// The tree gave `file` to something that may write it later out of the trace's sight (a loop
+/// device, or a receiver of SCM_RIGHTS; `how` says which): reported every time, whether or not
+/// the tree changed the file itself.
+fn report_handed_out(file: u64, how: u32) {
     let Some(inode) = read::<u64>(file, layout!(file_inode)) else {
         count_drop(DropReason::UnreadableFile);
         return;
@@ -576,7 +581,7 @@ fn report_handed_out(file: u64) {
     };
     let vfsmount = read::<u64>(file, layout!(file_path) + layout!(path_mnt)).unwrap_or(0);
     let dentry = read::<u64>(file, layout!(file_path) + layout!(path_dentry)).unwrap_or(0);
-    submit_written(inode, &id, WRITTEN_HANDED_OUT, vfsmount, dentry);
+    submit_written(inode, &id, how, vfsmount, dentry);
 }
 
 fn file_mode(file: u64) -> u32 {
@@ -641,10 +646,156 @@ fn loop_attached(nr: u32, request: u64, argument: u64) {
         argument
     };
     match file_of_fd(fd) {
-        Some(file) if file_mode(file) & FMODE_WRITE != 0 => report_handed_out(file),
+        Some(file) if file_mode(file) & FMODE_WRITE != 0 => {
+            report_handed_out(file, WRITTEN_HANDED_OUT)
+        }
         Some(_) => {}
         None => flag_syscall(nr, 0),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files passed over Unix sockets (SCM_RIGHTS)
+
+/// `struct user_msghdr` (x86_64): `msg_control` and `msg_controllen`.
+const MSGHDR_CONTROL: u64 = 32;
+const MSGHDR_CONTROLLEN: u64 = 40;
+/// `sizeof(struct mmsghdr)`: a `user_msghdr` (56 bytes), `msg_len`, padding.
+const MMSGHDR_SIZE: u64 = 64;
+/// `sizeof(struct cmsghdr)`: `cmsg_len` (8), `cmsg_level` (4), `cmsg_type` (4); data follows.
+const CMSG_HEADER: u64 = 16;
+const SOL_SOCKET: u32 = 1;
+const SCM_RIGHTS: u32 = 1;
+/// Control messages read per message; a message with more is flagged.
+const MAX_CMSGS: usize = 4;
+/// `SCM_MAX_FD`: the kernel passes no more fds in one message.
+const MAX_PASSED_FDS: u32 = 253;
+/// `UIO_MAXIOV`: sendmmsg sends no more messages in one call.
+const MAX_MESSAGES: u32 = 1024;
+
+/// State shared with [`passed_fd_step`] and [`sent_message_step`] through `bpf_loop`: the user
+/// address of the first fd (or message), how many, and the syscall to flag.
+#[repr(C)]
+struct UserArray {
+    first: u64,
+    count: u64,
+    nr: u64,
+}
+
+fn read_user<T>(address: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user checks the address.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const T).ok() }
+}
+
+/// A sendmsg or sendmmsg of the tree succeeded: the files it passed open for writing are
+/// handed out (the receiver may be outside the tree and write them where no trace sees it).
+/// The control messages are read from the sender's memory after the kernel used them: one
+/// that no longer adds up (a sibling thread rewrote it) flags the syscall.
+fn sent(nr: u32, rule: &SyscallRule, regs: u64, result: u64) {
+    let messages = syscall_arg(regs, rule.arg_a);
+    if rule.op == 0 {
+        passed_in_message(nr, messages);
+        return;
+    }
+    let mut array = UserArray {
+        first: messages,
+        count: result,
+        nr: nr as u64,
+    };
+    // SAFETY: the callback and its context follow the bpf_loop contract.
+    unsafe {
+        bpf_loop(
+            MAX_MESSAGES,
+            sent_message_step as *mut c_void,
+            (&mut array as *mut UserArray).cast::<c_void>(),
+            0,
+        )
+    };
+}
+
+extern "C" fn sent_message_step(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
+    let array = unsafe { &*context.cast::<UserArray>() };
+    if index >= array.count {
+        return 1;
+    }
+    passed_in_message(array.nr as u32, array.first + index * MMSGHDR_SIZE);
+    0
+}
+
+/// Walks the control messages of the `user_msghdr` at `message` and hands out the files of
+/// each `SCM_RIGHTS` one.
+fn passed_in_message(nr: u32, message: u64) {
+    let (Some(control), Some(length)) = (
+        read_user::<u64>(message + MSGHDR_CONTROL),
+        read_user::<u64>(message + MSGHDR_CONTROLLEN),
+    ) else {
+        flag_syscall(nr, 0);
+        return;
+    };
+    if control == 0 || length < CMSG_HEADER {
+        return;
+    }
+    let mut offset = 0u64;
+    for _ in 0..MAX_CMSGS {
+        if offset + CMSG_HEADER > length {
+            return;
+        }
+        let header = control + offset;
+        let (Some(cmsg_len), Some(level), Some(kind)) = (
+            read_user::<u64>(header),
+            read_user::<u32>(header + 8),
+            read_user::<u32>(header + 12),
+        ) else {
+            flag_syscall(nr, 0);
+            return;
+        };
+        // The kernel refused such a message, yet the call succeeded: rewritten since.
+        if cmsg_len < CMSG_HEADER || cmsg_len > length - offset {
+            flag_syscall(nr, 0);
+            return;
+        }
+        if level == SOL_SOCKET && kind == SCM_RIGHTS {
+            let mut fds = UserArray {
+                first: header + CMSG_HEADER,
+                count: (cmsg_len - CMSG_HEADER) / 4,
+                nr: nr as u64,
+            };
+            // SAFETY: the callback and its context follow the bpf_loop contract.
+            unsafe {
+                bpf_loop(
+                    MAX_PASSED_FDS,
+                    passed_fd_step as *mut c_void,
+                    (&mut fds as *mut UserArray).cast::<c_void>(),
+                    0,
+                )
+            };
+        }
+        offset += (cmsg_len + 7) & !7;
+    }
+    if offset + CMSG_HEADER <= length {
+        flag_syscall(nr, 0);
+    }
+}
+
+extern "C" fn passed_fd_step(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
+    let fds = unsafe { &*context.cast::<UserArray>() };
+    if index >= fds.count {
+        return 1;
+    }
+    let file = read_user::<i32>(fds.first + index * 4)
+        .filter(|fd| *fd >= 0)
+        .and_then(|fd| file_of_fd(fd as u64));
+    match file {
+        Some(file) if file_mode(file) & FMODE_WRITE != 0 => {
+            report_handed_out(file, WRITTEN_HANDED_OUT | WRITTEN_PASSED)
+        }
+        Some(_) => {}
+        // Closed or rewritten since the kernel passed it: what went out is unknown.
+        None => flag_syscall(fds.nr as u32, 0),
+    }
+    0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -818,11 +969,21 @@ fn reached_tracer(rule: &SyscallRule, regs: u64) -> bool {
     if pid > 0 {
         return is_tracer_thread(pid as u32);
     }
-    // kill(0), kill(-1) and kill(-pgid) reach every process of a group, or every process, the
-    // caller may signal: oci-attest shares its process group with the command.
-    signal
-        && (pid == 0 || pid == -1 || (-(pid as i64)) as u32 == tracer_self().pgid)
-        && may_signal_tracer()
+    // kill(0) (the caller's group), kill(-pgid) and kill(-1) (every process) reach oci-attest
+    // when it is in that group (the command starts in oci-attest's) and the caller may signal it.
+    let group = match pid {
+        0 => caller_pgid(),
+        -1 => tracer_self().pgid,
+        _ => (-(pid as i64)) as u32,
+    };
+    signal && group == tracer_self().pgid && may_signal_tracer()
+}
+
+/// The process group id of the current task.
+fn caller_pgid() -> u32 {
+    let signal = read::<u64>(current_task(), layout!(task_signal)).unwrap_or(0);
+    let group = read::<u64>(signal, layout!(signal_pids) + PIDTYPE_PGID * 8).unwrap_or(0);
+    read::<u32>(group, layout!(pid_numbers)).unwrap_or(0)
 }
 
 fn tracer_call(nr: u32, rule: &SyscallRule, regs: u64, succeeded: bool) {
@@ -960,6 +1121,11 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         class if class == SyscallClass::PathOp as u8 => {
             if result == 0 {
                 path_op(&rule, regs);
+            }
+        }
+        class if class == SyscallClass::SendMsg as u8 => {
+            if succeeded {
+                sent(nr as u32, &rule, regs, result as u64);
             }
         }
         class if class == SyscallClass::Mknod as u8 => {

@@ -11,11 +11,34 @@ use std::io;
 use serde::Serialize;
 
 /// Serialises `value` as compact Go-compatible JSON.
+///
+/// Measured first, then written into a buffer of the exact size: a statement can be a hundred
+/// MB (an exec storm's argv), and a buffer grown by doubling holds up to three times that while
+/// it reallocates.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(256);
+    let mut length = Length(0);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut length,
+        GoFormatter,
+    ))?;
+    let mut out = Vec::with_capacity(length.0);
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, GoFormatter);
     value.serialize(&mut serializer)?;
     Ok(out)
+}
+
+/// Counts the bytes written to it.
+struct Length(usize);
+
+impl io::Write for Length {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Like [`to_vec`], as a `String`.

@@ -79,7 +79,8 @@ pub enum IncompleteReason {
     /// A file in the working directory (or a product) changed in a way the trace does not
     /// explain: written, created or removed by something outside the traced tree.
     UntracedChange,
-    /// The tree handed a file open for writing to a kernel service that writes it on its own.
+    /// The tree handed a file open for writing to something that can write it out of the
+    /// trace's sight: a loop device, or a receiver of the fd over a Unix socket.
     HandedOut,
     /// A product kept changing while it was hashed, or changed after the tree ended.
     ProductUnstable,

@@ -21,9 +21,16 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------------------------
 // Running the binary
 
-/// Generous for a debug build on a loaded 2-core machine; every case here needs well under it.
-/// It is the only time bound here: it tells a hang from slow work (speed is `cargo xtask bench`'s).
-const DEADLINE: Duration = Duration::from_secs(60);
+/// The time bounds tell a hang from slow work (speed is `cargo xtask bench`'s). They count the
+/// child's CPU time, not the wall clock: on a shared 2-core machine at load 40 a case that needs
+/// 3 s of CPU takes a minute of wall time, and it is still no hang.
+/// A runaway loop: more CPU than any case needs in a debug build, by far.
+const CPU_BUDGET: Duration = Duration::from_secs(60);
+/// A deadlock: not one tick of CPU for this long while alive (a runnable process always gets
+/// some, however loaded the machine).
+const STALL: Duration = Duration::from_secs(30);
+/// A process that wakes only now and then forever: the last resort.
+const WALL_BACKSTOP: Duration = Duration::from_secs(600);
 /// What a well-behaved analysis may use (the reader keeps at most a few MiB per worker, plus
 /// JSON documents capped at 64 MiB each). A child going past it is killed at once, which
 /// also keeps a memory bomb from taking the test machine down.
@@ -51,8 +58,8 @@ impl Outcome {
     }
 }
 
-/// Runs `oci-attest inspect --json ARGS...`, killing it at the deadline (a hang fails the
-/// test instead of stalling the suite).
+/// Runs `oci-attest inspect --json ARGS...`, killing it when it hangs (see [`CPU_BUDGET`]) so
+/// that a hang fails the test instead of stalling the suite.
 fn inspect(args: &[&str], path: &Path) -> Outcome {
     let scratch = tempfile::tempdir().unwrap();
     let stdout_path = scratch.path().join("stdout");
@@ -69,15 +76,27 @@ fn inspect(args: &[&str], path: &Path) -> Outcome {
         .spawn()
         .unwrap();
     let mut max_rss_kib = 0;
+    let mut cpu = Duration::ZERO;
+    let mut last_progress = Instant::now();
     let status = loop {
         // The child's rusage would include the test process's own memory (the child is
         // spawned sharing it until exec), so sample the high-water mark of the exec'd image.
         max_rss_kib = max_rss_kib.max(peak_rss_kib(child.id()).unwrap_or(0));
+        if let Some(used) = cpu_time(child.id()) {
+            if used > cpu {
+                cpu = used;
+                last_progress = Instant::now();
+            }
+        }
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        let problem = if started.elapsed() > DEADLINE {
-            format!("did not finish within {DEADLINE:?}")
+        let problem = if cpu > CPU_BUDGET {
+            format!("used more than {CPU_BUDGET:?} of CPU")
+        } else if last_progress.elapsed() > STALL {
+            format!("used no CPU for {STALL:?}: hung")
+        } else if started.elapsed() > WALL_BACKSTOP {
+            format!("did not finish within {WALL_BACKSTOP:?}")
         } else if max_rss_kib > RSS_LIMIT_KIB {
             format!("went past {} MiB of memory", RSS_LIMIT_KIB / 1024)
         } else {
@@ -87,7 +106,8 @@ fn inspect(args: &[&str], path: &Path) -> Outcome {
             child.kill().unwrap();
             child.wait().unwrap();
             panic!(
-                "inspect {} {problem} (after {:.1?}, peak RSS {} MiB); stderr so far: {}",
+                "inspect {} {problem} (after {:.1?}, {cpu:.1?} of CPU, peak RSS {} MiB); \
+                 stderr so far: {}",
                 path.display(),
                 started.elapsed(),
                 max_rss_kib / 1024,
@@ -103,6 +123,20 @@ fn inspect(args: &[&str], path: &Path) -> Outcome {
         elapsed: started.elapsed(),
         max_rss_kib,
     }
+}
+
+/// User plus system CPU time of a running process, all its threads; `None` once it has exited.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: state is
+    // field 3, utime and stime are fields 14 and 15 (proc(5)).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(Duration::from_secs_f64(
+        ticks as f64 / per_second.max(1) as f64,
+    ))
 }
 
 /// `VmHWM` of a running process; `None` once it has exited.

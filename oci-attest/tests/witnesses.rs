@@ -53,6 +53,7 @@ fn a_strangers_file_reusing_a_freed_inode_number_is_never_a_product() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let dir = shared.path().canonicalize().unwrap();
+    open_to_everyone(&dir);
     let dir_text = dir.display().to_string();
     for round in 0..3 {
         let verdict = require!(attest(
@@ -112,8 +113,15 @@ fn a_program_rewritten_in_place_after_it_ran_gets_no_digest() {
     }
 }
 
-/// A small ext2 filesystem on a loop device: ext2 hands a freed inode number to the next file
-/// created in the directory. Unmounted (lazily) when dropped.
+/// Mode 1777, as `/var/tmp` and `/tmp` are: the command (the test user) and outsiders (root)
+/// share the directory.
+fn open_to_everyone(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+}
+
+/// A small ext2 filesystem on a loop device, its root shared like `/tmp`: ext2 hands a freed
+/// inode number to the next file created in the directory. Unmounted (lazily) when dropped.
 struct Ext2 {
     mount: PathBuf,
     _dir: tempfile::TempDir,
@@ -142,6 +150,10 @@ impl Ext2 {
             let output = command.output().expect("run mke2fs/mount");
             assert!(output.status.success(), "{output:?}");
         }
+        // The command may pass through the temp dir to the mount, nothing more.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        open_to_everyone(&mount);
         Ext2 { mount, _dir: dir }
     }
 
@@ -287,6 +299,52 @@ fn a_daemon_writing_an_existing_file_through_a_passed_fd_is_caught() {
     assert!(!verdict.statement().products().contains_key("material"));
 }
 
+/// The tree writes a file of its own and passes the fd; the daemon overwrites it in place with
+/// O_DIRECT: no page of the file is dirtied, so no outside writer is seen, and the tree wrote the
+/// file, so the working directory's change looks explained. Passing the fd open for writing is
+/// what hands the file out.
+#[test]
+fn a_daemon_writing_through_a_passed_fd_without_the_page_cache_is_caught() {
+    let verdict = require!(attest(
+        scenario(&["send-fd", SOCKET, "written", "made-by-tree"]).map(|s| s.outsider(
+            &["serve-direct", SOCKET, "1", "written by the daemon", READY],
+            Some(READY),
+        ))
+    ));
+    verdict.assert_refused(&["handed-out"]);
+    assert!(
+        verdict
+            .details("handed-out")
+            .iter()
+            .any(|detail| detail.contains("made-by-tree") && detail.contains("SCM_RIGHTS")),
+        "{}",
+        verdict.describe()
+    );
+    let written = std::fs::read(verdict.run().work.join("made-by-tree")).unwrap();
+    assert!(written.starts_with(b"written by the daemon"));
+}
+
+/// The other way round: a process outside the tree opens a file of the working directory and
+/// passes the fd in; the tree, which never opened it, writes through it. The write is the
+/// tree's: the file is a product with what the tree wrote, and the trace is complete.
+#[test]
+fn a_file_passed_into_the_tree_and_written_there_is_its_product() {
+    let verdict = require!(attest(
+        scenario(&["receive-fd", SOCKET, "written by the tree"]).map(|s| s
+            .file("passed-in", "")
+            .outsider(
+                &["serve-fd", SOCKET, "{work}/passed-in", READY],
+                Some(READY)
+            ))
+    ));
+    verdict.assert_product("passed-in", b"written by the tree", &[], &[]);
+    assert!(
+        matches!(verdict, Verdict::Complete(_)),
+        "{}",
+        verdict.describe()
+    );
+}
+
 /// The tree sends the daemon a path; the daemon creates the file there.
 #[test]
 fn a_daemon_writing_a_path_it_was_sent_is_caught() {
@@ -310,8 +368,9 @@ fn a_daemon_writing_a_path_it_was_sent_is_caught() {
 #[test]
 fn a_loop_device_writing_a_working_directory_image_is_caught() {
     let verdict = require!(attest(
-        scenario(&["loop-write", "disk.img", "written through the loop device"])
-            .map(|s| s.file("disk.img", vec![0u8; 1 << 20]))
+        scenario(&["loop-write", "disk.img", "written through the loop device"]).map(|s| s
+            .file("disk.img", vec![0u8; 1 << 20])
+            .as_root("attaching a loop device needs CAP_SYS_ADMIN"))
     ));
     verdict.assert_refused(&["handed-out", "untraced-change"]);
     let image = std::fs::read(verdict.run().work.join("disk.img")).unwrap();

@@ -1150,15 +1150,33 @@ static int unix_socket(const char *path, struct sockaddr_un *address)
 	return sock;
 }
 
-/* Serves COUNT requests on SOCKET: 'F' with an fd (SCM_RIGHTS): writes TEXT through it; 'P' with
- * a path: creates that file with TEXT. Answers 'k' once written. READY is created when it
- * listens. */
-static void step_serve(char **a)
+/* Writes TEXT at offset 0 of FD, bypassing the page cache (O_DIRECT set on the open file
+ * description, an aligned block): the write dirties no page of the file. */
+static void write_direct(int fd, const char *text)
+{
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_DIRECT) < 0)
+		die("F_SETFL O_DIRECT", NULL);
+	void *block;
+	if (posix_memalign(&block, 4096, 4096) != 0)
+		die("posix_memalign", NULL);
+	memset(block, 0, 4096);
+	memcpy(block, text, strlen(text) < 4096 ? strlen(text) : 4096);
+	if (pwrite(fd, block, 4096, 0) != 4096)
+		die("O_DIRECT pwrite through the received fd", NULL);
+	free(block);
+}
+
+/* Serves COUNT requests on SOCKET: 'F' with an fd (SCM_RIGHTS): writes TEXT through it (with
+ * O_DIRECT when DIRECT: no page dirtied); 'P' with a path: creates that file with TEXT. Answers
+ * 'k' once written. READY is created when it listens. */
+static void serve(char **a, int direct)
 {
 	struct sockaddr_un address;
 	int server = unix_socket(a[0], &address);
 	unlink(a[0]);
-	if (bind(server, (struct sockaddr *)&address, sizeof address) < 0 || listen(server, 8) < 0)
+	/* Connectable by the command, which runs as another user (as a daemon's socket is). */
+	if (bind(server, (struct sockaddr *)&address, sizeof address) < 0 ||
+	    chmod(a[0], 0666) < 0 || listen(server, 8) < 0)
 		die("listen", a[0]);
 	create_at(AT_FDCWD, a[3], "ready");
 	for (int served = 0; served < number(a[1]); served++) {
@@ -1178,7 +1196,9 @@ static void step_serve(char **a)
 				die("no fd received", a[0]);
 			int fd;
 			memcpy(&fd, CMSG_DATA(header), sizeof fd);
-			if (pwrite(fd, a[2], strlen(a[2]), 0) != (ssize_t)strlen(a[2]))
+			if (direct)
+				write_direct(fd, a[2]);
+			else if (pwrite(fd, a[2], strlen(a[2]), 0) != (ssize_t)strlen(a[2]))
 				die("pwrite through the received fd", a[0]);
 			close(fd);
 		} else {
@@ -1188,6 +1208,74 @@ static void step_serve(char **a)
 			die("answer", a[0]);
 		close(client);
 	}
+}
+
+static void step_serve(char **a) { serve(a, 0); }
+static void step_serve_direct(char **a) { serve(a, 1); }
+
+/* Outside the tree: opens FILE for writing (creating it), creates READY, and passes the fd to
+ * the first client of SOCKET, then waits for its answer. */
+static void step_serve_fd(char **a)
+{
+	struct sockaddr_un address;
+	int server = unix_socket(a[0], &address);
+	unlink(a[0]);
+	/* Connectable by the command, which runs as another user (as a daemon's socket is). */
+	if (bind(server, (struct sockaddr *)&address, sizeof address) < 0 ||
+	    chmod(a[0], 0666) < 0 || listen(server, 8) < 0)
+		die("listen", a[0]);
+	int fd = open(a[1], O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+	if (fd < 0)
+		die("open", a[1]);
+	create_at(AT_FDCWD, a[2], "ready");
+	int client = accept(server, NULL, NULL);
+	if (client < 0)
+		die("accept", a[0]);
+	char control[CMSG_SPACE(sizeof(int))];
+	memset(control, 0, sizeof control);
+	struct iovec iov = { "F", 1 };
+	struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1,
+				  .msg_control = control, .msg_controllen = sizeof control };
+	struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+	header->cmsg_level = SOL_SOCKET;
+	header->cmsg_type = SCM_RIGHTS;
+	header->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(header), &fd, sizeof fd);
+	if (sendmsg(client, &message, 0) < 0)
+		die("sendmsg", a[0]);
+	char answer;
+	if (read(client, &answer, 1) != 1)
+		die("no answer on", a[0]);
+	close(client);
+	close(fd);
+}
+
+/* Connects to SOCKET, receives one fd and writes TEXT through it (the file is not opened by
+ * any process of the tree), then answers. */
+static void step_receive_fd(char **a)
+{
+	struct sockaddr_un address;
+	int sock = unix_socket(a[0], &address);
+	if (connect(sock, (struct sockaddr *)&address, sizeof address) < 0)
+		die("connect", a[0]);
+	char byte;
+	char control[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &byte, 1 };
+	struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1,
+				  .msg_control = control, .msg_controllen = sizeof control };
+	if (recvmsg(sock, &message, MSG_CMSG_CLOEXEC) <= 0)
+		die("recvmsg", a[0]);
+	struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+	if (!header || header->cmsg_type != SCM_RIGHTS)
+		die("no fd received on", a[0]);
+	int fd;
+	memcpy(&fd, CMSG_DATA(header), sizeof fd);
+	if (pwrite(fd, a[1], strlen(a[1]), 0) != (ssize_t)strlen(a[1]))
+		die("pwrite through the received fd", a[0]);
+	close(fd);
+	if (write(sock, "k", 1) != 1)
+		die("answer", a[0]);
+	close(sock);
 }
 
 static void ask_daemon(const char *socket_path, const char *request, int fd)
@@ -1217,14 +1305,21 @@ static void ask_daemon(const char *socket_path, const char *request, int fd)
 	close(sock);
 }
 
-/* Opens FILE for writing (FLAGS: "create" makes it, "existing" opens it as it is) and passes the
- * fd to the daemon, which writes through it. */
+/* Opens FILE for writing (FLAGS: "create" makes it, "existing" opens it as it is, "written"
+ * makes it and writes a block of its own, on disk, so that the daemon can overwrite it in place)
+ * and passes the fd to the daemon, which writes through it. */
 static void step_send_fd(char **a)
 {
-	int flags = strcmp(a[1], "create") == 0 ? O_RDWR | O_CREAT | O_TRUNC : O_RDWR;
+	int flags = strcmp(a[1], "existing") == 0 ? O_RDWR : O_RDWR | O_CREAT | O_TRUNC;
 	int fd = open(a[2], flags | O_CLOEXEC, 0644);
 	if (fd < 0)
 		die("open", a[2]);
+	if (strcmp(a[1], "written") == 0) {
+		char block[4096];
+		memset(block, 'T', sizeof block);
+		if (write(fd, block, sizeof block) != (ssize_t)sizeof block || fsync(fd) < 0)
+			die("write", a[2]);
+	}
 	ask_daemon(a[0], "F", fd);
 	close(fd);
 }
@@ -1527,8 +1622,10 @@ static long bpf(int command, union bpf_attr *attr)
 	return syscall(SYS_bpf, command, attr, sizeof *attr);
 }
 
-/* Walks every BPF map of the system by id; a map named TAMPERED (the tracer's record of
- * attacks) is then edited: "bpf: done" and "bpf-edit: denied" when the record is frozen. */
+/* Walks every BPF map of the system by id; from each map named TAMPERED (a tracer's record of
+ * attacks: its parent's, and those of other runs) it tries to erase an entry: "bpf: done", and
+ * "bpf-edit: denied (Operation not permitted)" for a frozen record (the zero key it erases is
+ * never a real entry, so a concurrent run's record is left as it was). */
 static void step_bpf_walk(char **a)
 {
 	(void)a;
@@ -1549,14 +1646,12 @@ static void step_bpf_walk(char **a)
 			attr.info.info_len = sizeof info;
 			attr.info.info = (unsigned long)&info;
 			if (bpf(BPF_OBJ_GET_INFO_BY_FD, &attr) == 0 && strcmp(info.name, "TAMPERED") == 0) {
-				char key[64], value[64];
+				char key[64];
 				memset(key, 0, sizeof key);
-				memset(value, 0, sizeof value);
 				memset(&attr, 0, sizeof attr);
 				attr.map_fd = (unsigned int)fd;
 				attr.key = (unsigned long)key;
-				attr.value = (unsigned long)value;
-				attempt("bpf-edit", bpf(BPF_MAP_UPDATE_ELEM, &attr) == 0);
+				attempt("bpf-edit", bpf(BPF_MAP_DELETE_ELEM, &attr) == 0);
 			}
 			close(fd);
 		}
@@ -1673,6 +1768,9 @@ static const struct step steps[] = {
 	{ "recreate-same-inode", 2, step_recreate_same_inode },
 	{ "fileless-exec", 2, step_fileless_exec },
 	{ "serve", 4, step_serve },
+	{ "serve-direct", 4, step_serve_direct },
+	{ "serve-fd", 3, step_serve_fd },
+	{ "receive-fd", 2, step_receive_fd },
 	{ "send-fd", 3, step_send_fd },
 	{ "send-path", 2, step_send_path },
 	{ "loop-write", 2, step_loop_write },

@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
     let small = Image::generate(&work_dir, args.small_size_mib)?;
     let large = Image::generate(&work_dir, args.size_mib)?;
 
-    let load_before = load_average();
+    let load_before = crate::load_average();
     let mut rss = Vec::new();
     for image in [&small, &large] {
         for archive in [&image.docker, &image.oci] {
@@ -123,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         args.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_before,
-        load_average()
+        crate::load_average()
     );
     println!(
         "{:<32} {:>9} {:>9} {:>6} {:>7} | {:>8} {:>8} {:>6}",
@@ -290,17 +290,6 @@ pub(crate) fn measured(program: &Path, args: &[&std::ffi::OsStr]) -> Result<(Vec
         peak_rss_mib: fields[2] / 1024.0,
     };
     Ok((output.stdout, sample))
-}
-
-pub(crate) fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
 
 /// Runs `oci-attest inspect --json` and checks its diffIDs against the generator's.

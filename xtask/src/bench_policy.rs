@@ -25,7 +25,8 @@ use oci_attest_tests::oci_attest::{give_to_test_user, run_command};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::bench_inspect::{build_release, load_average, measured, Sample};
+use crate::bench_inspect::{build_release, measured, Sample};
+use crate::load_average;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -112,8 +112,8 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
 
     let mut report = String::from(
         "| workload | untraced | eBPF, command phase | eBPF fixed (load+attach+detach) | strace -f \
-         | eBPF overhead | strace overhead | strace/eBPF overhead | lost |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | eBPF overhead | strace overhead | strace/eBPF overhead | lost | load |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut load_times = Vec::new();
     for workload in &workloads {
@@ -157,14 +157,15 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
             "eBPF overhead within noise".to_string()
         };
         report.push_str(&format!(
-            "| {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {lost} ({events} events/run) |\n",
+            "| {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {lost} ({events} events/run) | {} |\n",
             workload.name,
             percent(traced),
             percent(strace),
+            crate::load_average(),
         ));
     }
 
-    let mut loaded_with_burners = (0, String::new());
+    let mut loaded_with_burners = (0, String::new(), String::new());
     {
         let _burners = [CpuBurner::start()?, CpuBurner::start()?];
         let files = scratch.0.join("files");
@@ -184,26 +185,28 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
         };
         let (_, traced) = run_once(&tracer, Mode::Traced, &churn)?;
         if let Some(traced) = traced {
-            loaded_with_burners = (traced.lost, traced.incomplete);
+            loaded_with_burners = (traced.lost, traced.incomplete, crate::load_average());
         }
         std::fs::remove_dir_all(&files)?;
     }
     let load = median(&mut load_times);
     println!("{report}");
     println!(
-        "load+attach (median of {} traced runs): {load:.0} ms (target ≤ 200 ms)",
-        load_times.len()
+        "load+attach (median of {} traced runs): {load:.0} ms (target ≤ 200 ms); load {}",
+        load_times.len(),
+        crate::load_average()
     );
     println!(
-        "lost events, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {} (target 0); incomplete: [{}]",
-        loaded_with_burners.0, loaded_with_burners.1
+        "lost events, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {} (target 0); incomplete: [{}]; load {}",
+        loaded_with_burners.0, loaded_with_burners.1, loaded_with_burners.2
     );
     let binary = workspace.join("target/release/oci-attest");
     // `run` runs the commands as the unprivileged test user, as the tests do: the scratch dir
     // is theirs.
     give_to_test_user(&scratch.0)?;
     whole_run(&binary, &tracer, &scratch.0, &workloads, options.rounds)?;
-    flood(&binary, &python, &scratch.0)?;
+    // The flood runs as the test user, who cannot reach a python under root's home.
+    flood(&binary, SYSTEM_PYTHON, &scratch.0)?;
     exec_storm(workspace, &binary, &scratch.0)?;
     working_dir_walk(&binary, &scratch.0, options.rounds)?;
     Ok(())
@@ -258,9 +261,10 @@ fn exec_storm(workspace: &Path, binary: &Path, scratch: &Path) -> anyhow::Result
         .filter(|reason| stderr.contains(reason))
         .collect();
     println!(
-        "exec storm, 20000 execs × 200 args × 100 B: peak RSS {} MiB (target ≤ 256), {seconds:.1} s, exit {exit} ({})",
+        "exec storm, 20000 execs × 200 args × 100 B: peak RSS {} MiB (target ≤ 256), {seconds:.1} s, exit {exit} ({}); load {}",
         peak_kib / 1024,
-        reasons.join(", ")
+        reasons.join(", "),
+        crate::load_average()
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -298,9 +302,10 @@ fn working_dir_walk(binary: &Path, scratch: &Path, rounds: usize) -> anyhow::Res
         compares.push(logged_ms(&stderr, "compared in ")?);
     }
     println!(
-        "working directory of {FILES} files: walk after the command {:.1} ms, comparison with the trace {:.1} ms (medians of {rounds})",
+        "working directory of {FILES} files: walk after the command {:.1} ms, comparison with the trace {:.1} ms (medians of {rounds}); load {}",
         median(&mut walks),
-        median(&mut compares)
+        median(&mut compares),
+        crate::load_average()
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -352,13 +357,14 @@ fn whole_run(
         }
     }
     println!(
-        "\ntracer phases on `true` (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms",
+        "\ntracer phases on `true` (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms; load average {}",
         median(&mut phases.0),
         median(&mut phases.1),
-        median(&mut phases.2)
+        median(&mut phases.2),
+        crate::load_average()
     );
     println!(
-        "\n| `oci-attest run` whole process | --trace off | --trace ebpf | difference | ratio |\n|---|---|---|---|---|"
+        "\n| `oci-attest run` whole process | --trace off | --trace ebpf | difference | ratio | load |\n|---|---|---|---|---|---|"
     );
     let outfile = scratch.join("attestation.json");
     let skopeo = workloads.iter().skip(1);
@@ -390,10 +396,11 @@ fn whole_run(
         }
         let (off, ebpf) = (median(&mut off), median(&mut ebpf));
         println!(
-            "| {} | {off:.0} ms | {ebpf:.0} ms | {:+.0} ms | {:.3}× |",
+            "| {} | {off:.0} ms | {ebpf:.0} ms | {:+.0} ms | {:.3}× | {} |",
             workload.name,
             ebpf - off,
-            ebpf / off
+            ebpf / off,
+            crate::load_average()
         );
     }
     println!("targets: `true` ≤ +150 ms; skopeo copy of 400 MiB ≤ 1.05×");
@@ -429,8 +436,9 @@ fn flood(binary: &Path, python: &str, scratch: &Path) -> anyhow::Result<()> {
         .status()
         .context("running the flood")?;
     println!(
-        "flood of 20000 new files into a 4 KiB ring buffer: exit {} (target 3)",
-        status.code().unwrap_or(-1)
+        "flood of 20000 new files into a 4 KiB ring buffer: exit {} (target 3); load {}",
+        status.code().unwrap_or(-1),
+        crate::load_average()
     );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -467,6 +475,9 @@ fn build_tracer(workspace: &Path) -> anyhow::Result<PathBuf> {
     );
     Ok(workspace.join("target/release/examples/trace_only"))
 }
+
+/// Debian's python (`cargo xtask setup` installs it), for commands `run` starts as the test user.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The python interpreter itself, not a version-manager shim (a shim adds its own startup).
 fn real_python() -> anyhow::Result<String> {

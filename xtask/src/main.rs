@@ -101,3 +101,16 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     })
 }
+
+/// The 1, 5 and 15-minute load averages, printed beside each measurement: these machines are
+/// shared, and a number means little without the load it was taken under.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}

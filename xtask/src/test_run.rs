@@ -18,20 +18,22 @@ use oci_attest_tests::storage::{remove_tree, ContainersStorage};
 use oci_attest_tests::{fixtures, paths, REQUIRE_ALL_ENV};
 
 /// With `dist`, or with no test filter (the whole suite, as CI runs it), `cargo xtask dist`
-/// runs first and its release directory is handed to the tests; `OCI_ATTEST_RELEASE_DIR`
-/// given by the caller is used as it is.
+/// builds the release whose directory is handed to the tests; `OCI_ATTEST_RELEASE_DIR` given by
+/// the caller is used as it is. For the whole suite the release is built while the tests that do
+/// not need it run (the release build is mostly compiling, the tests mostly waiting on daemons
+/// and registries), and the release tests ([`RELEASE_TESTS`]) run once it is there.
 pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
     crate::setup::run()?;
     let binary = build_host_binary()?;
     let release = match std::env::var_os(RELEASE_DIR_ENV) {
-        Some(dir) => Some(std::path::PathBuf::from(dir)),
-        None if dist || cargo_test_args.is_empty() => {
-            let started = std::time::Instant::now();
-            let release = crate::dist::build(&crate::dist::Args::default(), &binary)?;
-            println!("test: cargo xtask dist took {:.0?}", started.elapsed());
-            Some(release)
-        }
-        None => None,
+        Some(dir) => Release::Ready(std::path::PathBuf::from(dir)),
+        None if cargo_test_args.is_empty() => Release::Building(build_release(binary.clone())),
+        None if dist => Release::Ready(
+            build_release(binary.clone())
+                .join()
+                .map_err(|_| anyhow::anyhow!("cargo xtask dist panicked"))??,
+        ),
+        None => Release::None,
     };
 
     let temp = tempfile::Builder::new()
@@ -39,11 +41,31 @@ pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
         .tempdir()
         .context("cannot create a temp dir")?;
     survive_interrupts()?;
-    let outcome = run_with_daemons(temp.path(), &binary, release.as_deref(), cargo_test_args);
+    let outcome = run_with_daemons(temp.path(), &binary, release, cargo_test_args);
     let cleanup = remove_tree(temp.path());
     let code = outcome?;
     cleanup?;
     Ok(code)
+}
+
+/// The test targets of `tests/` that read the release `cargo xtask dist` wrote.
+const RELEASE_TESTS: &[&str] = &["release", "ci_install"];
+
+enum Release {
+    None,
+    Ready(std::path::PathBuf),
+    Building(std::thread::JoinHandle<anyhow::Result<std::path::PathBuf>>),
+}
+
+fn build_release(
+    binary: std::path::PathBuf,
+) -> std::thread::JoinHandle<anyhow::Result<std::path::PathBuf>> {
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let release = crate::dist::build(&crate::dist::Args::default(), &binary);
+        println!("test: cargo xtask dist took {:.0?}", started.elapsed());
+        release
+    })
 }
 
 /// `cargo build -p oci-attest` (debug, for the host): the binary the tests run, and the one
@@ -86,7 +108,7 @@ fn survive_interrupts() -> anyhow::Result<()> {
 fn run_with_daemons(
     temp: &std::path::Path,
     binary: &std::path::Path,
-    release: Option<&std::path::Path>,
+    release: Release,
     cargo_test_args: &[String],
 ) -> anyhow::Result<ExitCode> {
     let mut daemons = Daemons::start(&temp.join("daemons"))?;
@@ -120,7 +142,7 @@ fn run_with_daemons(
 fn build_fixtures_and_test(
     temp: &std::path::Path,
     binary: &std::path::Path,
-    release: Option<&std::path::Path>,
+    release: Release,
     daemons: &Daemons,
     registries: &Registries,
     cargo_test_args: &[String],
@@ -135,31 +157,67 @@ fn build_fixtures_and_test(
     );
     let storage = ContainersStorage::create(&temp.join("storage"))?;
 
-    let mut cargo = Command::new("cargo");
-    cargo
-        // The eBPF crate is no_std for the bpf target; oci-attest's build.rs builds it.
-        .args([
-            "test",
-            "--no-fail-fast",
-            "--workspace",
-            "--exclude",
-            "oci-attest-ebpf",
-        ])
-        .args(cargo_test_args)
-        .current_dir(paths::workspace_root())
-        .env("PATH", paths::search_path())
-        .env(REQUIRE_ALL_ENV, "1")
-        .env("OCI_ATTEST_BIN", binary)
-        .env("OCI_ATTEST_FIXTURES", &fixtures.dir)
-        .env("OCI_ATTEST_PYTHON", paths::venv_python())
-        .envs(daemons.env())
-        .envs(registries.env())
-        .envs(storage.env())
-        .envs(release.map(|dir| (RELEASE_DIR_ENV, dir)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let cargo_test = |args: &[String], release: Option<&std::path::Path>| {
+        let mut cargo = Command::new("cargo");
+        cargo
+            .args(["test", "--no-fail-fast"])
+            .args(args)
+            .current_dir(paths::workspace_root())
+            .env("PATH", paths::search_path())
+            .env(REQUIRE_ALL_ENV, "1")
+            .env("OCI_ATTEST_BIN", binary)
+            .env("OCI_ATTEST_FIXTURES", &fixtures.dir)
+            .env("OCI_ATTEST_PYTHON", paths::venv_python())
+            .envs(daemons.env())
+            .envs(registries.env())
+            .envs(storage.env())
+            .envs(release.map(|dir| (RELEASE_DIR_ENV, dir)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cargo
+    };
+    // The eBPF crate is no_std for the bpf target; oci-attest's build.rs builds it.
+    let whole_workspace = strings(&["--workspace", "--exclude", "oci-attest-ebpf"]);
     let mut totals = Totals::default();
-    let mut status = stream_tests(&mut cargo, &mut totals)?;
+    let mut status = match release {
+        Release::None => stream_tests(
+            &mut cargo_test(&[whole_workspace, cargo_test_args.to_vec()].concat(), None),
+            &mut totals,
+        )?,
+        Release::Ready(dir) => stream_tests(
+            &mut cargo_test(
+                &[whole_workspace, cargo_test_args.to_vec()].concat(),
+                Some(&dir),
+            ),
+            &mut totals,
+        )?,
+        Release::Building(dist) => {
+            let mut statuses = vec![
+                stream_tests(
+                    &mut cargo_test(
+                        &[whole_workspace, strings(&["--exclude", "oci-attest-tests"])].concat(),
+                        None,
+                    ),
+                    &mut totals,
+                )?,
+                stream_tests(
+                    &mut cargo_test(&tests_crate_targets(false)?, None),
+                    &mut totals,
+                )?,
+            ];
+            let release = dist
+                .join()
+                .map_err(|_| anyhow::anyhow!("cargo xtask dist panicked"))??;
+            statuses.push(stream_tests(
+                &mut cargo_test(&tests_crate_targets(true)?, Some(&release)),
+                &mut totals,
+            )?);
+            statuses
+                .into_iter()
+                .find(|status| !status.success())
+                .unwrap_or_default()
+        }
+    };
     if cargo_test_args.is_empty() && status.success() {
         // The fuzz crate is its own workspace (nightly, libFuzzer): its seed-corpus test would
         // otherwise never run. It builds oci-attest without the tracer, so no eBPF build.
@@ -187,6 +245,37 @@ fn build_fixtures_and_test(
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         None => ExitCode::FAILURE,
     })
+}
+
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_owned()).collect()
+}
+
+/// `cargo test` arguments selecting the `oci-attest-tests` targets that read the release
+/// ([`RELEASE_TESTS`]), or all the others (its library, binaries and other test files).
+fn tests_crate_targets(release: bool) -> anyhow::Result<Vec<String>> {
+    let dir = paths::workspace_root().join("tests/tests");
+    let mut args = strings(&["-p", "oci-attest-tests"]);
+    if !release {
+        args.extend(strings(&["--lib", "--bins"]));
+    }
+    let mut names = Vec::new();
+    for entry in
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|extension| extension == "rs") {
+            let name = path.file_stem().context("a test file without a name")?;
+            names.push(name.to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    for name in names {
+        if RELEASE_TESTS.contains(&name.as_str()) == release {
+            args.extend(["--test".to_owned(), name]);
+        }
+    }
+    Ok(args)
 }
 
 /// Runs a `cargo test` command, echoing its output and adding its results to `totals`.

@@ -23,7 +23,9 @@ struct CommandRun {
     /// Who the command ran as (docs/format.md).
     identity: CommandIdentity,
     summary: Summary,
-    processes: Vec<Process>,
+    /// Each [`Process`] already as JSON, moved in after the rest is converted (`attest`): a
+    /// storm of execs with long argv must not be held as structs and as JSON, or twice as JSON.
+    processes: Vec<serde_json::Value>,
     /// Every option that shaped the statement, with its source.
     #[serde(skip_serializing_if = "Option::is_none")]
     options: Option<RunOptions>,
@@ -215,48 +217,50 @@ pub fn attest(
     processes.sort_by_key(|process| (process.started, process.pid));
     let processes = processes
         .into_iter()
-        .map(|process| Process {
-            program: process.program().to_owned(),
-            processid: process.pid,
-            parentpid: process.parent_pid,
-            cmdline: lines.cmdline(process.argv()),
-            programdigest: digest_set(
-                &process
+        .map(|process| {
+            serde_json::to_value(Process {
+                program: process.program().to_owned(),
+                processid: process.pid,
+                parentpid: process.parent_pid,
+                cmdline: lines.cmdline(process.argv()),
+                programdigest: digest_set(
+                    &process
+                        .execs
+                        .last()
+                        .and_then(|exec| exec.program_digest.clone()),
+                ),
+                execs: process
                     .execs
-                    .last()
-                    .and_then(|exec| exec.program_digest.clone()),
-            ),
-            execs: process
-                .execs
-                .iter()
-                .map(|exec| Exec {
-                    program: exec.program.clone(),
-                    cmdline: lines.cmdline(&exec.argv),
-                    argv: lines.argv(&exec.argv),
-                    programdigest: digest_set(&exec.program_digest),
-                    privileges: exec.privileges,
-                })
-                .collect(),
-            file_ops: FileOps {
-                writes: process
-                    .writes
                     .iter()
-                    .map(|written| Written {
-                        path: pathtext::escape(&written.path),
-                        dev: written.dev,
-                        ino: written.ino,
+                    .map(|exec| Exec {
+                        program: exec.program.clone(),
+                        cmdline: lines.cmdline(&exec.argv),
+                        argv: lines.argv(&exec.argv),
+                        programdigest: digest_set(&exec.program_digest),
+                        privileges: exec.privileges,
                     })
                     .collect(),
-                renames: path_pairs(&process.renames),
-                links: path_pairs(&process.links),
-                deletes: path_entries(&process.deletes),
-                truncates: path_entries(&process.truncates),
-            },
-            starttime: rfc3339_nano(process.started),
-            endtime: process.ended.map(rfc3339_nano),
-            exitcode: process.exit.map(|termination| termination.exit_code()),
+                file_ops: FileOps {
+                    writes: process
+                        .writes
+                        .iter()
+                        .map(|written| Written {
+                            path: pathtext::escape(&written.path),
+                            dev: written.dev,
+                            ino: written.ino,
+                        })
+                        .collect(),
+                    renames: path_pairs(&process.renames),
+                    links: path_pairs(&process.links),
+                    deletes: path_entries(&process.deletes),
+                    truncates: path_entries(&process.truncates),
+                },
+                starttime: rfc3339_nano(process.started),
+                endtime: process.ended.map(rfc3339_nano),
+                exitcode: process.exit.map(|termination| termination.exit_code()),
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let predicate = CommandRun {
         cmd: lines.argv(&observation.argv),
         exitcode: observation.termination.exit_code(),
@@ -282,12 +286,15 @@ pub fn attest(
                 })
                 .collect(),
         },
-        processes,
+        processes: Vec::new(),
         options: run_options,
     };
+    let mut predicate = serde_json::to_value(&predicate)?;
+    // Moved into its place (the map keeps the key's position), not copied.
+    predicate["processes"] = serde_json::Value::Array(processes);
     Ok(Attestation {
         type_uri: COMMAND_RUN_TYPE_URI,
-        predicate: serde_json::to_value(&predicate)?,
+        predicate,
         subjects: Vec::new(),
         backrefs: Vec::new(),
         started: observation.started,

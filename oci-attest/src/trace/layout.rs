@@ -101,6 +101,8 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
         task_pid_links: at("task_struct:pid_links")?,
         file_private_data: at("file:private_data")?,
         inode_private: at("inode:i_private")?,
+        signal_pids: at("signal_struct:pids")?,
+        pid_numbers: at("pid:numbers")?,
     })
 }
 

@@ -198,19 +198,34 @@ impl Tracer {
                     "loading the eBPF object failed: {error}"
                 )))
             })?;
+        let mut map = |name: &str| ebpf.take_map(name).ok_or_else(|| missing_map(name));
+        let unusable = |name: &str, error| TraceUnavailable::new(format!("map {name}: {error}"));
+        // Only the kernel programs write these: frozen at once (no syscall may change them from
+        // here on, root's included), so a command that gets hold of them (it would need bpf(2),
+        // which is recorded) cannot erase a record, and no other process can add one.
+        let dropped =
+            PerCpuArray::try_from(map("DROPPED")?).map_err(|error| unusable("DROPPED", error))?;
+        let flagged =
+            BpfHashMap::try_from(map("FLAGGED")?).map_err(|error| unusable("FLAGGED", error))?;
+        let outside_writers = BpfHashMap::try_from(map("OUTSIDE_WRITERS")?)
+            .map_err(|error| unusable("OUTSIDE_WRITERS", error))?;
+        let tampered =
+            BpfHashMap::try_from(map("TAMPERED")?).map_err(|error| unusable("TAMPERED", error))?;
+        freeze(tampered.map())?;
+        freeze(flagged.map())?;
+        freeze(outside_writers.map())?;
+        freeze(dropped.map())?;
+        // These are filled here, then frozen.
         let mut rules: Array<MapData, SyscallRule> =
-            Array::try_from(ebpf.take_map("RULES").ok_or_else(|| missing_map("RULES"))?)
-                .map_err(|error| TraceUnavailable::new(format!("map RULES: {error}")))?;
+            Array::try_from(map("RULES")?).map_err(|error| unusable("RULES", error))?;
         for (nr, rule) in syscalls::table().into_iter().enumerate() {
             rules
                 .set(nr as u32, rule, 0)
                 .map_err(|error| TraceUnavailable::new(format!("filling RULES: {error}")))?;
         }
-        let mut protected: BpfHashMap<MapData, FileKey, u8> = BpfHashMap::try_from(
-            ebpf.take_map("PROTECTED")
-                .ok_or_else(|| missing_map("PROTECTED"))?,
-        )
-        .map_err(|error| TraceUnavailable::new(format!("map PROTECTED: {error}")))?;
+        let mut protected: BpfHashMap<MapData, FileKey, u8> =
+            BpfHashMap::try_from(map("PROTECTED")?)
+                .map_err(|error| unusable("PROTECTED", error))?;
         for path in &config.protected_files {
             let key =
                 file_key(path).map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
@@ -218,8 +233,23 @@ impl Tracer {
                 .insert(key, 1, 0)
                 .map_err(|error| TraceUnavailable::new(format!("filling PROTECTED: {error}")))?;
         }
+        // oci-attest's threads now (one, while it loads); `sched_process_fork` adds those it
+        // starts once the programs are attached.
+        let mut threads: BpfHashMap<MapData, u32, u8> =
+            BpfHashMap::try_from(map("TRACER_THREADS")?)
+                .map_err(|error| unusable("TRACER_THREADS", error))?;
+        for thread in own_threads().map_err(|error| TraceUnavailable::new(format!("{error:#}")))? {
+            threads.insert(thread, 1, 0).map_err(|error| {
+                TraceUnavailable::new(format!("filling TRACER_THREADS: {error}"))
+            })?;
+        }
         freeze(rules.map())?;
         freeze(protected.map())?;
+        freeze(threads.map())?;
+        let tracked =
+            BpfHashMap::try_from(map("TRACKED")?).map_err(|error| unusable("TRACKED", error))?;
+        let events =
+            RingBuf::try_from(map("EVENTS")?).map_err(|error| unusable("EVENTS", error))?;
         let before_programs = started.elapsed();
         let (programs, links, verify, attach) = attach_all(&mut ebpf);
         let phases = Phases {
@@ -242,35 +272,6 @@ impl Tracer {
                 programs,
             });
         }
-        let mut map = |name: &str| ebpf.take_map(name).ok_or_else(|| missing_map(name));
-        let tracked = BpfHashMap::try_from(map("TRACKED")?)
-            .map_err(|error| TraceUnavailable::new(format!("map TRACKED: {error}")))?;
-        let dropped = PerCpuArray::try_from(map("DROPPED")?)
-            .map_err(|error| TraceUnavailable::new(format!("map DROPPED: {error}")))?;
-        let flagged = BpfHashMap::try_from(map("FLAGGED")?)
-            .map_err(|error| TraceUnavailable::new(format!("map FLAGGED: {error}")))?;
-        let outside_writers = BpfHashMap::try_from(map("OUTSIDE_WRITERS")?)
-            .map_err(|error| TraceUnavailable::new(format!("map OUTSIDE_WRITERS: {error}")))?;
-        let tampered = BpfHashMap::try_from(map("TAMPERED")?)
-            .map_err(|error| TraceUnavailable::new(format!("map TAMPERED: {error}")))?;
-        let mut threads: BpfHashMap<MapData, u32, u8> =
-            BpfHashMap::try_from(map("TRACER_THREADS")?)
-                .map_err(|error| TraceUnavailable::new(format!("map TRACER_THREADS: {error}")))?;
-        let events = RingBuf::try_from(map("EVENTS")?)
-            .map_err(|error| TraceUnavailable::new(format!("map EVENTS: {error}")))?;
-        // `sched_process_fork` adds the threads oci-attest starts from now on; these exist.
-        for thread in own_threads().map_err(|error| TraceUnavailable::new(format!("{error:#}")))? {
-            threads.insert(thread, 1, 0).map_err(|error| {
-                TraceUnavailable::new(format!("filling TRACER_THREADS: {error}"))
-            })?;
-        }
-        // Only the kernel programs write these from now on: a command that gets hold of a map
-        // (it would need bpf(2), which is recorded) cannot erase what was recorded.
-        freeze(threads.map())?;
-        freeze(tampered.map())?;
-        freeze(flagged.map())?;
-        freeze(outside_writers.map())?;
-        freeze(dropped.map())?;
         Ok(Tracer {
             programs,
             links,
@@ -426,7 +427,10 @@ impl Tracer {
             (
                 IncompleteReason::ArgvLimit,
                 counts.argv_over_limit,
-                "execs recorded without their argv: the run's argv budget (32 MiB) was spent",
+                &format!(
+                    "execs recorded without their argv: the run's argv budget ({} MiB) was spent",
+                    crate::trace::model::MAX_RECORDED_ARGV_BYTES >> 20
+                ),
             ),
         ];
         for (reason, count, what) in drops.into_iter().chain(observed_gaps) {

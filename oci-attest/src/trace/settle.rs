@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use oci_attest_common::WRITTEN_HANDED_OUT;
+use oci_attest_common::{WRITTEN_HANDED_OUT, WRITTEN_PASSED};
 
 use crate::digest::sha256_reader;
 use crate::observed::{
@@ -99,13 +99,16 @@ pub fn settle_written(
         if inode.how & WRITTEN_HANDED_OUT == 0 {
             return true;
         }
+        let how = if inode.how & WRITTEN_PASSED != 0 {
+            "passed open for writing over a Unix socket (SCM_RIGHTS): whoever received it can \
+             write it, inside the tree or not, where no trace sees it"
+        } else {
+            "attached to a loop device, whose kernel thread writes it for whoever writes the \
+             device, inside the tree or not"
+        };
         incomplete.push(Incomplete {
             reason: IncompleteReason::HandedOut,
-            detail: format!(
-                "{}: attached to a loop device, whose kernel thread writes it for whoever \
-                 writes the device, inside the tree or not",
-                pathtext::escape(&inode.path)
-            ),
+            detail: format!("{}: {how}", pathtext::escape(&inode.path)),
         });
         false
     });

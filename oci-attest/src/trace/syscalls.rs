@@ -1,7 +1,8 @@
 //! The syscall table the kernel programs dispatch on: for each x86_64 syscall that can create
 //! or change a file's content, how it is followed, or that it makes the trace incomplete; and
 //! each one that can reach oci-attest itself (signals, ptrace, its memory, limits, scheduling
-//! and descriptors, bpf(2)). Syscalls not listed can do neither (reads, stat, close, sockets, ...).
+//! and descriptors, bpf(2)). Syscalls not listed can do neither (reads, stat, close, sockets
+//! other than passing fds, ...).
 //! A new syscall is one more row.
 
 use oci_attest_common::{
@@ -49,6 +50,10 @@ const fn resize_fd(fd: u8) -> SyscallRule {
 const fn path_op(op: PathOp, args: [u8; 5]) -> SyscallRule {
     rule(SyscallClass::PathOp, op as u8, args)
 }
+/// sendmsg/sendmmsg: the message (array) is the second argument.
+const fn send_msg(several: bool) -> SyscallRule {
+    rule(SyscallClass::SendMsg, several as u8, [1, N, N, N, N])
+}
 const UNMODELLED: SyscallRule = rule(SyscallClass::Unmodelled, 0, [N; 5]);
 
 /// Any successful call can reach the kernel programs or change the kernel they run in.
@@ -88,6 +93,7 @@ pub const X86_64: &[Row] = &[
     row(18, "pwrite64", write_fd(0)),
     row(20, "writev", write_fd(0)),
     row(40, "sendfile", write_fd(0)),
+    row(46, "sendmsg", send_msg(false)),
     row(62, "kill", signal_pid(0, 1)),
     row(76, "truncate", path_op(PathOp::Truncate, [N, 0, N, N, N])),
     row(77, "ftruncate", resize_fd(0)),
@@ -128,6 +134,7 @@ pub const X86_64: &[Row] = &[
     row(298, "perf_event_open", at_pid(1)),
     row(302, "prlimit64", at_pid(0)),
     row(304, "open_by_handle_at", open(2, false)),
+    row(307, "sendmmsg", send_msg(true)),
     row(310, "process_vm_readv", at_pid(0)),
     row(311, "process_vm_writev", at_pid_unmodelled(0)),
     row(313, "finit_module", TOUCHES_KERNEL),
