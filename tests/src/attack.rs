@@ -530,14 +530,22 @@ impl Verdict {
         self.run().statement()
     }
 
-    /// Everything a failed check should show.
+    /// Everything a failed check should show; for an incomplete trace, the first run's error
+    /// too (the attack runs twice, and the second run may not meet what stopped the first).
     pub fn describe(&self) -> String {
         let statement = self.statement();
         format!(
             "verdict: {}\nproducts: {:#?}\nincomplete: {:#?}\nprocesses: {}\nstderr: {}",
             match self {
-                Verdict::Complete(_) => "complete (exit 0)",
-                Verdict::Incomplete { .. } => "incomplete (exit 3)",
+                Verdict::Complete(_) => "complete (exit 0)".to_owned(),
+                Verdict::Incomplete { first_stderr, .. } => format!(
+                    "incomplete (exit 3); the first run said: {}",
+                    first_stderr
+                        .lines()
+                        .filter(|line| line.contains("error"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
             },
             statement.products(),
             statement.incomplete(),

@@ -21,6 +21,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::DecodePrivateKey as _;
 use ed25519_dalek::Signer as _;
+use oci_attest_tests::oci_attest::{give_to_test_user, run_command};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -171,11 +172,12 @@ impl<'a> Bench<'a> {
         })
     }
 
-    /// `oci-attest run --trace off --step STEP -- sh -c SCRIPT` in `dir`; the statement.
+    /// `oci-attest run --trace off --step STEP -- sh -c SCRIPT` in `dir`, the command as the
+    /// tests' unprivileged user (the harness's `run_command`); the statement.
     fn run(&self, dir: &Path, step: &str, script: &str) -> Result<Value> {
         let outfile = self.work.join(format!("{step}.template.json"));
-        let output = Command::new(self.oci_attest)
-            .args(["run", "--trace", "off", "--step", step, "-k"])
+        let output = run_command(self.oci_attest)?
+            .args(["--trace", "off", "--step", step, "-k"])
             .arg(self.work.join("key.pem"))
             .arg("-o")
             .arg(&outfile)
@@ -291,6 +293,7 @@ impl<'a> Bench<'a> {
 
     fn many(&self, count: usize) -> Result<Many> {
         let dir = tempfile::tempdir_in(self.work)?;
+        give_to_test_user(dir.path())?;
         let statement = self.run(dir.path(), "save", "printf image > image.tar")?;
         let attestations = self.variants(&statement, "many", count)?;
         let artifact = format!("sha256:{}", hex::encode(Sha256::digest(b"image")));
@@ -309,6 +312,7 @@ impl<'a> Bench<'a> {
         let mut attestations = Vec::with_capacity(count);
         for (name, binary) in [("old", "an older binary"), ("new", "the binary")] {
             let dir = tempfile::tempdir_in(self.work)?;
+            give_to_test_user(dir.path())?;
             let build = self.run(dir.path(), "build", &format!("printf '{binary}' > app.bin"))?;
             let save = self.run(dir.path(), "save", "tar -cf image.tar app.bin")?;
             // The CI history: many older builds and saves, one of each for this artifact.

@@ -205,7 +205,8 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
     // is theirs.
     give_to_test_user(&scratch.0)?;
     whole_run(&binary, &tracer, &scratch.0, &workloads, options.rounds)?;
-    flood(&binary, &python, &scratch.0)?;
+    // The flood runs as the test user, who cannot reach a python under root's home.
+    flood(&binary, SYSTEM_PYTHON, &scratch.0)?;
     exec_storm(workspace, &binary, &scratch.0)?;
     working_dir_walk(&binary, &scratch.0, options.rounds)?;
     Ok(())
@@ -474,6 +475,9 @@ fn build_tracer(workspace: &Path) -> anyhow::Result<PathBuf> {
     );
     Ok(workspace.join("target/release/examples/trace_only"))
 }
+
+/// Debian's python (`cargo xtask setup` installs it), for commands `run` starts as the test user.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 /// The python interpreter itself, not a version-manager shim (a shim adds its own startup).
 fn real_python() -> anyhow::Result<String> {
