@@ -11,8 +11,11 @@ settings := object.get(input, ["options", "settings"], {})
 
 invocationdir := object.get(input, ["options", "invocationdir"], {})
 
-# Options that hide products or secrets.
+# Options that hide products or secrets, or let the command reach the key or the tracer.
 weakening_options := {
+	"run-as",
+	"allow-new-privileges",
+	"allow-readable-key",
 	"attestor-product-exclude-glob",
 	"attestor-product-include-glob",
 	"env-allow-sensitive-key",

@@ -67,6 +67,13 @@ impl<T> Setting<T> {
     }
 }
 
+/// The built-in default: what a statement written before an option existed is read with.
+impl<T: Default> Default for Setting<T> {
+    fn default() -> Setting<T> {
+        Setting::new(T::default(), Source::Default)
+    }
+}
+
 /// A directory by path and by the kernel's identity of it (device and inode), so a symlink or
 /// bind mount cannot make two different directories read alike.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +131,13 @@ pub struct Settings {
     pub env_disable_default_sensitive_vars: Setting<bool>,
     pub redact_regex: Setting<Vec<String>>,
     pub argv_digests: Setting<bool>,
+    /// `--run-as` as given (empty: the invoking user, see the predicate's `identity`).
+    #[serde(default)]
+    pub run_as: Setting<String>,
+    #[serde(default)]
+    pub allow_new_privileges: Setting<bool>,
+    #[serde(default)]
+    pub allow_readable_key: Setting<bool>,
 }
 
 /// The `options` object of the command-run predicate.
@@ -232,6 +246,31 @@ impl RunOptions {
                 &s.attestor_product_include_glob.source,
             );
         }
+        if s.run_as.value == "root" || s.run_as.value.starts_with("root:") || s.run_as.value == "0"
+        {
+            add(
+                "run-as",
+                json(&s.run_as.value),
+                "the command ran as root: it could read the key and tamper with the tracer",
+                &s.run_as.source,
+            );
+        }
+        if s.allow_new_privileges.value {
+            add(
+                "allow-new-privileges",
+                "true".into(),
+                "setuid and file-capability programs in the command could gain privileges",
+                &s.allow_new_privileges.source,
+            );
+        }
+        if s.allow_readable_key.value {
+            add(
+                "allow-readable-key",
+                "true".into(),
+                "the command could read the signing key and sign a statement of its own",
+                &s.allow_readable_key.source,
+            );
+        }
         if s.allow_missing_subjects.value {
             add(
                 "allow-missing-subjects",
@@ -315,6 +354,9 @@ mod tests {
             env_disable_default_sensitive_vars: Setting::new(false, d.clone()),
             redact_regex: Setting::new(Vec::new(), d.clone()),
             argv_digests: Setting::new(false, d),
+            run_as: Setting::default(),
+            allow_new_privileges: Setting::default(),
+            allow_readable_key: Setting::default(),
         }
     }
 
@@ -340,6 +382,9 @@ mod tests {
         settings.step = Setting::new("build".into(), file.clone());
         settings.env_allow_sensitive_key = Setting::new(vec!["*".into()], file.clone());
         settings.trace = Setting::new("off".into(), Source::CommandLine);
+        settings.run_as = Setting::new("root".into(), file.clone());
+        settings.allow_new_privileges = Setting::new(true, Source::CommandLine);
+        settings.allow_readable_key = Setting::new(true, Source::CommandLine);
         let options = RunOptions::new(checkout, Vec::new(), settings, 1024);
         let named: Vec<&str> = options
             .weakening
@@ -351,6 +396,9 @@ mod tests {
             [
                 "trace",
                 "attestor-product-exclude-glob",
+                "run-as",
+                "allow-new-privileges",
+                "allow-readable-key",
                 "env-allow-sensitive-key",
                 "step",
                 "workingdir"

@@ -1229,6 +1229,14 @@ fn run_options(args: &Args, working_dir: &Path) -> anyhow::Result<RunOptions> {
         ),
         redact_regex: list("redact-regex", &args.redact_regex),
         argv_digests: s("argv-digests", args.argv_digests),
+        run_as: setting(
+            args,
+            working_dir,
+            "run-as",
+            args.isolation.run_as.clone().unwrap_or_default(),
+        ),
+        allow_new_privileges: s("allow-new-privileges", args.isolation.allow_new_privileges),
+        allow_readable_key: s("allow-readable-key", args.isolation.allow_readable_key),
     };
     let options = RunOptions::new(
         DirIdentity::of(&invocation)?,
