@@ -93,6 +93,22 @@ impl Route {
     }
 }
 
+/// `execs[].privileges` of every exec that raised privileges: (program, privileges).
+fn raised(run: &Run) -> Vec<(String, serde_json::Value)> {
+    run.statement()
+        .processes()
+        .iter()
+        .flat_map(|process| process["execs"].as_array().cloned().unwrap_or_default())
+        .filter(|exec| !exec["privileges"].is_null())
+        .map(|exec| {
+            (
+                exec["program"].as_str().unwrap_or_default().to_owned(),
+                exec["privileges"].clone(),
+            )
+        })
+        .collect()
+}
+
 fn tamper_log(run: &Run) -> String {
     std::fs::read_to_string(run.work.join("tamper.log")).unwrap_or_default()
 }
@@ -123,6 +139,17 @@ fn check_outcome(scenario: &Scenario, mode: &str, expected: Outcome) -> String {
                 Some(&digest),
                 "{mode}: the product is not listed with its real digest: {products:?}"
             );
+            if mode == "--allow-new-privileges" {
+                // A setuid id-mapping helper ran: recorded, and the trace is complete.
+                assert!(
+                    raised(&first)
+                        .iter()
+                        .any(|(program, privileges)| program.ends_with("/newuidmap")
+                            && privileges["euid"] == 0),
+                    "{mode}: no raised exec recorded: {:?}",
+                    raised(&first)
+                );
+            }
         }
         Outcome::Refused(reasons) => {
             assert_eq!(
@@ -151,6 +178,19 @@ fn check_outcome(scenario: &Scenario, mode: &str, expected: Outcome) -> String {
                 assert!(
                     listed.iter().any(|(listed, _)| listed == reason),
                     "{mode}: summary.incomplete lacks {reason}: {listed:?}"
+                );
+            }
+            if reasons.contains(&"privilege-gained") {
+                // setuid root: euid 0; file capabilities: an effective capability.
+                assert!(
+                    raised(&again)
+                        .iter()
+                        .any(|(_, privileges)| privileges["euid"] == 0
+                            || privileges["capeffective"]
+                                .as_u64()
+                                .is_some_and(|caps| caps != 0)),
+                    "{mode}: no exec recorded with the privileges it gained: {:?}",
+                    raised(&again)
                 );
             }
             if reasons.contains(&"key-accessed") {
@@ -234,6 +274,20 @@ fn a_file_capability_helper_reads_the_key() {
         unprivileged: Outcome::Denied,
         as_root: Some(Outcome::Refused(KEY_ACCESSED)),
         new_privileges: Some(Outcome::Refused(&["privilege-gained", "key-accessed"])),
+        as_root_log: None,
+    });
+}
+
+/// The uid-mapping helper rootless containers need: with `--allow-new-privileges` its exec is
+/// recorded with the privileges it gained, and the trace stays complete.
+#[test]
+fn newuidmap_with_new_privileges() {
+    check(Route {
+        steps: &["try-run", "/usr/bin/newuidmap"],
+        helper: None,
+        unprivileged: Outcome::Denied,
+        as_root: None,
+        new_privileges: Some(Outcome::Denied),
         as_root_log: None,
     });
 }

@@ -39,6 +39,8 @@ const APT_PACKAGES: &[&str] = &[
     "sudo",
     "util-linux",
     "libcap2-bin",
+    // newuidmap/newgidmap: the setuid helpers rootless podman and buildah need.
+    "uidmap",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
