@@ -586,6 +586,11 @@ fn first_key_block(text: &[u8]) -> Result<PemBlock, KeyProblem> {
         let after_begin = &rest[begin + "-----BEGIN ".len()..];
         let label_end = after_begin.find("-----").ok_or(KeyProblem::NotPem)?;
         let label = &after_begin[..label_end];
+        // A label ends on its BEGIN line; one that runs on is not a boundary (and would put key
+        // text into the message).
+        if label.chars().any(char::is_control) {
+            return Err(KeyProblem::NotPem);
+        }
         let end_marker = format!("-----END {label}-----");
         let Some(end) = after_begin.find(&end_marker) else {
             return Err(malformed(label, "no matching END line"));

@@ -1,8 +1,9 @@
 //! `cargo xtask fuzz`: run the cargo-fuzz targets of `oci-attest/fuzz`, or (`--seed`) write
 //! their seed corpus from the generators below.
 //!
-//! Fuzzing runs from two corpus directories: `corpus/<target>` (git-ignored, grows as the
-//! fuzzer finds new paths) and the committed `seeds/<target>`, read-only to the fuzzer.
+//! Fuzzing runs from the corpus directories `corpus/<target>` (git-ignored, grows as the fuzzer
+//! finds new paths), the committed `seeds/<target>` and `regressions/<target>` (inputs that once
+//! crashed it), read-only to the fuzzer.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -58,6 +59,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let mut failed = Vec::new();
     for target in targets {
         let corpus = dir.join("corpus").join(target);
+        // Inputs that once crashed a target (kept apart: `--seed` rewrites `seeds/`).
+        let regressions = dir.join("regressions").join(target);
         std::fs::create_dir_all(&corpus)
             .with_context(|| format!("creating {}", corpus.display()))?;
         eprintln!("xtask: fuzzing {target} for {} s", args.seconds);
@@ -69,6 +72,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             .args(["--sanitizer", "none", "--debug-assertions"])
             .arg(&corpus)
             .arg(dir.join("seeds").join(target))
+            .args(regressions.exists().then_some(&regressions))
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
             .args(["-timeout=20", "-rss_limit_mb=2048", "-print_final_stats=1"])

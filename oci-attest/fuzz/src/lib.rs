@@ -342,7 +342,11 @@ impl Evaluator for JsonChecker {
 /// Rewrites each tree predicate with a `files` object of strings as the attestor would write
 /// it for those files.
 fn make_trees_consistent(statement: &mut Value) {
-    let Some(attestations) = statement["predicate"]["attestations"].as_array_mut() else {
+    let Some(attestations) = statement
+        .get_mut("predicate")
+        .and_then(|predicate| predicate.get_mut("attestations"))
+        .and_then(Value::as_array_mut)
+    else {
         return;
     };
     for attestation in attestations {
@@ -635,6 +639,33 @@ mod tests {
                     discovered(2, 0, 2)
                 ),
             ]
+        );
+    }
+
+    /// Inputs the fuzzers once crashed on (`regressions/<target>/`), run as the targets run them.
+    #[test]
+    fn every_regression_input_is_handled() {
+        let regressions = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&regressions).unwrap() {
+            let dir = entry.unwrap().path();
+            let target = dir.file_name().unwrap().to_string_lossy().into_owned();
+            for input in std::fs::read_dir(&dir).unwrap() {
+                let bytes = std::fs::read(input.unwrap().path()).unwrap();
+                match target.as_str() {
+                    "policy" => check_policy(&bytes),
+                    "envelope" => check_envelope(&bytes),
+                    "registry" => drop(check_registry(&bytes)),
+                    "config" => check_config(&bytes),
+                    other => panic!("regressions for an unknown target {other}"),
+                }
+                count += 1;
+            }
+        }
+        assert!(
+            count > 0,
+            "no regression inputs in {}",
+            regressions.display()
         );
     }
 
