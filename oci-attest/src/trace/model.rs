@@ -28,8 +28,9 @@ use crate::trace::identity::Identity;
 /// are still recorded, without their argv, and the trace is incomplete (`argv-limit`). Each kept
 /// byte costs about 8.5 bytes of peak memory (the records, the predicate's three copies as JSON
 /// values, the statement): 8 MiB keeps the 20 000-exec storm of `cargo xtask bench trace` near
-/// 200 MiB, and is five times what the attested release build of `cargo xtask dist` spends from
-/// a clean clone (1.5 MiB over 650 execs).
+/// 200 MiB, and is more than twice what the attested release build of `cargo xtask dist` was
+/// measured to spend (1.5 MiB over 650 execs from a clean clone, 3.5 MiB over 2 440 execs in
+/// another full run).
 pub const MAX_RECORDED_ARGV_BYTES: usize = 8 * 1024 * 1024;
 
 /// Converts the kernel's boot-time clock into wall-clock time.
