@@ -34,6 +34,10 @@ pub const CONFIG_FILES: &[&str] = &[".oci-attest.yaml", ".witness.yaml"];
 /// Subcommands whose section of a config file is read.
 const SECTIONS: &[&str] = &["run", "verify"];
 
+/// Who the command runs as and what it may reach: a config file can sit in the checkout the
+/// command builds (a pull request writes it), so these come from the command line only.
+const COMMAND_LINE_ONLY: &[&str] = &["run-as", "allow-new-privileges", "allow-readable-key"];
+
 /// The global `-c/--config` option (read before parsing; declared so `--help` shows it).
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
@@ -185,6 +189,12 @@ pub fn apply(args: Vec<OsString>, cwd: &Path) -> anyhow::Result<Applied> {
                 anyhow::bail!("{display}: {name}: not an option of `oci-attest {section}`");
             };
             let long = argument.get_long().unwrap_or(key).to_owned();
+            if COMMAND_LINE_ONLY.contains(&long.as_str()) {
+                anyhow::bail!(
+                    "{display}: {name}: who the command runs as and what it may reach are \
+                     taken from the command line only (pass --{long} there)"
+                );
+            }
             if provenance.from_file.contains_key(&long) || is_given(given, argument) {
                 continue;
             }
@@ -520,6 +530,18 @@ mod tests {
             (
                 "run:\n  allow-incomplete-trace: 1\n",
                 "expected true or false",
+            ),
+            (
+                "run:\n  run-as: root\n",
+                "run.run-as: who the command runs as",
+            ),
+            (
+                "run:\n  allow-new-privileges: true\n",
+                "taken from the command line only",
+            ),
+            (
+                "run:\n  allow-readable-key: true\n",
+                "taken from the command line only",
             ),
             ("run: [1\n", "not a usable config"),
             ("run:\n  step: a\n  step: b\n", "duplicate"),
