@@ -77,7 +77,7 @@ impl ProductScope {
             exclude: glob_set("--attestor-product-exclude-glob", &exclude)?,
             private_files: private_files
                 .iter()
-                .map(|path| canonical(&working_dir.join(path)))
+                .map(|path| canonical_even_if_missing(&working_dir.join(path)))
                 .collect(),
         })
     }
@@ -85,6 +85,13 @@ impl ProductScope {
     /// The signing key, its passphrase file and the outfile are never materials or products.
     pub fn is_private(&self, path: &Path) -> bool {
         self.private_files.contains(&canonical(path))
+    }
+
+    /// [`ProductScope::is_private`] for a path a [`crate::snapshot::Snapshot`] of the
+    /// (canonical) working directory found: the walk follows no symlink, so the path is
+    /// canonical already and is compared as it is, without a `realpath` per file.
+    pub fn is_private_found(&self, path: &Path) -> bool {
+        self.private_files.iter().any(|private| private == path)
     }
 
     /// Excluded by a glob (built-in or `--attestor-product-exclude-glob`) and not included
@@ -124,6 +131,16 @@ impl ProductScope {
 
 fn canonical(path: &Path) -> PathBuf {
     path.canonicalize().unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A file that does not exist yet (the outfile) is named by its canonical directory.
+fn canonical_even_if_missing(path: &Path) -> PathBuf {
+    path.canonicalize().unwrap_or_else(|_| {
+        match (path.parent().map(Path::canonicalize), path.file_name()) {
+            (Some(Ok(dir)), Some(name)) => dir.join(name),
+            _ => path.to_path_buf(),
+        }
+    })
 }
 
 fn is_image_archive(path: &Path) -> bool {

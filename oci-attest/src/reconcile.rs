@@ -111,43 +111,39 @@ pub fn reconcile(
     let moved_away = |path: &Path| moves.iter().any(|(old, _)| path.starts_with(old));
 
     let mut reconciled = Reconciled::default();
-    for (path, stamp) in after.files() {
+    // Only what differs is looked at (one merge of the two snapshots); the globs and the
+    // private files are asked about those files alone.
+    for difference in before.differences(after) {
+        let path = difference.path;
         if ignored(path) {
             continue;
         }
-        let previous = before.get(path);
-        if previous == Some(stamp) {
-            if written.contains(path) {
-                reconciled.unchanged_written.insert(path.to_path_buf());
-            }
-            continue;
-        }
-        if written.contains(path) || moved_in(path, stamp) || linked.contains(path) {
-            continue;
-        }
-        match previous {
-            Some(previous) if same_content(path, previous, stamp, material_digests) => {}
-            Some(_) => reconciled
+        match (difference.before, difference.after) {
+            (_, Some(stamp))
+                if written.contains(path) || moved_in(path, stamp) || linked.contains(path) => {}
+            (Some(previous), Some(stamp))
+                if same_content(path, previous, stamp, material_digests) => {}
+            (Some(_), Some(_)) => reconciled
                 .unexplained
                 .push(Change::Changed(path.to_path_buf())),
-            None => reconciled
+            (None, Some(_)) => reconciled
                 .unexplained
                 .push(Change::Created(path.to_path_buf())),
-        }
-    }
-    for path in before.paths() {
-        if after.get(path).is_some() || ignored(path) {
-            continue;
-        }
-        if !deleted.contains(path) && !moved_away(path) {
-            reconciled
+            (Some(_), None) if deleted.contains(path) || moved_away(path) => {}
+            (Some(_), None) => reconciled
                 .unexplained
-                .push(Change::Removed(path.to_path_buf()));
+                .push(Change::Removed(path.to_path_buf())),
+            (None, None) => {}
         }
     }
-    reconciled
-        .unexplained
-        .sort_by(|a, b| a.path().cmp(b.path()));
+    reconciled.unchanged_written = written
+        .iter()
+        .filter(|path| {
+            let now = after.get(path);
+            now.is_some() && before.get(path) == now && !ignored(path)
+        })
+        .map(|path| path.to_path_buf())
+        .collect();
     reconciled
 }
 

@@ -1049,7 +1049,7 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
         &private_files,
     )?;
     let mut before = Snapshot::take(&working_dir)?;
-    before.retain(|path| !scope.is_private(path));
+    before.retain(|path| !scope.is_private_found(path));
     let context =
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
     let tracer = load_tracer(args)?;
@@ -1299,6 +1299,7 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
             .filter(|_| !args.unsigned)
             .map(Path::to_path_buf)
             .collect(),
+        ..trace::TraceConfig::default()
     };
     match Tracer::load(&config) {
         Ok(tracer) => Ok(Ok(tracer)),
@@ -1405,7 +1406,7 @@ fn select_products(
     let written = match observation.trace {
         TraceMode::Off { .. } => {
             let mut changed = after.changed_since(&context.before);
-            changed.retain(|path| !scope.is_private(path));
+            changed.retain(|path| !scope.is_private_found(path));
             return (scope.products(changed), stamps);
         }
         TraceMode::Ebpf => products::traced_products(&observation.written),
@@ -1416,7 +1417,7 @@ fn select_products(
         &context.before,
         after,
         &context.material_digests.borrow(),
-        |path| scope.is_private(path) || scope.is_excluded(path),
+        |path| scope.is_private_found(path) || scope.is_excluded(path),
     );
     tracing::debug!(
         "trace and working directory compared in {:?}: {} unexplained change(s)",
