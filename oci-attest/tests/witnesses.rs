@@ -413,6 +413,23 @@ fn an_fd_swapped_under_a_write_never_makes_the_untouched_file_a_product() {
     }
 }
 
+/// One `O_DIRECT` write stalls inside the kernel (its buffer's page is missing under a
+/// userfaultfd) while another thread `dup2`s DECOY over the fd: the write lands in REAL and
+/// dirties no page, and at the syscall's exit the fd names DECOY. The file is taken where the
+/// syscall starts, so REAL is the product, DECOY is none, and the trace is complete.
+#[test]
+fn a_write_stalled_while_its_fd_is_swapped_counts_for_the_file_it_wrote() {
+    let verdict = require!(attest(
+        scenario(&["stalled-swap-write", "real", "decoy", "STALLED-WRITE"]).map(|s| s
+            .file("real", vec![b'x'; 4096])
+            .file("decoy", "never written")
+            .as_root("a userfaultfd that stalls the kernel's own copy needs CAP_SYS_PTRACE"))
+    ));
+    let mut written = vec![b'.'; 4096];
+    written[..13].copy_from_slice(b"STALLED-WRITE");
+    verdict.assert_product("real", &written, &["decoy"], &[]);
+}
+
 /// The tree writes a 64 MiB product; an outsider keeps changing its last byte while
 /// oci-attest reads it. The product is never signed with a digest, the run is refused.
 #[test]

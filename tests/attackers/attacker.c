@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/loop.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -1406,6 +1408,80 @@ static void step_swap_write(char **a)
 	pthread_join(thread, NULL);
 }
 
+struct stalled_swap {
+	int uffd;
+	int target;
+	int decoy;
+	char *page;
+	const char *text;
+};
+
+/* The userfaultfd handler: the writer is inside its write now, past the kernel's fdget of the
+ * target fd. Swap DECOY over the fd, then let the copy go on. */
+static void *swap_while_stalled(void *argument)
+{
+	struct stalled_swap *swap = argument;
+	struct uffd_msg message;
+	if (read(swap->uffd, &message, sizeof message) != sizeof message)
+		die("read", "userfaultfd");
+	if (message.event != UFFD_EVENT_PAGEFAULT)
+		die("unexpected userfaultfd event", NULL);
+	if (dup2(swap->decoy, swap->target) < 0)
+		die("dup2", NULL);
+	long page_size = sysconf(_SC_PAGESIZE);
+	char *source = aligned_alloc(page_size, page_size);
+	if (!source)
+		die("aligned_alloc", NULL);
+	memset(source, '.', page_size);
+	memcpy(source, swap->text, strlen(swap->text));
+	struct uffdio_copy copy = {
+		.dst = (unsigned long)swap->page,
+		.src = (unsigned long)source,
+		.len = page_size,
+	};
+	if (ioctl(swap->uffd, UFFDIO_COPY, &copy) < 0)
+		die("UFFDIO_COPY", NULL);
+	return NULL;
+}
+
+/* One O_DIRECT write of a page starting with TEXT to REAL through fd 40, from a buffer whose page
+ * is missing under a userfaultfd: the kernel stalls inside the write, after it took the file
+ * from the fd table, while another thread dup2s DECOY over fd 40. The write lands in REAL and
+ * dirties no page; at the syscall's exit the fd names DECOY. REAL must hold a page already (the
+ * write overwrites it in place). Needs root (a userfaultfd that catches kernel copies). */
+static void step_stalled_swap_write(char **a)
+{
+	struct stalled_swap swap = { .target = 40, .text = a[2] };
+	int real = open(a[0], O_WRONLY | O_DIRECT | O_CLOEXEC);
+	swap.decoy = open(a[1], O_WRONLY | O_CLOEXEC);
+	if (real < 0 || swap.decoy < 0)
+		die("open", a[0]);
+	if (dup2(real, swap.target) < 0)
+		die("dup2", NULL);
+	long page_size = sysconf(_SC_PAGESIZE);
+	swap.uffd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	if (swap.uffd < 0)
+		die("userfaultfd", NULL);
+	struct uffdio_api api = { .api = UFFD_API };
+	if (ioctl(swap.uffd, UFFDIO_API, &api) < 0)
+		die("UFFDIO_API", NULL);
+	swap.page = mmap(NULL, page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (swap.page == MAP_FAILED)
+		die("mmap", NULL);
+	struct uffdio_register region = {
+		.range = { .start = (unsigned long)swap.page, .len = page_size },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	if (ioctl(swap.uffd, UFFDIO_REGISTER, &region) < 0)
+		die("UFFDIO_REGISTER", NULL);
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, swap_while_stalled, &swap) != 0)
+		die("pthread_create", NULL);
+	if (pwrite(swap.target, swap.page, page_size, 0) != page_size)
+		die("pwrite", a[0]);
+	pthread_join(thread, NULL);
+}
+
 /* Outside the tree: waits for PATH to reach SIZE bytes, then keeps changing its last byte for MS
  * milliseconds. */
 static void step_toucher(char **a)
@@ -1775,6 +1851,7 @@ static const struct step steps[] = {
 	{ "send-path", 2, step_send_path },
 	{ "loop-write", 2, step_loop_write },
 	{ "swap-write", 4, step_swap_write },
+	{ "stalled-swap-write", 3, step_stalled_swap_write },
 	{ "toucher", 3, step_toucher },
 	{ "write-big", 2, step_write_big },
 	{ "exec-storm", 4, step_exec_storm },

@@ -28,23 +28,56 @@ pub struct Options {
 }
 
 const OPENS: u32 = 100_000;
+/// Small writes: one syscall each, where the capture of the written file costs most.
+const SMALL_WRITES: u32 = 200_000;
 const STRACE_FILTER: &str = "trace=execve,openat,creat,rename";
+
+/// Where the tracer resolves a write-family syscall's fd to its file (`OCI_ATTEST_WRITE_CAPTURE`,
+/// see `oci-attest/src/trace/mod.rs`): both are measured in the same rounds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Capture {
+    AtExit,
+    AtEntry,
+}
+
+impl Capture {
+    const BOTH: [Capture; 2] = [Capture::AtExit, Capture::AtEntry];
+
+    fn env_value(self) -> &'static str {
+        match self {
+            Capture::AtExit => "exit",
+            Capture::AtEntry => "entry",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Capture::AtExit => "eBPF (file at exit + dirtied inodes)",
+            Capture::AtEntry => "eBPF (file at entry + dirtied inodes)",
+        }
+    }
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Untraced,
-    Traced,
+    Traced(Capture),
     Strace,
 }
 
 impl Mode {
     /// The order inside each round.
-    const ALL: [Mode; 3] = [Mode::Untraced, Mode::Traced, Mode::Strace];
+    const ALL: [Mode; 4] = [
+        Mode::Untraced,
+        Mode::Traced(Capture::AtExit),
+        Mode::Traced(Capture::AtEntry),
+        Mode::Strace,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Mode::Untraced => "untraced",
-            Mode::Traced => "oci-attest eBPF",
+            Mode::Traced(capture) => capture.label(),
             Mode::Strace => "strace -f",
         }
     }
@@ -81,17 +114,32 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
     let python = real_python()?;
     let scratch = Scratch::create()?;
 
-    let mut workloads = vec![Workload {
-        name: format!("{OPENS} opens (python loop)"),
-        command: vec![
-            python.clone(),
-            "-c".into(),
-            format!(
-                "import os\nfor i in range({OPENS}):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n"
-            ),
-        ],
-        cleanup: None,
-    }];
+    let small_writes = scratch.0.join("small-writes");
+    let mut workloads = vec![
+        Workload {
+            name: format!("{OPENS} opens (python loop)"),
+            command: vec![
+                python.clone(),
+                "-c".into(),
+                format!(
+                    "import os\nfor i in range({OPENS}):\n    os.close(os.open('/etc/hostname', os.O_RDONLY))\n"
+                ),
+            ],
+            cleanup: None,
+        },
+        Workload {
+            name: format!("{SMALL_WRITES} writes of 512 B (dd)"),
+            command: vec![
+                "dd".into(),
+                "if=/dev/zero".into(),
+                format!("of={}", small_writes.display()),
+                "bs=512".into(),
+                format!("count={SMALL_WRITES}"),
+                "status=none".into(),
+            ],
+            cleanup: Some(small_writes),
+        },
+    ];
     if options.image_mib > 0 {
         let layout = scratch.0.join("image");
         eprintln!("bench: generating a {} MiB OCI image", options.image_mib);
@@ -111,32 +159,33 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
     }
 
     let mut report = String::from(
-        "| workload | untraced | eBPF, command phase | eBPF fixed (load+attach+detach) | strace -f \
+        "| workload | capture | untraced | eBPF, command phase | eBPF fixed (load+attach+detach) | strace -f \
          | eBPF overhead | strace overhead | strace/eBPF overhead | lost | load |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut load_times = Vec::new();
+    let mut load_times: [Vec<f64>; 2] = Default::default();
     for workload in &workloads {
         let mut untraced = Vec::new();
-        let mut traced_command = Vec::new();
-        let mut traced_fixed = Vec::new();
+        let mut traced_command: [Vec<f64>; 2] = Default::default();
+        let mut traced_fixed: [Vec<f64>; 2] = Default::default();
         let mut strace = Vec::new();
-        let mut lost = 0;
-        let mut events = 0;
+        let mut lost = [0; 2];
+        let mut events = [0; 2];
         for round in 0..options.rounds {
             for mode in Mode::ALL {
                 let (elapsed, traced) = run_once(&tracer, mode, workload)?;
                 match (mode, traced) {
                     (Mode::Untraced, _) => untraced.push(elapsed),
                     (Mode::Strace, _) => strace.push(elapsed),
-                    (Mode::Traced, Some(traced)) => {
-                        load_times.push(traced.load_attach_ms);
-                        traced_command.push(traced.command_ms);
-                        traced_fixed.push(elapsed - traced.command_ms);
-                        lost += traced.lost;
-                        events = traced.events;
+                    (Mode::Traced(capture), Some(traced)) => {
+                        let index = capture as usize;
+                        load_times[index].push(traced.load_attach_ms);
+                        traced_command[index].push(traced.command_ms);
+                        traced_fixed[index].push(elapsed - traced.command_ms);
+                        lost[index] += traced.lost;
+                        events[index] = traced.events;
                     }
-                    (Mode::Traced, None) => bail!("no summary from the traced run"),
+                    (Mode::Traced(_), None) => bail!("no summary from the traced run"),
                 }
                 eprintln!(
                     "bench: {} round {} {}: {elapsed:.0} ms",
@@ -147,25 +196,31 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
             }
         }
         let untraced = median(&mut untraced);
-        let traced = median(&mut traced_command);
-        let fixed = median(&mut traced_fixed);
         let strace = median(&mut strace);
         let percent = |value: f64| format!("{:+.1}%", (value / untraced - 1.0) * 100.0);
-        let ratio = if traced > untraced {
-            format!("{:.1}×", (strace - untraced) / (traced - untraced))
-        } else {
-            "eBPF overhead within noise".to_string()
-        };
-        report.push_str(&format!(
-            "| {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {lost} ({events} events/run) | {} |\n",
-            workload.name,
-            percent(traced),
-            percent(strace),
-            crate::load_average(),
-        ));
+        for capture in Capture::BOTH {
+            let index = capture as usize;
+            let traced = median(&mut traced_command[index]);
+            let fixed = median(&mut traced_fixed[index]);
+            let ratio = if traced > untraced {
+                format!("{:.1}×", (strace - untraced) / (traced - untraced))
+            } else {
+                "eBPF overhead within noise".to_string()
+            };
+            report.push_str(&format!(
+                "| {} | {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {} ({} events/run) | {} |\n",
+                workload.name,
+                capture.env_value(),
+                percent(traced),
+                percent(strace),
+                lost[index],
+                events[index],
+                crate::load_average(),
+            ));
+        }
     }
 
-    let mut loaded_with_burners = (0, String::new(), String::new());
+    let mut loaded_with_burners = Vec::new();
     {
         let _burners = [CpuBurner::start()?, CpuBurner::start()?];
         let files = scratch.0.join("files");
@@ -183,23 +238,37 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
             ],
             cleanup: None,
         };
-        let (_, traced) = run_once(&tracer, Mode::Traced, &churn)?;
-        if let Some(traced) = traced {
-            loaded_with_burners = (traced.lost, traced.incomplete, crate::load_average());
+        for capture in Capture::BOTH {
+            let (_, traced) = run_once(&tracer, Mode::Traced(capture), &churn)?;
+            if let Some(traced) = traced {
+                loaded_with_burners.push((
+                    capture,
+                    traced.lost,
+                    traced.incomplete,
+                    crate::load_average(),
+                ));
+            }
+            std::fs::remove_dir_all(&files)?;
+            std::fs::create_dir(&files)?;
         }
-        std::fs::remove_dir_all(&files)?;
     }
-    let load = median(&mut load_times);
     println!("{report}");
-    println!(
-        "load+attach (median of {} traced runs): {load:.0} ms (target ≤ 200 ms); load {}",
-        load_times.len(),
-        crate::load_average()
-    );
-    println!(
-        "lost events, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {} (target 0); incomplete: [{}]; load {}",
-        loaded_with_burners.0, loaded_with_burners.1, loaded_with_burners.2
-    );
+    for capture in Capture::BOTH {
+        let times = &mut load_times[capture as usize];
+        println!(
+            "load+attach, capture at {} (median of {} traced runs): {:.0} ms (target ≤ 200 ms); load {}",
+            capture.env_value(),
+            times.len(),
+            median(times),
+            crate::load_average()
+        );
+    }
+    for (capture, lost, incomplete, load) in loaded_with_burners {
+        println!(
+            "lost events, capture at {}, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {lost} (target 0); incomplete: [{incomplete}]; load {load}",
+            capture.env_value()
+        );
+    }
     let binary = workspace.join("target/release/oci-attest");
     // `run` runs the commands as the unprivileged test user, as the tests do: the scratch dir
     // is theirs.
@@ -348,33 +417,47 @@ fn whole_run(
         command: vec!["true".into()],
         cleanup: None,
     };
-    let mut phases = (Vec::new(), Vec::new(), Vec::new());
+    let mut phases: [(Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
     for _ in 0..rounds {
-        if let (_, Some(traced)) = run_once(tracer, Mode::Traced, &truth)? {
-            phases.0.push(traced.load_ms);
-            phases.1.push(traced.attach_ms);
-            phases.2.push(traced.detach_ms);
+        for capture in Capture::BOTH {
+            if let (_, Some(traced)) = run_once(tracer, Mode::Traced(capture), &truth)? {
+                let phases = &mut phases[capture as usize];
+                phases.0.push(traced.load_ms);
+                phases.1.push(traced.attach_ms);
+                phases.2.push(traced.detach_ms);
+            }
         }
     }
+    for capture in Capture::BOTH {
+        let phases = &mut phases[capture as usize];
+        println!(
+            "\ntracer phases on `true`, capture at {} (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms; load average {}",
+            capture.env_value(),
+            median(&mut phases.0),
+            median(&mut phases.1),
+            median(&mut phases.2),
+            crate::load_average()
+        );
+    }
     println!(
-        "\ntracer phases on `true` (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms; load average {}",
-        median(&mut phases.0),
-        median(&mut phases.1),
-        median(&mut phases.2),
-        crate::load_average()
-    );
-    println!(
-        "\n| `oci-attest run` whole process | --trace off | --trace ebpf | difference | ratio | load |\n|---|---|---|---|---|---|"
+        "\n| `oci-attest run` whole process | --trace off | --trace ebpf, capture at exit | at entry | difference exit / entry | ratio exit / entry | load |\n|---|---|---|---|---|---|---|"
     );
     let outfile = scratch.join("attestation.json");
-    let skopeo = workloads.iter().skip(1);
+    // `true` and the skopeo copy (the opens and small writes are measured above).
+    let skopeo = workloads.iter().skip(2);
     for workload in std::iter::once(&truth).chain(skopeo) {
         let mut off = Vec::new();
-        let mut ebpf = Vec::new();
+        let mut exit = Vec::new();
+        let mut entry = Vec::new();
         for _ in 0..rounds {
-            for (trace, samples) in [("off", &mut off), ("ebpf", &mut ebpf)] {
+            for (trace, capture, samples) in [
+                ("off", Capture::AtExit, &mut off),
+                ("ebpf", Capture::AtExit, &mut exit),
+                ("ebpf", Capture::AtEntry, &mut entry),
+            ] {
                 let started = Instant::now();
                 let status = run_command(binary)?
+                    .env("OCI_ATTEST_WRITE_CAPTURE", capture.env_value())
                     .args(["--quiet", "--unsigned", "--trace", trace, "-o"])
                     .arg(&outfile)
                     .arg("--")
@@ -394,12 +477,14 @@ fn whole_run(
                 }
             }
         }
-        let (off, ebpf) = (median(&mut off), median(&mut ebpf));
+        let (off, exit, entry) = (median(&mut off), median(&mut exit), median(&mut entry));
         println!(
-            "| {} | {off:.0} ms | {ebpf:.0} ms | {:+.0} ms | {:.3}× | {} |",
+            "| {} | {off:.0} ms | {exit:.0} ms | {entry:.0} ms | {:+.0} / {:+.0} ms | {:.3}× / {:.3}× | {} |",
             workload.name,
-            ebpf - off,
-            ebpf / off,
+            exit - off,
+            entry - off,
+            exit / off,
+            entry / off,
             crate::load_average()
         );
     }
@@ -497,9 +582,12 @@ fn run_once(
 ) -> anyhow::Result<(f64, Option<TracedRun>)> {
     let mut command = match mode {
         Mode::Untraced => Command::new(&workload.command[0]),
-        Mode::Traced => {
+        Mode::Traced(capture) => {
             let mut command = Command::new(tracer);
-            command.arg("--").arg(&workload.command[0]);
+            command
+                .env("OCI_ATTEST_WRITE_CAPTURE", capture.env_value())
+                .arg("--")
+                .arg(&workload.command[0]);
             command
         }
         Mode::Strace => {
@@ -526,7 +614,7 @@ fn run_once(
     if let Some(cleanup) = &workload.cleanup {
         let _ = std::fs::remove_file(cleanup);
     }
-    let traced = if mode == Mode::Traced {
+    let traced = if matches!(mode, Mode::Traced(_)) {
         let summary = stderr
             .lines()
             .rev()
