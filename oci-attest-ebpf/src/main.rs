@@ -114,12 +114,6 @@ static TRACER_SELF: TracerSelf = TracerSelf {
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 0;
 
-/// 1: the write-family syscalls of the tree write the file their fd named at the syscall's
-/// entry (`sys_enter` captures it into `ENTERED`); 0: the file the fd names at its exit.
-/// Userspace sets it at load time.
-#[unsafe(no_mangle)]
-static CAPTURE_AT_ENTRY: u64 = 0;
-
 /// Thread-group ids of the traced tree (value unused). Userspace inserts the wrapped child;
 /// `sched_process_fork` adds child processes; the exit of a process removes it. A plain hash
 /// map: a full map is counted ([`DropReason::TrackedSetFull`]), never evicts.
@@ -137,14 +131,6 @@ static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
 /// The syscall table, indexed by x86_64 syscall number (filled by userspace).
 #[map]
 static RULES: Array<SyscallRule> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
-
-/// The `struct file *` a write-family syscall of a tree thread found in its fd table at entry,
-/// by thread id (0: no file), taken out at the syscall's exit. The kernel holds a reference to
-/// the file from its `fdget` until the syscall returns, and a last `fput` after the fd was
-/// closed meanwhile runs on the way back to user mode, after `sys_exit`: the pointer is live
-/// when `sys_exit` reads it.
-#[map]
-static ENTERED: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Inodes already reported written: one event per written file, however many writes.
 #[map]
@@ -1072,8 +1058,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     let cs = read::<u64>(regs, REGS_CS).unwrap_or(0);
     if status & TS_COMPAT != 0 || cs == USER32_CS {
         flag_syscall(nr as u32, 1);
-        // `sys_enter` looked a 32-bit number up in the 64-bit table: drop what it kept.
-        let _ = ENTERED.remove(&(bpf_get_current_pid_tgid() as u32));
         return 0;
     }
     if nr >= SYSCALL_TABLE_SIZE as u64 {
@@ -1084,7 +1068,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     };
     let rule = *rule;
     let succeeded = result >= 0;
-    let entered = taken_at_entry(&rule, regs);
     match rule.class {
         class if class == SyscallClass::Ignored as u8 => {}
         class if class == SyscallClass::Open as u8 => {
@@ -1097,7 +1080,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         }
         class if class == SyscallClass::WriteFd as u8 => {
             if result > 0 {
-                if let Some(file) = entered.or_else(|| file_of_fd(syscall_arg(regs, rule.arg_a))) {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
                     record_written(file, WRITTEN_DATA);
                 } else {
                     count_drop(DropReason::UnreadableFile);
@@ -1106,7 +1089,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         }
         class if class == SyscallClass::ResizeFd as u8 => {
             if result == 0 {
-                if let Some(file) = entered.or_else(|| file_of_fd(syscall_arg(regs, rule.arg_a))) {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
                     record_written(file, WRITTEN_RESIZED);
                 } else {
                     count_drop(DropReason::UnreadableFile);
@@ -1118,7 +1101,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
             // after an mprotect), so it counts as written even if mapped read-only.
             let failed = (result as u64) > u64::MAX - MAX_ERRNO;
             if !failed && syscall_arg(regs, rule.arg_b) & MAP_SHARED != 0 {
-                if let Some(file) = entered.or_else(|| file_of_fd(syscall_arg(regs, rule.arg_a))) {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
                     if file_mode(file) & FMODE_WRITE != 0 {
                         record_written(file, WRITTEN_MAPPED);
                     }
@@ -1128,7 +1111,7 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         class if class == SyscallClass::Ioctl as u8 => {
             let request = syscall_arg(regs, rule.arg_b) & 0xffff_ffff;
             if result == 0 && (request == FICLONE || request == FICLONERANGE) {
-                if let Some(file) = entered.or_else(|| file_of_fd(syscall_arg(regs, rule.arg_a))) {
+                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
                     record_written(file, WRITTEN_RESIZED);
                 }
             } else if result == 0 && is_loop_attach(request) {
@@ -1156,71 +1139,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         _ => flag_syscall(nr as u32, 0),
     }
     0
-}
-
-// ---------------------------------------------------------------------------------------------
-// Syscall entry: the file a write-family syscall writes
-
-fn captures_at_entry() -> bool {
-    // SAFETY: read-only global, rewritten by userspace at load time (see `layout!`).
-    (unsafe { core::ptr::read_volatile(&CAPTURE_AT_ENTRY) }) != 0
-}
-
-/// Whether the syscall of `rule` writes the file of its fd `arg_a` (the clone ioctls do; the
-/// loop-device ones hand their file out instead and are read at the exit).
-fn writes_through_fd(rule: &SyscallRule, regs: u64) -> bool {
-    match rule.class {
-        class
-            if class == SyscallClass::WriteFd as u8
-                || class == SyscallClass::ResizeFd as u8
-                || class == SyscallClass::Mmap as u8 =>
-        {
-            true
-        }
-        class if class == SyscallClass::Ioctl as u8 => {
-            let request = syscall_arg(regs, rule.arg_b) & 0xffff_ffff;
-            request == FICLONE || request == FICLONERANGE
-        }
-        _ => false,
-    }
-}
-
-/// The fd of a write-family syscall resolved to its `struct file` as the syscall starts, the
-/// way Tracee and Tetragon take the file the kernel writes rather than what the fd names when
-/// the syscall is over (another thread can `dup2` a different file over it meanwhile).
-#[raw_tracepoint(tracepoint = "sys_enter")]
-pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_tracked((pid_tgid >> 32) as u32) {
-        return 0;
-    }
-    let nr: u64 = ctx.arg(1);
-    if nr >= SYSCALL_TABLE_SIZE as u64 {
-        return 0;
-    }
-    let Some(rule) = RULES.get(nr as u32) else {
-        return 0;
-    };
-    let regs: u64 = ctx.arg(0);
-    if writes_through_fd(rule, regs) {
-        let file = file_of_fd(syscall_arg(regs, rule.arg_a)).unwrap_or(0);
-        // A full map (16384 threads inside a write at once) leaves the exit to read the fd.
-        let _ = ENTERED.insert(&(pid_tgid as u32), &file, 0);
-    }
-    0
-}
-
-/// The file the syscall of `rule` found at its entry (taken out of `ENTERED`), when files are
-/// captured there; `None` to read the fd now.
-fn taken_at_entry(rule: &SyscallRule, regs: u64) -> Option<u64> {
-    if !captures_at_entry() || !writes_through_fd(rule, regs) {
-        return None;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    // SAFETY: the value is copied out before the entry is removed.
-    let file = unsafe { ENTERED.get(&tid).copied() }?;
-    let _ = ENTERED.remove(&tid);
-    (file != 0).then_some(file)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -415,10 +415,12 @@ fn an_fd_swapped_under_a_write_never_makes_the_untouched_file_a_product() {
 
 /// One `O_DIRECT` write stalls inside the kernel (its buffer's page is missing under a
 /// userfaultfd) while another thread `dup2`s DECOY over the fd: the write lands in REAL and
-/// dirties no page, and at the syscall's exit the fd names DECOY. The file is taken where the
-/// syscall starts, so REAL is the product, DECOY is none, and the trace is complete.
+/// dirties no page, and at the syscall's exit the fd names DECOY. The trace reads the fd at the
+/// exit (docs/tracing.md, "The file the kernel really wrote"), so the second witness must
+/// catch it: REAL changed without a record (`untraced-change`, exit 3), and DECOY, which the fd
+/// named but nothing wrote, is never a product.
 #[test]
-fn a_write_stalled_while_its_fd_is_swapped_counts_for_the_file_it_wrote() {
+fn a_write_stalled_while_its_fd_is_swapped_is_an_untraced_change() {
     let verdict = require!(attest(
         scenario(&["stalled-swap-write", "real", "decoy", "STALLED-WRITE"]).map(|s| s
             .file("real", vec![b'x'; 4096])
@@ -427,7 +429,9 @@ fn a_write_stalled_while_its_fd_is_swapped_counts_for_the_file_it_wrote() {
     ));
     let mut written = vec![b'.'; 4096];
     written[..13].copy_from_slice(b"STALLED-WRITE");
-    verdict.assert_product("real", &written, &["decoy"], &[]);
+    verdict.assert_refused(&["untraced-change"]);
+    verdict.assert_detail_mentions("untraced-change", "changed real");
+    verdict.assert_product("real", &written, &["decoy"], &["untraced-change"]);
 }
 
 /// The tree writes a 64 MiB product; an outsider keeps changing its last byte while

@@ -2,7 +2,7 @@
 //!
 //! 1. The tracer alone (the `trace_only` example: load + attach + trace + detach, no image
 //!    analysis) against the same command untraced and under strace: a loop of 100k file opens,
-//!    and `skopeo copy` of a generated image to a docker-archive. Modes alternate inside each
+//!    200k writes of 512 bytes, and `skopeo copy` of a generated image to a docker-archive. Modes alternate inside each
 //!    round (drifting machine load hits every mode alike); the table shows medians.
 //! 2. The whole `oci-attest run` process, `--trace ebpf` against `--trace off`, on `true` (the
 //!    fixed cost) and on the skopeo copy (the ratio), with the tracer's load / attach / detach
@@ -28,56 +28,25 @@ pub struct Options {
 }
 
 const OPENS: u32 = 100_000;
-/// Small writes: one syscall each, where the capture of the written file costs most.
+/// Small writes: one syscall each, where finding the written file costs most.
 const SMALL_WRITES: u32 = 200_000;
 const STRACE_FILTER: &str = "trace=execve,openat,creat,rename";
-
-/// Where the tracer resolves a write-family syscall's fd to its file (`OCI_ATTEST_WRITE_CAPTURE`,
-/// see `oci-attest/src/trace/mod.rs`): both are measured in the same rounds.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Capture {
-    AtExit,
-    AtEntry,
-}
-
-impl Capture {
-    const BOTH: [Capture; 2] = [Capture::AtExit, Capture::AtEntry];
-
-    fn env_value(self) -> &'static str {
-        match self {
-            Capture::AtExit => "exit",
-            Capture::AtEntry => "entry",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Capture::AtExit => "eBPF (file at exit + dirtied inodes)",
-            Capture::AtEntry => "eBPF (file at entry + dirtied inodes)",
-        }
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Untraced,
-    Traced(Capture),
+    Traced,
     Strace,
 }
 
 impl Mode {
     /// The order inside each round.
-    const ALL: [Mode; 4] = [
-        Mode::Untraced,
-        Mode::Traced(Capture::AtExit),
-        Mode::Traced(Capture::AtEntry),
-        Mode::Strace,
-    ];
+    const ALL: [Mode; 3] = [Mode::Untraced, Mode::Traced, Mode::Strace];
 
     fn label(self) -> &'static str {
         match self {
             Mode::Untraced => "untraced",
-            Mode::Traced(capture) => capture.label(),
+            Mode::Traced => "oci-attest eBPF",
             Mode::Strace => "strace -f",
         }
     }
@@ -159,33 +128,32 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
     }
 
     let mut report = String::from(
-        "| workload | capture | untraced | eBPF, command phase | eBPF fixed (load+attach+detach) | strace -f \
+        "| workload | untraced | eBPF, command phase | eBPF fixed (load+attach+detach) | strace -f \
          | eBPF overhead | strace overhead | strace/eBPF overhead | lost | load |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n",
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
-    let mut load_times: [Vec<f64>; 2] = Default::default();
+    let mut load_times = Vec::new();
     for workload in &workloads {
         let mut untraced = Vec::new();
-        let mut traced_command: [Vec<f64>; 2] = Default::default();
-        let mut traced_fixed: [Vec<f64>; 2] = Default::default();
+        let mut traced_command = Vec::new();
+        let mut traced_fixed = Vec::new();
         let mut strace = Vec::new();
-        let mut lost = [0; 2];
-        let mut events = [0; 2];
+        let mut lost = 0;
+        let mut events = 0;
         for round in 0..options.rounds {
             for mode in Mode::ALL {
                 let (elapsed, traced) = run_once(&tracer, mode, workload)?;
                 match (mode, traced) {
                     (Mode::Untraced, _) => untraced.push(elapsed),
                     (Mode::Strace, _) => strace.push(elapsed),
-                    (Mode::Traced(capture), Some(traced)) => {
-                        let index = capture as usize;
-                        load_times[index].push(traced.load_attach_ms);
-                        traced_command[index].push(traced.command_ms);
-                        traced_fixed[index].push(elapsed - traced.command_ms);
-                        lost[index] += traced.lost;
-                        events[index] = traced.events;
+                    (Mode::Traced, Some(traced)) => {
+                        load_times.push(traced.load_attach_ms);
+                        traced_command.push(traced.command_ms);
+                        traced_fixed.push(elapsed - traced.command_ms);
+                        lost += traced.lost;
+                        events = traced.events;
                     }
-                    (Mode::Traced(_), None) => bail!("no summary from the traced run"),
+                    (Mode::Traced, None) => bail!("no summary from the traced run"),
                 }
                 eprintln!(
                     "bench: {} round {} {}: {elapsed:.0} ms",
@@ -196,31 +164,25 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
             }
         }
         let untraced = median(&mut untraced);
+        let traced = median(&mut traced_command);
+        let fixed = median(&mut traced_fixed);
         let strace = median(&mut strace);
         let percent = |value: f64| format!("{:+.1}%", (value / untraced - 1.0) * 100.0);
-        for capture in Capture::BOTH {
-            let index = capture as usize;
-            let traced = median(&mut traced_command[index]);
-            let fixed = median(&mut traced_fixed[index]);
-            let ratio = if traced > untraced {
-                format!("{:.1}×", (strace - untraced) / (traced - untraced))
-            } else {
-                "eBPF overhead within noise".to_string()
-            };
-            report.push_str(&format!(
-                "| {} | {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {} ({} events/run) | {} |\n",
-                workload.name,
-                capture.env_value(),
-                percent(traced),
-                percent(strace),
-                lost[index],
-                events[index],
-                crate::load_average(),
-            ));
-        }
+        let ratio = if traced > untraced {
+            format!("{:.1}×", (strace - untraced) / (traced - untraced))
+        } else {
+            "eBPF overhead within noise".to_string()
+        };
+        report.push_str(&format!(
+            "| {} | {untraced:.0} ms | {traced:.0} ms | {fixed:.0} ms | {strace:.0} ms | {} | {} | {ratio} | {lost} ({events} events/run) | {} |\n",
+            workload.name,
+            percent(traced),
+            percent(strace),
+            crate::load_average(),
+        ));
     }
 
-    let mut loaded_with_burners = Vec::new();
+    let mut loaded_with_burners = (0, String::new(), String::new());
     {
         let _burners = [CpuBurner::start()?, CpuBurner::start()?];
         let files = scratch.0.join("files");
@@ -238,37 +200,23 @@ pub fn run(workspace: &Path, options: &Options) -> anyhow::Result<()> {
             ],
             cleanup: None,
         };
-        for capture in Capture::BOTH {
-            let (_, traced) = run_once(&tracer, Mode::Traced(capture), &churn)?;
-            if let Some(traced) = traced {
-                loaded_with_burners.push((
-                    capture,
-                    traced.lost,
-                    traced.incomplete,
-                    crate::load_average(),
-                ));
-            }
-            std::fs::remove_dir_all(&files)?;
-            std::fs::create_dir(&files)?;
+        let (_, traced) = run_once(&tracer, Mode::Traced, &churn)?;
+        if let Some(traced) = traced {
+            loaded_with_burners = (traced.lost, traced.incomplete, crate::load_average());
         }
+        std::fs::remove_dir_all(&files)?;
     }
+    let load = median(&mut load_times);
     println!("{report}");
-    for capture in Capture::BOTH {
-        let times = &mut load_times[capture as usize];
-        println!(
-            "load+attach, capture at {} (median of {} traced runs): {:.0} ms (target ≤ 200 ms); load {}",
-            capture.env_value(),
-            times.len(),
-            median(times),
-            crate::load_average()
-        );
-    }
-    for (capture, lost, incomplete, load) in loaded_with_burners {
-        println!(
-            "lost events, capture at {}, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {lost} (target 0); incomplete: [{incomplete}]; load {load}",
-            capture.env_value()
-        );
-    }
+    println!(
+        "load+attach (median of {} traced runs): {load:.0} ms (target ≤ 200 ms); load {}",
+        load_times.len(),
+        crate::load_average()
+    );
+    println!(
+        "lost events, {OPENS} opens + {NEW_FILES} new files beside two CPU-bound processes: {} (target 0); incomplete: [{}]; load {}",
+        loaded_with_burners.0, loaded_with_burners.1, loaded_with_burners.2
+    );
     let binary = workspace.join("target/release/oci-attest");
     // `run` runs the commands as the unprivileged test user, as the tests do: the scratch dir
     // is theirs.
@@ -417,47 +365,34 @@ fn whole_run(
         command: vec!["true".into()],
         cleanup: None,
     };
-    let mut phases: [(Vec<f64>, Vec<f64>, Vec<f64>); 2] = Default::default();
+    let mut phases = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
-        for capture in Capture::BOTH {
-            if let (_, Some(traced)) = run_once(tracer, Mode::Traced(capture), &truth)? {
-                let phases = &mut phases[capture as usize];
-                phases.0.push(traced.load_ms);
-                phases.1.push(traced.attach_ms);
-                phases.2.push(traced.detach_ms);
-            }
+        if let (_, Some(traced)) = run_once(tracer, Mode::Traced, &truth)? {
+            phases.0.push(traced.load_ms);
+            phases.1.push(traced.attach_ms);
+            phases.2.push(traced.detach_ms);
         }
     }
-    for capture in Capture::BOTH {
-        let phases = &mut phases[capture as usize];
-        println!(
-            "\ntracer phases on `true`, capture at {} (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms; load average {}",
-            capture.env_value(),
-            median(&mut phases.0),
-            median(&mut phases.1),
-            median(&mut phases.2),
-            crate::load_average()
-        );
-    }
     println!(
-        "\n| `oci-attest run` whole process | --trace off | --trace ebpf, capture at exit | at entry | difference exit / entry | ratio exit / entry | load |\n|---|---|---|---|---|---|---|"
+        "\ntracer phases on `true` (medians): load {:.1} ms, attach {:.2} ms, detach {:.2} ms; load average {}",
+        median(&mut phases.0),
+        median(&mut phases.1),
+        median(&mut phases.2),
+        crate::load_average()
+    );
+    println!(
+        "\n| `oci-attest run` whole process | --trace off | --trace ebpf | difference | ratio | load |\n|---|---|---|---|---|---|"
     );
     let outfile = scratch.join("attestation.json");
     // `true` and the skopeo copy (the opens and small writes are measured above).
     let skopeo = workloads.iter().skip(2);
     for workload in std::iter::once(&truth).chain(skopeo) {
         let mut off = Vec::new();
-        let mut exit = Vec::new();
-        let mut entry = Vec::new();
+        let mut ebpf = Vec::new();
         for _ in 0..rounds {
-            for (trace, capture, samples) in [
-                ("off", Capture::AtExit, &mut off),
-                ("ebpf", Capture::AtExit, &mut exit),
-                ("ebpf", Capture::AtEntry, &mut entry),
-            ] {
+            for (trace, samples) in [("off", &mut off), ("ebpf", &mut ebpf)] {
                 let started = Instant::now();
                 let status = run_command(binary)?
-                    .env("OCI_ATTEST_WRITE_CAPTURE", capture.env_value())
                     .args(["--quiet", "--unsigned", "--trace", trace, "-o"])
                     .arg(&outfile)
                     .arg("--")
@@ -477,14 +412,12 @@ fn whole_run(
                 }
             }
         }
-        let (off, exit, entry) = (median(&mut off), median(&mut exit), median(&mut entry));
+        let (off, ebpf) = (median(&mut off), median(&mut ebpf));
         println!(
-            "| {} | {off:.0} ms | {exit:.0} ms | {entry:.0} ms | {:+.0} / {:+.0} ms | {:.3}× / {:.3}× | {} |",
+            "| {} | {off:.0} ms | {ebpf:.0} ms | {:+.0} ms | {:.3}× | {} |",
             workload.name,
-            exit - off,
-            entry - off,
-            exit / off,
-            entry / off,
+            ebpf - off,
+            ebpf / off,
             crate::load_average()
         );
     }
@@ -582,12 +515,9 @@ fn run_once(
 ) -> anyhow::Result<(f64, Option<TracedRun>)> {
     let mut command = match mode {
         Mode::Untraced => Command::new(&workload.command[0]),
-        Mode::Traced(capture) => {
+        Mode::Traced => {
             let mut command = Command::new(tracer);
-            command
-                .env("OCI_ATTEST_WRITE_CAPTURE", capture.env_value())
-                .arg("--")
-                .arg(&workload.command[0]);
+            command.arg("--").arg(&workload.command[0]);
             command
         }
         Mode::Strace => {
@@ -614,7 +544,7 @@ fn run_once(
     if let Some(cleanup) = &workload.cleanup {
         let _ = std::fs::remove_file(cleanup);
     }
-    let traced = if matches!(mode, Mode::Traced(_)) {
+    let traced = if mode == Mode::Traced {
         let summary = stderr
             .lines()
             .rev()

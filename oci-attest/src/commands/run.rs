@@ -1299,7 +1299,6 @@ fn load_tracer(args: &Args) -> anyhow::Result<Result<Tracer, String>> {
             .filter(|_| !args.unsigned)
             .map(Path::to_path_buf)
             .collect(),
-        ..trace::TraceConfig::default()
     };
     match Tracer::load(&config) {
         Ok(tracer) => Ok(Ok(tracer)),

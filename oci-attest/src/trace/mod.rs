@@ -61,30 +61,6 @@ pub struct TraceConfig {
     /// Files the tree must not open (the signing key, its passphrase file): an open of their
     /// inode makes the trace incomplete (`key-accessed`).
     pub protected_files: Vec<PathBuf>,
-    /// Where a write-family syscall's fd is resolved to the file it writes.
-    pub write_capture: WriteCapture,
-}
-
-/// Where the file a write-family syscall writes is taken from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WriteCapture {
-    /// The fd re-read at the syscall's exit; the inode whose pages a tree task dirties
-    /// (`writeback_mark_inode_dirty`) is recorded too.
-    #[default]
-    AtExit,
-    /// The fd resolved at the syscall's entry (`sys_enter`), as well as the dirtied inodes.
-    AtEntry,
-}
-
-impl WriteCapture {
-    /// `OCI_ATTEST_WRITE_CAPTURE=entry|exit` (experiment: `cargo xtask bench trace` compares
-    /// both in one run).
-    pub fn from_env() -> WriteCapture {
-        match std::env::var("OCI_ATTEST_WRITE_CAPTURE").as_deref() {
-            Ok("entry") => WriteCapture::AtEntry,
-            _ => WriteCapture::AtExit,
-        }
-    }
 }
 
 impl Default for TraceConfig {
@@ -92,7 +68,6 @@ impl Default for TraceConfig {
         TraceConfig {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             protected_files: Vec::new(),
-            write_capture: WriteCapture::from_env(),
         }
     }
 }
@@ -213,11 +188,6 @@ impl Tracer {
             .override_global("LAYOUT", &layout, true)
             .override_global("TRACER_SELF", &tracer_self, true)
             .override_global("WAKEUP_BYTES", &u64::from(size / 4), true)
-            .override_global(
-                "CAPTURE_AT_ENTRY",
-                &u64::from(config.write_capture == WriteCapture::AtEntry),
-                true,
-            )
             .map_max_entries("EVENTS", size)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
@@ -281,8 +251,7 @@ impl Tracer {
         let events =
             RingBuf::try_from(map("EVENTS")?).map_err(|error| unusable("EVENTS", error))?;
         let before_programs = started.elapsed();
-        let entry = (config.write_capture == WriteCapture::AtEntry).then_some("sys_enter");
-        let (programs, links, verify, attach) = attach_all(&mut ebpf, entry);
+        let (programs, links, verify, attach) = attach_all(&mut ebpf);
         let phases = Phases {
             load: before_programs + verify,
             attach,
@@ -676,7 +645,6 @@ fn missing_map(name: &str) -> TraceUnavailable {
 /// statuses, the links, and the time spent loading (verifying) and attaching.
 fn attach_all(
     ebpf: &mut Ebpf,
-    extra: Option<&'static str>,
 ) -> (
     Vec<ProgramStatus>,
     Vec<RawTracePointLink>,
@@ -686,7 +654,7 @@ fn attach_all(
     let mut statuses = Vec::new();
     let mut links = Vec::new();
     let (mut load, mut attach) = (Duration::ZERO, Duration::ZERO);
-    for name in TRACEPOINTS.into_iter().chain(extra) {
+    for name in TRACEPOINTS {
         let mut status = ProgramStatus {
             name: name.to_string(),
             tracepoint: format!("raw_tp/{name}"),
