@@ -365,6 +365,7 @@ pub fn settle_programs(
             .or_default()
             .push(inode.time);
     }
+    name_detached_execs(processes);
     let mut digests: HashMap<(String, ProgramId), Result<String, Problem>> = HashMap::new();
     for process in processes.iter_mut() {
         for exec in &mut process.execs {
@@ -379,6 +380,31 @@ pub fn settle_programs(
                     reason: problem.reason,
                     detail: format!("{} (pid {}): {}", exec.program, process.pid, problem.detail),
                 }),
+            }
+        }
+    }
+}
+
+/// The path the kernel builds for a file that is the root of a detached mount.
+const DETACHED_MOUNT_ROOT: &str = "/";
+
+/// Names the execs of a program through a detached bind mount of itself. containers/storage
+/// (skopeo, buildah, podman) and runc re-execute their own binary that way, so that the
+/// command cannot rewrite it: they bind-mount it read-only, open it, detach the mount and
+/// exec the descriptor. The mount is then in no tree and the kernel's path is its root, `/`.
+/// The file is the one an earlier exec of the tree ran by name when the identities (device,
+/// inode, generation, ctime, links) are equal; that name is then checked like any other.
+fn name_detached_execs(processes: &mut [ObservedProcess]) {
+    let named: HashMap<ProgramId, String> = processes
+        .iter()
+        .flat_map(|process| &process.execs)
+        .filter(|exec| exec.program != DETACHED_MOUNT_ROOT)
+        .map(|exec| (exec.program_id, exec.program.clone()))
+        .collect();
+    for exec in processes.iter_mut().flat_map(|process| &mut process.execs) {
+        if exec.program == DETACHED_MOUNT_ROOT {
+            if let Some(name) = named.get(&exec.program_id) {
+                exec.program.clone_from(name);
             }
         }
     }
@@ -610,6 +636,44 @@ mod tests {
                 IncompleteReason::ProgramReplaced,
                 IncompleteReason::FilelessExec
             ],
+            "{incomplete:#?}"
+        );
+    }
+
+    #[test]
+    fn an_exec_through_a_detached_bind_mount_is_named_by_an_earlier_exec_of_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("skopeo");
+        fs::write(&program, "v1").unwrap();
+        let other = dir.path().join("other");
+        fs::write(&other, "v2").unwrap();
+        let exec = |program: String, id| ExecRecord {
+            program,
+            program_id: id,
+            program_digest: None,
+            argv: Vec::new(),
+            time: UNIX_EPOCH,
+            privileges: None,
+        };
+        let mut processes = [process(), process()];
+        processes[0].execs = vec![exec(pathtext::escape(&program), program_id(&program, 1))];
+        processes[1].execs = vec![
+            exec("/".to_owned(), program_id(&program, 1)),
+            // No exec ran this one by name: it stays unnamed, and unaccounted for.
+            exec("/".to_owned(), program_id(&other, 1)),
+        ];
+        let mut incomplete = Vec::new();
+        settle_programs(&mut processes, &[], &mut incomplete);
+        assert_eq!(processes[1].execs[0].program, pathtext::escape(&program));
+        assert_eq!(
+            processes[1].execs[0].program_digest.as_deref(),
+            Some(crate::digest::sha256_hex(b"v1").as_str())
+        );
+        assert_eq!(processes[1].execs[1].program, "/");
+        let reasons: Vec<IncompleteReason> = incomplete.iter().map(|gap| gap.reason).collect();
+        assert_eq!(
+            reasons,
+            [IncompleteReason::ProgramReplaced],
             "{incomplete:#?}"
         );
     }
