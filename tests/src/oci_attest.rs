@@ -52,6 +52,43 @@ impl TestUser {
         ids.dedup();
         Ok(ids)
     }
+
+    /// Hands `path` and everything under it (not following symlinks) to this user, for inputs
+    /// the command must change.
+    pub fn own(&self, path: &Path) -> anyhow::Result<()> {
+        let mut pending = vec![path.to_path_buf()];
+        while let Some(next) = pending.pop() {
+            std::os::unix::fs::lchown(&next, Some(self.uid), Some(self.gid))
+                .with_context(|| format!("cannot give {} to {}", next.display(), self.name))?;
+            if next.symlink_metadata()?.is_dir() {
+                for entry in std::fs::read_dir(&next)? {
+                    pending.push(entry?.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `program` run as this user (real and effective ids, its groups), with a clean
+    /// environment holding only HOME, USER, LOGNAME and a standard PATH.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(program)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name)
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        command
+    }
 }
 
 /// [`TEST_USER`], or what to do when it is missing.
@@ -106,29 +143,13 @@ pub fn dir_of(user: &TestUser) -> anyhow::Result<tempfile::TempDir> {
         .prefix("oci-attest-user.")
         .tempdir()
         .context("cannot create a temp dir")?;
-    give_to(dir.path(), user)?;
+    user.own(dir.path())?;
     Ok(dir)
 }
 
-/// Hands `path` and everything under it (not following symlinks) to the test user, for inputs
-/// the command must change.
+/// Hands `path` and everything under it to the test user ([`TestUser::own`]).
 pub fn give_to_test_user(path: &Path) -> anyhow::Result<()> {
-    give_to(path, &test_user()?)
-}
-
-/// [`give_to_test_user`] for another `user`.
-pub fn give_to(path: &Path, user: &TestUser) -> anyhow::Result<()> {
-    let mut pending = vec![path.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        std::os::unix::fs::lchown(&next, Some(user.uid), Some(user.gid))
-            .with_context(|| format!("cannot give {} to {}", next.display(), user.name))?;
-        if next.symlink_metadata()?.is_dir() {
-            for entry in std::fs::read_dir(&next)? {
-                pending.push(entry?.path());
-            }
-        }
-    }
-    Ok(())
+    test_user()?.own(path)
 }
 
 /// `OCI_ATTEST_BIN`, else the workspace's debug build.

@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::command::run;
-use crate::oci_attest::{give_to, TestUser};
+use crate::oci_attest::TestUser;
 use crate::storage::remove_tree;
 
 /// How an image gets into the user's storage before the attested step.
@@ -64,7 +64,7 @@ impl UserStorage {
         );
         std::fs::write(root.join("storage.conf"), storage)?;
         std::fs::write(root.join("containers.conf"), containers)?;
-        give_to(root, user)?;
+        user.own(root)?;
         Ok(UserStorage {
             dir,
             user: user.clone(),
@@ -85,20 +85,11 @@ impl UserStorage {
         ]
     }
 
-    /// `program` run as the user (setpriv, with the user's groups and home) on this storage,
-    /// outside `oci-attest run`: the set-up an earlier CI step would do.
+    /// `program` run as the user ([`TestUser::command`]) on this storage, outside `oci-attest
+    /// run`: the set-up an earlier CI step would do.
     pub fn as_user(&self, program: &str) -> Command {
-        let mut command = Command::new("setpriv");
-        command
-            .arg(format!("--reuid={}", self.user.uid))
-            .arg(format!("--regid={}", self.user.gid))
-            .args(["--init-groups", "--", program])
-            .env("PATH", crate::paths::search_path())
-            .env("HOME", &self.user.home)
-            .env("USER", &self.user.name)
-            .env("LOGNAME", &self.user.name)
-            .envs(self.env())
-            .current_dir(self.dir.path());
+        let mut command = self.user.command(program);
+        command.envs(self.env()).current_dir(self.dir.path());
         command
     }
 
@@ -108,7 +99,7 @@ impl UserStorage {
         let input = self.path("input.tar");
         std::fs::copy(archive, &input)
             .with_context(|| format!("cannot copy {}", archive.display()))?;
-        give_to(&input, &self.user)?;
+        self.user.own(&input)?;
         match loader {
             Loader::Podman => run(self
                 .as_user("podman")

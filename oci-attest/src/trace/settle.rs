@@ -577,6 +577,18 @@ mod tests {
         assert!(incomplete.is_empty(), "{incomplete:?}");
     }
 
+    /// An exec of `program` (the kernel's escaped path) identified as `id`, at the epoch.
+    fn exec(program: String, id: ProgramId) -> ExecRecord {
+        ExecRecord {
+            program,
+            program_id: id,
+            program_digest: None,
+            argv: Vec::new(),
+            time: UNIX_EPOCH,
+            privileges: None,
+        }
+    }
+
     fn program_id(path: &Path, nlink: u32) -> ProgramId {
         let identity = identity::identity_now(path).unwrap();
         ProgramId {
@@ -595,14 +607,7 @@ mod tests {
         fs::write(&program, "v1").unwrap();
         let changed = dir.path().join("changed");
         fs::write(&changed, "v1").unwrap();
-        let exec = |path: &Path, id| ExecRecord {
-            program: pathtext::escape_bytes(path.as_os_str().as_bytes()),
-            program_id: id,
-            program_digest: None,
-            argv: Vec::new(),
-            time: UNIX_EPOCH,
-            privileges: None,
-        };
+        let exec = |path: &Path, id| exec(pathtext::escape_bytes(path.as_os_str().as_bytes()), id);
         let changed_id = program_id(&changed, 1);
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&changed, "v2 in place").unwrap();
@@ -647,14 +652,6 @@ mod tests {
         fs::write(&program, "v1").unwrap();
         let other = dir.path().join("other");
         fs::write(&other, "v2").unwrap();
-        let exec = |program: String, id| ExecRecord {
-            program,
-            program_id: id,
-            program_digest: None,
-            argv: Vec::new(),
-            time: UNIX_EPOCH,
-            privileges: None,
-        };
         let mut processes = [process(), process()];
         processes[0].execs = vec![exec(pathtext::escape(&program), program_id(&program, 1))];
         processes[1].execs = vec![
@@ -684,14 +681,7 @@ mod tests {
         let program = dir.path().join("tool");
         fs::write(&program, "v1").unwrap();
         let mut processes = [process()];
-        processes[0].execs = vec![ExecRecord {
-            program: pathtext::escape(&program),
-            program_id: program_id(&program, 1),
-            program_digest: None,
-            argv: Vec::new(),
-            time: UNIX_EPOCH,
-            privileges: None,
-        }];
+        processes[0].execs = vec![exec(pathtext::escape(&program), program_id(&program, 1))];
         let mut rewrite = written(&program, 1);
         rewrite.time = UNIX_EPOCH + std::time::Duration::from_secs(1);
         let mut incomplete = Vec::new();
