@@ -40,6 +40,12 @@ pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
         .prefix("oci-attest-test-")
         .tempdir()
         .context("cannot create a temp dir")?;
+    // Searchable, not listable: the docker group's path to dockerd's socket (`Daemons::start`).
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .context("cannot chmod the temp dir")?;
     survive_interrupts()?;
     let outcome = run_with_daemons(temp.path(), &binary, release, cargo_test_args);
     let cleanup = remove_tree(temp.path());

@@ -553,10 +553,6 @@ fn tampering_reason(
     Incomplete { reason, detail }
 }
 
-/// The uid-mapping helpers of rootless containers: the setuid programs a command run with
-/// `--allow-new-privileges` is expected to need.
-const ID_MAP_HELPERS: [&str; 2] = ["newuidmap", "newgidmap"];
-
 /// Every exec that raised privileges, by a program other than the id-mapping helpers.
 fn privileges_gained(processes: &[ObservedProcess]) -> Vec<Incomplete> {
     processes
@@ -564,8 +560,7 @@ fn privileges_gained(processes: &[ObservedProcess]) -> Vec<Incomplete> {
         .flat_map(|process| process.execs.iter().map(move |exec| (process.pid, exec)))
         .filter_map(|(pid, exec)| {
             let raised = exec.privileges.as_ref()?;
-            let name = exec.program.rsplit('/').next().unwrap_or_default();
-            if ID_MAP_HELPERS.contains(&name) {
+            if exec.is_id_map_helper() {
                 return None;
             }
             Some(Incomplete {
