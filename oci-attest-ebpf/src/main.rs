@@ -1219,14 +1219,19 @@ fn dirtied_outside(inode: u64, tgid: u32) {
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     let head = header(EventKind::Fork);
     let child: u64 = ctx.arg(1);
+    let thread = read::<u32>(child, layout!(task_pid)).unwrap_or(0);
+    if head.pid == tracer_self().tgid
+        && thread != read::<u32>(child, layout!(task_tgid)).unwrap_or(0)
+    {
+        // A new thread of oci-attest: signals and ptrace may name it.
+        let _ = TRACER_THREADS.insert(&thread, &1, 0);
+    } else {
+        // Any other new task is not oci-attest's, even when its id was one of oci-attest's
+        // threads that ended before this program was attached (the threads are listed at load,
+        // while the materials are hashed) and so was never removed.
+        let _ = TRACER_THREADS.remove(&thread);
+    }
     if !is_tracked(head.pid) {
-        if head.pid == tracer_self().tgid {
-            // A new thread of oci-attest: signals and ptrace may name it.
-            let thread = read::<u32>(child, layout!(task_pid)).unwrap_or(0);
-            if thread != read::<u32>(child, layout!(task_tgid)).unwrap_or(0) {
-                let _ = TRACER_THREADS.insert(&thread, &1, 0);
-            }
-        }
         return 0;
     }
     let (Some(child_pid), Some(child_tgid)) = (

@@ -1061,8 +1061,18 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     before.retain(|path| !scope.is_private(path));
     let context =
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
-    let tracer = load_tracer(args)?;
-    let early = context.attest()?;
+    // Loading the tracer is mostly the kernel's verifier (one CPU): it runs while the
+    // pre-material and material attestors hash the working directory.
+    let (tracer, early) = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| load_tracer(args));
+        let early = context.attest();
+        let tracer = loading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (tracer, early)
+    });
+    let tracer = tracer?;
+    let early = early?;
     announce(&identity);
     Ok(Prepared {
         identity,
