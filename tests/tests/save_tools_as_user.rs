@@ -284,7 +284,9 @@ fn rootless_podman_save_that_must_map_ids_names_allow_new_privileges() {
         .unwrap_or_default()
         .to_owned();
     assert!(
-        last.contains("newuidmap") && last.contains(ALLOW_NEW_PRIVILEGES),
+        (last.contains("newuidmap") || last.contains("newgidmap"))
+            && last.contains("under no_new_privs")
+            && last.contains(ALLOW_NEW_PRIVILEGES),
         "the last line must say what failed and name {ALLOW_NEW_PRIVILEGES}: {}",
         refused.stderr()
     );
