@@ -298,7 +298,35 @@ pub struct Observation {
     pub incomplete: Vec<Incomplete>,
 }
 
+/// The uid-mapping helpers of rootless containers (podman, buildah, skopeo's
+/// containers-storage): the setuid programs a command run with `--allow-new-privileges` is
+/// expected to need, and the ones no_new_privs stops.
+pub const ID_MAP_HELPERS: [&str; 2] = ["newuidmap", "newgidmap"];
+
+impl ExecRecord {
+    /// Whether the program is one of the [`ID_MAP_HELPERS`].
+    pub fn is_id_map_helper(&self) -> bool {
+        let name = self.program.rsplit('/').next().unwrap_or_default();
+        ID_MAP_HELPERS.contains(&name)
+    }
+}
+
 impl Observation {
+    /// An id-mapping helper ([`ID_MAP_HELPERS`]) that failed while no_new_privs was set: its
+    /// setuid bit did nothing, so it could not write the map (`newuidmap: write to uid_map
+    /// failed: Operation not permitted`) and the rootless tool above it failed. Returns the
+    /// helper's program and pid.
+    pub fn refused_id_mapping(&self) -> Option<(&str, u32)> {
+        if !self.identity.nonewprivs {
+            return None;
+        }
+        self.processes.iter().find_map(|process| {
+            let exec = process.execs.last()?;
+            let failed = process.exit.is_some_and(|exit| exit.exit_code() != 0);
+            (failed && exec.is_id_map_helper()).then_some((exec.program.as_str(), process.pid))
+        })
+    }
+
     /// argv of every exec seen in the tree (the "exec_observed" set for auto-attach).
     pub fn exec_argvs(&self) -> impl Iterator<Item = &[String]> {
         self.processes
