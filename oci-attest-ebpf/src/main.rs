@@ -674,13 +674,27 @@ const MAX_PASSED_FDS: u32 = 253;
 const MAX_MESSAGES: u32 = 1024;
 
 /// State shared with [`passed_fd_step`] and [`sent_message_step`] through `bpf_loop`: the user
-/// address of the first fd (or message), how many, and the syscall to flag.
+/// address of the first fd (or message), how many, the syscall to flag, and where the files
+/// handed out go.
 #[repr(C)]
 struct UserArray {
     first: u64,
     count: u64,
     nr: u64,
+    handed_out: *mut HandedOut,
 }
+
+/// Files one sendmsg/sendmmsg handed out, reported once its messages are walked: building
+/// their paths inside the walk's nested loops made the verifier check the path walk once per
+/// nesting, most of the tracer's load time (sys_exit: 60 372 verified instructions then).
+#[repr(C)]
+struct HandedOut {
+    files: [u64; MAX_HANDED_OUT],
+    count: u64,
+}
+
+/// Files open for writing one call may pass: more flag the syscall.
+const MAX_HANDED_OUT: usize = 16;
 
 fn read_user<T>(address: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_user checks the address.
@@ -692,15 +706,17 @@ fn read_user<T>(address: u64) -> Option<T> {
 /// The control messages are read from the sender's memory after the kernel used them: one
 /// that no longer adds up (a sibling thread rewrote it) flags the syscall.
 fn sent(nr: u32, rule: &SyscallRule, regs: u64, result: u64) {
-    let messages = syscall_arg(regs, rule.arg_a);
-    if rule.op == 0 {
-        passed_in_message(nr, messages);
-        return;
-    }
+    // A sendmsg is walked as a sendmmsg of one message (an `mmsghdr` starts with its
+    // `user_msghdr`), so the verifier checks the message walk once, not also inline here.
+    let mut handed_out = HandedOut {
+        files: [0; MAX_HANDED_OUT],
+        count: 0,
+    };
     let mut array = UserArray {
-        first: messages,
-        count: result,
+        first: syscall_arg(regs, rule.arg_a),
+        count: if rule.op == 0 { 1 } else { result },
         nr: nr as u64,
+        handed_out: &mut handed_out,
     };
     // SAFETY: the callback and its context follow the bpf_loop contract.
     unsafe {
@@ -711,6 +727,27 @@ fn sent(nr: u32, rule: &SyscallRule, regs: u64, result: u64) {
             0,
         )
     };
+    // SAFETY: the callback and its context follow the bpf_loop contract.
+    unsafe {
+        bpf_loop(
+            MAX_HANDED_OUT as u32,
+            handed_out_step as *mut c_void,
+            (&mut handed_out as *mut HandedOut).cast::<c_void>(),
+            0,
+        )
+    };
+}
+
+extern "C" fn handed_out_step(index: u64, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
+    let handed_out = unsafe { &*context.cast::<HandedOut>() };
+    if index >= handed_out.count {
+        return 1;
+    }
+    if let Some(file) = handed_out.files.get(index as usize) {
+        report_handed_out(*file, WRITTEN_HANDED_OUT | WRITTEN_PASSED);
+    }
+    0
 }
 
 extern "C" fn sent_message_step(index: u64, context: *mut c_void) -> i64 {
@@ -719,13 +756,17 @@ extern "C" fn sent_message_step(index: u64, context: *mut c_void) -> i64 {
     if index >= array.count {
         return 1;
     }
-    passed_in_message(array.nr as u32, array.first + index * MMSGHDR_SIZE);
+    passed_in_message(
+        array.nr as u32,
+        array.first + index * MMSGHDR_SIZE,
+        array.handed_out,
+    );
     0
 }
 
 /// Walks the control messages of the `user_msghdr` at `message` and hands out the files of
 /// each `SCM_RIGHTS` one.
-fn passed_in_message(nr: u32, message: u64) {
+fn passed_in_message(nr: u32, message: u64, handed_out: *mut HandedOut) {
     let (Some(control), Some(length)) = (
         read_user::<u64>(message + MSGHDR_CONTROL),
         read_user::<u64>(message + MSGHDR_CONTROLLEN),
@@ -760,6 +801,7 @@ fn passed_in_message(nr: u32, message: u64) {
                 first: header + CMSG_HEADER,
                 count: (cmsg_len - CMSG_HEADER) / 4,
                 nr: nr as u64,
+                handed_out,
             };
             // SAFETY: the callback and its context follow the bpf_loop contract.
             unsafe {
@@ -789,7 +831,15 @@ extern "C" fn passed_fd_step(index: u64, context: *mut c_void) -> i64 {
         .and_then(|fd| file_of_fd(fd as u64));
     match file {
         Some(file) if file_mode(file) & FMODE_WRITE != 0 => {
-            report_handed_out(file, WRITTEN_HANDED_OUT | WRITTEN_PASSED)
+            // SAFETY: `sent` keeps the list on its stack until the walk is over.
+            let handed_out = unsafe { &mut *fds.handed_out };
+            match handed_out.files.get_mut(handed_out.count as usize) {
+                Some(slot) => {
+                    *slot = file;
+                    handed_out.count += 1;
+                }
+                None => flag_syscall(fds.nr as u32, 0),
+            }
         }
         Some(_) => {}
         // Closed or rewritten since the kernel passed it: what went out is unknown.
@@ -1219,14 +1269,19 @@ fn dirtied_outside(inode: u64, tgid: u32) {
 pub fn sched_process_fork(ctx: RawTracePointContext) -> u32 {
     let head = header(EventKind::Fork);
     let child: u64 = ctx.arg(1);
+    let thread = read::<u32>(child, layout!(task_pid)).unwrap_or(0);
+    if head.pid == tracer_self().tgid
+        && thread != read::<u32>(child, layout!(task_tgid)).unwrap_or(0)
+    {
+        // A new thread of oci-attest: signals and ptrace may name it.
+        let _ = TRACER_THREADS.insert(&thread, &1, 0);
+    } else {
+        // Any other new task is not oci-attest's, even when its id was one of oci-attest's
+        // threads that ended before this program was attached (the threads are listed at load,
+        // while the materials are hashed) and so was never removed.
+        let _ = TRACER_THREADS.remove(&thread);
+    }
     if !is_tracked(head.pid) {
-        if head.pid == tracer_self().tgid {
-            // A new thread of oci-attest: signals and ptrace may name it.
-            let thread = read::<u32>(child, layout!(task_pid)).unwrap_or(0);
-            if thread != read::<u32>(child, layout!(task_tgid)).unwrap_or(0) {
-                let _ = TRACER_THREADS.insert(&thread, &1, 0);
-            }
-        }
         return 0;
     }
     let (Some(child_pid), Some(child_tgid)) = (

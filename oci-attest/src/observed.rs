@@ -298,12 +298,100 @@ pub struct Observation {
     pub incomplete: Vec<Incomplete>,
 }
 
+/// The uid-mapping helpers of rootless containers (podman, buildah, skopeo's
+/// containers-storage): the setuid programs a command run with `--allow-new-privileges` is
+/// expected to need, and the ones no_new_privs stops.
+pub const ID_MAP_HELPERS: [&str; 2] = ["newuidmap", "newgidmap"];
+
+impl ExecRecord {
+    /// Whether the program is one of the [`ID_MAP_HELPERS`].
+    pub fn is_id_map_helper(&self) -> bool {
+        let name = self.program.rsplit('/').next().unwrap_or_default();
+        ID_MAP_HELPERS.contains(&name)
+    }
+}
+
 impl Observation {
+    /// An id-mapping helper ([`ID_MAP_HELPERS`]) that failed while no_new_privs was set: its
+    /// setuid bit did nothing, so it could not write the map (`newuidmap: write to uid_map
+    /// failed: Operation not permitted`) and the rootless tool above it failed. Returns the
+    /// helper's program and pid.
+    pub fn refused_id_mapping(&self) -> Option<(&str, u32)> {
+        if !self.identity.nonewprivs {
+            return None;
+        }
+        self.processes.iter().find_map(|process| {
+            let exec = process.execs.last()?;
+            let failed = process.exit.is_some_and(|exit| exit.exit_code() != 0);
+            (failed && exec.is_id_map_helper()).then_some((exec.program.as_str(), process.pid))
+        })
+    }
+
     /// argv of every exec seen in the tree (the "exec_observed" set for auto-attach).
     pub fn exec_argvs(&self) -> impl Iterator<Item = &[String]> {
         self.processes
             .iter()
             .flat_map(|process| process.execs.iter())
             .map(|exec| exec.argv.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn ran(pid: u32, program: &str, exit: i32) -> ObservedProcess {
+        let mut process = ObservedProcess::new(pid, 1, UNIX_EPOCH);
+        process.execs.push(ExecRecord {
+            program: program.to_owned(),
+            program_id: ProgramId::default(),
+            program_digest: None,
+            argv: vec![program.to_owned()],
+            time: UNIX_EPOCH,
+            privileges: None,
+        });
+        process.exit = Some(Termination::Exited(exit));
+        process
+    }
+
+    fn observed(nonewprivs: bool, processes: Vec<ObservedProcess>) -> Observation {
+        let mut identity = CommandIdentity::current();
+        identity.nonewprivs = nonewprivs;
+        Observation {
+            argv: vec!["podman".to_owned()],
+            identity,
+            working_dir: PathBuf::from("/"),
+            started: UNIX_EPOCH,
+            ended: UNIX_EPOCH,
+            termination: Termination::Exited(1),
+            trace: TraceMode::Ebpf,
+            counts: TraceCounts::default(),
+            processes,
+            written: Vec::new(),
+            outside_writes: Vec::new(),
+            incomplete: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_id_mapping_helper_under_no_new_privs_is_found() {
+        let processes = vec![
+            ran(10, "/usr/bin/podman", 1),
+            ran(11, "/usr/bin/newuidmap", 1),
+        ];
+        assert_eq!(
+            observed(true, processes.clone()).refused_id_mapping(),
+            Some(("/usr/bin/newuidmap", 11))
+        );
+        // With new privileges allowed the helper failed for another reason.
+        assert_eq!(observed(false, processes).refused_id_mapping(), None);
+        // A helper that mapped the ids, or a failed program of another name, is no refusal.
+        let fine = vec![
+            ran(11, "/usr/bin/newgidmap", 0),
+            ran(12, "/tmp/newuidmap-not", 1),
+        ];
+        assert_eq!(observed(true, fine).refused_id_mapping(), None);
     }
 }

@@ -56,7 +56,64 @@ const TAMPERED: &[&str] = &["tracer-tampered"];
 const KEY_ACCESSED: &[&str] = &["key-accessed"];
 
 impl Route {
-    fn check(&self) -> anyhow::Result<()> {
+    /// Refused to the test user; proves nothing as root, and has no privilege to gain.
+    fn refused_to_the_user(steps: &'static [&'static str]) -> Self {
+        Route {
+            steps,
+            helper: None,
+            unprivileged: Outcome::Denied,
+            as_root: None,
+            new_privileges: None,
+            as_root_log: None,
+        }
+    }
+
+    /// An attempt on oci-attest: refused to the test user, `tracer-tampered` as root.
+    fn on_the_tracer(steps: &'static [&'static str]) -> Self {
+        Self::refused_to_the_user(steps).ending_as_root(Outcome::Refused(TAMPERED))
+    }
+
+    /// An attempt on the signing key: refused to the test user, `key-accessed` as root.
+    fn on_the_key(steps: &'static [&'static str]) -> Self {
+        Self::refused_to_the_user(steps).ending_as_root(Outcome::Refused(KEY_ACCESSED))
+    }
+
+    fn ending_as_root(self, outcome: Outcome) -> Self {
+        Route {
+            as_root: Some(outcome),
+            ..self
+        }
+    }
+
+    fn with_new_privileges(self, outcome: Outcome) -> Self {
+        Route {
+            new_privileges: Some(outcome),
+            ..self
+        }
+    }
+
+    /// Runs the steps through a copy of the attacker (`./helper`) that raises privileges.
+    fn through(self, helper: Privilege) -> Self {
+        Route {
+            helper: Some(helper),
+            ..self
+        }
+    }
+
+    fn logging_as_root(self, line: &'static str) -> Self {
+        Route {
+            as_root_log: Some(line),
+            ..self
+        }
+    }
+
+    /// Runs the route in each of its identities; a missing environment (root, gcc, the test
+    /// user) is a skip outside CI.
+    fn check(&self) {
+        require!(self.try_check());
+    }
+
+    fn try_check(&self) -> anyhow::Result<()> {
         let modes: [(&str, Option<Outcome>); 3] = [
             ("test user", Some(self.unprivileged)),
             ("--run-as root", self.as_root),
@@ -214,201 +271,101 @@ fn check_outcome(scenario: &Scenario, mode: &str, expected: Outcome) -> String {
     log
 }
 
-fn check(route: Route) {
-    require!(route.check());
-}
-
 #[test]
 fn read_the_key() {
-    check(Route {
-        steps: &["try-read", KEY],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(KEY_ACCESSED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_key(&["try-read", KEY]).check();
 }
 
 #[test]
 fn sudo_inside_the_command() {
-    check(Route {
-        steps: &["try-run", "/usr/bin/sudo", "-n", "/bin/cat", KEY],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(KEY_ACCESSED)),
-        new_privileges: Some(Outcome::Refused(&["privilege-gained"])),
-        as_root_log: None,
-    });
+    Route::on_the_key(&["try-run", "/usr/bin/sudo", "-n", "/bin/cat", KEY])
+        .with_new_privileges(Outcome::Refused(&["privilege-gained"]))
+        .check();
 }
 
 #[test]
 fn su_inside_the_command() {
-    check(Route {
-        steps: &["try-run", "/usr/bin/su", "-c", "cat {key}", "root"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(KEY_ACCESSED)),
-        new_privileges: Some(Outcome::Refused(&["privilege-gained"])),
-        as_root_log: None,
-    });
+    Route::on_the_key(&["try-run", "/usr/bin/su", "-c", "cat {key}", "root"])
+        .with_new_privileges(Outcome::Refused(&["privilege-gained"]))
+        .check();
 }
 
 #[test]
 fn a_setuid_root_helper_reads_the_key() {
-    check(Route {
-        steps: &["try-run", "./helper", "read-or-fail", KEY],
-        helper: Some(Privilege::SetuidRoot),
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(KEY_ACCESSED)),
-        new_privileges: Some(Outcome::Refused(&["privilege-gained", "key-accessed"])),
-        as_root_log: None,
-    });
+    Route::on_the_key(&["try-run", "./helper", "read-or-fail", KEY])
+        .through(Privilege::SetuidRoot)
+        .with_new_privileges(Outcome::Refused(&["privilege-gained", "key-accessed"]))
+        .check();
 }
 
 #[test]
 fn a_file_capability_helper_reads_the_key() {
-    check(Route {
-        steps: &["try-run", "./helper", "read-or-fail", KEY],
-        helper: Some(Privilege::FileCapabilities("cap_dac_read_search+ep")),
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(KEY_ACCESSED)),
-        new_privileges: Some(Outcome::Refused(&["privilege-gained", "key-accessed"])),
-        as_root_log: None,
-    });
+    Route::on_the_key(&["try-run", "./helper", "read-or-fail", KEY])
+        .through(Privilege::FileCapabilities("cap_dac_read_search+ep"))
+        .with_new_privileges(Outcome::Refused(&["privilege-gained", "key-accessed"]))
+        .check();
 }
 
 /// The uid-mapping helper rootless containers need: with `--allow-new-privileges` its exec is
 /// recorded with the privileges it gained, and the trace stays complete.
 #[test]
 fn newuidmap_with_new_privileges() {
-    check(Route {
-        steps: &["try-run", "/usr/bin/newuidmap"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: None,
-        new_privileges: Some(Outcome::Denied),
-        as_root_log: None,
-    });
+    Route::refused_to_the_user(&["try-run", "/usr/bin/newuidmap"])
+        .with_new_privileges(Outcome::Denied)
+        .check();
 }
 
 #[test]
 fn sigstop_to_oci_attest() {
-    check(Route {
-        steps: &["signal-parent", "STOP"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["signal-parent", "STOP"]).check();
 }
 
 #[test]
 fn sigkill_to_oci_attest() {
-    check(Route {
-        steps: &["signal-parent", "KILL"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Killed),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["signal-parent", "KILL"])
+        .ending_as_root(Outcome::Killed)
+        .check();
 }
 
 #[test]
 fn prlimit_on_oci_attest() {
-    check(Route {
-        steps: &["prlimit-parent"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["prlimit-parent"]).check();
 }
 
 #[test]
 fn ptrace_attach_to_oci_attest() {
-    check(Route {
-        steps: &["ptrace-parent"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["ptrace-parent"]).check();
 }
 
 #[test]
 fn process_vm_readv_of_oci_attest() {
-    check(Route {
-        steps: &["vm-read-parent"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["vm-read-parent"]).check();
 }
 
 #[test]
 fn proc_mem_of_oci_attest() {
-    check(Route {
-        steps: &["try-read-parent", "mem"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["try-read-parent", "mem"]).check();
 }
 
 #[test]
 fn proc_environ_of_oci_attest() {
-    check(Route {
-        steps: &["try-read-parent", "environ"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["try-read-parent", "environ"]).check();
 }
 
 #[test]
 fn pidfd_getfd_from_oci_attest() {
-    check(Route {
-        steps: &["pidfd-getfd-parent"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::on_the_tracer(&["pidfd-getfd-parent"]).check();
 }
 
 /// As root the walk finds the tracer's record of attacks, and cannot edit it (frozen).
 #[test]
 fn bpf_map_walk() {
-    check(Route {
-        steps: &["bpf-walk"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: Some(Outcome::Refused(TAMPERED)),
-        new_privileges: None,
-        as_root_log: Some("bpf-edit: denied (Operation not permitted)"),
-    });
+    Route::on_the_tracer(&["bpf-walk"])
+        .logging_as_root("bpf-edit: denied (Operation not permitted)")
+        .check();
 }
 
 #[test]
 fn mount_and_loop_device() {
-    check(Route {
-        steps: &["mount-and-loop", "mnt"],
-        helper: None,
-        unprivileged: Outcome::Denied,
-        as_root: None,
-        new_privileges: None,
-        as_root_log: None,
-    });
+    Route::refused_to_the_user(&["mount-and-loop", "mnt"]).check();
 }

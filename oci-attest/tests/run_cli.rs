@@ -46,6 +46,11 @@ impl Workspace {
         self.run_command(args).output().expect("run oci-attest run")
     }
 
+    /// `run` with the arguments of `line`, split at whitespace, as a CI job would write them.
+    fn run_line(&self, line: &str) -> Output {
+        self.run(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// Any other subcommand, here.
     fn oci_attest(&self, args: &[&str]) -> Output {
         oci_attest(self.path(), args)
@@ -55,6 +60,19 @@ impl Workspace {
     fn keygen(&self, algorithm: &str) -> PathBuf {
         keygen(self.path(), algorithm)
     }
+}
+
+/// `enc.pem`: `key.pem` encrypted (PKCS#8) with `passphrase`.
+fn encrypt_key(dir: &Path, passphrase: &str) {
+    let status = Command::new("openssl")
+        .args([
+            "pkcs8", "-topk8", "-in", "key.pem", "-out", "enc.pem", "-passout",
+        ])
+        .arg(format!("pass:{passphrase}"))
+        .current_dir(dir)
+        .status()
+        .expect("run openssl pkcs8");
+    assert!(status.success(), "openssl pkcs8 failed: {status}");
 }
 
 fn oci_attest(dir: &Path, args: &[&str]) -> Output {
@@ -129,18 +147,7 @@ fn cp_of_an_image_archive_is_attested_and_verifies_against_the_image() {
     let d = w.path();
     w.keygen("ecdsa-p256");
     std::fs::write(d.join("image.tar"), docker_archive(b"hello")).unwrap();
-    let output = w.run(&[
-        "-k",
-        "key.pem",
-        "-o",
-        "att.json",
-        "-a",
-        "oci",
-        "--",
-        "cp",
-        "image.tar",
-        "out.tar",
-    ]);
+    let output = w.run_line("-k key.pem -o att.json -a oci -- cp image.tar out.tar");
     assert_exit(&output, 0);
     let envelope = std::fs::read(d.join("att.json")).unwrap();
     assert!(!envelope.ends_with(b"\n"));
@@ -327,15 +334,7 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
     assert_eq!(report["problems"], serde_json::json!([]));
 
     // A statement written with --unsigned is called what it is.
-    let unsigned = w.run(&[
-        "--trace",
-        "off",
-        "--unsigned",
-        "-o",
-        "bare.json",
-        "--",
-        "true",
-    ]);
+    let unsigned = w.run_line("--trace off --unsigned -o bare.json -- true");
     assert_exit(&unsigned, 0);
     let output = w.oci_attest(&["verify", "--key", "key.pem.pub", "bare.json"]);
     assert_exit_saying(
@@ -349,21 +348,13 @@ fn a_failing_command_keeps_its_exit_code_and_is_still_attested() {
 fn unsigned_writes_the_bare_statement_and_no_key_is_an_error() {
     let w = require!(Workspace::new());
     let d = w.path();
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "--unsigned",
-        "-o",
-        "/dev/stdout",
-        "--",
-        "true",
-    ]);
+    let output = w.run_line("--trace off --unsigned -o /dev/stdout -- true");
     assert_exit(&output, 0);
     let statement: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v0.1");
     assert_eq!(statement["predicate"]["name"], "run");
 
-    let output = w.run(&["--trace", "off", "--", "touch", "ran"]);
+    let output = w.run_line("--trace off -- touch ran");
     assert_exit_saying(&output, 125, "no signing key");
     assert!(!d.join("ran").exists());
 }
@@ -373,21 +364,7 @@ fn unusable_keys_fail_before_the_command_starts() {
     let w = require!(Workspace::new());
     let d = w.path();
     w.keygen("ed25519");
-    let encrypted = Command::new("openssl")
-        .args([
-            "pkcs8",
-            "-topk8",
-            "-in",
-            "key.pem",
-            "-out",
-            "enc.pem",
-            "-passout",
-            "pass:right",
-        ])
-        .current_dir(d)
-        .status()
-        .unwrap();
-    assert!(encrypted.success());
+    encrypt_key(d, "right");
     std::fs::write(d.join("garbage.pem"), "hello").unwrap();
     std::fs::write(d.join("pass"), "wrong\n").unwrap();
     let cases: [(&[&str], &str); 5] = [
@@ -423,19 +400,9 @@ fn unusable_keys_fail_before_the_command_starts() {
     }
     std::fs::write(d.join("pass"), "right\n").unwrap();
     // The passphrase file was written with the umask's 0644: the command's user could read it.
-    let refused = w.run(&[
-        "--trace",
-        "off",
-        "-k",
-        "enc.pem",
-        "--signer-file-key-passphrase-path",
-        "pass",
-        "-o",
-        "att.json",
-        "--",
-        "touch",
-        "ran",
-    ]);
+    let refused = w.run_line(
+        "--trace off -k enc.pem --signer-file-key-passphrase-path pass -o att.json -- touch ran",
+    );
     assert_exit(&refused, 125);
     let error = stderr(&refused);
     assert!(
@@ -448,18 +415,9 @@ fn unusable_keys_fail_before_the_command_starts() {
     );
     assert!(!d.join("ran").exists());
     std::fs::set_permissions(d.join("pass"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "-k",
-        "enc.pem",
-        "--signer-file-key-passphrase-path",
-        "pass",
-        "-o",
-        "att.json",
-        "--",
-        "true",
-    ]);
+    let output = w.run_line(
+        "--trace off -k enc.pem --signer-file-key-passphrase-path pass -o att.json -- true",
+    );
     assert_exit(&output, 0);
 }
 
@@ -477,20 +435,7 @@ fn a_tampered_archive_fails_the_run_and_leaves_the_outfile_untouched() {
     archive[position] = b'j';
     std::fs::write(d.join("image.tar"), archive).unwrap();
     std::fs::write(d.join("att.json"), "previous").unwrap();
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "-k",
-        "key.pem",
-        "-o",
-        "att.json",
-        "-a",
-        "oci",
-        "--",
-        "cp",
-        "image.tar",
-        "out.tar",
-    ]);
+    let output = w.run_line("--trace off -k key.pem -o att.json -a oci -- cp image.tar out.tar");
     assert_exit_saying(&output, 125, "out.tar");
     assert!(
         stderr(&output).contains("(reason: analysis-failed)"),
@@ -511,9 +456,7 @@ fn verify_detects_a_tampered_envelope() {
     let w = require!(Workspace::new());
     let d = w.path();
     w.keygen("ed25519");
-    let output = w.run(&[
-        "--trace", "off", "-k", "key.pem", "-o", "att.json", "--", "true",
-    ]);
+    let output = w.run_line("--trace off -k key.pem -o att.json -- true");
     assert_exit(&output, 0);
     let mut envelope: Value =
         serde_json::from_slice(&std::fs::read(d.join("att.json")).unwrap()).unwrap();
@@ -582,18 +525,7 @@ fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
     let w = require!(Workspace::new());
     let d = w.path();
     oci_layout(&d.join("src"), b"layout content");
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "--unsigned",
-        "-o",
-        "st.json",
-        "--",
-        "cp",
-        "-r",
-        "src",
-        "out",
-    ]);
+    let output = w.run_line("--trace off --unsigned -o st.json -- cp -r src out");
     assert_exit(&output, 0);
     let statement: Value =
         serde_json::from_slice(&std::fs::read(d.join("st.json")).unwrap()).unwrap();
@@ -612,17 +544,7 @@ fn a_produced_oci_layout_dir_attaches_oci_and_is_analysed_as_one_image() {
 #[test]
 fn requested_oci_without_an_archive_is_skipped_with_a_notice() {
     let w = require!(Workspace::new());
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "--unsigned",
-        "-o",
-        "/dev/stdout",
-        "-a",
-        "oci",
-        "--",
-        "true",
-    ]);
+    let output = w.run_line("--trace off --unsigned -o /dev/stdout -a oci -- true");
     assert_exit(&output, 0);
     assert!(
         stderr(&output).contains("oci attestor skipped"),
@@ -644,35 +566,12 @@ fn output_and_passphrase_problems_are_found_before_the_command_and_the_passphras
 {
     let w = require!(Workspace::new());
     let d = w.path();
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "--unsigned",
-        "-o",
-        "no/such/dir/att.json",
-        "--",
-        "touch",
-        "ran",
-    ]);
+    let output = w.run_line("--trace off --unsigned -o no/such/dir/att.json -- touch ran");
     assert_exit_saying(&output, 125, "does not exist");
     assert!(!d.join("ran").exists());
 
     w.keygen("ed25519");
-    let encrypted = Command::new("openssl")
-        .args([
-            "pkcs8",
-            "-topk8",
-            "-in",
-            "key.pem",
-            "-out",
-            "enc.pem",
-            "-passout",
-            "pass:from-env-123",
-        ])
-        .current_dir(d)
-        .status()
-        .unwrap();
-    assert!(encrypted.success());
+    encrypt_key(d, "from-env-123");
     let output = w
         .run_command(&[
             "--trace",
@@ -777,7 +676,7 @@ fn witness_flags_and_config_file() {
     );
 
     std::fs::write(d.join(".oci-attest.yaml"), "run:\n  no-such-option: 1\n").unwrap();
-    let output = w.run(&["--unsigned", "--", "touch", "ran"]);
+    let output = w.run_line("--unsigned -- touch ran");
     assert_exit_saying(
         &output,
         2,
@@ -819,17 +718,7 @@ fn json_summaries_and_inspect_of_a_missing_file() {
         .iter()
         .any(|subject| subject.as_str().unwrap().ends_with("tree:products")));
 
-    let output = w.run(&[
-        "--trace",
-        "off",
-        "-k",
-        "missing.pem",
-        "-o",
-        "x.json",
-        "--json",
-        "--",
-        "true",
-    ]);
+    let output = w.run_line("--trace off -k missing.pem -o x.json --json -- true");
     assert_eq!(output.status.code(), Some(125));
     let failure: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(failure["exitcode"], 125);

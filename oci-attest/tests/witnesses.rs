@@ -324,6 +324,35 @@ fn a_daemon_writing_through_a_passed_fd_without_the_page_cache_is_caught() {
     assert!(written.starts_with(b"written by the daemon"));
 }
 
+/// One sendmsg passing many files open for writing: the tracer reports each of up to 16 per
+/// call as handed out; a call passing more is flagged rather than letting the rest pass unseen.
+#[test]
+fn every_file_passed_in_one_message_is_handed_out_or_the_call_is_flagged() {
+    let verdict = require!(attest(scenario(&["pass-own-fds", "16"])));
+    verdict.assert_refused(&["handed-out"]);
+    let handed_out = verdict.details("handed-out");
+    for index in 0..16 {
+        let name = format!("passed-{index}");
+        assert!(
+            handed_out
+                .iter()
+                .any(|detail| detail.contains(&format!("/{name}: passed"))),
+            "{name} is not named as handed out\n{}",
+            verdict.describe()
+        );
+    }
+    let verdict = require!(attest(scenario(&["pass-own-fds", "17"])));
+    verdict.assert_refused(&["unmodelled-syscall"]);
+    assert!(
+        verdict
+            .details("unmodelled-syscall")
+            .iter()
+            .any(|detail| detail.starts_with("sendmsg")),
+        "{}",
+        verdict.describe()
+    );
+}
+
 /// The other way round: a process outside the tree opens a file of the working directory and
 /// passes the fd in; the tree, which never opened it, writes through it. The write is the
 /// tree's: the file is a product with what the tree wrote, and the trace is complete.

@@ -1324,6 +1324,51 @@ static void step_send_fd(char **a)
 	close(fd);
 }
 
+/* Creates COUNT files passed-0 ... in the working directory and passes them, open for writing,
+ * in one SCM_RIGHTS message of one sendmsg over a socketpair (to itself), then closes them. */
+static void step_pass_own_fds(char **a)
+{
+	int count = atoi(a[0]);
+	if (count < 1 || count > 253)
+		die("pass-own-fds: COUNT must be 1 to 253, not", a[0]);
+	int pair[2];
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair) < 0)
+		die("socketpair", NULL);
+	int fds[253];
+	for (int i = 0; i < count; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "passed-%d", i);
+		fds[i] = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fds[i] < 0)
+			die("open", name);
+	}
+	size_t size = count * sizeof(int);
+	char control[CMSG_SPACE(253 * sizeof(int))];
+	memset(control, 0, sizeof control);
+	struct iovec iov = { "F", 1 };
+	struct msghdr message = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+				  .msg_controllen = CMSG_SPACE(size) };
+	struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+	header->cmsg_level = SOL_SOCKET;
+	header->cmsg_type = SCM_RIGHTS;
+	header->cmsg_len = CMSG_LEN(size);
+	memcpy(CMSG_DATA(header), fds, size);
+	if (sendmsg(pair[0], &message, 0) < 0)
+		die("sendmsg", NULL);
+	char byte;
+	struct iovec into = { &byte, 1 };
+	struct msghdr received = { .msg_iov = &into, .msg_iovlen = 1, .msg_control = control,
+				   .msg_controllen = sizeof control };
+	if (recvmsg(pair[1], &received, MSG_CMSG_CLOEXEC) <= 0)
+		die("recvmsg", NULL);
+	header = CMSG_FIRSTHDR(&received);
+	if (!header || header->cmsg_type != SCM_RIGHTS)
+		die("no fds received", NULL);
+	memcpy(fds, CMSG_DATA(header), size);
+	for (int i = 0; i < count; i++)
+		close(fds[i]);
+}
+
 /* Sends the daemon an absolute path to write. */
 static void step_send_path(char **a)
 {
@@ -1772,6 +1817,7 @@ static const struct step steps[] = {
 	{ "serve-fd", 3, step_serve_fd },
 	{ "receive-fd", 2, step_receive_fd },
 	{ "send-fd", 3, step_send_fd },
+	{ "pass-own-fds", 1, step_pass_own_fds },
 	{ "send-path", 2, step_send_path },
 	{ "loop-write", 2, step_loop_write },
 	{ "swap-write", 4, step_swap_write },

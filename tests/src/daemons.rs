@@ -1,6 +1,7 @@
 //! Private containerd and dockerd instances on sockets under a directory, stopped by pid.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -117,6 +118,10 @@ impl Daemons {
         let dir = std::path::absolute(dir)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
+        // The docker group reaches dockerd's socket (root:docker, 0660) through here; nobody
+        // lists what else is in it. Its parent must be searchable too (`cargo xtask test`).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("cannot chmod {}", dir.display()))?;
         if !paths::dockerd().is_file() {
             bail!(
                 "{} is missing (run `cargo xtask setup`)",
@@ -178,6 +183,8 @@ impl Daemons {
             .arg(&daemons.docker_host)
             .arg("--containerd")
             .arg(&containerd_address)
+            // The socket's group (its default, said explicitly: the docker tests depend on it).
+            .args(["--group", "docker"])
             .args([
                 "--iptables=false",
                 "--ip6tables=false",

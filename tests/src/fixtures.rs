@@ -103,6 +103,22 @@ impl Fixtures {
     pub fn path(&self, fixture: &Fixture) -> PathBuf {
         self.dir.join(&fixture.path)
     }
+
+    /// The image ID of `image` (a tag) as recorded for fixture `name`.
+    pub fn image_id(&self, name: &str, image: &str) -> anyhow::Result<String> {
+        self.get(name)?
+            .expect
+            .images
+            .iter()
+            .find(|expected| {
+                expected
+                    .tags
+                    .as_ref()
+                    .is_some_and(|tags| tags.iter().any(|tag| tag == image))
+            })
+            .map(|expected| expected.imageid.clone())
+            .with_context(|| format!("{image} is not in fixture {name}"))
+    }
 }
 
 /// Builds the fixtures into `out` unless it already holds a complete set. Serialised by a lock

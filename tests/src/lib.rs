@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod attack;
+pub mod attested;
 pub mod command;
 pub mod credentials;
 pub mod daemons;
@@ -19,6 +20,7 @@ pub mod paths;
 pub mod registry;
 pub mod registry_bench;
 pub mod release;
+pub mod rootless;
 pub mod storage;
 pub mod tamper;
 pub mod tsa;

@@ -14,7 +14,11 @@ use anyhow::{ensure, Context as _};
 /// the commands under test run as this user.
 pub const TEST_USER: &str = "oci-attest-test";
 
-/// The test user from the user database.
+/// A second unprivileged user `cargo xtask setup` creates, a member of the `docker` group (which
+/// is root-equivalent): the docker tools' user.
+pub const DOCKER_USER: &str = "oci-attest-docker";
+
+/// A user of the tests, from the user database.
 #[derive(Clone, Debug)]
 pub struct TestUser {
     pub name: String,
@@ -23,17 +27,73 @@ pub struct TestUser {
     pub home: PathBuf,
 }
 
+impl TestUser {
+    /// The user called `name`, or what to do when it is missing.
+    pub fn named(name: &str) -> anyhow::Result<Self> {
+        let user = nix::unistd::User::from_name(name)
+            .context("cannot read the user database")?
+            .with_context(|| format!("no user {name} (run `cargo xtask setup` as root)"))?;
+        Ok(TestUser {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir,
+        })
+    }
+
+    /// The ids of its supplementary groups, from the group database (as `initgroups` and
+    /// sudo find them), its primary group included.
+    pub fn groups(&self) -> anyhow::Result<Vec<u32>> {
+        let name = std::ffi::CString::new(self.name.as_str())?;
+        let groups = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(self.gid))
+            .with_context(|| format!("cannot list the groups of {}", self.name))?;
+        let mut ids: Vec<u32> = groups.into_iter().map(|gid| gid.as_raw()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Hands `path` and everything under it (not following symlinks) to this user, for inputs
+    /// the command must change.
+    pub fn own(&self, path: &Path) -> anyhow::Result<()> {
+        let mut pending = vec![path.to_path_buf()];
+        while let Some(next) = pending.pop() {
+            std::os::unix::fs::lchown(&next, Some(self.uid), Some(self.gid))
+                .with_context(|| format!("cannot give {} to {}", next.display(), self.name))?;
+            if next.symlink_metadata()?.is_dir() {
+                for entry in std::fs::read_dir(&next)? {
+                    pending.push(entry?.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `program` run as this user (real and effective ids, its groups), with a clean
+    /// environment holding only HOME, USER, LOGNAME and a standard PATH.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .arg("--init-groups")
+            .arg("--")
+            .arg(program)
+            .env_clear()
+            .env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name)
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
+        command
+    }
+}
+
 /// [`TEST_USER`], or what to do when it is missing.
 pub fn test_user() -> anyhow::Result<TestUser> {
-    let user = nix::unistd::User::from_name(TEST_USER)
-        .context("cannot read the user database")?
-        .with_context(|| format!("no user {TEST_USER} (run `cargo xtask setup` as root)"))?;
-    Ok(TestUser {
-        name: user.name,
-        uid: user.uid.as_raw(),
-        gid: user.gid.as_raw(),
-        home: user.dir,
-    })
+    TestUser::named(TEST_USER)
 }
 
 /// `BINARY run` as the tests start it: oci-attest as root, with `SUDO_UID`/`SUDO_GID` of the
@@ -51,8 +111,12 @@ pub fn run_command(binary: &Path) -> anyhow::Result<Command> {
 /// (`/usr/bin/time -v oci-attest run ...`): root, the test user as sudo's invoker, the tool
 /// PATH, no key passphrase.
 pub fn invoked_by_test_user(command: &mut Command) -> anyhow::Result<()> {
+    invoked_by(command, &test_user()?)
+}
+
+/// [`invoked_by_test_user`] for another `user`.
+pub fn invoked_by(command: &mut Command, user: &TestUser) -> anyhow::Result<()> {
     crate::root()?;
-    let user = test_user()?;
     command
         .env("PATH", crate::paths::search_path())
         .env("SUDO_UID", user.uid.to_string())
@@ -70,29 +134,22 @@ pub fn run() -> anyhow::Result<Command> {
 /// A temp dir owned by the test user, for the command to write its products into (the test,
 /// as root, still puts its inputs and keys there; a key keygen writes is root's, mode 0600).
 pub fn user_dir() -> anyhow::Result<tempfile::TempDir> {
+    dir_of(&test_user()?)
+}
+
+/// [`user_dir`] for another `user`.
+pub fn dir_of(user: &TestUser) -> anyhow::Result<tempfile::TempDir> {
     let dir = tempfile::Builder::new()
         .prefix("oci-attest-user.")
         .tempdir()
         .context("cannot create a temp dir")?;
-    give_to_test_user(dir.path())?;
+    user.own(dir.path())?;
     Ok(dir)
 }
 
-/// Hands `path` and everything under it (not following symlinks) to the test user, for inputs
-/// the command must change.
+/// Hands `path` and everything under it to the test user ([`TestUser::own`]).
 pub fn give_to_test_user(path: &Path) -> anyhow::Result<()> {
-    let user = test_user()?;
-    let mut pending = vec![path.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        std::os::unix::fs::lchown(&next, Some(user.uid), Some(user.gid))
-            .with_context(|| format!("cannot give {} to {}", next.display(), user.name))?;
-        if next.symlink_metadata()?.is_dir() {
-            for entry in std::fs::read_dir(&next)? {
-                pending.push(entry?.path());
-            }
-        }
-    }
-    Ok(())
+    test_user()?.own(path)
 }
 
 /// `OCI_ATTEST_BIN`, else the workspace's debug build.

@@ -115,19 +115,15 @@ impl Bench {
 
     /// The raw bytes `skopeo inspect --raw` reads for `reference` (independent client).
     pub fn inspect_raw(&self, reference: &str, tls: bool) -> Vec<u8> {
-        let mut command = Command::new("skopeo");
-        command.args(["inspect", "--raw"]);
-        if tls {
-            command
-                .arg(format!("--creds={}", self.registries.creds()))
-                .arg(format!("--cert-dir={}", self.cert_dir.display()));
+        let options = if tls {
+            vec![
+                format!("--creds={}", self.registries.creds()),
+                format!("--cert-dir={}", self.cert_dir.display()),
+            ]
         } else {
-            command.arg("--tls-verify=false");
-        }
-        command.arg(format!("docker://{reference}"));
-        run(&mut command)
-            .unwrap_or_else(|error| panic!("{error:#}"))
-            .stdout
+            vec!["--tls-verify=false".to_owned()]
+        };
+        skopeo_inspect_raw(reference, &options)
     }
 
     /// The manifest digest (hex) of `reference`, as skopeo reads it.
@@ -185,6 +181,17 @@ impl Bench {
         args.extend(command.iter().cloned());
         self.output(oci_attest::run(), &args, adjust)
     }
+}
+
+/// The raw bytes `skopeo inspect --raw OPTIONS docker://REFERENCE` reads (the independent
+/// client).
+pub fn skopeo_inspect_raw(reference: &str, options: &[String]) -> Vec<u8> {
+    run(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .args(options)
+        .arg(format!("docker://{reference}")))
+    .unwrap_or_else(|error| panic!("{error:#}"))
+    .stdout
 }
 
 /// Runs `args[0]` with the rest; panics with its output unless it exits 0.

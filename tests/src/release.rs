@@ -66,65 +66,6 @@ impl Release {
     }
 }
 
-/// A user from the user database.
-#[derive(Clone, Debug)]
-pub struct User {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub home: PathBuf,
-}
-
-impl User {
-    pub fn named(name: &str) -> anyhow::Result<Self> {
-        let user = nix::unistd::User::from_name(name)
-            .context("cannot read the user database")?
-            .with_context(|| format!("no user {name} (run `cargo xtask setup` as root)"))?;
-        Ok(User {
-            name: user.name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            home: user.dir,
-        })
-    }
-
-    /// Hands `path` and everything under it (not following symlinks) to this user.
-    pub fn own(&self, path: &Path) -> anyhow::Result<()> {
-        let mut pending = vec![path.to_path_buf()];
-        while let Some(next) = pending.pop() {
-            std::os::unix::fs::lchown(&next, Some(self.uid), Some(self.gid))
-                .with_context(|| format!("cannot give {} to {}", next.display(), self.name))?;
-            if next.symlink_metadata()?.is_dir() {
-                for entry in std::fs::read_dir(&next)? {
-                    pending.push(entry?.path());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `program` run as this user (real and effective ids, its groups), with a clean
-    /// environment holding only HOME, USER, LOGNAME and a standard PATH.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut command = Command::new("setpriv");
-        command
-            .arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .arg("--init-groups")
-            .arg("--")
-            .arg(program)
-            .env_clear()
-            .env("HOME", &self.home)
-            .env("USER", &self.name)
-            .env("LOGNAME", &self.name)
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            );
-        command
-    }
-}
-
 /// `python3 -m http.server` serving `root` on 127.0.0.1 (a free port it picks), stopped by pid
 /// when dropped.
 pub struct FileServer {

@@ -14,8 +14,9 @@ use std::sync::Mutex;
 use anyhow::{bail, Context as _};
 use oci_attest_tests::command::{output_text, stdout_of};
 use oci_attest_tests::fixtures::{Fixtures, APP_ARCHIVE};
+use oci_attest_tests::oci_attest::TestUser;
 use oci_attest_tests::registry::RegistryEnv;
-use oci_attest_tests::release::{FileServer, Release, User, CI_JOB_USER};
+use oci_attest_tests::release::{FileServer, Release, CI_JOB_USER};
 use oci_attest_tests::{oci_attest, paths, require, root};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
@@ -27,7 +28,7 @@ static ONE_JOB_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// What both CI systems get: a job user, its workspace holding an image archive, a runner temp
 /// dir, the release served over HTTP, a signing key.
 struct Job {
-    user: User,
+    user: TestUser,
     dir: tempfile::TempDir,
     server: FileServer,
     release: Release,
@@ -40,7 +41,7 @@ impl Job {
     /// `tamper`: serve a tarball one byte longer than the one SHA256SUMS lists.
     fn new(tamper: bool) -> anyhow::Result<Job> {
         root()?;
-        let user = User::named(CI_JOB_USER)?;
+        let user = TestUser::named(CI_JOB_USER)?;
         let release = Release::from_env()?;
         let registry = RegistryEnv::from_env()?;
         let fixtures = Fixtures::from_env()?;

@@ -10,16 +10,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use base64::Engine as _;
+use oci_attest_tests::attested::{check_oci_attestation, oci_attestations};
 use oci_attest_tests::command::{describe, output_text, run};
 use oci_attest_tests::daemons::DaemonEnv;
-use oci_attest_tests::expect::{self, ArchiveExpectation};
+use oci_attest_tests::expect;
 use oci_attest_tests::fixtures::{Fixtures, APP_IMAGE, MULTI_ARCHIVE, OTHER_IMAGE, THIRD_IMAGE};
+use oci_attest_tests::registry_bench::statement;
 use oci_attest_tests::storage::ContainersStorage;
 use oci_attest_tests::{oci_attest, paths, require};
-use serde_json::Value;
-
-const OCI_PREDICATE: &str = "https://aflock.ai/attestations/oci/v0.1";
 /// The containerd namespace the tests import into (`ctr` reads it from the environment, so the
 /// saved command line stays `ctr images export ...`).
 const CONTAINERD_NAMESPACE: &str = "oci-attest-tests";
@@ -72,22 +70,9 @@ impl SaveEnvironment {
     /// The image ID of `image` as recorded for the fixtures (docker, podman and ctr load them
     /// from the same archive, so the ID is the same everywhere).
     fn image_id(&self, image: &str) -> String {
-        let multi = self
-            .fixtures
-            .get(MULTI_ARCHIVE)
-            .unwrap_or_else(|error| panic!("{error:#}"));
-        multi
-            .expect
-            .images
-            .iter()
-            .find(|expected| {
-                expected
-                    .tags
-                    .as_ref()
-                    .is_some_and(|tags| tags.iter().any(|tag| tag == image))
-            })
-            .map(|expected| expected.imageid.clone())
-            .unwrap_or_else(|| panic!("{image} is not in fixture {MULTI_ARCHIVE}"))
+        self.fixtures
+            .image_id(MULTI_ARCHIVE, image)
+            .unwrap_or_else(|error| panic!("{error:#}"))
     }
 
     /// oci-attest (or any tool) with the daemons and storage in its environment.
@@ -133,34 +118,6 @@ fn output_of(mut command: Command) -> Output {
     command
         .output()
         .unwrap_or_else(|error| panic!("cannot run `{}`: {error}", describe(&command)))
-}
-
-/// The oci attestations inside a DSSE envelope file.
-fn oci_attestations(envelope_path: &Path) -> Vec<Value> {
-    let text = std::fs::read(envelope_path)
-        .unwrap_or_else(|error| panic!("cannot read {}: {error}", envelope_path.display()));
-    let envelope: Value = serde_json::from_slice(&text)
-        .unwrap_or_else(|error| panic!("{} is not JSON: {error}", envelope_path.display()));
-    let payload = envelope["payload"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{} has no payload", envelope_path.display()));
-    let statement = base64::engine::general_purpose::STANDARD
-        .decode(payload)
-        .unwrap_or_else(|error| panic!("payload is not base64: {error}"));
-    let statement: Value = serde_json::from_slice(&statement)
-        .unwrap_or_else(|error| panic!("payload is not JSON: {error}"));
-    statement["predicate"]["attestations"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter(|attestation| attestation["type"] == OCI_PREDICATE)
-        .map(|attestation| attestation["attestation"].clone())
-        .collect()
-}
-
-fn sha256_set(hex: &str) -> Value {
-    serde_json::json!({ "sha256": hex })
 }
 
 /// Runs `save` (argv) in a fresh directory under `oci-attest run` and checks the attestation of
@@ -236,77 +193,13 @@ fn attest_and_verify(save: &[&str], setup: impl FnOnce(&Path), product: &str, im
         archive_ids, wanted,
         "{product} holds other images than {images:?}"
     );
-    let attestations = oci_attestations(&work.join("out.att.json"));
+    let attestations = oci_attestations(&statement(&work.join("out.att.json")));
     assert!(
         !attestations.is_empty(),
         "no oci attestation was attached for `{}`",
         save.join(" ")
     );
-    check_attestation(&attestations, &independent, product);
-}
-
-/// One oci attestation must describe the archive exactly as the independent computation does.
-fn check_attestation(attestations: &[Value], independent: &ArchiveExpectation, product: &str) {
-    let first = &independent.images[0];
-    let matching = attestations
-        .iter()
-        .find(|attestation| attestation["imageid"] == sha256_set(&first.imageid))
-        .unwrap_or_else(|| {
-            panic!(
-                "no oci attestation has imageid {} (got {:?})",
-                first.imageid,
-                attestations
-                    .iter()
-                    .map(|a| a["imageid"].clone())
-                    .collect::<Vec<_>>()
-            )
-        });
-    let diffids: Vec<Value> = first.diffids.iter().map(|hex| sha256_set(hex)).collect();
-    assert_eq!(
-        matching["diffids"],
-        Value::Array(diffids),
-        "{product}: diffids"
-    );
-    assert_eq!(
-        matching["manifestdigest"],
-        sha256_set(&independent.manifestdigest),
-        "{product}: manifestdigest"
-    );
-    if let Some(tardigest) = &independent.tardigest {
-        assert_eq!(
-            matching["tardigest"],
-            sha256_set(tardigest),
-            "{product}: tardigest"
-        );
-    }
-    if independent.images.len() > 1 {
-        let reported: Vec<Value> = matching["images"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{product}: several images but no `images`"))
-            .iter()
-            .map(|image| image["imageid"].clone())
-            .collect();
-        let expected: Vec<Value> = independent
-            .images
-            .iter()
-            .map(|image| sha256_set(&image.imageid))
-            .collect();
-        assert_eq!(reported, expected, "{product}: images in archive order");
-        for (image, expected) in matching["images"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .zip(&independent.images)
-        {
-            let diffids: Vec<Value> = expected.diffids.iter().map(|hex| sha256_set(hex)).collect();
-            assert_eq!(
-                image["diffids"],
-                Value::Array(diffids),
-                "{product}: diffids of {}",
-                expected.imageid
-            );
-        }
-    }
+    check_oci_attestation(&attestations, &independent, product);
 }
 
 fn no_setup(_: &Path) {}

@@ -294,6 +294,10 @@ fn attested_build(
             "--locked",
             "--target",
             TARGET,
+            // A download needs no symbol table (25.3 MB → 21.4 MB, gzip 9.1 → 8.0 MB, measured
+            // on this build); panic messages still name the file and line.
+            "--config",
+            "profile.release.strip=\"symbols\"",
         ])
         .args(["-p", "oci-attest"])
         .current_dir(source)

@@ -402,8 +402,9 @@ const SUBORDINATE_START: u32 = 100_000;
 const SUBORDINATE_COUNT: u32 = 65_536;
 
 /// The unprivileged user the tests run commands as (oci_attest_tests::oci_attest::TEST_USER),
-/// with a home and subordinate uid/gid ranges for rootless podman and buildah; and a `docker`
-/// group (the test user is not in it: the tests that need it say `--run-as USER:docker`).
+/// with a home and subordinate uid/gid ranges for rootless podman and buildah; a `docker`
+/// group (the test user is not in it: the tests that need it say `--run-as USER:docker`); and
+/// a second user in that group (`DOCKER_USER`), whom the docker tests run `docker save` as.
 fn test_user() -> anyhow::Result<Option<String>> {
     let name = oci_attest_tests::oci_attest::TEST_USER;
     let mut actions = Vec::new();
@@ -411,6 +412,30 @@ fn test_user() -> anyhow::Result<Option<String>> {
         require_root("creating the docker group")?;
         command::run(Command::new("groupadd").args(["--system", "docker"]))?;
         actions.push("created group docker".to_owned());
+    }
+    let docker_user = oci_attest_tests::oci_attest::DOCKER_USER;
+    let in_docker_group = nix::unistd::Group::from_name("docker")?
+        .is_some_and(|group| group.mem.iter().any(|member| member == docker_user));
+    if nix::unistd::User::from_name(docker_user)?.is_none() {
+        require_root(&format!("creating the docker user {docker_user}"))?;
+        command::run(Command::new("useradd").args([
+            "--create-home",
+            "--shell",
+            "/bin/sh",
+            "--groups",
+            "docker",
+            docker_user,
+        ]))?;
+        actions.push(format!("created user {docker_user} in group docker"));
+    } else if !in_docker_group {
+        require_root(&format!("adding {docker_user} to group docker"))?;
+        command::run(Command::new("usermod").args([
+            "--append",
+            "--groups",
+            "docker",
+            docker_user,
+        ]))?;
+        actions.push(format!("added {docker_user} to group docker"));
     }
     if nix::unistd::User::from_name(name)?.is_none() {
         require_root(&format!("creating the test user {name}"))?;

@@ -40,6 +40,12 @@ pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
         .prefix("oci-attest-test-")
         .tempdir()
         .context("cannot create a temp dir")?;
+    // Searchable, not listable: the docker group's path to dockerd's socket (`Daemons::start`).
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .context("cannot chmod the temp dir")?;
     survive_interrupts()?;
     let outcome = run_with_daemons(temp.path(), &binary, release, cargo_test_args);
     let cleanup = remove_tree(temp.path());
@@ -205,13 +211,22 @@ fn build_fixtures_and_test(
                     &mut totals,
                 )?,
             ];
+            // What the release adds to the suite's wall time: the wait for it once the other
+            // tests are done, and its own tests (the CI budget for dist is 5 minutes).
+            let waiting = std::time::Instant::now();
             let release = dist
                 .join()
                 .map_err(|_| anyhow::anyhow!("cargo xtask dist panicked"))??;
+            let waited = waiting.elapsed();
             statuses.push(stream_tests(
                 &mut cargo_test(&tests_crate_targets(true)?, Some(&release)),
                 &mut totals,
             )?);
+            println!(
+                "test: the release added {:.0?} to the suite (waited {waited:.0?} for cargo \
+                 xtask dist after the other tests, then its tests)",
+                waiting.elapsed()
+            );
             statuses
                 .into_iter()
                 .find(|status| !status.success())

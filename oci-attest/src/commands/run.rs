@@ -413,6 +413,15 @@ fn attest_run(args: &Args) -> anyhow::Result<(serde_json::Value, ExitCode)> {
     );
     if code != 0 {
         tracing::warn!("the command failed with exit code {code}; the attestation records it");
+        if let Some((helper, pid)) = observation.refused_id_mapping() {
+            tracing::warn!(
+                "{helper} (pid {pid}) failed under no_new_privs, which keeps its setuid bit from \
+                 working: rootless podman, buildah and skopeo's containers-storage need it to map \
+                 the user's subordinate ids. Pass --allow-new-privileges (recorded in the \
+                 attestation; any other program that gains privileges still makes the trace \
+                 incomplete)"
+            );
+        }
         return Ok((
             summary,
             ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
@@ -1052,8 +1061,18 @@ fn prepare(args: &Args) -> anyhow::Result<Prepared> {
     before.retain(|path| !scope.is_private(path));
     let context =
         RunContext::before_command(working_dir, argv, options, before, &args.attestations);
-    let tracer = load_tracer(args)?;
-    let early = context.attest()?;
+    // Loading the tracer is mostly the kernel's verifier (one CPU): it runs while the
+    // pre-material and material attestors hash the working directory.
+    let (tracer, early) = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| load_tracer(args));
+        let early = context.attest();
+        let tracer = loading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (tracer, early)
+    });
+    let tracer = tracer?;
+    let early = early?;
     announce(&identity);
     Ok(Prepared {
         identity,
@@ -1344,10 +1363,11 @@ fn observe(
         .map(|process| Incomplete {
             reason: IncompleteReason::TreeStillRunning,
             detail: format!(
-                "pid {} ({}) still running {}s after the command exited (--wait-for-tree)",
+                "pid {} ({}) still running {}s after the command exited (--wait-for-tree){}",
                 process.pid,
                 process.program,
-                wait_for_tree.as_secs()
+                wait_for_tree.as_secs(),
+                lingering_hint(&process.program)
             ),
         })
         .collect();
@@ -1389,6 +1409,20 @@ fn observe(
         incomplete,
     };
     Ok((observation, after))
+}
+
+/// What to do about a process that outlived the command, when it is one that does so by
+/// design: rootless podman keeps a pause process (podman itself, or catatonit) holding the
+/// user namespace it created, for every later podman command of that user to join.
+fn lingering_hint(program: &str) -> &'static str {
+    match program.rsplit('/').next() {
+        Some("podman" | "catatonit") => {
+            "; rootless podman leaves a pause process behind when it creates the user's \
+             namespace: run any podman command as this user before the attested step, so that \
+             the step joins that namespace instead"
+        }
+        _ => "",
+    }
 }
 
 /// The products, with their stamps when the command ended where known. Traced, they are the

@@ -365,6 +365,7 @@ pub fn settle_programs(
             .or_default()
             .push(inode.time);
     }
+    name_detached_execs(processes);
     let mut digests: HashMap<(String, ProgramId), Result<String, Problem>> = HashMap::new();
     for process in processes.iter_mut() {
         for exec in &mut process.execs {
@@ -379,6 +380,31 @@ pub fn settle_programs(
                     reason: problem.reason,
                     detail: format!("{} (pid {}): {}", exec.program, process.pid, problem.detail),
                 }),
+            }
+        }
+    }
+}
+
+/// The path the kernel builds for a file that is the root of a detached mount.
+const DETACHED_MOUNT_ROOT: &str = "/";
+
+/// Names the execs of a program through a detached bind mount of itself. containers/storage
+/// (skopeo, buildah, podman) and runc re-execute their own binary that way, so that the
+/// command cannot rewrite it: they bind-mount it read-only, open it, detach the mount and
+/// exec the descriptor. The mount is then in no tree and the kernel's path is its root, `/`.
+/// The file is the one an earlier exec of the tree ran by name when the identities (device,
+/// inode, generation, ctime, links) are equal; that name is then checked like any other.
+fn name_detached_execs(processes: &mut [ObservedProcess]) {
+    let named: HashMap<ProgramId, String> = processes
+        .iter()
+        .flat_map(|process| &process.execs)
+        .filter(|exec| exec.program != DETACHED_MOUNT_ROOT)
+        .map(|exec| (exec.program_id, exec.program.clone()))
+        .collect();
+    for exec in processes.iter_mut().flat_map(|process| &mut process.execs) {
+        if exec.program == DETACHED_MOUNT_ROOT {
+            if let Some(name) = named.get(&exec.program_id) {
+                exec.program.clone_from(name);
             }
         }
     }
@@ -551,6 +577,18 @@ mod tests {
         assert!(incomplete.is_empty(), "{incomplete:?}");
     }
 
+    /// An exec of `program` (the kernel's escaped path) identified as `id`, at the epoch.
+    fn exec(program: String, id: ProgramId) -> ExecRecord {
+        ExecRecord {
+            program,
+            program_id: id,
+            program_digest: None,
+            argv: Vec::new(),
+            time: UNIX_EPOCH,
+            privileges: None,
+        }
+    }
+
     fn program_id(path: &Path, nlink: u32) -> ProgramId {
         let identity = identity::identity_now(path).unwrap();
         ProgramId {
@@ -569,14 +607,7 @@ mod tests {
         fs::write(&program, "v1").unwrap();
         let changed = dir.path().join("changed");
         fs::write(&changed, "v1").unwrap();
-        let exec = |path: &Path, id| ExecRecord {
-            program: pathtext::escape_bytes(path.as_os_str().as_bytes()),
-            program_id: id,
-            program_digest: None,
-            argv: Vec::new(),
-            time: UNIX_EPOCH,
-            privileges: None,
-        };
+        let exec = |path: &Path, id| exec(pathtext::escape_bytes(path.as_os_str().as_bytes()), id);
         let changed_id = program_id(&changed, 1);
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&changed, "v2 in place").unwrap();
@@ -615,19 +646,42 @@ mod tests {
     }
 
     #[test]
+    fn an_exec_through_a_detached_bind_mount_is_named_by_an_earlier_exec_of_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("skopeo");
+        fs::write(&program, "v1").unwrap();
+        let other = dir.path().join("other");
+        fs::write(&other, "v2").unwrap();
+        let mut processes = [process(), process()];
+        processes[0].execs = vec![exec(pathtext::escape(&program), program_id(&program, 1))];
+        processes[1].execs = vec![
+            exec("/".to_owned(), program_id(&program, 1)),
+            // No exec ran this one by name: it stays unnamed, and unaccounted for.
+            exec("/".to_owned(), program_id(&other, 1)),
+        ];
+        let mut incomplete = Vec::new();
+        settle_programs(&mut processes, &[], &mut incomplete);
+        assert_eq!(processes[1].execs[0].program, pathtext::escape(&program));
+        assert_eq!(
+            processes[1].execs[0].program_digest.as_deref(),
+            Some(crate::digest::sha256_hex(b"v1").as_str())
+        );
+        assert_eq!(processes[1].execs[1].program, "/");
+        let reasons: Vec<IncompleteReason> = incomplete.iter().map(|gap| gap.reason).collect();
+        assert_eq!(
+            reasons,
+            [IncompleteReason::ProgramReplaced],
+            "{incomplete:#?}"
+        );
+    }
+
+    #[test]
     fn a_program_the_tree_wrote_after_running_it_gets_no_digest() {
         let dir = tempfile::tempdir().unwrap();
         let program = dir.path().join("tool");
         fs::write(&program, "v1").unwrap();
         let mut processes = [process()];
-        processes[0].execs = vec![ExecRecord {
-            program: pathtext::escape(&program),
-            program_id: program_id(&program, 1),
-            program_digest: None,
-            argv: Vec::new(),
-            time: UNIX_EPOCH,
-            privileges: None,
-        }];
+        processes[0].execs = vec![exec(pathtext::escape(&program), program_id(&program, 1))];
         let mut rewrite = written(&program, 1);
         rewrite.time = UNIX_EPOCH + std::time::Duration::from_secs(1);
         let mut incomplete = Vec::new();
