@@ -180,8 +180,11 @@ pub fn apply(args: Vec<OsString>, cwd: &Path) -> anyhow::Result<Applied> {
             Some(_) => anyhow::bail!("{display}: `{section}` is not a mapping"),
         };
         for (key, value) in entries {
-            let name = format!("{section}.{key}");
-            let flag = format!("--{key}");
+            // A key is the file's text: escaped where it names itself (a key holding a line
+            // break must not turn a message into several lines). Option names are unchanged.
+            let shown = key.escape_debug().to_string();
+            let name = format!("{section}.{shown}");
+            let flag = format!("--{shown}");
             if let Some(message) = cli_compat::unsupported_flag(&[OsString::from(&flag)]) {
                 anyhow::bail!("{display}: {name}: {message}");
             }
@@ -542,6 +545,14 @@ mod tests {
             (
                 "run:\n  allow-readable-key: true\n",
                 "taken from the command line only",
+            ),
+            (
+                "run:\n  ? \"allow-incom\\n\\nkey\"\n  : 1\n",
+                "run.allow-incom\\n\\nkey: not an option",
+            ),
+            (
+                "run:\n  \"archivista-\\nserver\": x\n",
+                "not supported by oci-attest yet: --archivista-\\nserver",
             ),
             ("run: [1\n", "not a usable config"),
             ("run:\n  step: a\n  step: b\n", "duplicate"),

@@ -335,3 +335,63 @@ impl Observation {
             .map(|exec| exec.argv.as_slice())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+
+    fn ran(pid: u32, program: &str, exit: i32) -> ObservedProcess {
+        let mut process = ObservedProcess::new(pid, 1, UNIX_EPOCH);
+        process.execs.push(ExecRecord {
+            program: program.to_owned(),
+            program_id: ProgramId::default(),
+            program_digest: None,
+            argv: vec![program.to_owned()],
+            time: UNIX_EPOCH,
+            privileges: None,
+        });
+        process.exit = Some(Termination::Exited(exit));
+        process
+    }
+
+    fn observed(nonewprivs: bool, processes: Vec<ObservedProcess>) -> Observation {
+        let mut identity = CommandIdentity::current();
+        identity.nonewprivs = nonewprivs;
+        Observation {
+            argv: vec!["podman".to_owned()],
+            identity,
+            working_dir: PathBuf::from("/"),
+            started: UNIX_EPOCH,
+            ended: UNIX_EPOCH,
+            termination: Termination::Exited(1),
+            trace: TraceMode::Ebpf,
+            counts: TraceCounts::default(),
+            processes,
+            written: Vec::new(),
+            outside_writes: Vec::new(),
+            incomplete: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_id_mapping_helper_under_no_new_privs_is_found() {
+        let processes = vec![
+            ran(10, "/usr/bin/podman", 1),
+            ran(11, "/usr/bin/newuidmap", 1),
+        ];
+        assert_eq!(
+            observed(true, processes.clone()).refused_id_mapping(),
+            Some(("/usr/bin/newuidmap", 11))
+        );
+        // With new privileges allowed the helper failed for another reason.
+        assert_eq!(observed(false, processes).refused_id_mapping(), None);
+        // A helper that mapped the ids, or a failed program of another name, is no refusal.
+        let fine = vec![
+            ran(11, "/usr/bin/newgidmap", 0),
+            ran(12, "/tmp/newuidmap-not", 1),
+        ];
+        assert_eq!(observed(true, fine).refused_id_mapping(), None);
+    }
+}

@@ -66,6 +66,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("xtask: fuzzing {target} for {} s", args.seconds);
         let status = Command::new("cargo")
             .current_dir(&dir)
+            // bpf-linker, for the eBPF build of oci-attest's tracer.
+            .env("PATH", oci_attest_tests::paths::search_path())
             .args(["+nightly", "fuzz", "run", target])
             // Safe Rust: the sanitizer would halve the executions and find nothing the
             // debug assertions (overflow checks) and libFuzzer's own limits do not.
@@ -124,18 +126,26 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
 
 /// Separates documents in a `documents` seed (see `documents_archive` in the fuzz crate).
 const PART_SEPARATOR: &[u8] = b"\0";
+/// Ends a `registry` seed's control section (see `check_registry` in the fuzz crate).
+const CONTROL_END: u8 = 1;
 
 fn write_seeds(seeds: &Path) -> anyhow::Result<()> {
     let mut total = 0;
     let binary = oci_attest_tests::oci_attest::binary()?;
     let envelopes = envelope_seeds(&binary)?;
+    let named = |seeds: Vec<(&str, Vec<u8>)>| -> Vec<(String, Vec<u8>)> {
+        seeds
+            .into_iter()
+            .map(|(name, bytes)| (name.to_owned(), bytes))
+            .collect()
+    };
     for (target, files) in [
-        ("archive", archive_seeds()),
-        ("documents", document_seeds()),
-        ("policy", policy_seeds(&binary)?),
-        ("registry", registry_seeds(&envelopes)),
-        ("envelope", envelopes),
-        ("config", config_seeds()),
+        ("archive", named(archive_seeds())),
+        ("documents", named(document_seeds())),
+        ("policy", named(policy_seeds(&binary)?)),
+        ("registry", named(registry_seeds(&envelopes))),
+        ("envelope", named(envelopes)),
+        ("config", config_seeds()?),
     ] {
         let dir = seeds.join(target);
         if dir.exists() {
@@ -144,7 +154,7 @@ fn write_seeds(seeds: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for (name, bytes) in files {
             total += bytes.len();
-            std::fs::write(dir.join(name), bytes)
+            std::fs::write(dir.join(&name), bytes)
                 .with_context(|| format!("writing seed {target}/{name}"))?;
         }
     }
@@ -342,7 +352,9 @@ fn envelope_seeds(binary: &Path) -> anyhow::Result<Vec<(&'static str, Vec<u8>)>>
 /// format (parts at NUL; `@k`/`#k` the digest and size of part k; `@@` the digest of part 0,
 /// the image): an image manifest with one referrer and a cosign `.att` image, an index of two
 /// platform manifests, a docker manifest list without the referrers API. The envelopes are
-/// those of [`envelope_seeds`].
+/// those of [`envelope_seeds`]. The same registries again behind the authentication of Docker
+/// Hub, GHCR, ACR, ECR, Quay and a distribution registry with htpasswd (a control section
+/// before the parts: challenges, token answers, credentials, no referrers API).
 fn registry_seeds(envelopes: &[(&'static str, Vec<u8>)]) -> Vec<(&'static str, Vec<u8>)> {
     const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
     const EMPTY: &str = "application/vnd.oci.empty.v1+json";
@@ -418,66 +430,146 @@ fn registry_seeds(envelopes: &[(&'static str, Vec<u8>)]) -> Vec<(&'static str, V
             "application/vnd.docker.distribution.manifest.v2+json"
         )
     );
+    let with_referrer_and_cosign = join(&[
+        &manifest,
+        referrers(&[2], Some(4)).as_bytes(),
+        referrer(3).as_bytes(),
+        envelope("build.json"),
+        envelope("failed.json"),
+    ]);
+    let index_of_platforms = join(&[
+        index.as_bytes(),
+        referrers(&[4], None).as_bytes(),
+        &manifest,
+        &image_manifest(OCI_MANIFEST, 2),
+        referrer(5).as_bytes(),
+        envelope("save.json"),
+    ]);
+    let docker_list_only = join(&[
+        docker_list.as_bytes(),
+        b"",
+        &image_manifest("application/vnd.docker.distribution.manifest.v2+json", 1),
+    ]);
+    // Challenges and token answers as these registries send them (realms point at the fuzz
+    // registry's token endpoint, `$REALM`).
+    let controlled = |control: &[&str], documents: &[u8]| {
+        let mut seed = control.join("\n").into_bytes();
+        seed.push(CONTROL_END);
+        seed.extend_from_slice(documents);
+        seed
+    };
+    const JWT: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6IjRZNk4ifQ.\
+                       eyJhY2Nlc3MiOlt7InR5cGUiOiJyZXBvc2l0b3J5IiwibmFtZSI6ImZ1enoiLCJhY3Rpb25zIjpbInB1bGwiXX1dfQ.\
+                       c2lnbmF0dXJl";
+    let docker_hub_token = format!(
+        r#"token: 200 {{"token":"{JWT}","access_token":"{JWT}","expires_in":300,"issued_at":"2026-12-06T11:43:00.123456789Z"}}"#
+    );
+    let acr_token = format!(r#"token: 200 {{"access_token":"{JWT}","refresh_token":"{JWT}"}}"#);
     vec![
+        ("manifest-referrer-cosign.seed", with_referrer_and_cosign.clone()),
+        ("index-platforms.seed", index_of_platforms.clone()),
+        ("docker-list-no-referrers-api.seed", docker_list_only.clone()),
         (
-            "manifest-referrer-cosign.seed",
-            join(&[
-                &manifest,
-                referrers(&[2], Some(4)).as_bytes(),
-                referrer(3).as_bytes(),
-                envelope("build.json"),
-                envelope("failed.json"),
-            ]),
+            "docker-hub-token-reissued.seed",
+            controlled(
+                &[
+                    r#"ping: Bearer realm="$REALM",service="registry.docker.io""#,
+                    &docker_hub_token,
+                    r#"challenge: Bearer realm="$REALM",service="registry.docker.io",scope="repository:fuzz:pull",error="invalid_token""#,
+                ],
+                &with_referrer_and_cosign,
+            ),
         ),
         (
-            "index-platforms.seed",
-            join(&[
-                index.as_bytes(),
-                referrers(&[4], None).as_bytes(),
-                &manifest,
-                &image_manifest(OCI_MANIFEST, 2),
-                referrer(5).as_bytes(),
-                envelope("save.json"),
-            ]),
+            "ghcr-anonymous.seed",
+            controlled(
+                &[
+                    r#"ping: Bearer realm="$REALM",service="ghcr.io",scope="repository:user/image:pull""#,
+                    r#"token: 200 {"token":"djE6ZnV6ei9mdXp6OjE3NjUwMjE3ODA="}"#,
+                    "creds: none",
+                ],
+                &index_of_platforms,
+            ),
         ),
         (
-            "docker-list-no-referrers-api.seed",
-            join(&[
-                docker_list.as_bytes(),
-                b"",
-                &image_manifest("application/vnd.docker.distribution.manifest.v2+json", 1),
-            ]),
+            "acr-identity-token.seed",
+            controlled(
+                &[
+                    r#"ping: Bearer realm="$REALM",service="fuzzreg.azurecr.io""#,
+                    &acr_token,
+                    "creds: identitytoken eyJhbGciOiJSUzI1NiJ9.eyJncmFudF90eXBlIjoicmVmcmVzaF90b2tlbiJ9.c2ln",
+                ],
+                &docker_list_only,
+            ),
+        ),
+        (
+            "distribution-basic-referrers-tag.seed",
+            controlled(
+                &[r#"ping: Basic realm="Registry Realm""#, "referrers-api: absent"],
+                &with_referrer_and_cosign,
+            ),
+        ),
+        (
+            "ecr-basic-auth-entry.seed",
+            controlled(
+                &[
+                    r#"ping: Basic realm="https://012345678910.dkr.ecr.us-east-1.amazonaws.com/",service="ecr.amazonaws.com""#,
+                    "creds: auth QVdTOmV5SndZWGxzYjJGa0lqb2labloxZWlKOQ==",
+                ],
+                &docker_list_only,
+            ),
+        ),
+        (
+            "quay-registry-token.seed",
+            controlled(
+                &[
+                    r#"ping: Bearer realm="$REALM",service="quay.io""#,
+                    "creds: registrytoken cXVheS1yZWdpc3RyeS10b2tlbg",
+                ],
+                &index_of_platforms,
+            ),
         ),
     ]
 }
 
-/// Config files as docs/options.md and witness users write them: both sections with lists,
-/// witness's `trace: false`, anchors and aliases, flow style, comments, an empty document.
-fn config_seeds() -> Vec<(&'static str, Vec<u8>)> {
-    [
-        (
-            "oci-attest.yaml",
-            "# oci-attest config\nrun:\n  signer-file-key-path: key.pem\n  outfile: att.json\n  \
-             attestations: [environment, git, oci]\n  attestor-product-exclude-glob: [\"*.log\"]\n  \
-             trace: false\nverify:\n  key: key.pem.pub\n",
-        ),
-        (
-            "witness.yaml",
-            "run:\n  step: build\n  signer-file-key-path: &key ./key.pem\n  \
-             attestor-product-include-glob:\n    - \"dist/**\"\n    - 'out/*.tar'\n\
-             verify:\n  policy: policy.signed.json\n  publickey: *key\n  \
-             artifactfile: app.tar\n",
-        ),
-        (
-            "flow.yaml",
-            "{run: {step: save, trace: auto, allow-incomplete-trace: true, hashes: [sha256]}, \
-             verify: null}\n",
-        ),
-        ("empty.yaml", "---\n"),
-    ]
-    .into_iter()
-    .map(|(name, text)| (name, text.as_bytes().to_vec()))
-    .collect()
+/// Config files: the examples in `examples/config/` (a CI job's `.oci-attest.yaml`, witness's
+/// tutorial `.witness.yaml`), anchors and aliases, flow style, an empty document, and a
+/// checkout's file that tries to run the command as root (`refused-*`: `run` refuses it).
+fn config_seeds() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+    let mut seeds = Vec::new();
+    for entry in
+        std::fs::read_dir(&examples).with_context(|| format!("reading {}", examples.display()))?
+    {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        seeds.push((format!("example-{name}"), bytes));
+    }
+    seeds.extend(
+        [
+            (
+                "anchors.yaml",
+                "run:\n  step: build\n  signer-file-key-path: &key ./key.pem\n  \
+                 attestor-product-include-glob:\n    - \"dist/**\"\n    - 'out/*.tar'\n\
+                 verify:\n  policy: policy.signed.json\n  publickey: *key\n  \
+                 artifactfile: app.tar\n",
+            ),
+            (
+                "flow.yaml",
+                "{run: {step: save, trace: auto, allow-incomplete-trace: true, hashes: [sha256]}, \
+                 verify: null}\n",
+            ),
+            ("empty.yaml", "---\n"),
+            (
+                "refused-run-as.yaml",
+                "run:\n  step: build\n  run-as: root\n  allow-new-privileges: true\n",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, text)| (name.to_owned(), text.as_bytes().to_vec())),
+    );
+    Ok(seeds)
 }
 
 fn to_json(value: &Value) -> Vec<u8> {

@@ -235,7 +235,7 @@ fn build_fixtures_and_test(
     };
     if cargo_test_args.is_empty() && status.success() {
         // The fuzz crate is its own workspace (nightly, libFuzzer): its seed-corpus test would
-        // otherwise never run. It builds oci-attest without the tracer, so no eBPF build.
+        // otherwise never run. It builds oci-attest with the tracer (bpf-linker from PATH).
         let mut fuzz = Command::new("cargo");
         fuzz.args(["+nightly", "test", "--lib"])
             .current_dir(paths::workspace_root().join("oci-attest/fuzz"))

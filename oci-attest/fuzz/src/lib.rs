@@ -1,7 +1,7 @@
 //! Shared by the fuzz targets: run the real reader on bytes, and build small archives from
 //! the `documents` input format. The reader takes the bytes as a stream, straight from memory.
 
-use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -9,19 +9,23 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use clap::{Args as _, FromArgMatches as _};
 use oci_attest::attestors::file_tree::{self, EmptyLeaves};
 use oci_attest::attestors::oci;
-use oci_attest::config_file;
+use oci_attest::commands::{run, verify};
 use oci_attest::digest::sha256_hex;
 use oci_attest::dsse;
 use oci_attest::inspect::{analyze_reader, DecompressionLimits, Options};
 use oci_attest::keys::{Algorithm, PrivateKey, PublicKey};
+use oci_attest::policy::authoring::{self, StepDraft};
 use oci_attest::policy::evidence::{self, Evidence};
-use oci_attest::policy::model::{self, Policy, RegoModule, RequiredAttestation, Step};
+use oci_attest::policy::model::{self, Policy, RegoModule};
 use oci_attest::policy::rego::EvaluationError;
 use oci_attest::policy::verification::{self, Evaluator};
 use oci_attest::products::FileDigest;
+use oci_attest::registry::token::{self, Challenge};
 use oci_attest::registry::{self, ImageRef, RegistryArgs};
+use oci_attest::{config, config_file};
 use serde_json::Value;
 
 /// Small enough that a bomb costs a fraction of a second, large enough for every seed.
@@ -242,7 +246,7 @@ pub fn check_envelope(bytes: &[u8]) {
 fn read_and_verify(payload: &[u8]) {
     let keep = |_: &str, _: &str| true;
     let read = |step: Option<&str>| {
-        evidence::read_statement("fuzz.json", vec!["k".to_owned()], payload, &keep).map(
+        evidence::read_statement("fuzz.json", vec![fuzz_key().keyid()], payload, &keep).map(
             |mut item| {
                 if let Some(step) = step {
                     item.step = step.to_owned();
@@ -279,34 +283,38 @@ fn read_and_verify(payload: &[u8]) {
 const DOWNSTREAM: &str = "fuzz-downstream";
 
 /// The collection's step, requiring its first attestation type (with a module), and a
-/// downstream step linked to it by `artifactsFrom` and `attestationsFrom`.
+/// downstream step linked to it by `artifactsFrom` and `attestationsFrom`: written as `policy new`
+/// writes a policy and read as `verify -p` reads it (`None` when it refuses the step's name).
 fn two_step_policy(upstream: &Evidence) -> Option<Policy> {
     let type_uri = upstream.attestations.first()?.type_uri.clone();
     if upstream.step == DOWNSTREAM {
         return None;
     }
-    let step = |name: &str, from: &[&str]| Step {
+    let step = |name: &str, from: &[&str]| StepDraft {
         name: name.to_owned(),
-        functionaries: vec!["k".to_owned()],
-        attestations: vec![RequiredAttestation {
-            type_uri: type_uri.clone(),
-            modules: vec![RegoModule {
+        functionaries: vec![fuzz_key().clone()],
+        attestations: vec![(
+            type_uri.clone(),
+            vec![RegoModule {
                 name: "m".to_owned(),
                 source: String::new(),
             }],
-        }],
+        )],
         artifacts_from: from.iter().map(|s| (*s).to_owned()).collect(),
-        attestations_from: from.iter().map(|s| (*s).to_owned()).collect(),
     };
     let steps = [
         step(&upstream.step, &[]),
         step(DOWNSTREAM, &[upstream.step.as_str()]),
     ];
-    Some(Policy {
-        expires: chrono::DateTime::<chrono::Utc>::MAX_UTC,
-        keys: BTreeMap::from([("k".to_owned(), fuzz_key().clone())]),
-        steps: steps.into_iter().map(|s| (s.name.clone(), s)).collect(),
-    })
+    let mut document = authoring::document(policy_expiry(), &steps).ok()?;
+    // `policy new` writes no attestationsFrom; the policy reader takes it as witness writes it.
+    document["steps"][DOWNSTREAM]["attestationsFrom"] = serde_json::json!([upstream.step]);
+    model::parse(&serde_json::to_vec(&document).ok()?).ok()
+}
+
+/// Far enough ahead that no fuzz policy expires.
+fn policy_expiry() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(32_503_680_000, 0).expect("the year 3000")
 }
 
 fn fuzz_key() -> &'static PublicKey {
@@ -371,30 +379,69 @@ fn make_trees_consistent(statement: &mut Value) {
 
 // ---- registry answers -------------------------------------------------------------------------
 
-/// Serves the parts of a `documents` input (see [`resolve_parts_with_subject`]) as a registry
-/// on 127.0.0.1 and runs `discover` (with the image's identities, as `verify --image-ref`):
+/// Ends the control section of a `registry` input (see [`check_registry`]).
+pub const CONTROL_END: u8 = 1;
+
+/// Stands for the fuzz registry's token endpoint (`http://127.0.0.1:PORT/token`) in challenges.
+pub const REALM: &str = "$REALM";
+
+/// Serves a `registry` input as a registry on 127.0.0.1 and runs `discover` (with the image's
+/// identities, as `verify --image-ref`). The input is an optional control section ending at the
+/// first byte [`CONTROL_END`], then a `documents` input (see [`resolve_parts_with_subject`]):
 /// - part 0 is the manifest (or index) under the tag `fuzz:latest`;
 /// - part 1 is the referrers list of whatever digest is asked for, and the cosign `.att`
 ///   image; an empty part 1 answers 404 (the client then reads the tag-schema index, absent);
 /// - every part is served by its digest, as a manifest and as a blob; any other path is 404.
 ///
-/// Nothing panics, an error is one line, and every attachment handed over holds the blob of the
-/// digest it was listed under. Returns the attachments found and the image's identities.
+/// The control section's lines (`key: value`; [`REALM`] in a value is the token endpoint):
+/// - `ping: V` (repeatable): `GET /v2/` answers 401 with `WWW-Authenticate: V` (none: 200);
+/// - `challenge: V` (repeatable): the first repository request answers 401 with these;
+/// - `token: STATUS BODY`: what the token endpoint answers (GET and POST; none: 404);
+/// - `referrers-api: absent`: the referrers API answers 404 and the referrers tag-schema index
+///   `sha256-<hex>` serves part 1;
+/// - `creds: basic USER:PASSWORD` (`--creds`, the default being `fuzz:fuzz`), `creds: auth B64`,
+///   `creds: identitytoken T`, `creds: registrytoken T` (an auth file with that entry),
+///   `creds: none` (an empty auth file).
+///
+/// The challenge and token parsers also run on those values directly. Nothing panics, an error is
+/// one line, and every attachment handed over holds the blob of the digest it was listed under.
+/// Returns the attachments found and the image's identities.
 pub fn check_registry(input: &[u8]) -> Result<Discovered, String> {
-    let parts = resolve_parts_with_subject(input);
+    let (control, documents) = match input.iter().position(|&byte| byte == CONTROL_END) {
+        Some(end) => (&input[..end], &input[end + 1..]),
+        None => (&b""[..], input),
+    };
+    // One input at a time on the one server (the seed tests run in parallel).
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serialised = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = registry_server();
-    *server.parts.lock().unwrap_or_else(|e| e.into_inner()) = parts;
-    let image = ImageRef::parse(&format!("{}/fuzz:latest", server.address))
-        .expect("the fuzz registry's image reference");
-    let args = RegistryArgs {
+    let control = Control::parse(&String::from_utf8_lossy(control), &server.address);
+    check_auth_parsers(&control);
+    let mut args = RegistryArgs {
         plain_http: true,
-        // Given credentials keep the auth files and helpers of the machine out of the run.
-        creds: Some("fuzz:fuzz".to_owned()),
         // One deadline for the whole process (it is set once): libFuzzer's -timeout bounds
         // each input instead.
         registry_timeout: 30 * 24 * 3600,
         ..RegistryArgs::default()
     };
+    // Given credentials or auth file keep the auth files and helpers of the machine out of the
+    // run; an auth file here never names a credential helper (it would run a program).
+    match &control.creds {
+        Creds::Basic(creds) => args.creds = Some(creds.clone()),
+        Creds::AuthEntry(entry) => {
+            let path = scratch_dir().join("auth.json");
+            let file = serde_json::json!({ "auths": { server.address.clone(): entry } });
+            std::fs::write(&path, file.to_string()).expect("writing the auth file");
+            args.authfile = Some(path);
+        }
+    }
+    *server.state.lock().unwrap_or_else(|e| e.into_inner()) = Served {
+        parts: resolve_parts_with_subject(documents),
+        control,
+        challenged: false,
+    };
+    let image = ImageRef::parse(&format!("{}/fuzz:latest", server.address))
+        .expect("the fuzz registry's image reference");
     let mut found = Discovered::default();
     let discovered = registry::discover(&image, &args, true, |identity, attachment| {
         assert_eq!(
@@ -419,8 +466,27 @@ pub fn check_registry(input: &[u8]) -> Result<Discovered, String> {
     }
 }
 
+/// The challenge and token parsers on the control section's values, as the client calls them.
+fn check_auth_parsers(control: &Control) {
+    for headers in [&control.ping, &control.challenge] {
+        if let Challenge::Other(scheme) = Challenge::parse(headers.iter().map(String::as_str)) {
+            // Named in the message that refuses it.
+            assert!(!scheme.is_empty(), "an unnamed scheme from {headers:?}");
+        }
+    }
+    if let Some((_, body)) = &control.token {
+        match token::read_token(body) {
+            Ok(token) => assert!(!token.is_empty(), "an empty token was accepted"),
+            Err(error) => {
+                let line = format!("{error:#}");
+                assert!(!line.contains('\n'), "multi-line error: {line:?}");
+            }
+        }
+    }
+}
+
 /// What [`check_registry`] found.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Discovered {
     pub attachments: usize,
     /// Attachments whose statement names one of the image's identities.
@@ -429,22 +495,109 @@ pub struct Discovered {
     pub identities: usize,
 }
 
-/// The resolved parts of the input being run, each with its hex SHA-256.
-type Parts = Vec<(Vec<u8>, String)>;
+/// How the fuzz registry behaves for one input (its control section).
+#[derive(Clone, Debug, Default)]
+struct Control {
+    ping: Vec<String>,
+    challenge: Vec<String>,
+    token: Option<(u16, Vec<u8>)>,
+    referrers_api_absent: bool,
+    creds: Creds,
+}
+
+#[derive(Clone, Debug)]
+enum Creds {
+    /// `--creds USER:PASSWORD`.
+    Basic(String),
+    /// An auth file whose entry for the registry is this object (`{}`: no credentials).
+    AuthEntry(Value),
+}
+
+impl Default for Creds {
+    fn default() -> Self {
+        Creds::Basic("fuzz:fuzz".to_owned())
+    }
+}
+
+impl Control {
+    fn parse(text: &str, address: &str) -> Control {
+        let realm = format!("http://{address}/token");
+        let mut control = Control::default();
+        for line in text.split('\n') {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            let Some((key, value)) = line.split_once(": ") else {
+                continue;
+            };
+            let header = || value.replace(REALM, &realm);
+            match key {
+                "ping" => control.ping.push(header()),
+                "challenge" => control.challenge.push(header()),
+                "token" => {
+                    let (status, body) = value.split_once(' ').unwrap_or((value, ""));
+                    let status = status
+                        .parse()
+                        .ok()
+                        .filter(|status| (200..600).contains(status))
+                        .unwrap_or(200);
+                    control.token = Some((status, body.as_bytes().to_vec()));
+                }
+                "referrers-api" => control.referrers_api_absent = value == "absent",
+                "creds" => {
+                    let (kind, secret) = value.split_once(' ').unwrap_or((value, ""));
+                    control.creds = match kind {
+                        "basic" => Creds::Basic(secret.to_owned()),
+                        "auth" | "identitytoken" | "registrytoken" => {
+                            Creds::AuthEntry(serde_json::json!({ kind: secret }))
+                        }
+                        _ => Creds::AuthEntry(serde_json::json!({})),
+                    };
+                }
+                _ => {}
+            }
+        }
+        control
+    }
+}
+
+/// What the fuzz registry serves for the input being run.
+#[derive(Default)]
+struct Served {
+    /// The resolved parts, each with its hex SHA-256.
+    parts: Vec<(Vec<u8>, String)>,
+    control: Control,
+    /// Whether the `challenge` 401 was answered already.
+    challenged: bool,
+}
 
 struct RegistryServer {
     address: String,
-    parts: Arc<Mutex<Parts>>,
+    state: Arc<Mutex<Served>>,
 }
 
-/// The process's one fuzz registry (a thread answering one connection at a time).
+/// The process's one fuzz registry (a thread answering one connection at a time). It is also
+/// the process's HTTP(S) proxy, so a realm or redirect elsewhere reaches it instead of the
+/// network (answered 404).
 fn registry_server() -> &'static RegistryServer {
     static SERVER: OnceLock<RegistryServer> = OnceLock::new();
     SERVER.get_or_init(|| {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a port on 127.0.0.1");
         let address = listener.local_addr().expect("the listener's address");
-        let parts = Arc::new(Mutex::new(Vec::new()));
-        let served = Arc::clone(&parts);
+        let proxy = format!("http://{address}");
+        for (name, value) in [
+            ("http_proxy", proxy.as_str()),
+            ("https_proxy", &proxy),
+            ("all_proxy", &proxy),
+            ("HTTP_PROXY", &proxy),
+            ("HTTPS_PROXY", &proxy),
+            ("ALL_PROXY", &proxy),
+            ("no_proxy", "127.0.0.1"),
+            ("NO_PROXY", "127.0.0.1"),
+        ] {
+            // Before any other thread of this harness starts and before the first client.
+            std::env::set_var(name, value);
+        }
+        let state = Arc::new(Mutex::new(Served::default()));
+        let served = Arc::clone(&state);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 // A client that went away mid-answer is the client's business.
@@ -453,12 +606,25 @@ fn registry_server() -> &'static RegistryServer {
         });
         RegistryServer {
             address: address.to_string(),
-            parts,
+            state,
         }
     })
 }
 
-fn answer(stream: TcpStream, parts: &Mutex<Parts>) -> std::io::Result<()> {
+/// A per-process directory for the files a target writes (config file, auth file).
+fn scratch_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::tempdir()
+            .expect("a temp dir for the fuzz targets' files")
+            .keep()
+            .canonicalize()
+            .expect("the temp dir's canonical path")
+    })
+}
+
+fn answer(stream: TcpStream, state: &Mutex<Served>) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -470,8 +636,18 @@ fn answer(stream: TcpStream, parts: &Mutex<Parts>) -> std::io::Result<()> {
     }
     let path = request_line.split(' ').nth(1).unwrap_or("/");
     let path = path.split('?').next().unwrap_or(path);
-    let parts = parts.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let part = |index: usize| parts.get(index).map(|(bytes, _)| bytes.as_slice());
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    let Served {
+        parts,
+        control,
+        challenged,
+    } = &mut *state;
+    let part = |index: usize| {
+        parts
+            .get(index)
+            .map(|(bytes, _)| bytes.as_slice())
+            .filter(|bytes| !bytes.is_empty())
+    };
     let by_digest = |digest: &str| {
         let hex = digest.strip_prefix("sha256:")?;
         parts
@@ -479,64 +655,163 @@ fn answer(stream: TcpStream, parts: &Mutex<Parts>) -> std::io::Result<()> {
             .find(|(_, part_hex)| part_hex == hex)
             .map(|(bytes, _)| bytes.as_slice())
     };
-    let body: Option<&[u8]> = if path == "/v2/" {
-        Some(b"{}")
+    let ok = |body: Option<&[u8]>| body.map(|body| (200, Vec::new(), body.to_vec()));
+    let unauthorized = |headers: &[String]| Some((401, headers.to_vec(), b"{}".to_vec()));
+    let response = if path == "/v2/" {
+        if control.ping.is_empty() {
+            ok(Some(b"{}"))
+        } else {
+            unauthorized(&control.ping)
+        }
+    } else if path.starts_with("/token") {
+        control
+            .token
+            .as_ref()
+            .map(|(status, body)| (*status, Vec::new(), body.clone()))
+    } else if path.starts_with("/v2/fuzz/") && !control.challenge.is_empty() && !*challenged {
+        *challenged = true;
+        unauthorized(&control.challenge)
     } else if let Some(reference) = path.strip_prefix("/v2/fuzz/manifests/") {
         if reference == "latest" {
-            part(0)
-        } else if reference.ends_with(".att") {
-            part(1).filter(|bytes| !bytes.is_empty())
+            ok(parts.first().map(|(bytes, _)| bytes.as_slice()))
+        } else if reference.ends_with(".att")
+            || (reference.starts_with("sha256-") && control.referrers_api_absent)
+        {
+            ok(part(1))
         } else {
-            by_digest(reference)
+            ok(by_digest(reference))
         }
-    } else if path.starts_with("/v2/fuzz/referrers/") {
-        part(1).filter(|bytes| !bytes.is_empty())
+    } else if path.starts_with("/v2/fuzz/referrers/") && !control.referrers_api_absent {
+        ok(part(1))
     } else if let Some(digest) = path.strip_prefix("/v2/fuzz/blobs/") {
-        by_digest(digest)
+        ok(by_digest(digest))
     } else {
         None
     };
-    let mut stream = stream;
-    match body {
-        Some(body) => {
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n",
-                body.len()
-            )?;
-            stream.write_all(body)?;
-        }
-        None => stream.write_all(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        )?,
+    drop(state);
+    let (status, challenges, body) = response.unwrap_or((404, Vec::new(), Vec::new()));
+    // One write: a head and a body written apart wait for the client's delayed ACK.
+    let mut out = format!("HTTP/1.1 {status} Fuzz\r\nContent-Type: application/json\r\n");
+    for challenge in challenges {
+        out.push_str(&format!("WWW-Authenticate: {challenge}\r\n"));
     }
+    out.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&body);
+    let mut stream = stream;
+    stream.write_all(&bytes)?;
     stream.flush()
 }
 
 // ---- config files -----------------------------------------------------------------------------
 
-/// The config file reader on arbitrary bytes, through a file as `run` and `verify` read it:
-/// a refusal is one line naming the file, and what it accepts is a mapping of sections.
+/// The options a config file may never set: who the command runs as and what it may reach.
+const COMMAND_LINE_ONLY: [&str; 3] = ["run-as", "allow-new-privileges", "allow-readable-key"];
+
+/// A config file as `run` and `verify` meet it: `.oci-attest.yaml` in the directory they start
+/// in, with nothing else on their command lines.
+/// - the reader: a refusal is one line naming the file, and what it accepts is a mapping of
+///   sections;
+/// - `config::apply` for `run -- true` and `verify att.json`: a refusal is one line naming the
+///   file; otherwise the command line's words stay as they were, after the inserted ones;
+/// - the result parsed as the subcommand's options (a usage error is clap's to report), and for
+///   `run` the signed options record: no config file sets `run-as`, `allow-new-privileges` or
+///   `allow-readable-key`, and every option taken from the file names the file, its digest
+///   and a `run.` key.
 pub fn check_config(bytes: &[u8]) {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        tempfile::tempdir()
-            .expect("a temp dir for the config file")
-            .keep()
-    });
+    let dir = scratch_dir();
     let path = dir.join(".oci-attest.yaml");
     std::fs::write(&path, bytes).expect("writing the config file");
+    let named = |error: &anyhow::Error| {
+        let line = format!("{error:#}");
+        assert!(!line.contains('\n'), "multi-line error: {line:?}");
+        assert!(line.contains(&path.display().to_string()), "{line:?}");
+    };
     match config_file::read(&path) {
         Ok(file) => {
             assert_eq!(file.sha256, sha256_hex(bytes), "the recorded digest");
             let sections = serde_json::to_vec(&file.document);
             assert!(sections.is_ok(), "sections that are not JSON: {sections:?}");
         }
-        Err(error) => {
-            let line = format!("{error:#}");
-            assert!(!line.contains('\n'), "multi-line error: {line:?}");
-            assert!(line.starts_with(&path.display().to_string()), "{line:?}");
+        Err(error) => return named(&error),
+    }
+    let sha256 = sha256_hex(bytes);
+    for given in [&["run", "--", "true"][..], &["verify", "att.json"]] {
+        let args: Vec<OsString> = std::iter::once("oci-attest")
+            .chain(given.iter().copied())
+            .map(OsString::from)
+            .collect();
+        let applied = match config::apply(args, dir) {
+            Ok(applied) => applied,
+            Err(error) => return named(&error),
+        };
+        assert_eq!(applied.subcommand, Some(given[0]));
+        assert_eq!(applied.provenance.files, [(path.clone(), sha256.clone())]);
+        let rest: Vec<OsString> = given[1..].iter().map(OsString::from).collect();
+        assert!(
+            applied.args.ends_with(&rest),
+            "the command line's words moved: {:?}",
+            applied.args
+        );
+        // The subcommand's own parser, as `main` runs it (without the program name).
+        let words = &applied.args[1..];
+        if given[0] == "run" {
+            check_run_options(words, applied.provenance, dir, &path, &sha256);
+        } else {
+            let command = verify::Args::augment_args(clap::Command::new("verify"));
+            if let Ok(matches) = command.try_get_matches_from(words) {
+                let args = verify::Args::from_arg_matches(&matches)
+                    .expect("matched options make the verify options");
+                assert!(
+                    !args.allow_readable_key,
+                    "verify.allow-readable-key was taken"
+                );
+            }
+        }
+    }
+}
+
+fn check_run_options(
+    words: &[OsString],
+    provenance: config::Provenance,
+    dir: &Path,
+    path: &Path,
+    sha256: &str,
+) {
+    let command = run::Args::augment_args(clap::Command::new("run"));
+    let Ok(matches) = command.clone().try_get_matches_from(words) else {
+        return;
+    };
+    let mut args = run::Args::from_arg_matches(&matches).expect("matched options make run's");
+    args.provenance = provenance.with_matches(&command, &matches);
+    let isolation = &args.isolation;
+    assert!(
+        isolation.run_as.is_none() && !isolation.allow_new_privileges,
+        "{isolation:?} from a config file"
+    );
+    assert!(
+        !isolation.allow_readable_key,
+        "{isolation:?} from a config file"
+    );
+    let options = run::run_options(&args, dir).expect("the options record of a run");
+    let record = serde_json::to_value(&options).expect("the options record serialises");
+    let settings = record["settings"]
+        .as_object()
+        .expect("the options record has settings");
+    for (name, setting) in settings {
+        let source = &setting["source"];
+        if COMMAND_LINE_ONLY.contains(&name.as_str()) {
+            assert_eq!(source["kind"], "default", "{name} was set: {setting}");
+        }
+        if source["kind"] == "config-file" {
+            assert_eq!(source["path"], path.display().to_string(), "{setting}");
+            assert_eq!(source["sha256"], sha256, "{setting}");
+            assert_eq!(source["inworkingdir"], true, "{setting}");
+            let key = source["key"].as_str().unwrap_or_default();
+            assert!(key.starts_with("run."), "{name} from {key}");
         }
     }
 }
@@ -600,6 +875,33 @@ mod tests {
         }
     }
 
+    /// The config seeds apply to `run` and `verify` (the fuzzer starts past the refusals),
+    /// except the checkout's file that sets who the command runs as, which `run` refuses.
+    #[test]
+    fn config_seeds_apply_and_a_file_choosing_the_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".oci-attest.yaml");
+        for (name, bytes) in seeds("config") {
+            std::fs::write(&path, &bytes).unwrap();
+            for given in [&["run", "--", "true"][..], &["verify", "att.json"]] {
+                let args = std::iter::once("oci-attest")
+                    .chain(given.iter().copied())
+                    .map(OsString::from)
+                    .collect();
+                let applied = config::apply(args, dir.path());
+                if name.contains("/refused-") && given[0] == "run" {
+                    let error = format!("{:#}", applied.unwrap_err());
+                    assert!(
+                        error.contains("taken from the command line only"),
+                        "{error}"
+                    );
+                } else if let Err(error) = applied {
+                    panic!("{name}: {error:#}");
+                }
+            }
+        }
+    }
+
     /// The registry seeds served as a registry: every referrer and `.att` envelope is found, and
     /// an index's platform manifests and their image IDs are resolved.
     #[test]
@@ -622,24 +924,52 @@ mod tests {
                 identities,
             })
         };
-        assert_eq!(
-            found,
-            [
-                // The list, one platform manifest and its image ID.
-                (
-                    "docker-list-no-referrers-api.seed".to_owned(),
-                    discovered(0, 0, 3)
-                ),
-                // The index, two platform manifests and their image IDs; the save's envelope
-                // names the first platform's image ID (the seeds' archive has that config).
-                ("index-platforms.seed".to_owned(), discovered(1, 1, 5)),
-                // The referrer and the `.att` image's envelope; the manifest and its image ID.
-                (
-                    "manifest-referrer-cosign.seed".to_owned(),
-                    discovered(2, 0, 2)
-                ),
-            ]
-        );
+        let referrer_and_cosign = discovered(2, 0, 2);
+        let platforms = discovered(1, 1, 5);
+        let list = discovered(0, 0, 3);
+        let expected = [
+            // The token realm answers 401 once with a new challenge: the client gets a new token.
+            (
+                "docker-hub-token-reissued.seed",
+                referrer_and_cosign.clone(),
+            ),
+            ("acr-identity-token.seed", list.clone()),
+            // The list, one platform manifest and its image ID.
+            ("docker-list-no-referrers-api.seed", list.clone()),
+            // Basic credentials from an auth file's `auth` entry.
+            ("ecr-basic-auth-entry.seed", list),
+            // Anonymous token.
+            ("ghcr-anonymous.seed", platforms.clone()),
+            // The referrers tag-schema index instead of the referrers API.
+            (
+                "distribution-basic-referrers-tag.seed",
+                referrer_and_cosign.clone(),
+            ),
+            // The index, two platform manifests and their image IDs; the save's envelope names
+            // the first platform's image ID (the seeds' archive has that config).
+            ("index-platforms.seed", platforms.clone()),
+            // The referrer and the `.att` image's envelope; the manifest and its image ID.
+            ("manifest-referrer-cosign.seed", referrer_and_cosign),
+            // A registry token is sent as it is.
+            ("quay-registry-token.seed", platforms),
+        ];
+        let mut expected: Vec<(String, Result<Discovered, String>)> = expected
+            .into_iter()
+            .map(|(name, found)| (name.to_owned(), found))
+            .collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(found, expected);
+    }
+
+    /// A realm that is not the fuzz registry's reaches it as a proxy (404), never the network,
+    /// and the client's refusal is one line.
+    #[test]
+    fn a_realm_elsewhere_stays_on_this_machine() {
+        for realm in ["https://auth.docker.io/token", "http://auth.example/token"] {
+            let input = format!("ping: Bearer realm=\"{realm}\",service=\"x\"\u{1}{{}}");
+            let error = check_registry(input.as_bytes()).unwrap_err();
+            assert!(error.contains(realm), "{error}");
+        }
     }
 
     /// Inputs the fuzzers once crashed on (`regressions/<target>/`), run as the targets run them.

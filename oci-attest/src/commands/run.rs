@@ -1184,7 +1184,11 @@ fn provenance_path(args: &Args) -> Option<PathBuf> {
 /// Every option that shapes the statement, with its source, as signed in the command-run
 /// predicate. A step left to the default is filled in by the command-run attestor, once the
 /// attestors' rules have fired.
-fn run_options(args: &Args, working_dir: &Path) -> anyhow::Result<RunOptions> {
+/// The options record of a run: each option of `args` with its effective value and where it
+/// came from (its config file and key, the command line, or the default), and the options that
+/// weaken the run. Public for the fuzz crate's `config` target, which checks what a config file
+/// can set.
+pub fn run_options(args: &Args, working_dir: &Path) -> anyhow::Result<RunOptions> {
     fn setting<T>(args: &Args, working_dir: &Path, long: &str, value: T) -> Setting<T> {
         Setting::new(value, args.provenance.source(long, working_dir))
     }

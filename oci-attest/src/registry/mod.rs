@@ -9,7 +9,7 @@ pub mod auth;
 pub mod client;
 mod hosts;
 mod tls;
-mod token;
+pub mod token;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
