@@ -176,16 +176,29 @@ impl Tracer {
                 "not root and without CAP_BPF+CAP_PERFMON (or CAP_SYS_ADMIN): cannot load eBPF programs",
             ));
         }
-        let layout =
-            layout::read_layout().map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
-        tracing::debug!("eBPF: kernel BTF layout read in {:?}", started.elapsed());
+        // Both read the kernel's BTF, each with its own parser (ours for the struct layout, aya's
+        // for its relocations): on two threads, as every millisecond here delays the command.
+        let (layout, mut loader) = std::thread::scope(|scope| {
+            let layout = scope.spawn(|| {
+                let layout = layout::read_layout();
+                tracing::debug!("eBPF: kernel BTF layout read in {:?}", started.elapsed());
+                layout
+            });
+            let loader = EbpfLoader::new();
+            tracing::debug!("eBPF: aya's kernel BTF read in {:?}", started.elapsed());
+            let layout = layout
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (layout, loader)
+        });
+        let layout = layout.map_err(|error| TraceUnavailable::new(format!("{error:#}")))?;
         let tracer_self = TracerSelf {
             tgid: std::process::id(),
             pgid: nix::unistd::getpgrp().as_raw() as u32,
             uid: nix::unistd::getuid().as_raw(),
             _reserved: 0,
         };
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .override_global("LAYOUT", &layout, true)
             .override_global("TRACER_SELF", &tracer_self, true)
             .override_global("WAKEUP_BYTES", &u64::from(size / 4), true)
