@@ -463,6 +463,45 @@ fn a_write_stalled_while_its_fd_is_swapped_is_an_untraced_change() {
     verdict.assert_product("real", &written, &["decoy"], &["untraced-change"]);
 }
 
+/// The same stalled, swapped write outside the working directory (the files are products through
+/// an include glob), where no snapshot reaches: the decoy the fd names at the exit kept its old
+/// ctime, so it is never signed as a product. (The written file itself is not seen: the limit
+/// docs/tracing.md states.)
+#[test]
+fn a_write_stalled_while_its_fd_is_swapped_never_signs_the_decoy_outside_the_working_directory() {
+    let shared = tempfile::Builder::new()
+        .prefix("oci-attest-outside-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let dir = shared.path().canonicalize().unwrap();
+    std::fs::write(dir.join("real"), vec![b'x'; 4096]).unwrap();
+    std::fs::write(dir.join("decoy"), "never written").unwrap();
+    // Old enough that a write during the run is told apart whatever the timestamp clock's lag.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (real, decoy) = (dir.join("real"), dir.join("decoy"));
+    let verdict = require!(attest(
+        scenario(&[
+            OsStr::new("stalled-swap-write"),
+            real.as_os_str(),
+            decoy.as_os_str(),
+            OsStr::new("STALLED-WRITE"),
+        ])
+        .map(|s| s
+            .option("--attestor-product-include-glob")
+            .option(format!("{}/*", dir.display()))
+            .as_root("a userfaultfd that stalls the kernel's own copy needs CAP_SYS_PTRACE"))
+    ));
+    let products = verdict.statement().products();
+    assert!(
+        !products.contains_key(&decoy.display().to_string()),
+        "the decoy, which nothing wrote, is a product\n{}",
+        verdict.describe()
+    );
+    if let Some(listed) = products.get(&real.display().to_string()) {
+        assert_eq!(listed, &sha256sum(&real).unwrap(), "{}", verdict.describe());
+    }
+}
+
 /// The tree writes a 64 MiB product; an outsider keeps changing its last byte while
 /// oci-attest reads it. The product is never signed with a digest, the run is refused.
 #[test]

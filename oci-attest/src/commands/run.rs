@@ -1468,6 +1468,7 @@ fn select_products(
         written
             .into_iter()
             .filter(|path| !reconciled.unchanged_written.contains(path))
+            .filter(|path| changed_during_run(path, observation.started))
             .collect(),
     );
     for product in &products {
@@ -1493,6 +1494,27 @@ fn select_products(
     observation.incomplete.sort();
     observation.incomplete.dedup();
     (products, stamps)
+}
+
+/// How far the kernel's coarse timestamp clock may lag the wall clock read when the run started.
+const CTIME_MARGIN: Duration = Duration::from_secs(1);
+
+/// Whether `path`'s status changed since shortly before the command started. A write, a
+/// truncation, a clone or a new file always moves ctime to now, and nothing can set it back; a
+/// file the trace calls written whose ctime is older was changed by nobody during the run (the
+/// file another thread `dup2`ed over the fd while the kernel wrote elsewhere, docs/tracing.md) and
+/// is no product, also outside the working directory, where the snapshots do not reach. A file
+/// that cannot be read now stays: hashing it names the problem.
+fn changed_during_run(path: &Path, started: SystemTime) -> bool {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return true;
+    };
+    let Ok(seconds) = u64::try_from(metadata.ctime()) else {
+        return false;
+    };
+    let ctime = SystemTime::UNIX_EPOCH
+        + Duration::new(seconds, u32::try_from(metadata.ctime_nsec()).unwrap_or(0));
+    ctime + CTIME_MARGIN >= started
 }
 
 /// Everything after the command: the attestations of the attestors that run after it (the
