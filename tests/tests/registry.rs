@@ -733,8 +733,17 @@ fn a_thousand_attestations_on_one_image_are_all_discovered() {
     attach(&paths[SINGLY..]);
     let batch_time = started.elapsed();
 
+    // About 5 s on a quiet machine (40 runs: 3.5–5.3 s); under the suite's own load (the
+    // release build beside it, load average 40) twice past the default 60 s deadline. This test
+    // is about completeness; its speed is printed below, not asserted.
     let started = Instant::now();
-    let found = env.oci_attest(&strings(&["discover", "--json", "--plain-http", &image]));
+    let found = env.oci_attest(&strings(&[
+        "discover",
+        "--json",
+        "--plain-http",
+        "--registry-timeout=600",
+        &image,
+    ]));
     let discover_time = started.elapsed();
     assert!(found.status.success(), "{}", text(&found));
     let found: Value = serde_json::from_slice(&found.stdout).unwrap();
