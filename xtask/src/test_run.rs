@@ -27,9 +27,11 @@ pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
     let binary = build_host_binary()?;
     let release = match std::env::var_os(RELEASE_DIR_ENV) {
         Some(dir) => Release::Ready(std::path::PathBuf::from(dir)),
-        None if cargo_test_args.is_empty() => Release::Building(build_release(binary.clone())),
+        None if cargo_test_args.is_empty() => {
+            Release::Building(build_release(binary.clone(), true))
+        }
         None if dist => Release::Ready(
-            build_release(binary.clone())
+            build_release(binary.clone(), false)
                 .join()
                 .map_err(|_| anyhow::anyhow!("cargo xtask dist panicked"))??,
         ),
@@ -63,15 +65,45 @@ enum Release {
     Building(std::thread::JoinHandle<anyhow::Result<std::path::PathBuf>>),
 }
 
+/// `cargo xtask dist` on a thread; then, for the whole suite, the build of the fuzz crate's
+/// seed-corpus tests (a nightly build of oci-attest of its own), so that the suite's end only
+/// runs them.
 fn build_release(
     binary: std::path::PathBuf,
+    then_fuzz_seed_tests: bool,
 ) -> std::thread::JoinHandle<anyhow::Result<std::path::PathBuf>> {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let release = crate::dist::build(&crate::dist::Args::default(), &binary);
         println!("test: cargo xtask dist took {:.0?}", started.elapsed());
+        if then_fuzz_seed_tests {
+            let started = std::time::Instant::now();
+            // Its output is the test run's below, which reports any failure of this build.
+            let built = fuzz_seed_tests()
+                .arg("--no-run")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            println!(
+                "test: the fuzz crate's seed tests built in {:.0?} ({})",
+                started.elapsed(),
+                built.map_or_else(|error| error.to_string(), |status| status.to_string())
+            );
+        }
         release
     })
+}
+
+/// `cargo +nightly test --lib` of the fuzz crate: its own workspace (nightly, libFuzzer), whose
+/// seed-corpus tests would otherwise never run. It builds oci-attest with the tracer
+/// (bpf-linker from PATH).
+fn fuzz_seed_tests() -> Command {
+    let mut fuzz = Command::new("cargo");
+    fuzz.args(["+nightly", "test", "--lib"])
+        .current_dir(paths::workspace_root().join("oci-attest/fuzz"))
+        .env("PATH", paths::search_path())
+        .env(REQUIRE_ALL_ENV, "1");
+    fuzz
 }
 
 /// `cargo build -p oci-attest` (debug, for the host): the binary the tests run, and the one
@@ -234,16 +266,12 @@ fn build_fixtures_and_test(
         }
     };
     if cargo_test_args.is_empty() && status.success() {
-        // The fuzz crate is its own workspace (nightly, libFuzzer): its seed-corpus test would
-        // otherwise never run. It builds oci-attest with the tracer (bpf-linker from PATH).
-        let mut fuzz = Command::new("cargo");
-        fuzz.args(["+nightly", "test", "--lib"])
-            .current_dir(paths::workspace_root().join("oci-attest/fuzz"))
-            .env("PATH", paths::search_path())
-            .env(REQUIRE_ALL_ENV, "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        status = stream_tests(&mut fuzz, &mut totals)?;
+        status = stream_tests(
+            fuzz_seed_tests()
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+            &mut totals,
+        )?;
     }
     println!(
         "test: {} passed, {} failed, {} skipped, {} ignored (exit {})",
