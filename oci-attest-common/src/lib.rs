@@ -266,6 +266,9 @@ pub struct PathOpEvent {
     pub paths: [u8; PATH_OP_SLOTS * PATH_CAPACITY],
 }
 
+/// One more than the largest [`SyscallClass`]: the size of the table of class handlers.
+pub const SYSCALL_CLASSES: u32 = 11;
+
 /// What the kernel programs do with a syscall ([`SyscallRule::class`]).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,14 +15,16 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+    },
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_boot_ns,
         bpf_probe_read_kernel,
         generated::{bpf_loop, bpf_probe_read_kernel as read_kernel_raw, bpf_probe_read_user_str},
     },
     macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, ProgramArray, RingBuf},
     programs::RawTracePointContext,
 };
 use oci_attest_common::{
@@ -30,10 +32,10 @@ use oci_attest_common::{
     FlaggedSyscall, ForkEvent, InodeId, KernelTime, Layout, OutsideWriter, PathOp, PathOpEvent,
     SyscallClass, SyscallRule, Tampering, TracerSelf, WrittenEvent, ARGV_CHUNK, ARGV_CONTINUED,
     ARGV_TRUNCATED, ARGV_UNREADABLE, MAX_ARGV_CHUNKS, MAX_PATH_COMPONENTS, NO_ARG, PATH_CAPACITY,
-    PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED, SYSCALL_TABLE_SIZE, TAMPER_BPF, TAMPER_KEY,
-    TAMPER_PROC, TAMPER_TARGETED, TRACER_ALSO_UNMODELLED, TRACER_ANY, TRACER_PIDFD,
-    WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED, WRITTEN_EMPTY_AT_OPEN, WRITTEN_HANDED_OUT,
-    WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
+    PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED, SYSCALL_CLASSES, SYSCALL_TABLE_SIZE,
+    TAMPER_BPF, TAMPER_KEY, TAMPER_PROC, TAMPER_TARGETED, TRACER_ALSO_UNMODELLED, TRACER_ANY,
+    TRACER_PIDFD, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED, WRITTEN_EMPTY_AT_OPEN,
+    WRITTEN_HANDED_OUT, WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -116,9 +118,11 @@ static WAKEUP_BYTES: u64 = 0;
 
 /// Thread-group ids of the traced tree (value unused). Userspace inserts the wrapped child;
 /// `sched_process_fork` adds child processes; the exit of a process removes it. A plain hash
-/// map: a full map is counted ([`DropReason::TrackedSetFull`]), never evicts.
+/// map: a full map is counted ([`DropReason::TrackedSetFull`]), never evicts. Not preallocated
+/// (nor is WRITTEN): creating the preallocated maps took ~6 ms of the tracer's fixed cost, and a
+/// run uses a sliver of them.
 #[map]
-static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Userspace sets the size at load time.
 #[map]
@@ -128,13 +132,17 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(4, 0);
 
+/// The handler program of each syscall class, by class (filled by userspace, then frozen).
+#[map]
+static EXIT_HANDLERS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_CLASSES, 0);
+
 /// The syscall table, indexed by x86_64 syscall number (filled by userspace).
 #[map]
 static RULES: Array<SyscallRule> = Array::with_max_entries(SYSCALL_TABLE_SIZE, 0);
 
 /// Inodes already reported written: one event per written file, however many writes.
 #[map]
-static WRITTEN: HashMap<InodeId, u8> = HashMap::with_max_entries(131072, 0);
+static WRITTEN: HashMap<InodeId, u8> = HashMap::with_max_entries(131072, BPF_F_NO_PREALLOC);
 
 /// Processes outside the tree that dirtied the pages of a file the tree wrote, while traced.
 #[map]
@@ -169,6 +177,8 @@ static EXEC_SCRATCH: PerCpuArray<ExecEvent> = PerCpuArray::with_max_entries(1, 0
 static WRITTEN_SCRATCH: PerCpuArray<WrittenEvent> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static PATH_OP_SCRATCH: PerCpuArray<PathOpEvent> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SENT_SCRATCH: PerCpuArray<SentWalk> = PerCpuArray::with_max_entries(1, 0);
 
 /// A path is built backwards (from the file up to the root) in here, then copied forwards
 /// into its event. The tail leaves room for one component written at any position. The walk's
@@ -667,26 +677,17 @@ const CMSG_HEADER: u64 = 16;
 const SOL_SOCKET: u32 = 1;
 const SCM_RIGHTS: u32 = 1;
 /// Control messages read per message; a message with more is flagged.
-const MAX_CMSGS: usize = 4;
+const MAX_CMSGS: u64 = 4;
 /// `SCM_MAX_FD`: the kernel passes no more fds in one message.
-const MAX_PASSED_FDS: u32 = 253;
+const MAX_PASSED_FDS: u64 = 253;
 /// `UIO_MAXIOV`: sendmmsg sends no more messages in one call.
-const MAX_MESSAGES: u32 = 1024;
-
-/// State shared with [`passed_fd_step`] and [`sent_message_step`] through `bpf_loop`: the user
-/// address of the first fd (or message), how many, the syscall to flag, and where the files
-/// handed out go.
-#[repr(C)]
-struct UserArray {
-    first: u64,
-    count: u64,
-    nr: u64,
-    handed_out: *mut HandedOut,
-}
+const MAX_MESSAGES: u64 = 1024;
+/// Steps of [`sent_step`] that walk the largest possible call: per message, one to read it,
+/// one per control message plus one per fd it passes, one to end it.
+const MAX_SENT_STEPS: u64 = MAX_MESSAGES * (2 + MAX_CMSGS * (1 + MAX_PASSED_FDS));
 
 /// Files one sendmsg/sendmmsg handed out, reported once its messages are walked: building
-/// their paths inside the walk's nested loops made the verifier check the path walk once per
-/// nesting, most of the tracer's load time (sys_exit: 60 372 verified instructions then).
+/// their paths inside the walk made the verifier check the path walk there too.
 #[repr(C)]
 struct HandedOut {
     files: [u64; MAX_HANDED_OUT],
@@ -695,6 +696,30 @@ struct HandedOut {
 
 /// Files open for writing one call may pass: more flag the syscall.
 const MAX_HANDED_OUT: usize = 16;
+
+/// State of the walk over a sendmsg/sendmmsg's messages, their control messages and the fds
+/// of each `SCM_RIGHTS` one, all in one flat loop ([`sent_step`]), kept in a map
+/// (`SENT_SCRATCH`): nested `bpf_loop`s, or state on the stack whose values the verifier
+/// follows step by step, made it check the steps over and over (90 ms, then seconds).
+#[repr(C)]
+struct SentWalk {
+    nr: u64,
+    /// User address of the next `user_msghdr`, and how many messages are left.
+    message: u64,
+    messages_left: u64,
+    /// The current message's control buffer and its length (0: between messages), the offset
+    /// of its next control message and how many were read.
+    control: u64,
+    length: u64,
+    offset: u64,
+    cmsgs: u64,
+    /// User address of the next fd of the current `SCM_RIGHTS`, and how many are left.
+    fd: u64,
+    fds_left: u64,
+    /// 1 once every message is walked.
+    done: u64,
+    handed_out: HandedOut,
+}
 
 fn read_user<T>(address: u64) -> Option<T> {
     // SAFETY: bpf_probe_read_user checks the address.
@@ -706,41 +731,54 @@ fn read_user<T>(address: u64) -> Option<T> {
 /// The control messages are read from the sender's memory after the kernel used them: one
 /// that no longer adds up (a sibling thread rewrote it) flags the syscall.
 fn sent(nr: u32, rule: &SyscallRule, regs: u64, result: u64) {
+    let Some(walk) = SENT_SCRATCH.get_ptr_mut(0) else {
+        flag_syscall(nr, 0);
+        return;
+    };
+    // SAFETY: this CPU's scratch slot, used by one program at a time.
+    let walk = unsafe { &mut *walk };
     // A sendmsg is walked as a sendmmsg of one message (an `mmsghdr` starts with its
-    // `user_msghdr`), so the verifier checks the message walk once, not also inline here.
-    let mut handed_out = HandedOut {
-        files: [0; MAX_HANDED_OUT],
-        count: 0,
-    };
-    let mut array = UserArray {
-        first: syscall_arg(regs, rule.arg_a),
-        count: if rule.op == 0 { 1 } else { result },
-        nr: nr as u64,
-        handed_out: &mut handed_out,
-    };
-    // SAFETY: the callback and its context follow the bpf_loop contract.
+    // `user_msghdr`).
+    walk.nr = nr as u64;
+    walk.message = syscall_arg(regs, rule.arg_a);
+    walk.messages_left = if rule.op == 0 { 1 } else { result };
+    walk.length = 0;
+    walk.fds_left = 0;
+    walk.done = 0;
+    walk.handed_out.count = 0;
+    if walk.messages_left > MAX_MESSAGES {
+        flag_syscall(nr, 0);
+        walk.messages_left = MAX_MESSAGES;
+    }
+    // SAFETY: the callback follows the bpf_loop contract; its state is in SENT_SCRATCH.
     unsafe {
         bpf_loop(
-            MAX_MESSAGES,
-            sent_message_step as *mut c_void,
-            (&mut array as *mut UserArray).cast::<c_void>(),
+            MAX_SENT_STEPS as u32,
+            sent_step as *mut c_void,
+            core::ptr::null_mut(),
             0,
         )
     };
-    // SAFETY: the callback and its context follow the bpf_loop contract.
+    if walk.done == 0 {
+        flag_syscall(nr, 0);
+    }
+    // SAFETY: the callback follows the bpf_loop contract; its state is in SENT_SCRATCH.
     unsafe {
         bpf_loop(
             MAX_HANDED_OUT as u32,
             handed_out_step as *mut c_void,
-            (&mut handed_out as *mut HandedOut).cast::<c_void>(),
+            core::ptr::null_mut(),
             0,
         )
     };
 }
 
-extern "C" fn handed_out_step(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
-    let handed_out = unsafe { &*context.cast::<HandedOut>() };
+extern "C" fn handed_out_step(index: u64, _context: *mut c_void) -> i64 {
+    let Some(walk) = SENT_SCRATCH.get_ptr(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot, used by one program at a time.
+    let handed_out = unsafe { &(*walk).handed_out };
     if index >= handed_out.count {
         return 1;
     }
@@ -750,102 +788,106 @@ extern "C" fn handed_out_step(index: u64, context: *mut c_void) -> i64 {
     0
 }
 
-extern "C" fn sent_message_step(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
-    let array = unsafe { &*context.cast::<UserArray>() };
-    if index >= array.count {
+/// One step of the walk: the next fd of the current `SCM_RIGHTS`, else the next control
+/// message of the current message, else the next message. Returns 1 when all are walked.
+extern "C" fn sent_step(_index: u64, _context: *mut c_void) -> i64 {
+    let Some(walk) = SENT_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch slot, used by one program at a time.
+    let walk = unsafe { &mut *walk };
+    if walk.fds_left > 0 {
+        passed_fd(walk);
+        walk.fd += 4;
+        walk.fds_left -= 1;
+        return 0;
+    }
+    if walk.length != 0 {
+        next_control_message(walk);
+        return 0;
+    }
+    if walk.messages_left == 0 {
+        walk.done = 1;
         return 1;
     }
-    passed_in_message(
-        array.nr as u32,
-        array.first + index * MMSGHDR_SIZE,
-        array.handed_out,
-    );
-    0
-}
-
-/// Walks the control messages of the `user_msghdr` at `message` and hands out the files of
-/// each `SCM_RIGHTS` one.
-fn passed_in_message(nr: u32, message: u64, handed_out: *mut HandedOut) {
+    let message = walk.message;
+    walk.message += MMSGHDR_SIZE;
+    walk.messages_left -= 1;
     let (Some(control), Some(length)) = (
         read_user::<u64>(message + MSGHDR_CONTROL),
         read_user::<u64>(message + MSGHDR_CONTROLLEN),
     ) else {
-        flag_syscall(nr, 0);
-        return;
+        flag_syscall(walk.nr as u32, 0);
+        return 0;
     };
-    if control == 0 || length < CMSG_HEADER {
-        return;
+    if control != 0 && length >= CMSG_HEADER {
+        walk.control = control;
+        walk.length = length;
+        walk.offset = 0;
+        walk.cmsgs = 0;
     }
-    let mut offset = 0u64;
-    for _ in 0..MAX_CMSGS {
-        if offset + CMSG_HEADER > length {
-            return;
-        }
-        let header = control + offset;
-        let (Some(cmsg_len), Some(level), Some(kind)) = (
-            read_user::<u64>(header),
-            read_user::<u32>(header + 8),
-            read_user::<u32>(header + 12),
-        ) else {
-            flag_syscall(nr, 0);
-            return;
-        };
-        // The kernel refused such a message, yet the call succeeded: rewritten since.
-        if cmsg_len < CMSG_HEADER || cmsg_len > length - offset {
-            flag_syscall(nr, 0);
-            return;
-        }
-        if level == SOL_SOCKET && kind == SCM_RIGHTS {
-            let mut fds = UserArray {
-                first: header + CMSG_HEADER,
-                count: (cmsg_len - CMSG_HEADER) / 4,
-                nr: nr as u64,
-                handed_out,
-            };
-            // SAFETY: the callback and its context follow the bpf_loop contract.
-            unsafe {
-                bpf_loop(
-                    MAX_PASSED_FDS,
-                    passed_fd_step as *mut c_void,
-                    (&mut fds as *mut UserArray).cast::<c_void>(),
-                    0,
-                )
-            };
-        }
-        offset += (cmsg_len + 7) & !7;
-    }
-    if offset + CMSG_HEADER <= length {
-        flag_syscall(nr, 0);
-    }
+    0
 }
 
-extern "C" fn passed_fd_step(index: u64, context: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop passes back the state given to it, which lives on the caller's stack.
-    let fds = unsafe { &*context.cast::<UserArray>() };
-    if index >= fds.count {
-        return 1;
+/// Reads the control message at the walk's offset; ends the message (`length` 0) when none
+/// is left or it does not add up.
+fn next_control_message(walk: &mut SentWalk) {
+    if walk.offset + CMSG_HEADER > walk.length {
+        walk.length = 0;
+        return;
     }
-    let file = read_user::<i32>(fds.first + index * 4)
+    let header = walk.control + walk.offset;
+    let read = (
+        read_user::<u64>(header),
+        read_user::<u32>(header + 8),
+        read_user::<u32>(header + 12),
+    );
+    let (Some(cmsg_len), Some(level), Some(kind)) = read else {
+        flag_syscall(walk.nr as u32, 0);
+        walk.length = 0;
+        return;
+    };
+    // More control messages than are read, or one the kernel would have refused although
+    // the call succeeded (rewritten since).
+    let fds = cmsg_len.saturating_sub(CMSG_HEADER) / 4;
+    let scm_rights = level == SOL_SOCKET && kind == SCM_RIGHTS;
+    if walk.cmsgs >= MAX_CMSGS
+        || cmsg_len < CMSG_HEADER
+        || cmsg_len > walk.length - walk.offset
+        || (scm_rights && fds > MAX_PASSED_FDS)
+    {
+        flag_syscall(walk.nr as u32, 0);
+        walk.length = 0;
+        return;
+    }
+    if scm_rights {
+        walk.fd = header + CMSG_HEADER;
+        walk.fds_left = fds;
+    }
+    walk.offset += (cmsg_len + 7) & !7;
+    walk.cmsgs += 1;
+}
+
+/// The fd at the walk's cursor: its file is handed out when open for writing.
+fn passed_fd(walk: &mut SentWalk) {
+    let file = read_user::<i32>(walk.fd)
         .filter(|fd| *fd >= 0)
         .and_then(|fd| file_of_fd(fd as u64));
     match file {
         Some(file) if file_mode(file) & FMODE_WRITE != 0 => {
-            // SAFETY: `sent` keeps the list on its stack until the walk is over.
-            let handed_out = unsafe { &mut *fds.handed_out };
+            let handed_out = &mut walk.handed_out;
             match handed_out.files.get_mut(handed_out.count as usize) {
                 Some(slot) => {
                     *slot = file;
                     handed_out.count += 1;
                 }
-                None => flag_syscall(fds.nr as u32, 0),
+                None => flag_syscall(walk.nr as u32, 0),
             }
         }
         Some(_) => {}
         // Closed or rewritten since the kernel passed it: what went out is unknown.
-        None => flag_syscall(fds.nr as u32, 0),
+        None => flag_syscall(walk.nr as u32, 0),
     }
-    0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1095,6 +1137,34 @@ fn flag_syscall(nr: u32, compat: u32) {
     }
 }
 
+/// A syscall of a tracked process as it exits.
+struct Exited {
+    nr: u32,
+    rule: SyscallRule,
+    regs: u64,
+    result: i64,
+}
+
+/// The exiting syscall and its rule, for a 64-bit syscall in the table. The handlers run only
+/// by tail call from `sys_exit`, which has already filtered the task.
+fn exited(ctx: &RawTracePointContext) -> Option<Exited> {
+    let regs: u64 = ctx.arg(0);
+    let nr = read::<u64>(regs, REGS_ORIG_AX).unwrap_or(u64::MAX);
+    if nr >= SYSCALL_TABLE_SIZE as u64 {
+        return None;
+    }
+    Some(Exited {
+        nr: nr as u32,
+        rule: *RULES.get(nr as u32)?,
+        regs,
+        result: ctx.arg(1),
+    })
+}
+
+/// The entry point for every syscall's exit: filters the tree's 64-bit syscalls and hands each
+/// class to its handler program by tail call (`EXIT_HANDLERS`). Separate programs because the
+/// verifier then checks each on its own, in parallel at load time (the tracer's fixed cost is
+/// mostly verification: `oci-attest/src/trace/mod.rs`, `load_in_parallel`).
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -1102,7 +1172,6 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         return 0;
     }
     let regs: u64 = ctx.arg(0);
-    let result: i64 = ctx.arg(1);
     let nr = read::<u64>(regs, REGS_ORIG_AX).unwrap_or(u64::MAX);
     let status = read::<u32>(current_task(), layout!(task_thread_status)).unwrap_or(0);
     let cs = read::<u64>(regs, REGS_CS).unwrap_or(0);
@@ -1110,24 +1179,86 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
         flag_syscall(nr as u32, 1);
         return 0;
     }
-    if nr >= SYSCALL_TABLE_SIZE as u64 {
-        return 0;
-    }
-    let Some(rule) = RULES.get(nr as u32) else {
+    let Some(call) = exited(&ctx) else {
         return 0;
     };
-    let rule = *rule;
-    let succeeded = result >= 0;
-    match rule.class {
+    match call.rule.class {
         class if class == SyscallClass::Ignored as u8 => {}
-        class if class == SyscallClass::Open as u8 => {
-            if succeeded {
-                opened(nr as u32, &rule, regs, result as u64);
+        class if class == SyscallClass::Mknod as u8 => {
+            let mode = syscall_arg(regs, call.rule.arg_a) as u16;
+            if call.result == 0 && (mode & S_IFMT == 0 || mode & S_IFMT == S_IFREG) {
+                flag_syscall(call.nr, 0);
             }
         }
-        class if class == SyscallClass::Tracer as u8 => {
-            tracer_call(nr as u32, &rule, regs, succeeded);
+        class if (class as u32) < SYSCALL_CLASSES && class != SyscallClass::Unmodelled as u8 => {
+            // SAFETY: a tail call with this program's own context.
+            unsafe { EXIT_HANDLERS.tail_call(&ctx, class as u32) };
+            // Only reached when the class has no handler in the table.
+            flag_syscall(call.nr, 0);
         }
+        // Unmodelled, and any class this build does not know: flagged, whatever the result
+        // (a failed io_uring_enter may still have submitted work).
+        _ => flag_syscall(call.nr, 0),
+    }
+    0
+}
+
+/// [`SyscallClass::Open`].
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_open(ctx: RawTracePointContext) -> u32 {
+    if let Some(call) = exited(&ctx) {
+        if call.result >= 0 {
+            opened(call.nr, &call.rule, call.regs, call.result as u64);
+        }
+    }
+    0
+}
+
+/// [`SyscallClass::Tracer`].
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_tracer(ctx: RawTracePointContext) -> u32 {
+    if let Some(call) = exited(&ctx) {
+        tracer_call(call.nr, &call.rule, call.regs, call.result >= 0);
+    }
+    0
+}
+
+/// [`SyscallClass::PathOp`].
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_path_op(ctx: RawTracePointContext) -> u32 {
+    if let Some(call) = exited(&ctx) {
+        if call.result == 0 {
+            path_op(&call.rule, call.regs);
+        }
+    }
+    0
+}
+
+/// [`SyscallClass::SendMsg`].
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_send(ctx: RawTracePointContext) -> u32 {
+    if let Some(call) = exited(&ctx) {
+        if call.result >= 0 {
+            sent(call.nr, &call.rule, call.regs, call.result as u64);
+        }
+    }
+    0
+}
+
+/// The classes that change a file through an fd: [`SyscallClass::WriteFd`], `ResizeFd`,
+/// `Mmap` and `Ioctl`.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_fd(ctx: RawTracePointContext) -> u32 {
+    let Some(Exited {
+        nr,
+        rule,
+        regs,
+        result,
+    }) = exited(&ctx)
+    else {
+        return 0;
+    };
+    match rule.class {
         class if class == SyscallClass::WriteFd as u8 => {
             if result > 0 {
                 if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
@@ -1165,28 +1296,10 @@ pub fn sys_exit(ctx: RawTracePointContext) -> u32 {
                     record_written(file, WRITTEN_RESIZED);
                 }
             } else if result == 0 && is_loop_attach(request) {
-                loop_attached(nr as u32, request, syscall_arg(regs, rule.arg_c));
+                loop_attached(nr, request, syscall_arg(regs, rule.arg_c));
             }
         }
-        class if class == SyscallClass::PathOp as u8 => {
-            if result == 0 {
-                path_op(&rule, regs);
-            }
-        }
-        class if class == SyscallClass::SendMsg as u8 => {
-            if succeeded {
-                sent(nr as u32, &rule, regs, result as u64);
-            }
-        }
-        class if class == SyscallClass::Mknod as u8 => {
-            let mode = syscall_arg(regs, rule.arg_a) as u16;
-            if result == 0 && (mode & S_IFMT == 0 || mode & S_IFMT == S_IFREG) {
-                flag_syscall(nr as u32, 0);
-            }
-        }
-        // Unmodelled, and any class this build does not know: flagged, whatever the result
-        // (a failed io_uring_enter may still have submitted work).
-        _ => flag_syscall(nr as u32, 0),
+        _ => flag_syscall(nr, 0),
     }
     0
 }

@@ -353,6 +353,35 @@ fn every_file_passed_in_one_message_is_handed_out_or_the_call_is_flagged() {
     );
 }
 
+/// The same over sendmmsg: every file of every message and control message is handed out; a
+/// message with more control messages than the tracer reads (4) flags the call.
+#[test]
+fn every_file_passed_in_several_messages_is_handed_out_or_the_call_is_flagged() {
+    let verdict = require!(attest(scenario(&["pass-own-fds-mmsg", "3", "4"])));
+    verdict.assert_refused(&["handed-out"]);
+    let handed_out = verdict.details("handed-out");
+    for index in 0..12 {
+        let name = format!("passed-{index}");
+        assert!(
+            handed_out
+                .iter()
+                .any(|detail| detail.contains(&format!("/{name}: passed"))),
+            "{name} is not named as handed out\n{}",
+            verdict.describe()
+        );
+    }
+    let verdict = require!(attest(scenario(&["pass-own-fds-mmsg", "2", "5"])));
+    verdict.assert_refused(&["unmodelled-syscall"]);
+    assert!(
+        verdict
+            .details("unmodelled-syscall")
+            .iter()
+            .any(|detail| detail.starts_with("sendmmsg")),
+        "{}",
+        verdict.describe()
+    );
+}
+
 /// The other way round: a process outside the tree opens a file of the working directory and
 /// passes the fd in; the tree, which never opened it, writes through it. The write is the
 /// tree's: the file is a product with what the tree wrote, and the trace is complete.

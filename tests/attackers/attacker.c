@@ -1371,6 +1371,45 @@ static void step_pass_own_fds(char **a)
 		close(fds[i]);
 }
 
+/* Creates MESSAGES * CMSGS files passed-0 ... and passes them, open for writing, in one
+ * sendmmsg of MESSAGES messages over a socketpair, each message with CMSGS SCM_RIGHTS control
+ * messages of one fd each. The fds stay in flight until the process exits. */
+static void step_pass_own_fds_mmsg(char **a)
+{
+	int messages = atoi(a[0]), cmsgs = atoi(a[1]);
+	if (messages < 1 || messages > 8 || cmsgs < 1 || cmsgs > 8)
+		die("pass-own-fds-mmsg: MESSAGES and CMSGS must be 1 to 8", NULL);
+	int pair[2];
+	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, pair) < 0)
+		die("socketpair", NULL);
+	static char control[8][8 * CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { "F", 1 };
+	struct mmsghdr batch[8];
+	memset(batch, 0, sizeof batch);
+	memset(control, 0, sizeof control);
+	for (int m = 0; m < messages; m++) {
+		struct msghdr *message = &batch[m].msg_hdr;
+		message->msg_iov = &iov;
+		message->msg_iovlen = 1;
+		message->msg_control = control[m];
+		message->msg_controllen = cmsgs * CMSG_SPACE(sizeof(int));
+		struct cmsghdr *header = CMSG_FIRSTHDR(message);
+		for (int c = 0; c < cmsgs; c++, header = CMSG_NXTHDR(message, header)) {
+			char name[32];
+			snprintf(name, sizeof name, "passed-%d", m * cmsgs + c);
+			int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (fd < 0)
+				die("open", name);
+			header->cmsg_level = SOL_SOCKET;
+			header->cmsg_type = SCM_RIGHTS;
+			header->cmsg_len = CMSG_LEN(sizeof(int));
+			memcpy(CMSG_DATA(header), &fd, sizeof fd);
+		}
+	}
+	if (sendmmsg(pair[0], batch, messages, 0) != messages)
+		die("sendmmsg", NULL);
+}
+
 /* Sends the daemon an absolute path to write. */
 static void step_send_path(char **a)
 {
@@ -1894,6 +1933,7 @@ static const struct step steps[] = {
 	{ "receive-fd", 2, step_receive_fd },
 	{ "send-fd", 3, step_send_fd },
 	{ "pass-own-fds", 1, step_pass_own_fds },
+	{ "pass-own-fds-mmsg", 2, step_pass_own_fds_mmsg },
 	{ "send-path", 2, step_send_path },
 	{ "loop-write", 2, step_loop_write },
 	{ "swap-write", 4, step_swap_write },

@@ -22,14 +22,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
-use aya::maps::{Array, HashMap as BpfHashMap, IterableMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{
+    Array, HashMap as BpfHashMap, IterableMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf,
+};
 use aya::programs::raw_trace_point::RawTracePointLink;
 use aya::programs::RawTracePoint;
 use aya::{Ebpf, EbpfLoader};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use oci_attest_common::{
-    DropReason, FileKey, FlaggedSyscall, InodeId, OutsideWriter, SyscallRule, Tampering,
-    TracerSelf, TAMPER_BPF, TAMPER_KEY, TAMPER_PROC,
+    DropReason, FileKey, FlaggedSyscall, InodeId, OutsideWriter, SyscallClass, SyscallRule,
+    Tampering, TracerSelf, TAMPER_BPF, TAMPER_KEY, TAMPER_PROC,
 };
 
 use crate::observed::{
@@ -45,6 +47,24 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 * 1024 * 1024;
 
 /// The oldest kernel the programs run on: `bpf_loop` (path walks, argv copy) came in 5.17.
 pub const MINIMUM_KERNEL: &str = "5.17";
+
+/// The programs `sys_exit` tail-calls (not attached themselves), by name, with the syscall
+/// classes each handles (`EXIT_HANDLERS` in oci-attest-ebpf/src/main.rs).
+pub const EXIT_HANDLERS: [(&str, &[SyscallClass]); 5] = [
+    ("sys_exit_open", &[SyscallClass::Open]),
+    (
+        "sys_exit_fd",
+        &[
+            SyscallClass::WriteFd,
+            SyscallClass::ResizeFd,
+            SyscallClass::Mmap,
+            SyscallClass::Ioctl,
+        ],
+    ),
+    ("sys_exit_path_op", &[SyscallClass::PathOp]),
+    ("sys_exit_tracer", &[SyscallClass::Tracer]),
+    ("sys_exit_send", &[SyscallClass::SendMsg]),
+];
 
 /// The raw tracepoints, by program name (the program names are the tracepoint names).
 pub const TRACEPOINTS: [&str; 5] = [
@@ -133,6 +153,8 @@ pub struct TraceOutcome {
 pub struct Tracer {
     programs: Vec<ProgramStatus>,
     links: Vec<RawTracePointLink>,
+    /// Kept open: the kernel empties a program array when its last user fd closes.
+    _exit_handlers: Option<Map>,
     tracked: BpfHashMap<MapData, u32, u8>,
     dropped: PerCpuArray<MapData, u64>,
     flagged: BpfHashMap<MapData, FlaggedSyscall, u8>,
@@ -266,7 +288,13 @@ impl Tracer {
         let events =
             RingBuf::try_from(map("EVENTS")?).map_err(|error| unusable("EVENTS", error))?;
         let before_programs = started.elapsed();
-        let (programs, links, verify, attach) = attach_all(&mut ebpf);
+        let Attached {
+            statuses: programs,
+            links,
+            exit_handlers,
+            load: verify,
+            attach,
+        } = attach_all(&mut ebpf);
         let phases = Phases {
             load: before_programs + verify,
             attach,
@@ -277,7 +305,10 @@ impl Tracer {
             phases.load,
             phases.attach
         );
-        if let Some(failed) = programs.iter().find(|program| !program.attached) {
+        // A program the verifier refused explains the others' failure to attach.
+        let failed = (programs.iter().find(|program| !program.loaded))
+            .or_else(|| programs.iter().find(|program| !program.attached));
+        if let Some(failed) = failed {
             return Err(TraceUnavailable {
                 reason: with_privilege_hint(format!(
                     "program {} did not load/attach: {}",
@@ -290,6 +321,7 @@ impl Tracer {
         Ok(Tracer {
             programs,
             links,
+            _exit_handlers: exit_handlers,
             tracked,
             dropped,
             flagged,
@@ -651,20 +683,47 @@ fn missing_map(name: &str) -> TraceUnavailable {
     TraceUnavailable::new(format!("map {name} missing from the object"))
 }
 
-/// Loads and attaches each program to the raw tracepoint of the same name; returns the
-/// statuses, the links, and the time spent loading (verifying) and attaching.
-fn attach_all(
-    ebpf: &mut Ebpf,
-) -> (
-    Vec<ProgramStatus>,
-    Vec<RawTracePointLink>,
-    Duration,
-    Duration,
-) {
+/// The kernel programs once loaded: their statuses, the links of the attached ones, the
+/// filled table of `sys_exit`'s handlers, and the time spent loading (verifying) and attaching.
+struct Attached {
+    statuses: Vec<ProgramStatus>,
+    links: Vec<RawTracePointLink>,
+    exit_handlers: Option<Map>,
+    load: Duration,
+    attach: Duration,
+}
+
+/// Loads every program, puts the handlers in `sys_exit`'s table (then frozen), and attaches
+/// each tracepoint program to the raw tracepoint of the same name: the handlers first, so
+/// `sys_exit` never runs without them.
+fn attach_all(ebpf: &mut Ebpf) -> Attached {
     let loading = Instant::now();
     let mut loaded = load_in_parallel(ebpf);
     let load = loading.elapsed();
     let mut statuses = Vec::new();
+    let (exit_handlers, table_error) = match fill_exit_handlers(ebpf) {
+        Ok(table) => (Some(table), None),
+        Err(error) => (None, Some(error)),
+    };
+    for (name, classes) in EXIT_HANDLERS {
+        let mut status = ProgramStatus {
+            name: name.to_string(),
+            tracepoint: format!("raw_tp/sys_exit, tail call for {classes:?}"),
+            loaded: false,
+            attached: false,
+            error: None,
+        };
+        let result = loaded
+            .remove(name)
+            .unwrap_or_else(|| Err("missing from the object".to_owned()))
+            .and_then(|()| {
+                status.loaded = true;
+                table_error.clone().map_or(Ok(()), Err)
+            });
+        status.attached = result.is_ok();
+        status.error = result.err();
+        statuses.push(status);
+    }
     let mut links = Vec::new();
     let mut attach = Duration::ZERO;
     for name in TRACEPOINTS {
@@ -680,6 +739,9 @@ fn attach_all(
                 .remove(name)
                 .unwrap_or_else(|| Err("missing from the object".to_owned()))?;
             status.loaded = true;
+            if exit_handlers.is_none() {
+                return Err("not attached: the table of sys_exit's handlers is not filled".into());
+            }
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or("missing from the object")?
@@ -698,18 +760,55 @@ fn attach_all(
         status.error = result.err();
         statuses.push(status);
     }
-    (statuses, links, load, attach)
+    Attached {
+        statuses,
+        links,
+        exit_handlers,
+        load,
+        attach,
+    }
 }
 
-/// Loads (verifies) every tracepoint program, each on its own thread: the verifier is most of
-/// the tracer's fixed cost (`sys_exit` alone about 110 ms on a quiet 2-core machine, the four
-/// others up to 16 ms beside it; README "Cost of tracing") and the programs are independent.
+/// Fills `EXIT_HANDLERS` with each loaded handler, by class, and freezes it (no syscall may
+/// swap a handler from here on). The table is kept open for the tracer's life: the kernel
+/// empties a program array when its last user fd closes.
+fn fill_exit_handlers(ebpf: &mut Ebpf) -> Result<Map, String> {
+    let mut map = ebpf
+        .take_map("EXIT_HANDLERS")
+        .ok_or("map EXIT_HANDLERS missing from the object")?;
+    let mut table =
+        ProgramArray::try_from(&mut map).map_err(|error| format!("EXIT_HANDLERS: {error}"))?;
+    for (name, classes) in EXIT_HANDLERS {
+        let fd = ebpf
+            .program(name)
+            .ok_or_else(|| format!("{name} missing from the object"))?
+            .fd()
+            .map_err(|error| format!("{name} not loaded: {error}"))?;
+        for class in classes {
+            table
+                .set(*class as u32, fd, 0)
+                .map_err(|error| format!("filling EXIT_HANDLERS: {error}"))?;
+        }
+    }
+    let Map::ProgramArray(data) = &map else {
+        unreachable!("ProgramArray::try_from accepted it");
+    };
+    freeze(data).map_err(|error| error.reason)?;
+    Ok(map)
+}
+
+/// Loads (verifies) every program, each on its own thread: the verifier is most of the
+/// tracer's fixed cost, and the programs are independent (README "Cost of tracing"). The
+/// syscall handlers are separate programs so that no single one takes most of it.
 fn load_in_parallel(ebpf: &mut Ebpf) -> HashMap<&'static str, Result<(), String>> {
     std::thread::scope(|scope| {
         let loads: Vec<_> = ebpf
             .programs_mut()
             .filter_map(|(name, program)| {
-                let name = TRACEPOINTS.into_iter().find(|wanted| *wanted == name)?;
+                let name = TRACEPOINTS
+                    .into_iter()
+                    .chain(EXIT_HANDLERS.map(|(name, _)| name))
+                    .find(|wanted| *wanted == name)?;
                 Some((
                     name,
                     scope.spawn(move || -> Result<(), String> {
