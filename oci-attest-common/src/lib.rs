@@ -187,6 +187,11 @@ pub const WRITTEN_HANDED_OUT: u32 = 128;
 /// With [`WRITTEN_HANDED_OUT`]: handed over a Unix socket (`SCM_RIGHTS` in sendmsg/sendmmsg)
 /// rather than to a loop device: whoever receives it can write it, inside the tree or not.
 pub const WRITTEN_PASSED: u32 = 256;
+/// [`WrittenEvent::how`]: not a write seen: the file, open for writing, left an fd table other
+/// tasks share (close, or dup2/dup3 over its fd) — a sibling may still be writing it through
+/// the fd it looked up before, which its syscall's exit then names wrongly. A candidate: only
+/// a file that changed during the run is a product.
+pub const WRITTEN_RELEASED: u32 = 512;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -491,6 +496,9 @@ pub struct Layout {
     /// `upid`, whose `nr` comes first): the caller's process group, for `kill(0)`.
     pub signal_pids: u32,
     pub pid_numbers: u32,
+    /// `files_struct.count`: more than 1 when other tasks share the fd table (threads,
+    /// CLONE_FILES).
+    pub files_count: u32,
 }
 
 #[cfg(feature = "user")]

@@ -35,7 +35,8 @@ use oci_attest_common::{
     PATH_OP_SLOTS, PATH_TRUNCATED, PATH_UNRESOLVED, SYSCALL_CLASSES, SYSCALL_TABLE_SIZE,
     TAMPER_BPF, TAMPER_KEY, TAMPER_PROC, TAMPER_TARGETED, TRACER_ALSO_UNMODELLED, TRACER_ANY,
     TRACER_PIDFD, WRITTEN_CREATED, WRITTEN_DATA, WRITTEN_DIRTIED, WRITTEN_EMPTY_AT_OPEN,
-    WRITTEN_HANDED_OUT, WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RESIZED, WRITTEN_TRUNCATED,
+    WRITTEN_HANDED_OUT, WRITTEN_MAPPED, WRITTEN_PASSED, WRITTEN_RELEASED, WRITTEN_RESIZED,
+    WRITTEN_TRUNCATED,
 };
 
 /// Filled by userspace before loading (`EbpfLoader::override_global`).
@@ -99,6 +100,7 @@ static LAYOUT: Layout = Layout {
     inode_private: 0,
     signal_pids: 0,
     pid_numbers: 0,
+    files_count: 0,
 };
 
 /// oci-attest itself (filled by userspace before loading, like `LAYOUT`).
@@ -1302,6 +1304,62 @@ pub fn sys_exit_fd(ctx: RawTracePointContext) -> u32 {
         _ => flag_syscall(nr, 0),
     }
     0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files leaving a shared fd table
+
+const SYS_CLOSE: i64 = 3;
+const SYS_DUP2: i64 = 33;
+const SYS_DUP3: i64 = 292;
+const SYS_CLOSE_RANGE: i64 = 436;
+/// close_range flags: unshare the table first (the others keep theirs), or only mark the fds
+/// close-on-exec.
+const CLOSE_RANGE_UNSHARE: u64 = 1 << 1;
+const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
+/// `sys_enter` of a tracked task's close, dup2, dup3 or close_range: a file open for writing
+/// is about to leave an fd table other tasks share. A sibling thread may be inside a write to
+/// it right now, through the fd it looked up at its syscall's entry (stalled by a userfaultfd,
+/// say); its exit then reads the fd, finds the file swapped in, and the file really written is
+/// never named. So it is named here, as a candidate settled by its stamps (`WRITTEN_RELEASED`).
+/// The syscall number is tested first: every other syscall of the machine returns at once.
+/// (The per-syscall `syscalls:sys_enter_*` tracepoints would run nothing for the others, but
+/// detaching each waits for an RCU tasks-trace grace period: 300 ms at the end of every run.)
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> u32 {
+    let nr: i64 = ctx.arg(1);
+    if !matches!(nr, SYS_CLOSE | SYS_DUP2 | SYS_DUP3 | SYS_CLOSE_RANGE) {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_tracked(tgid) || !fd_table_shared() {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let arg = |index: u8| syscall_arg(regs, index);
+    match nr {
+        SYS_CLOSE => released(arg(0)),
+        SYS_DUP2 | SYS_DUP3 if arg(0) != arg(1) => released(arg(1)),
+        SYS_CLOSE_RANGE if arg(2) & (CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) == 0 => {
+            // A range of fds: not walked; closing a range of a shared table is flagged.
+            flag_syscall(SYS_CLOSE_RANGE as u32, 0);
+        }
+        _ => {}
+    }
+    0
+}
+
+fn fd_table_shared() -> bool {
+    let files = read::<u64>(current_task(), layout!(task_files)).unwrap_or(0);
+    read::<i32>(files, layout!(files_count)).unwrap_or(0) > 1
+}
+
+fn released(fd: u64) {
+    if let Some(file) = file_of_fd(fd) {
+        if file_mode(file) & FMODE_WRITE != 0 {
+            record_written(file, WRITTEN_RELEASED);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1498,6 +1498,8 @@ struct stalled_swap {
 	int decoy;
 	char *page;
 	const char *text;
+	/* Swap by close(2) then F_DUPFD rather than by dup2. */
+	int by_close;
 };
 
 /* The userfaultfd handler: the writer is inside its write now, past the kernel's fdget of the
@@ -1510,8 +1512,12 @@ static void *swap_while_stalled(void *argument)
 		die("read", "userfaultfd");
 	if (message.event != UFFD_EVENT_PAGEFAULT)
 		die("unexpected userfaultfd event", NULL);
-	if (dup2(swap->decoy, swap->target) < 0)
+	if (swap->by_close) {
+		if (close(swap->target) < 0 || fcntl(swap->decoy, F_DUPFD, swap->target) != swap->target)
+			die("close and F_DUPFD", NULL);
+	} else if (dup2(swap->decoy, swap->target) < 0) {
 		die("dup2", NULL);
+	}
 	long page_size = sysconf(_SC_PAGESIZE);
 	char *source = aligned_alloc(page_size, page_size);
 	if (!source)
@@ -1533,9 +1539,9 @@ static void *swap_while_stalled(void *argument)
  * from the fd table, while another thread dup2s DECOY over fd 40. The write lands in REAL and
  * dirties no page; at the syscall's exit the fd names DECOY. REAL must hold a page already (the
  * write overwrites it in place). Needs root (a userfaultfd that catches kernel copies). */
-static void step_stalled_swap_write(char **a)
+static void stalled_write(char **a, int by_close)
 {
-	struct stalled_swap swap = { .target = 40, .text = a[2] };
+	struct stalled_swap swap = { .target = 40, .text = a[2], .by_close = by_close };
 	int real = open(a[0], O_WRONLY | O_DIRECT | O_CLOEXEC);
 	swap.decoy = open(a[1], O_WRONLY | O_CLOEXEC);
 	if (real < 0 || swap.decoy < 0)
@@ -1563,6 +1569,43 @@ static void step_stalled_swap_write(char **a)
 		die("pthread_create", NULL);
 	if (pwrite(swap.target, swap.page, page_size, 0) != page_size)
 		die("pwrite", a[0]);
+	pthread_join(thread, NULL);
+}
+
+static void step_stalled_swap_write(char **a)
+{
+	stalled_write(a, 0);
+}
+
+/* The same, the other thread swapping by close(40) and then F_DUPFD of DECOY at 40. */
+static void step_stalled_close_write(char **a)
+{
+	stalled_write(a, 1);
+}
+
+static void *wait_for_stop(void *argument)
+{
+	while (!*(volatile int *)argument)
+		sleep_ms(1);
+	return NULL;
+}
+
+/* Writes TEXT to PATH through fd 50 and closes it with close_range(50, 50) while a second thread
+ * shares the fd table: a range closed in a shared table is not walked by the tracer. */
+static void step_close_range_shared(char **a)
+{
+	int fd = open(a[0], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0 || dup2(fd, 50) < 0)
+		die("open", a[0]);
+	close(fd);
+	write_all(50, a[1], strlen(a[1]), a[0]);
+	int stop = 0;
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, wait_for_stop, &stop) != 0)
+		die("pthread_create", NULL);
+	if (syscall(SYS_close_range, 50U, 50U, 0U) < 0)
+		die("close_range", NULL);
+	stop = 1;
 	pthread_join(thread, NULL);
 }
 
@@ -1938,6 +1981,8 @@ static const struct step steps[] = {
 	{ "loop-write", 2, step_loop_write },
 	{ "swap-write", 4, step_swap_write },
 	{ "stalled-swap-write", 3, step_stalled_swap_write },
+	{ "stalled-close-write", 3, step_stalled_close_write },
+	{ "close-range-shared", 2, step_close_range_shared },
 	{ "toucher", 3, step_toucher },
 	{ "write-big", 2, step_write_big },
 	{ "exec-storm", 4, step_exec_storm },

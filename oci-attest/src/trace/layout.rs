@@ -103,6 +103,7 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<Layout> {
         inode_private: at("inode:i_private")?,
         signal_pids: at("signal_struct:pids")?,
         pid_numbers: at("pid:numbers")?,
+        files_count: at("files_struct:count")?,
     })
 }
 

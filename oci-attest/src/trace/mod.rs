@@ -67,8 +67,9 @@ pub const EXIT_HANDLERS: [(&str, &[SyscallClass]); 5] = [
 ];
 
 /// The raw tracepoints, by program name (the program names are the tracepoint names).
-pub const TRACEPOINTS: [&str; 5] = [
+pub const TRACEPOINTS: [&str; 6] = [
     "sys_exit",
+    "sys_enter",
     "sched_process_fork",
     "sched_process_exec",
     "sched_process_exit",
@@ -114,9 +115,9 @@ impl TraceUnavailable {
 /// One kernel program and whether it loaded and attached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramStatus {
-    /// The program's name, which is also its raw tracepoint's name.
+    /// The program's name (a raw tracepoint program is named after its tracepoint).
     pub name: String,
-    /// `raw_tp/<name>`.
+    /// Where it runs: `raw_tp/<name>`, or a tail call from `sys_exit`.
     pub tracepoint: String,
     pub loaded: bool,
     pub attached: bool,

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use oci_attest_common::{
     PathOp, ARGV_CONTINUED, ARGV_TRUNCATED, ARGV_UNREADABLE, PATH_TRUNCATED, PATH_UNRESOLVED,
-    WRITTEN_DIRTIED, WRITTEN_HANDED_OUT,
+    WRITTEN_DIRTIED, WRITTEN_HANDED_OUT, WRITTEN_RELEASED,
 };
 
 use crate::observed::{
@@ -210,7 +210,9 @@ impl ProcessTree {
                     count_path_flags(&mut self.counts, &path);
                 }
                 let as_path = PathBuf::from(OsStr::from_bytes(&path.bytes));
-                if how & WRITTEN_HANDED_OUT == 0 {
+                // Handed out, or only closed while a sibling may write it: not the process's
+                // write (settling decides by the file's stamps).
+                if how & WRITTEN_HANDED_OUT == 0 && how != WRITTEN_RELEASED {
                     process.observed.writes.push(WrittenFile {
                         path: as_path.clone(),
                         dev: identity.file.dev,

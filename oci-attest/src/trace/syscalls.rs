@@ -88,10 +88,14 @@ const fn row(nr: u32, name: &'static str, rule: SyscallRule) -> Row {
 pub const X86_64: &[Row] = &[
     row(1, "write", write_fd(0)),
     row(2, "open", open(1, false)),
+    // Nothing at the exit: their entry (the `sys_enter` program) names a file open for writing
+    // that leaves a shared fd table, and flags a close_range there.
+    row(3, "close", SyscallRule::IGNORED),
     row(9, "mmap", rule(SyscallClass::Mmap, 0, [4, 3, N, N, N])),
     row(16, "ioctl", rule(SyscallClass::Ioctl, 0, [0, 1, 2, N, N])),
     row(18, "pwrite64", write_fd(0)),
     row(20, "writev", write_fd(0)),
+    row(33, "dup2", SyscallRule::IGNORED),
     row(40, "sendfile", write_fd(0)),
     row(46, "sendmsg", send_msg(false)),
     row(62, "kill", signal_pid(0, 1)),
@@ -129,6 +133,7 @@ pub const X86_64: &[Row] = &[
     row(275, "splice", write_fd(2)),
     row(279, "move_pages", at_pid(0)),
     row(285, "fallocate", resize_fd(0)),
+    row(292, "dup3", SyscallRule::IGNORED),
     row(296, "pwritev", write_fd(0)),
     row(297, "rt_tgsigqueueinfo", signal_pid(0, 2)),
     row(298, "perf_event_open", at_pid(1)),
@@ -148,6 +153,7 @@ pub const X86_64: &[Row] = &[
     row(425, "io_uring_setup", UNMODELLED),
     row(426, "io_uring_enter", UNMODELLED),
     row(427, "io_uring_register", UNMODELLED),
+    row(436, "close_range", SyscallRule::IGNORED),
     // openat2's flags are in user memory: only the kernel-side emptiness test applies.
     row(437, "openat2", open(N, false)),
     row(438, "pidfd_getfd", at_pidfd(0, N)),
@@ -198,6 +204,10 @@ mod tests {
             (libc::SYS_io_uring_enter, "io_uring_enter"),
             (libc::SYS_copy_file_range, "copy_file_range"),
             (libc::SYS_linkat, "linkat"),
+            (libc::SYS_close, "close"),
+            (libc::SYS_dup2, "dup2"),
+            (libc::SYS_dup3, "dup3"),
+            (libc::SYS_close_range, "close_range"),
             (libc::SYS_truncate, "truncate"),
             (libc::SYS_process_vm_writev, "process_vm_writev"),
             (libc::SYS_kill, "kill"),
