@@ -2,11 +2,13 @@
 //! it executed and which files' content it changed, from kernel objects, through one ring
 //! buffer. The design is described in `docs/tracing.md`.
 //!
-//! Four raw tracepoints: `sys_exit` (every syscall of every process; tracked processes are
-//! filtered first, then the syscall number is looked up in the `RULES` table userspace fills),
-//! and `sched_process_fork/exec/exit`. Files are identified through the fd table
+//! Six raw tracepoints: `sys_exit` (every syscall of every process; tracked processes are
+//! filtered first, then the syscall number is looked up in the `RULES` table userspace fills,
+//! and the syscall's class handed by tail call to its handler program), `sys_enter` (only the
+//! calls by which a file leaves a shared fd table), `sched_process_fork/exec/exit` and
+//! `writeback_mark_inode_dirty`. Files are identified through the fd table
 //! (task → files → fdt → fd[n] → file → inode), never by the strings the process passed, and
-//! their paths are built here from the dentry chain. `sys_exit` is enough: the syscall's
+//! their paths are built here from the dentry chain. `sys_exit` does the syscalls' work: the
 //! arguments are still in the saved user registers and the result is what the kernel did.
 //! Member offsets of kernel structs come from BTF through `LAYOUT`.
 #![no_std]

@@ -1,7 +1,7 @@
 //! eBPF tracing of the wrapped command's process tree (design: `docs/tracing.md`).
 //!
-//! [`Tracer::load`] loads the kernel programs of `oci-attest-ebpf` and attaches them to four
-//! raw tracepoints; [`Tracer::track`] puts the stopped child's pid in the tracked set (before
+//! [`Tracer::load`] loads the kernel programs of `oci-attest-ebpf`, fills the table of
+//! `sys_exit`'s handlers and attaches the others to their raw tracepoints; [`Tracer::track`] puts the stopped child's pid in the tracked set (before
 //! it is released) and starts a thread that drains the ring buffer into a
 //! [`model::ProcessTree`]; [`Tracer::finish`] (after the tree ended) drains what is left,
 //! settles every written inode and executed program, and lists every gap of the trace.
