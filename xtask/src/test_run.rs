@@ -27,11 +27,9 @@ pub fn run(cargo_test_args: &[String], dist: bool) -> anyhow::Result<ExitCode> {
     let binary = build_host_binary()?;
     let release = match std::env::var_os(RELEASE_DIR_ENV) {
         Some(dir) => Release::Ready(std::path::PathBuf::from(dir)),
-        None if cargo_test_args.is_empty() => {
-            Release::Building(build_release(binary.clone(), true))
-        }
+        None if cargo_test_args.is_empty() => Release::Building(build_release(binary.clone())),
         None if dist => Release::Ready(
-            build_release(binary.clone(), false)
+            build_release(binary.clone())
                 .join()
                 .map_err(|_| anyhow::anyhow!("cargo xtask dist panicked"))??,
         ),
@@ -65,44 +63,33 @@ enum Release {
     Building(std::thread::JoinHandle<anyhow::Result<std::path::PathBuf>>),
 }
 
-/// `cargo xtask dist` on a thread; then, for the whole suite, the build of the fuzz crate's
-/// seed-corpus tests (a nightly build of oci-attest of its own), so that the suite's end only
-/// runs them.
+/// `cargo xtask dist` on a thread.
 fn build_release(
     binary: std::path::PathBuf,
-    then_fuzz_seed_tests: bool,
 ) -> std::thread::JoinHandle<anyhow::Result<std::path::PathBuf>> {
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let release = crate::dist::build(&crate::dist::Args::default(), &binary);
         println!("test: cargo xtask dist took {:.0?}", started.elapsed());
-        if then_fuzz_seed_tests {
-            let started = std::time::Instant::now();
-            // Its output is the test run's below, which reports any failure of this build.
-            let built = fuzz_seed_tests()
-                .arg("--no-run")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            println!(
-                "test: the fuzz crate's seed tests built in {:.0?} ({})",
-                started.elapsed(),
-                built.map_or_else(|error| error.to_string(), |status| status.to_string())
-            );
-        }
         release
     })
 }
 
-/// `cargo +nightly test --lib` of the fuzz crate: its own workspace (nightly, libFuzzer), whose
-/// seed-corpus tests would otherwise never run. It builds oci-attest with the tracer
-/// (bpf-linker from PATH).
+/// `cargo test --lib` of the fuzz crate, whose seed-corpus tests would otherwise never run. It
+/// is a workspace of its own (cargo-fuzz builds it with nightly and sanitizer flags), but these
+/// tests need neither: built with the same toolchain into the main workspace's target
+/// directory, they reuse the dependencies the other tests compiled (about 60 crates left to
+/// build, where a nightly build of its own compiled every one: 6 minutes of CI). It builds
+/// oci-attest with the tracer (bpf-linker from PATH).
 fn fuzz_seed_tests() -> Command {
     let mut fuzz = Command::new("cargo");
-    fuzz.args(["+nightly", "test", "--lib"])
+    fuzz.args(["test", "--lib", "--target-dir"])
+        .arg(target_dir())
         .current_dir(paths::workspace_root().join("oci-attest/fuzz"))
         .env("PATH", paths::search_path())
-        .env(REQUIRE_ALL_ENV, "1");
+        .env(REQUIRE_ALL_ENV, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     fuzz
 }
 
@@ -217,18 +204,25 @@ fn build_fixtures_and_test(
     // The eBPF crate is no_std for the bpf target; oci-attest's build.rs builds it.
     let whole_workspace = strings(&["--workspace", "--exclude", "oci-attest-ebpf"]);
     let mut totals = Totals::default();
-    let mut status = match release {
+    let status = match release {
         Release::None => stream_tests(
             &mut cargo_test(&[whole_workspace, cargo_test_args.to_vec()].concat(), None),
             &mut totals,
         )?,
-        Release::Ready(dir) => stream_tests(
-            &mut cargo_test(
-                &[whole_workspace, cargo_test_args.to_vec()].concat(),
-                Some(&dir),
-            ),
-            &mut totals,
-        )?,
+        Release::Ready(dir) => {
+            let status = stream_tests(
+                &mut cargo_test(
+                    &[whole_workspace, cargo_test_args.to_vec()].concat(),
+                    Some(&dir),
+                ),
+                &mut totals,
+            )?;
+            if cargo_test_args.is_empty() && status.success() {
+                stream_tests(&mut fuzz_seed_tests(), &mut totals)?
+            } else {
+                status
+            }
+        }
         Release::Building(dist) => {
             let mut statuses = vec![
                 stream_tests(
@@ -243,6 +237,9 @@ fn build_fixtures_and_test(
                     &mut totals,
                 )?,
             ];
+            // While the release still builds: the workspace's debug build is done and its lock
+            // free for the fuzz crate's.
+            statuses.push(stream_tests(&mut fuzz_seed_tests(), &mut totals)?);
             // What the release adds to the suite's wall time: the wait for it once the other
             // tests are done, and its own tests (the CI budget for dist is 5 minutes).
             let waiting = std::time::Instant::now();
@@ -265,14 +262,6 @@ fn build_fixtures_and_test(
                 .unwrap_or_default()
         }
     };
-    if cargo_test_args.is_empty() && status.success() {
-        status = stream_tests(
-            fuzz_seed_tests()
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-            &mut totals,
-        )?;
-    }
     println!(
         "test: {} passed, {} failed, {} skipped, {} ignored (exit {})",
         totals.passed(),
