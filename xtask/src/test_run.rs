@@ -79,8 +79,9 @@ fn build_release(
 /// is a workspace of its own (cargo-fuzz builds it with nightly and sanitizer flags), but these
 /// tests need neither: built with the same toolchain into the main workspace's target
 /// directory, they reuse the dependencies the other tests compiled (about 60 crates left to
-/// build, where a nightly build of its own compiled every one: 6 minutes of CI). It builds
-/// oci-attest with the tracer (bpf-linker from PATH).
+/// build, where a nightly build of its own compiled every one: 6 minutes of CI). For that its
+/// Cargo.lock is the main one's plus libfuzzer-sys, and the debug profile is shared
+/// (`.cargo/config.toml`). It builds oci-attest with the tracer (bpf-linker from PATH).
 fn fuzz_seed_tests() -> Command {
     let mut fuzz = Command::new("cargo");
     fuzz.args(["test", "--lib", "--target-dir"])
