@@ -1263,19 +1263,16 @@ pub fn sys_exit_fd(ctx: RawTracePointContext) -> u32 {
         return 0;
     };
     match rule.class {
-        class if class == SyscallClass::WriteFd as u8 => {
-            if result > 0 {
+        class if class == SyscallClass::WriteFd as u8 || class == SyscallClass::ResizeFd as u8 => {
+            // A write succeeds with a positive count, a resize with 0.
+            let (done, how) = if class == SyscallClass::WriteFd as u8 {
+                (result > 0, WRITTEN_DATA)
+            } else {
+                (result == 0, WRITTEN_RESIZED)
+            };
+            if done {
                 if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
-                    record_written(file, WRITTEN_DATA);
-                } else {
-                    count_drop(DropReason::UnreadableFile);
-                }
-            }
-        }
-        class if class == SyscallClass::ResizeFd as u8 => {
-            if result == 0 {
-                if let Some(file) = file_of_fd(syscall_arg(regs, rule.arg_a)) {
-                    record_written(file, WRITTEN_RESIZED);
+                    record_written(file, how);
                 } else {
                     count_drop(DropReason::UnreadableFile);
                 }

@@ -329,9 +329,16 @@ fn a_daemon_writing_through_a_passed_fd_without_the_page_cache_is_caught() {
 #[test]
 fn every_file_passed_in_one_message_is_handed_out_or_the_call_is_flagged() {
     let verdict = require!(attest(scenario(&["pass-own-fds", "16"])));
+    assert_passed_files_handed_out(&verdict, 16);
+    let verdict = require!(attest(scenario(&["pass-own-fds", "17"])));
+    assert_call_flagged(&verdict, "sendmsg");
+}
+
+/// Refused as `handed-out`, naming each of the files `passed-0` … `passed-{count - 1}`.
+fn assert_passed_files_handed_out(verdict: &Verdict, count: usize) {
     verdict.assert_refused(&["handed-out"]);
     let handed_out = verdict.details("handed-out");
-    for index in 0..16 {
+    for index in 0..count {
         let name = format!("passed-{index}");
         assert!(
             handed_out
@@ -341,13 +348,16 @@ fn every_file_passed_in_one_message_is_handed_out_or_the_call_is_flagged() {
             verdict.describe()
         );
     }
-    let verdict = require!(attest(scenario(&["pass-own-fds", "17"])));
+}
+
+/// Refused as `unmodelled-syscall`, for `syscall`.
+fn assert_call_flagged(verdict: &Verdict, syscall: &str) {
     verdict.assert_refused(&["unmodelled-syscall"]);
     assert!(
         verdict
             .details("unmodelled-syscall")
             .iter()
-            .any(|detail| detail.starts_with("sendmsg")),
+            .any(|detail| detail.starts_with(syscall)),
         "{}",
         verdict.describe()
     );
@@ -358,28 +368,9 @@ fn every_file_passed_in_one_message_is_handed_out_or_the_call_is_flagged() {
 #[test]
 fn every_file_passed_in_several_messages_is_handed_out_or_the_call_is_flagged() {
     let verdict = require!(attest(scenario(&["pass-own-fds-mmsg", "3", "4"])));
-    verdict.assert_refused(&["handed-out"]);
-    let handed_out = verdict.details("handed-out");
-    for index in 0..12 {
-        let name = format!("passed-{index}");
-        assert!(
-            handed_out
-                .iter()
-                .any(|detail| detail.contains(&format!("/{name}: passed"))),
-            "{name} is not named as handed out\n{}",
-            verdict.describe()
-        );
-    }
+    assert_passed_files_handed_out(&verdict, 12);
     let verdict = require!(attest(scenario(&["pass-own-fds-mmsg", "2", "5"])));
-    verdict.assert_refused(&["unmodelled-syscall"]);
-    assert!(
-        verdict
-            .details("unmodelled-syscall")
-            .iter()
-            .any(|detail| detail.starts_with("sendmmsg")),
-        "{}",
-        verdict.describe()
-    );
+    assert_call_flagged(&verdict, "sendmmsg");
 }
 
 /// The other way round: a process outside the tree opens a file of the working directory and
@@ -396,11 +387,7 @@ fn a_file_passed_into_the_tree_and_written_there_is_its_product() {
             ))
     ));
     verdict.assert_product("passed-in", b"written by the tree", &[], &[]);
-    assert!(
-        matches!(verdict, Verdict::Complete(_)),
-        "{}",
-        verdict.describe()
-    );
+    verdict.assert_complete();
 }
 
 /// The tree sends the daemon a path; the daemon creates the file there.
@@ -490,11 +477,7 @@ fn a_write_stalled_while_its_fd_is_swapped_is_attributed_to_the_file_it_wrote() 
         let mut written = vec![b'.'; 4096];
         written[..13].copy_from_slice(b"STALLED-WRITE");
         verdict.assert_product("real", &written, &["decoy"], &[]);
-        assert!(
-            matches!(verdict, Verdict::Complete(_)),
-            "{step}: {}",
-            verdict.describe()
-        );
+        verdict.assert_complete();
     }
 }
 
@@ -556,11 +539,7 @@ fn a_write_stalled_while_its_fd_is_swapped_outside_the_working_directory_signs_t
         "{}",
         verdict.describe()
     );
-    assert!(
-        matches!(verdict, Verdict::Complete(_)),
-        "{}",
-        verdict.describe()
-    );
+    verdict.assert_complete();
 }
 
 /// The tree writes a 64 MiB product; an outsider keeps changing its last byte while

@@ -658,6 +658,15 @@ impl Verdict {
         self.assert_incomplete_for(reasons);
     }
 
+    /// The run must have completed (exit 0) with a complete trace.
+    pub fn assert_complete(&self) {
+        assert!(
+            matches!(self, Verdict::Complete(_)),
+            "the trace must be complete\n{}",
+            self.describe()
+        );
+    }
+
     /// The details of the statement's `reason` entries.
     pub fn details(&self, reason: &str) -> Vec<String> {
         self.statement()

@@ -125,6 +125,19 @@ pub struct ProgramStatus {
     pub error: Option<String>,
 }
 
+impl ProgramStatus {
+    /// Not loaded yet.
+    fn new(name: &str, tracepoint: String) -> Self {
+        ProgramStatus {
+            name: name.to_owned(),
+            tracepoint,
+            loaded: false,
+            attached: false,
+            error: None,
+        }
+    }
+}
+
 /// Time spent in each phase of the tracer's own cost.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Phases {
@@ -707,13 +720,8 @@ fn attach_all(ebpf: &mut Ebpf) -> Attached {
         Err(error) => (None, Some(error)),
     };
     for (name, classes) in EXIT_HANDLERS {
-        let mut status = ProgramStatus {
-            name: name.to_string(),
-            tracepoint: format!("raw_tp/sys_exit, tail call for {classes:?}"),
-            loaded: false,
-            attached: false,
-            error: None,
-        };
+        let mut status =
+            ProgramStatus::new(name, format!("raw_tp/sys_exit, tail call for {classes:?}"));
         let result = loaded
             .remove(name)
             .unwrap_or_else(|| Err("missing from the object".to_owned()))
@@ -728,13 +736,7 @@ fn attach_all(ebpf: &mut Ebpf) -> Attached {
     let mut links = Vec::new();
     let mut attach = Duration::ZERO;
     for name in TRACEPOINTS {
-        let mut status = ProgramStatus {
-            name: name.to_string(),
-            tracepoint: format!("raw_tp/{name}"),
-            loaded: false,
-            attached: false,
-            error: None,
-        };
+        let mut status = ProgramStatus::new(name, format!("raw_tp/{name}"));
         let result = (|| -> Result<(), String> {
             loaded
                 .remove(name)
